@@ -1,0 +1,33 @@
+"""HaGRIDv2 gestures: 33 gestures + no_gesture, in the order of hukenovs/hagrid `constants.targets`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import TASKS
+from .base import Task, as_arrays
+
+HAGRID_CLASSES = [
+    "grabbing", "grip", "holy", "point", "call", "three3", "timeout", "xsign", "hand_heart", "hand_heart2",
+    "little_finger", "middle_finger", "take_picture", "dislike", "fist", "four", "like", "mute", "ok",
+    "one", "palm", "peace", "peace_inverted", "rock", "stop", "stop_inverted", "three", "three2",
+    "two_up", "two_up_inverted", "three_gun", "thumb_index", "thumb_index2", "no_gesture",
+]  # fmt: skip
+
+
+@TASKS.register("gesture")
+@dataclass
+class Gesture(Task):
+    name = "gesture"
+    default_dataset = "hagrid_v2"
+    primary_metric = "accuracy"
+    prompt_templates = {
+        "v1": "<image>\nWhich hand gesture is shown in the marked box? Answer with the gesture name.",
+    }
+    classes: list[str] = field(default_factory=lambda: list(HAGRID_CLASSES))
+
+    def evaluate(self, predictions):
+        from ..eval.metrics import classification_metrics
+
+        labels, probs = as_arrays(predictions)
+        return classification_metrics(labels, probs.argmax(1), self.num_classes)
