@@ -1,0 +1,344 @@
+"""Typed configuration: dataclasses are the schema, YAML files are instances, `a.b=value` overrides.
+
+Unknown keys and wrong types are errors naming the key's dotted path; cross-field checks run at load time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class EncoderConfig:
+    # Hugging Face id, local directory or "bundled:<name>"; None builds random-init weights from `arch`.
+    pretrained: str | None = None
+    # architecture JSON (a vision config with `model_type`), relative to the presets dir; used for random init
+    # and for planning on the meta device without weights.
+    arch: str | None = None
+    # hidden-state index to read (-2 = penultimate, the LLaVA convention)
+    layer: int = -2
+    image_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    # read the vision tower out of a VLM checkpoint (e.g. LLaVA, Qwen2-VL) instead of a vision model
+    from_vlm: bool = False
+
+
+@dataclass
+class ConnectorConfig:
+    type: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
+    # k x k average pooling of the patch grid before the connector (fewer visual tokens)
+    pool: int = 1
+
+
+@dataclass
+class BoxConfig:
+    enabled: bool = True
+    # number of learned role embeddings; 1 reproduces the paper's single embedding, 2 tells a pair apart
+    roles: int = 2
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class LLMConfig:
+    pretrained: str | None = None
+    arch: str | None = None
+    # "tiny" builds a small BPE tokenizer in-process; None uses the tokenizer next to `pretrained`
+    tokenizer: str | None = None
+    use_chat_template: bool = True
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class GazeHeadConfig:
+    loss: Literal["kl", "bce"] = "kl"
+    sigma: float = 3.0
+    inout: bool = True
+
+
+@dataclass
+class TrainableConfig:
+    encoder: Literal["frozen", "lora", "full"] = "frozen"
+    connector: Literal["frozen", "full"] = "full"
+    llm: Literal["frozen", "lora", "full"] = "lora"
+    box_embed: Literal["frozen", "full"] = "full"
+    heads: Literal["frozen", "full"] = "full"
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+    box: BoxConfig = field(default_factory=BoxConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    gaze: GazeHeadConfig = field(default_factory=GazeHeadConfig)
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    seed: int = 0
+
+
+@dataclass
+class TaskDataConfig:
+    task: str
+    # adapter name (registry); None = the task's default dataset
+    dataset: str | None = None
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str | None = None
+    adapter_options: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)
+    loss_weight: float = 1.0
+    # cap on training samples drawn from this task (HaGRIDv2 has a million images)
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+
+@dataclass
+class DataConfig:
+    tasks: list[TaskDataConfig] = field(default_factory=list)
+    sampler: Literal["proportional", "uniform", "temperature"] = "proportional"
+    temperature: float = 2.0
+    on_bad_sample: Literal["skip", "error"] = "skip"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    lr_connector: float | None = None
+    lr_box_embed: float | None = None
+    lr_heads: float | None = None
+    lr_lora: float | None = None
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    grad_clip: float = 1.0
+    eval_every: int = 0
+    save_every: int = 0
+    early_stop_patience: int = 0
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    feature_cache: Literal["auto", "off"] = "auto"
+    cache_dir: str | None = None
+    eval_batch_size: int = 16
+    seed: int = 0
+    log_every: int = 10
+
+
+@dataclass
+class Config:
+    name: str = "unnamed"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- strict conversion from plain data
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        return [_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return {str(k): _convert(v, args[1], f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported type {tp}")
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or '<root>'}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"unknown key(s) {', '.join(where + k for k in unknown)}; known: {', '.join(sorted(names))}")
+    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{path or '<root>'}: {err}") from err
+
+
+# ---------------------------------------------------------------- loading, overrides, validation
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            node = node[int(key)]
+            continue
+        node = node.setdefault(key, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"override {dotted}: {'.'.join(keys[: i + 1])} is not a mapping")
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if preset.exists():
+        return preset
+    presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    raise ConfigError(f"no config file {str(name_or_path)!r} and no preset of that name (presets: {presets})")
+
+
+def _load_yaml(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = _load_yaml(resolve_config_path(base))
+    return _deep_merge(parent, data)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a preset name or YAML file (which may say `base: <preset>`), apply overrides, validate."""
+    data = _load_yaml(resolve_config_path(name_or_path))
+    for text in overrides:
+        _set_dotted(data, *parse_override(text))
+    config = from_dict(Config, data)
+    validate(config)
+    return config
+
+
+def config_from_dict(data: dict) -> Config:
+    config = from_dict(Config, data)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    from .tasks import build_task
+
+    m, t = config.model, config.train
+    if m.encoder.pretrained is None and m.encoder.arch is None:
+        raise ConfigError("model.encoder: set `pretrained` or `arch`")
+    if m.llm.pretrained is None and m.llm.arch is None:
+        raise ConfigError("model.llm: set `pretrained` or `arch`")
+    if m.connector.pool < 1:
+        raise ConfigError(f"model.connector.pool must be >= 1, got {m.connector.pool}")
+    if m.box.roles < 1:
+        raise ConfigError(f"model.box.roles must be >= 1, got {m.box.roles}")
+    if m.trainable.encoder != "frozen" and t.feature_cache != "off":
+        # a trainable encoder changes its features every step: a cache would serve stale features
+        raise ConfigError("train.feature_cache must be 'off' when model.trainable.encoder is not 'frozen'")
+    seen = set()
+    for i, td in enumerate(config.data.tasks):
+        where = f"data.tasks[{i}]"
+        if td.task in seen:
+            raise ConfigError(f"{where}: task {td.task!r} is listed twice")
+        seen.add(td.task)
+        try:
+            build_task(td.task, **td.task_options)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: {err}") from err
+        if not m.box.enabled:
+            raise ConfigError(f"{where}: task {td.task!r} needs its boxes, but model.box.enabled is false")
+        if td.loss_weight < 0:
+            raise ConfigError(f"{where}.loss_weight must be >= 0")
+    for name in ("steps", "batch_size", "grad_accum", "eval_batch_size"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"train.{name} must be >= 1")
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

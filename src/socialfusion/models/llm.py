@@ -1,0 +1,95 @@
+"""The language model: any Hugging Face causal LM, its tokenizer, LoRA via PEFT, and prompt pieces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import LLMConfig
+from ..tasks.base import IMAGE_PLACEHOLDER
+from .loading import load_arch, resolve_pretrained
+
+
+def build_tokenizer(cfg: LLMConfig, vocab_size: int | None = None):
+    if cfg.tokenizer == "tiny":
+        from .tiny_tokenizer import build_tiny_tokenizer
+
+        return build_tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    source = resolve_pretrained(cfg.tokenizer or cfg.pretrained or "")
+    tok = AutoTokenizer.from_pretrained(source)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_causal_lm(cfg: LLMConfig, vocab_size: int | None = None) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    if cfg.pretrained is None:
+        config = load_arch(cfg.arch)
+        if vocab_size is not None:
+            config.vocab_size = vocab_size
+        return AutoModelForCausalLM.from_config(config)
+    return AutoModelForCausalLM.from_pretrained(resolve_pretrained(cfg.pretrained), dtype=torch.float32)
+
+
+def apply_lora(model: nn.Module, cfg: LLMConfig) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules),
+        bias="none",
+    )
+    return get_peft_model(model, lora)
+
+
+def decoder_and_head(lm: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The transformer body (returns hidden states) and the LM head, through a PEFT wrapper if present.
+
+    Splitting them lets us run the LM head only at the answer positions instead of over the whole sequence.
+    """
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+@dataclass
+class PromptPieces:
+    """Token ids before and after the image placeholder for one task prompt."""
+
+    pre: list[int]
+    post: list[int]
+
+
+def prompt_pieces(tokenizer, instruction: str, use_chat_template: bool = True) -> PromptPieces:
+    """Render the user turn (with the chat template when the tokenizer has one) and split at the placeholder.
+
+    The placeholder is never a token: the text on either side is tokenized on its own, so no vocabulary
+    or embedding matrix has to change.
+    """
+    if IMAGE_PLACEHOLDER not in instruction:
+        raise ValueError(f"prompt must contain {IMAGE_PLACEHOLDER!r}: {instruction!r}")
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
+        )
+    else:
+        text = f"User: {instruction}\nAssistant:"
+    before, after = text.split(IMAGE_PLACEHOLDER, 1)
+    pre = tokenizer(before, add_special_tokens=False).input_ids
+    if tokenizer.bos_token_id is not None and (not pre or pre[0] != tokenizer.bos_token_id) and not getattr(tokenizer, "chat_template", None):
+        pre = [tokenizer.bos_token_id] + pre
+    post = tokenizer(after, add_special_tokens=False).input_ids
+    return PromptPieces(pre=pre, post=post)
+
+
+def answer_ids(tokenizer, text: str) -> list[int]:
+    """The answer tokens of a verbalizer, ending with EOS so that no verbalizer is a prefix of another."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return ids + [tokenizer.eos_token_id]

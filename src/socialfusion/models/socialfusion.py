@@ -1,0 +1,191 @@
+"""SocialFusion: frozen encoder -> connector (+ box embedding mask) -> LLM with LoRA -> class text or gaze heatmap.
+
+Batches are dicts (see `data/collate.py`): every batch holds samples of one task, so they share one prompt and
+the image tokens sit at the same positions for every row.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..tasks import TASK_NAMES, build_task
+from ..tasks.base import Task
+from .box_mask import BoxEmbedding
+from .connector import Connector
+from .encoder import VisionEncoder
+from .heads import GazeHead, gaze_loss
+from .llm import answer_ids, apply_lora, build_causal_lm, build_tokenizer, decoder_and_head, prompt_pieces
+from .trainability import apply_trainability
+
+
+class SocialFusionModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, tasks: dict[str, Task] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.tasks = tasks or {name: build_task(name) for name in TASK_NAMES}
+        torch.manual_seed(cfg.seed)
+        self.encoder = VisionEncoder(cfg.encoder)
+        self.tokenizer = build_tokenizer(cfg.llm)
+        lm = build_causal_lm(cfg.llm, vocab_size=len(self.tokenizer) if cfg.llm.tokenizer == "tiny" else None)
+        d_llm = lm.config.hidden_size
+        self.connector = Connector(cfg.connector, self.encoder.hidden_size, d_llm, self.encoder.grid)
+        self.grid = self.connector.grid
+        self.box_embed = BoxEmbedding(cfg.box.roles, d_llm, self.grid)
+        self.gaze_head = GazeHead(d_llm, self.grid, inout=cfg.gaze.inout)
+        if cfg.trainable.llm == "lora":
+            lm = apply_lora(lm, cfg.llm)
+        if cfg.llm.gradient_checkpointing:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.llm = lm
+        apply_trainability(self, cfg.trainable)
+        self._prompts: dict[str, object] = {}
+        self._answers: dict[str, list[list[int]]] = {}
+
+    # ------------------------------------------------------------------ small helpers
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.connector.parameters()).device
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.cfg.trainable.encoder == "frozen":
+            self.encoder.eval()  # a frozen encoder never runs dropout or updates norm statistics
+        return self
+
+    def prompt(self, task: str):
+        if task not in self._prompts:
+            self._prompts[task] = prompt_pieces(self.tokenizer, self.tasks[task].instruction(), self.cfg.llm.use_chat_template)
+        return self._prompts[task]
+
+    def answers(self, task: str) -> list[list[int]]:
+        if task not in self._answers:
+            self._answers[task] = [answer_ids(self.tokenizer, v) for v in self.tasks[task].verbalizers]
+        return self._answers[task]
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(ids)
+
+    # ------------------------------------------------------------------ visual tokens
+
+    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        frozen = self.cfg.trainable.encoder == "frozen"
+        with torch.no_grad() if frozen else nullcontext():
+            return self.encoder(pixel_values)
+
+    def visual_tokens(self, batch: dict) -> torch.Tensor:
+        feats = batch.get("features")
+        if feats is None:
+            feats = self.encode(batch["pixel_values"].to(self.device))
+        tokens = self.connector(feats.to(self.device, self.connector_dtype))
+        return self.box_embed(tokens, batch["boxes"].to(self.device), batch["box_roles"].to(self.device))
+
+    @property
+    def connector_dtype(self) -> torch.dtype:
+        return next(self.connector.parameters()).dtype
+
+    def _prefix(self, task: str, visual: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Embeddings of [prompt before image, image tokens, prompt after image]; returns them and where the image starts."""
+        pieces = self.prompt(task)
+        b = visual.shape[0]
+        pre = self._embed(torch.tensor(pieces.pre, device=self.device)).expand(b, -1, -1)
+        post = self._embed(torch.tensor(pieces.post, device=self.device)).expand(b, -1, -1)
+        return torch.cat([pre, visual.to(pre.dtype), post], dim=1), len(pieces.pre)
+
+    # ------------------------------------------------------------------ training
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        task = batch["task"]
+        visual = self.visual_tokens(batch)
+        prefix, image_start = self._prefix(task, visual)
+        decoder, head = decoder_and_head(self.llm)
+        if self.tasks[task].kind == "heatmap":
+            hidden = decoder(inputs_embeds=prefix).last_hidden_state
+            image_hidden = hidden[:, image_start : image_start + visual.shape[1]]
+            out = self.gaze_head(image_hidden, hidden[:, -1])
+            losses = gaze_loss(out, batch["gaze_target"].to(self.device), batch["inout"].to(self.device), self.cfg.gaze.loss)
+            loss = sum(losses.values())
+            return {"loss": loss, **{f"loss_{k}": v.detach() for k, v in losses.items()}, "n_supervised": (batch["inout"] >= 0).sum()}
+        answers = self.answers(task)
+        labels = batch["labels"].tolist()
+        seqs = [answers[c] for c in labels]
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
+        valid = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+        # feed all answer tokens but the last; position t of the answer is predicted from position t-1
+        inputs = torch.cat([prefix, self._embed(ids[:, :-1])], dim=1)
+        attention = torch.cat([torch.ones(prefix.shape[:2], dtype=valid.dtype, device=self.device), valid[:, :-1]], dim=1)
+        hidden = decoder(inputs_embeds=inputs, attention_mask=attention).last_hidden_state
+        n_prefix = prefix.shape[1]
+        pred_hidden = hidden[:, n_prefix - 1 : n_prefix - 1 + width]
+        mask = valid.bool()
+        n_supervised = mask.sum()
+        if n_supervised == 0:
+            raise ValueError(f"batch of task {task!r} has no supervised answer token")
+        logits = head(pred_hidden[mask]).float()
+        loss = F.cross_entropy(logits, ids[mask])
+        return {"loss": loss, "loss_answer": loss.detach(), "n_supervised": n_supervised}
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def predict_heatmap(self, batch: dict) -> dict[str, torch.Tensor]:
+        visual = self.visual_tokens(batch)
+        prefix, image_start = self._prefix(batch["task"], visual)
+        decoder, _ = decoder_and_head(self.llm)
+        hidden = decoder(inputs_embeds=prefix).last_hidden_state
+        out = self.gaze_head(hidden[:, image_start : image_start + visual.shape[1]], hidden[:, -1])
+        heat = F.softmax(out["heatmap_logits"].flatten(1), dim=-1).view_as(out["heatmap_logits"])
+        result = {"heatmap": heat}
+        if "inout_logit" in out:
+            result["inout"] = torch.sigmoid(out["inout_logit"])
+        return result
+
+    @torch.no_grad()
+    def score_classes(self, batch: dict, method: str = "auto") -> torch.Tensor:
+        """Class log-probabilities (B, C) under decoding constrained to the verbalizers.
+
+        Each class's score is the sum, over its answer tokens, of the log-softmax restricted to the tokens that
+        continue some verbalizer sharing the prefix so far (a trie). Those scores sum to one over classes, so
+        they are the class probabilities the mAP metrics need. When all verbalizers start with different tokens
+        the trie branches only at the root, and one forward pass over the prompt gives the exact same numbers
+        (`fast`); `full` walks every verbalizer with the prompt's KV cache.
+        """
+        task = batch["task"]
+        answers = self.answers(task)
+        visual = self.visual_tokens(batch)
+        prefix, _ = self._prefix(task, visual)
+        decoder, head = decoder_and_head(self.llm)
+        out = decoder(inputs_embeds=prefix, use_cache=True)
+        first_logits = head(out.last_hidden_state[:, -1]).float()
+        firsts = [a[0] for a in answers]
+        if method == "fast" or (method == "auto" and len(set(firsts)) == len(firsts)):
+            if len(set(firsts)) != len(firsts):
+                raise ValueError(f"task {task}: verbalizers share a first token; the fast path does not apply")
+            return F.log_softmax(first_logits[:, firsts], dim=-1)
+        cache = out.past_key_values  # transformers 5 still returns it under this name
+        n_prefix = prefix.shape[1]
+        scores = []
+        for seq in answers:
+            logits = [first_logits]
+            if len(seq) > 1:
+                ids = torch.tensor(seq[:-1], device=self.device).expand(prefix.shape[0], -1)
+                cont = decoder(inputs_embeds=self._embed(ids), cache=cache, use_cache=True)
+                logits.extend(head(cont.last_hidden_state).float().unbind(1))
+                cache.crop(-(cache.get_seq_length() - n_prefix))  # back to the prompt only
+            total = torch.zeros(prefix.shape[0], device=self.device)
+            for t, step_logits in enumerate(logits):
+                allowed = sorted({a[t] for a in answers if len(a) > t and a[:t] == seq[:t]})
+                total += step_logits[:, seq[t]] - torch.logsumexp(step_logits[:, allowed], dim=-1)
+            scores.append(total)
+        return torch.stack(scores, dim=1)
