@@ -24,13 +24,13 @@ from .trainability import apply_trainability
 
 
 class SocialFusionModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, tasks: dict[str, Task] | None = None):
+    def __init__(self, cfg: ModelConfig, tasks: dict[str, Task] | None = None, tokenizer=None):
         super().__init__()
         self.cfg = cfg
         self.tasks = tasks or {name: build_task(name) for name in TASK_NAMES}
         torch.manual_seed(cfg.seed)
         self.encoder = VisionEncoder(cfg.encoder)
-        self.tokenizer = build_tokenizer(cfg.llm)
+        self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg.llm)
         lm = build_causal_lm(cfg.llm, vocab_size=len(self.tokenizer) if cfg.llm.tokenizer == "tiny" else None)
         d_llm = lm.config.hidden_size
         self.connector = Connector(cfg.connector, self.encoder.hidden_size, d_llm, self.encoder.grid)

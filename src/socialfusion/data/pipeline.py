@@ -1,0 +1,144 @@
+"""From a task's data config to model batches: samples of one split, per-sample items, collation.
+
+Batch keys (all batches hold samples of one task):
+  task (str), ids (list[str]), boxes (B, K, 4) normalised xyxy, box_roles (B, K) with -1 as padding,
+  pixel_values (B, 3, S, S) or features (B, N, d) [from the feature cache],
+  labels (B,) class indices [classification, when labelled],
+  gaze_target (B, 64, 64), inout (B,) 1/0/-1 unknown, points (list), image_sizes (list of (W, H)) [gaze].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..config import TaskDataConfig
+from ..tasks.base import Task
+from .schema import DataError, Sample
+from .skips import SkipReport
+
+
+def load_split(td: TaskDataConfig, task: Task, split: str, report: SkipReport) -> list[Sample]:
+    """Samples of one split through the task's adapter, checked against the task (bad ones counted)."""
+    from .adapters import read_dataset
+
+    if td.root is None:
+        raise DataError(f"data for task {td.task!r} has no root directory")
+    dataset = td.dataset or task.default_dataset
+    samples, _ = read_dataset(dataset, td.root, split, report=report, **td.adapter_options)
+    kept = []
+    for s in samples:
+        if s.task != task.name:
+            report.skip(f"{dataset}:{s.id}", f"sample task {s.task!r} is not {task.name!r}")
+            continue
+        try:
+            task.check(s)
+        except DataError as err:
+            report.skip(f"{dataset}:{s.id}", str(err).split(": ", 1)[-1])
+            continue
+        kept.append(s)
+    return kept
+
+
+class SampleDataset(torch.utils.data.Dataset):
+    """Items are dicts; an image that fails to load becomes a counted skip (None), dropped by `collate`."""
+
+    def __init__(self, samples: list[Sample], task: Task, image_to_input: Callable[[Sample], dict], report: SkipReport):
+        self.samples = samples
+        self.task = task
+        self.image_to_input = image_to_input
+        self.report = report
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict | None:
+        s = self.samples[index]
+        try:
+            item = self.image_to_input(s)
+        except DataError as err:
+            self.report.skip(f"{s.image} (sample {s.id})", f"unusable image: {str(err).split(': ')[-1]}")
+            return None
+        item["sample"] = s
+        return item
+
+
+def collate(items: list[dict | None], task: Task, sigma: float = 3.0) -> dict | None:
+    from ..tasks.gaze import gaze_target
+
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    samples = [it["sample"] for it in items]
+    k = max(1, max(len(s.boxes) for s in samples))
+    boxes = torch.zeros(len(samples), k, 4)
+    roles = torch.full((len(samples), k), -1, dtype=torch.long)
+    for i, s in enumerate(samples):
+        for j, b in enumerate(s.boxes):
+            boxes[i, j] = torch.tensor(b.xyxy)
+            roles[i, j] = b.role
+    batch: dict = {"task": task.name, "ids": [s.id for s in samples], "boxes": boxes, "box_roles": roles, "samples": samples}
+    for key in ("pixel_values", "features"):
+        if key in items[0]:
+            batch[key] = torch.stack([it[key] for it in items])
+    if task.kind == "classification":
+        if all(s.label is not None for s in samples):
+            batch["labels"] = torch.tensor([s.label for s in samples])
+    else:
+        batch["inout"] = torch.tensor([-1 if s.inout is None else s.inout for s in samples])
+        batch["gaze_target"] = torch.stack(
+            [gaze_target(s.points, sigma=sigma) if s.points and s.inout != 0 else torch.full((64, 64), 1 / 4096) for s in samples]
+        )
+        batch["points"] = [list(s.points or []) for s in samples]
+        batch["image_sizes"] = [it["image_size"] for it in items]
+    return batch
+
+
+def pixel_input(encoder) -> Callable[[Sample], dict]:
+    """Load, orient and preprocess the image of a sample for the encoder."""
+    from .images import load_image
+
+    def fn(sample: Sample) -> dict:
+        image = load_image(sample.image_path())
+        return {"pixel_values": encoder.preprocess([image])[0], "image_size": image.size}
+
+    return fn
+
+
+def manifest(samples_by_split: dict[str, list[Sample]]) -> dict:
+    """What data a run saw: counts per split and a hash over the sample ids and labels."""
+    import hashlib
+    import json
+
+    out = {}
+    for name, samples in samples_by_split.items():
+        h = hashlib.sha256()
+        for s in samples:
+            h.update(json.dumps([s.id, s.image, s.label, s.points], default=str).encode())
+        out[name] = {"n": len(samples), "sha256": h.hexdigest()[:16], "root": samples[0].root if samples else None}
+    return out
+
+
+def build_task_datasets(config, tasks: dict[str, Task], which: str, input_fn: Callable[[Sample], dict], report: SkipReport, task_names=None) -> dict[str, SampleDataset]:
+    """One dataset per configured task for `which` in ("train", "val", "test"), capped as configured.
+
+    A cap keeps a deterministic subset (a seeded shuffle), so a capped run is reproducible.
+    """
+    import numpy as np
+
+    out = {}
+    for td in config.data.tasks:
+        if task_names is not None and td.task not in task_names:
+            continue
+        split = {"train": td.train_split, "val": td.val_split, "test": td.test_split}[which]
+        if split is None:
+            continue
+        samples = load_split(td, tasks[td.task], split, report)
+        cap = td.max_train_samples if which == "train" else td.max_eval_samples
+        if cap is not None and len(samples) > cap:
+            keep = np.random.default_rng(config.train.seed).permutation(len(samples))[:cap]
+            samples = [samples[i] for i in sorted(keep)]
+        out[td.task] = SampleDataset(samples, tasks[td.task], input_fn, report)
+    return out

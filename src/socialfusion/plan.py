@@ -1,0 +1,82 @@
+"""`socialfusion plan`: build a config on the `meta` device (no weights, no download) and report parameters
+per component, visual tokens, an estimate of training memory, and FLOPs per sample."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .config import Config
+
+TEXT_TOKENS = 48  # a typical task prompt + answer with a chat template; the estimate is linear in it
+
+
+def build_on_meta(config: Config):
+    from .models.socialfusion import SocialFusionModel
+    from .models.tiny_tokenizer import build_tiny_tokenizer
+
+    cfg = copy.deepcopy(config.model)
+    for part in (cfg.encoder, cfg.llm):
+        if part.arch is None:
+            raise ValueError(f"plan needs an architecture JSON for {part.pretrained!r} (set `arch` in the preset)")
+        part.pretrained = None
+    with torch.device("meta"):
+        # the tokenizer only names prompt tokens; its size matters only for the tiny preset
+        return SocialFusionModel(cfg, tokenizer=build_tiny_tokenizer())
+
+
+def estimate(config: Config, batch_size: int | None = None, text_tokens: int = TEXT_TOKENS) -> dict:
+    from .models.trainability import parameter_table
+
+    model = build_on_meta(config)
+    rows = parameter_table(model)
+    b = batch_size or config.train.batch_size
+    lm_cfg = model.llm.config
+    d, layers, vocab = lm_cfg.hidden_size, lm_cfg.num_hidden_layers, lm_cfg.vocab_size
+    n_vis = model.num_visual_tokens
+    seq = n_vis + text_tokens
+    enc = model.encoder
+    enc_params = sum(p.numel() for p in enc.parameters())
+    llm_params = sum(p.numel() for n, p in model.llm.named_parameters() if "lora_" not in n) - vocab * d * (1 if lm_cfg.tie_word_embeddings else 2)
+    trainable = sum(r["trainable"] for r in rows)
+    frozen = sum(r["frozen"] for r in rows)
+    # forward FLOPs: 2 per multiply-add; attention scores add 4 * seq^2 * d per layer; the LM head runs only at
+    # the few answer positions (8 here), never over the image tokens
+    enc_tokens = enc.num_patches + 1
+    enc_fwd = 2 * enc_params * enc_tokens + 4 * enc.num_layers * enc_tokens**2 * enc.hidden_size
+    llm_fwd = 2 * llm_params * seq + 4 * layers * seq**2 * d + 2 * vocab * d * 8
+    # training: backward costs about twice the forward through the LLM (activation gradients dominate even when
+    # its weights are frozen); the frozen encoder runs forward only, and not at all with the feature cache
+    train_flops = 3 * llm_fwd + enc_fwd
+    bytes_frozen, bytes_trainable = 2 * frozen, 4 * trainable  # bf16 frozen weights; fp32 master weights
+    optimizer = 8 * trainable + 4 * trainable  # Adam moments + gradients
+    # activations kept for backward, per layer and token, ~34 * d bytes in bf16 (Korthikanti et al. 2022),
+    # plus attention scores 5 * heads * seq bytes
+    per_layer = b * seq * (34 * d + 5 * lm_cfg.num_attention_heads * seq)
+    if config.model.llm.gradient_checkpointing:  # keep each layer's input, recompute one layer at a time
+        act = b * layers * seq * d * 2 + per_layer
+    else:
+        act = layers * per_layer
+    return {
+        "parameters": rows,
+        "total_parameters": trainable + frozen,
+        "trainable_parameters": trainable,
+        "visual_tokens_per_image": n_vis,
+        "patch_grid": list(enc.grid),
+        "sequence_length": seq,
+        "batch_size": b,
+        "estimated_training_memory_gb": round((bytes_frozen + bytes_trainable + optimizer + act) / 1e9, 2),
+        "forward_gflops_per_sample": round((enc_fwd + llm_fwd) / 1e9, 2),
+        "training_gflops_per_sample": round(train_flops / 1e9, 2),
+        "training_gflops_per_sample_with_feature_cache": round(3 * llm_fwd / 1e9, 2),
+    }
+
+
+def format_plan(plan: dict) -> str:
+    from .models.trainability import format_parameter_table
+
+    lines = [format_parameter_table(plan["parameters"]), ""]
+    for key in ("visual_tokens_per_image", "patch_grid", "sequence_length", "batch_size", "estimated_training_memory_gb", "forward_gflops_per_sample", "training_gflops_per_sample", "training_gflops_per_sample_with_feature_cache"):
+        lines.append(f"{key:<48} {plan[key]}")
+    return "\n".join(lines)

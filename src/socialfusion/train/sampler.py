@@ -1,0 +1,41 @@
+"""Multi-task batch sampling. Every batch holds one task; which task and which samples depend only on
+(seed, step), so a resumed run draws exactly the batches the uninterrupted run would have drawn."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def task_probabilities(sizes: dict[str, int], mode: str, temperature: float = 2.0) -> dict[str, float]:
+    """proportional: p ~ n; uniform: p = 1/T; temperature: p ~ n^(1/t) (t = 1 proportional, large t uniform)."""
+    names = [k for k, n in sizes.items() if n > 0]
+    if not names:
+        raise ValueError("no task has any training sample")
+    n = np.array([sizes[k] for k in names], dtype=np.float64)
+    if mode == "proportional":
+        w = n
+    elif mode == "uniform":
+        w = np.ones_like(n)
+    elif mode == "temperature":
+        w = n ** (1.0 / temperature)
+    else:
+        raise ValueError(f"unknown sampler {mode!r}")
+    return dict(zip(names, (w / w.sum()).tolist()))
+
+
+class MultiTaskSampler:
+    def __init__(self, sizes: dict[str, int], batch_size: int, mode: str = "proportional", temperature: float = 2.0, seed: int = 0):
+        self.sizes = sizes
+        self.batch_size = batch_size
+        self.probs = task_probabilities(sizes, mode, temperature)
+        self.seed = seed
+
+    def batch(self, step: int, rank: int = 0, world: int = 1) -> tuple[str, list[int]]:
+        """The task and this rank's sample indices for global step `step` (global batch = batch_size * world)."""
+        rng = np.random.default_rng([self.seed, step])
+        names = list(self.probs)
+        task = names[rng.choice(len(names), p=[self.probs[k] for k in names])]
+        n = self.sizes[task]
+        total = self.batch_size * world
+        idx = rng.choice(n, size=total, replace=total > n).tolist()
+        return task, idx[rank * self.batch_size : (rank + 1) * self.batch_size]
