@@ -1,0 +1,1 @@
+"""Evaluation: the official metrics of the five SocialFusion tasks."""
