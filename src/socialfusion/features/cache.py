@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..data.schema import Sample
@@ -64,7 +64,7 @@ class FeatureCache:
         try:
             data = load_file(str(entry))
             feats, size = data["features"], tuple(int(v) for v in data["image_size"].tolist())
-        except (SafetensorsError, OSError, KeyError, ValueError, RuntimeError):
+        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError):
             entry.unlink(missing_ok=True)
             self.stats["corrupt_recomputed"] += 1
             return None

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, config_from_dict
@@ -91,7 +91,7 @@ def load_trainable(model, ckpt: str | Path, strict: bool = True) -> dict[str, li
     path = Path(ckpt) / WEIGHTS
     try:
         state = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot read weights ({err})") from err
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     report = {"missing": sorted(expected - set(state)), "unexpected": sorted(set(state) - expected)}

@@ -173,7 +173,7 @@ class SocialFusionModel(nn.Module):
             if len(set(firsts)) != len(firsts):
                 raise ValueError(f"task {task}: verbalizers share a first token; the fast path does not apply")
             return F.log_softmax(first_logits[:, firsts], dim=-1)
-        cache = out.past_key_values  # transformers 5 still returns it under this name
+        cache = out.cache
         n_prefix = prefix.shape[1]
         scores = []
         for seq in answers:

