@@ -89,6 +89,19 @@ class _Bundle:
 # --------------------------------------------------------------------------------------------------- SmolLM2
 
 
+def _skip_random_init():
+    """A context that skips random weight initialisation (seconds on 2 cores) while building a model whose every
+    parameter is then loaded with ``load_state_dict(strict=True)``; a no-op where transformers lacks it."""
+    try:
+        from transformers.initialization import no_init_weights  # transformers 5
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights  # transformers 4.x
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
+
+
 def _load_smollm2_gguf(gguf_path: Path):
     """The GGUF file loaded by transformers (dequantised to float32, ~20-30 s on 2 cores), and its tokenizer."""
     import torch
@@ -114,7 +127,8 @@ def _convert_smollm2(src: Path, out: Path) -> dict:
     if not config.tie_word_embeddings or not torch.equal(head, embed):
         raise RuntimeError("SmolLM2 GGUF: expected tied input/output embeddings (tie_word_embeddings)")
 
-    model = LlamaForCausalLM(config)
+    with _skip_random_init():
+        model = LlamaForCausalLM(config)
     result = model.load_state_dict(source_sd, strict=True)
     if result.missing_keys or result.unexpected_keys:  # strict=True raises first; kept for clarity
         raise RuntimeError(f"SmolLM2: state dict mismatch {result}")
@@ -183,8 +197,9 @@ _ATTN_NAMES_V5 = {
 _ATTN_NAMES_V4 = {k: k for k in _ATTN_NAMES_V5}
 
 
-def _dinov2_state_dict_from_onnx(onnx_path: Path, target_keys: set[str]) -> dict:
-    """A float32 numpy state dict under ``Dinov2Model`` names from the ONNX file's backbone."""
+def _dinov2_state_dict_from_onnx(onnx_path: Path, target_keys: set[str]) -> tuple[dict, dict]:
+    """A float32 numpy state dict under ``Dinov2Model`` names from the ONNX file's backbone, and what was found."""
+    import numpy as np
     import onnx
     from onnx import numpy_helper
 
@@ -228,20 +243,18 @@ def _dinov2_state_dict_from_onnx(onnx_path: Path, target_keys: set[str]) -> dict
                     (cls_pos if node.op_type == "Concat" else patch_pos).append(i)
     if len(cls_pos) != 1 or len(patch_pos) != 1:
         raise RuntimeError(f"DINOv2: position embedding not found (CLS {cls_pos}, patches {patch_pos})")
-    import numpy as np
-
     cls, patches = take(cls_pos[0]), take(patch_pos[0])
-    if cls.shape[:2] != (1, 1) or patches.shape[0] != 1:
+    grid = _DINOV2_CONFIG["image_size"] // _DINOV2_CONFIG["patch_size"]
+    if cls.shape[:2] != (1, 1) or patches.shape[:2] != (1, grid * grid):
         raise RuntimeError(f"DINOv2: unexpected position embedding shapes {cls.shape} {patches.shape}")
     sd["embeddings.position_embeddings"] = np.concatenate([cls, patches], axis=1)
 
-    unused = [n for n in inits if n not in used and (n.startswith("backbone.") or n.startswith("onnx::MatMul"))]
-    backbone_matmuls = [n for n in used if n.startswith("onnx::MatMul")]
-    expected_matmuls = 6 * _DINOV2_CONFIG["num_hidden_layers"]
-    if len(backbone_matmuls) != expected_matmuls:
-        raise RuntimeError(f"DINOv2: {len(backbone_matmuls)} backbone matrices found, {expected_matmuls} expected")
-    log.debug("DINOv2: %d initializers not used (decoder: %s...)", len(unused), unused[:3])
-    return sd
+    unused = [n for n in inits if n.startswith("backbone.") and n not in used]
+    matmuls = [n for n in used if n.startswith("onnx::MatMul")]
+    expected = 6 * _DINOV2_CONFIG["num_hidden_layers"]  # q, k, v, o, fc1, fc2 per layer
+    if unused or len(matmuls) != expected:
+        raise RuntimeError(f"DINOv2: {len(matmuls)} backbone matrices ({expected} expected), unused: {unused}")
+    return sd, {"position_embedding_initializers": [cls_pos[0], patch_pos[0]], "matmul_initializers": len(matmuls)}
 
 
 def _convert_dinov2(src: Path, out: Path) -> dict:
@@ -250,9 +263,10 @@ def _convert_dinov2(src: Path, out: Path) -> dict:
 
     config = Dinov2Config(**_DINOV2_CONFIG)
     config.architectures = ["Dinov2Model"]
-    model = Dinov2Model(config)
+    with _skip_random_init():
+        model = Dinov2Model(config)
     target = model.state_dict()
-    sd = _dinov2_state_dict_from_onnx(src, set(target))
+    sd, found = _dinov2_state_dict_from_onnx(src, set(target))
     missing = sorted(set(target) - set(sd))
     unexpected = sorted(set(sd) - set(target))
     if missing or unexpected:
@@ -284,7 +298,7 @@ def _convert_dinov2(src: Path, out: Path) -> dict:
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
     if not (out / "model.safetensors").exists():
         raise RuntimeError(f"DINOv2: expected model.safetensors in {out}")
-    return {"parameters_assigned": len(tensors), "recommended_image_size": size}
+    return {"parameters_assigned": len(tensors), "recommended_image_size": size, **found}
 
 
 # ---------------------------------------------------------------------------------------------------- registry
