@@ -1,0 +1,63 @@
+"""Your own data in the canonical record format (`Sample.to_dict`, one JSON object per line).
+
+`root` is the folder holding `<split>.jsonl` (or the .jsonl file itself). Image paths are relative to the record's
+`root`; a record without one uses the folder of the file, a relative one resolves against that folder, exactly
+as `schema.read_jsonl` does. A bad line is a counted skip naming `file:line` (an error under policy 'error').
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ...tasks import TASK_NAMES
+from ..schema import DataError, Sample, read_jsonl
+from ..skips import SkipReport
+from . import DATASETS
+
+
+@DATASETS.register("jsonl")
+def read(root: Path, split: str, report: SkipReport, file=None) -> list[Sample]:
+    """Options: `file` names the JSONL file under root (default `<split>.jsonl`)."""
+    path = root if root.is_file() else root / (str(file) if file else f"{split}.jsonl")
+    if not path.is_file():
+        raise DataError(f"JSONL records not found: expected {path}")
+    try:  # the common case, every line good: read_jsonl is the one reader of the format
+        samples = list(read_jsonl(path))
+    except DataError:  # read_jsonl stops at the first bad line; go line by line to count each bad one
+        samples = read_lines(path, report)
+    out = []
+    for s in samples:
+        if s.task not in TASK_NAMES:
+            report.skip(f"{path.name}:{s.id}", "unknown task")
+            continue
+        out.append(s)
+    return out
+
+
+def read_lines(path: Path, report: SkipReport) -> list[Sample]:
+    """read_jsonl's per-line logic, but a bad line is a counted skip instead of the end of the file."""
+    base = path.parent
+    out = []
+    with open(path, encoding="utf-8-sig") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{line_no}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                report.skip(where, "not valid JSON")
+                continue
+            if not isinstance(record, dict):
+                report.skip(where, "not a JSON object")
+                continue
+            try:
+                sample = Sample.from_dict(record, root=str(base))
+            except DataError as err:
+                report.skip(f"{where} ({err})", "malformed record")
+                continue
+            if sample.root and not Path(sample.root).is_absolute():
+                sample.root = str((base / sample.root).resolve())
+            out.append(sample)
+    return out

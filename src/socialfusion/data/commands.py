@@ -1,0 +1,260 @@
+"""`socialfusion data prepare | validate | stats | synth`: official layouts -> canonical JSONL, and checks on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    from .schema import DataError
+
+    try:
+        return int(args.run(args) or 0)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="socialfusion data", description="Prepare and check datasets.")
+    sub = p.add_subparsers(dest="command", metavar="{prepare,validate,stats,synth}")
+
+    prep = sub.add_parser("prepare", help="read an official layout and write canonical JSONL records")
+    prep.add_argument("dataset", help="ego4d_lam | affectnet | hagrid_v2 | pisc | gazefollow | jsonl")
+    prep.add_argument("--root", required=True, help="the dataset root (the folder of the official layout)")
+    prep.add_argument("--split", required=True)
+    prep.add_argument("--out", required=True, help="output .jsonl file")
+    prep.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option (repeatable)")
+    prep.add_argument("--on-bad-sample", choices=("skip", "error"), default="skip")
+    prep.set_defaults(run=_prepare)
+
+    val = sub.add_parser("validate", help="open every image and check every box and label of a JSONL file")
+    val.add_argument("file")
+    val.add_argument("--max-bad-fraction", type=float, default=0.0, help="exit 1 when more records than this are bad")
+    val.add_argument("--task-option", action="append", default=[], metavar="TASK.KEY=VALUE",
+                     help="task option for the label check, e.g. expression.n_classes=7 or relation.level=coarse")  # fmt: skip
+    val.set_defaults(run=_validate)
+
+    st = sub.add_parser("stats", help="class histograms, boxes per sample and image sizes of a JSONL file")
+    st.add_argument("file")
+    st.add_argument("--max-images", type=int, default=5000, help="read the size of at most this many images")
+    st.add_argument("--json", action="store_true", help="print JSON instead of text")
+    st.set_defaults(run=_stats)
+
+    syn = sub.add_parser("synth", help="generate the synthetic benchmark in the official layouts")
+    syn.add_argument("--out", required=True)
+    syn.add_argument("--n", type=int, default=64)
+    syn.add_argument("--seed", type=int, default=0)
+    syn.set_defaults(run=_synth)
+    return p
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """KEY=VALUE strings; a value that parses as JSON (13, 0.05, true) is typed, anything else stays a string."""
+    from .schema import DataError
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise DataError(f"option {pair!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+# ---- prepare -------------------------------------------------------------------------------------------------
+
+
+def _prepare(args) -> int:
+    import inspect
+
+    from .adapters import load_all, read_dataset
+    from .schema import write_jsonl
+    from .skips import SkipReport
+
+    root = Path(args.root).resolve()
+    report = SkipReport(policy=args.on_bad_sample)
+    options = parse_options(args.option)
+    try:
+        adapter = load_all().get(args.dataset)
+        inspect.signature(adapter).bind(root, args.split, report, **options)
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    except TypeError:
+        known = [p for p in inspect.signature(adapter).parameters][3:]
+        print(f"error: unknown option for {args.dataset} in {sorted(options)}; its options: {', '.join(known) or 'none'}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    samples, _ = read_dataset(args.dataset, root, args.split, report=report, **options)
+    for s in samples:
+        s.root = str(root)  # absolute, so the records work from anywhere
+    n = write_jsonl(samples, args.out)
+    print(f"wrote {n} {args.dataset} {args.split} samples to {args.out}")
+    print(report.summary())
+    return 0
+
+
+# ---- validate ------------------------------------------------------------------------------------------------
+
+
+def _load_records(path: Path, report) -> list:
+    from .adapters.jsonl import read_lines
+
+    if not path.is_file():
+        from .schema import DataError
+
+        raise DataError(f"JSONL records not found: expected {path}")
+    return read_lines(path, report)
+
+
+def _tasks(task_options: list[str]):
+    """task name -> task object (built once, with --task-option values)."""
+    from ..tasks import TASK_NAMES, build_task
+
+    per_task: dict[str, dict] = {}
+    for key, value in parse_options(task_options).items():
+        task, _, option = key.partition(".")
+        per_task.setdefault(task, {})[option] = value
+    return {name: build_task(name, **per_task.get(name, {})) for name in TASK_NAMES}
+
+
+def check_sample(sample, task) -> str | None:
+    """The reason a record cannot be used by its task, or None."""
+    from .images import ImageError, load_image
+    from .schema import DataError
+
+    if task is None:
+        return f"unknown task {sample.task!r}"
+    roles = sorted(b.role for b in sample.boxes)
+    if not roles:
+        return "no box"
+    if task.num_roles == 2 and roles != [0, 1]:
+        return "a relation record needs exactly one box of role 0 and one of role 1"
+    if task.num_roles == 1 and any(r != 0 for r in roles):
+        return f"box role other than 0 for task {task.name}"
+    if task.kind == "classification" and sample.label is not None:
+        try:
+            task.check(sample)
+        except DataError:
+            return f"label {sample.label} outside 0..{task.num_classes - 1}"
+    if task.kind == "heatmap":
+        if sample.inout == 1 and not sample.points:
+            return "in-frame gaze record without points"
+        if any(not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0) for x, y in sample.points or []):
+            return "gaze point outside [0, 1]"
+    try:
+        load_image(sample.image_path())
+    except ImageError as err:
+        return f"image: {err.reason}"
+    except DataError as err:  # a path escaping the root
+        return str(err).split(": ", 1)[-1]
+    return None
+
+
+def _validate(args) -> int:
+    from .skips import SkipReport
+
+    path = Path(args.file)
+    report = SkipReport()
+    samples = _load_records(path, report)
+    bad_lines = report.total
+    tasks = _tasks(args.task_option)
+    unlabelled = 0
+    for s in samples:
+        reason = check_sample(s, tasks.get(s.task))
+        if reason:
+            report.skip(f"{path.name}:{s.id}", reason)
+        elif s.label is None and s.task != "gaze":
+            unlabelled += 1
+    total = len(samples) + bad_lines
+    bad = report.total
+    fraction = bad / total if total else 0.0
+    print(f"{path}: {total} records, {bad} bad ({fraction:.2%}), {unlabelled} unlabelled")
+    print(report.summary())
+    if fraction > args.max_bad_fraction:
+        print(f"FAIL: bad fraction {fraction:.4f} > --max-bad-fraction {args.max_bad_fraction}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---- stats ---------------------------------------------------------------------------------------------------
+
+
+def collect_stats(samples, max_images: int = 5000) -> dict:
+    from ..tasks import TASK_NAMES, build_task
+    from .images import ImageError, image_size
+
+    out: dict = {}
+    seen_images: set[str] = set()
+    for name in sorted({s.task for s in samples}):
+        mine = [s for s in samples if s.task == name]
+        classes = build_task(name).classes if name in TASK_NAMES else []
+        labels = Counter(s.label for s in mine if s.label is not None)
+        sizes: Counter = Counter()
+        unreadable = 0
+        for s in mine:
+            key = str(Path(s.root) / s.image)
+            if key in seen_images or len(seen_images) >= max_images:
+                continue
+            seen_images.add(key)
+            try:
+                w, h = image_size(s.image_path())
+                sizes[f"{w}x{h}"] += 1
+            except Exception:  # ImageError or a path escaping the root: count, keep going
+                unreadable += 1
+        out[name] = {
+            "samples": len(mine),
+            "unlabelled": sum(s.label is None for s in mine) if name != "gaze" else None,
+            "classes": {(classes[k] if 0 <= k < len(classes) else str(k)): labels[k] for k in sorted(labels)},
+            "boxes_per_sample": dict(sorted(Counter(len(s.boxes) for s in mine).items())),
+            "image_sizes": dict(sizes.most_common(10)),
+            "distinct_image_sizes": len(sizes),
+            "unreadable_images": unreadable,
+        }
+        if name == "gaze":
+            out[name]["inout"] = dict(Counter(str(s.inout) for s in mine))
+            out[name]["points_per_sample"] = dict(sorted(Counter(len(s.points or []) for s in mine).items()))
+    return out
+
+
+def _stats(args) -> int:
+    from .skips import SkipReport
+
+    report = SkipReport()
+    stats = collect_stats(_load_records(Path(args.file), report), args.max_images)
+    if args.json:
+        print(json.dumps({"tasks": stats, "bad_lines": report.to_dict()}, indent=2))
+        return 0
+    for name, st in stats.items():
+        print(f"== {name}: {st['samples']} samples" + (f", {st['unlabelled']} unlabelled" if st["unlabelled"] else ""))
+        for key in ("classes", "boxes_per_sample", "inout", "points_per_sample", "image_sizes"):
+            if st.get(key):
+                print(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in st[key].items()))
+        print(f"  distinct image sizes: {st['distinct_image_sizes']}, unreadable images: {st['unreadable_images']}")
+    if report.total:
+        print(report.summary())
+    return 0
+
+
+# ---- synth ---------------------------------------------------------------------------------------------------
+
+
+def _synth(args) -> int:
+    from .synth import generate  # written elsewhere; imported only when asked for
+
+    result = generate(Path(args.out), n=args.n, seed=args.seed)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
