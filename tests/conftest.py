@@ -44,3 +44,19 @@ def make_batch(task: str, b: int = 3, seed: int = 0) -> dict:
     else:
         batch["labels"] = torch.randint(0, n_classes[task], (b,), generator=g)
     return batch
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A small synthetic benchmark in the five official layouts, generated once per test session."""
+    from socialfusion.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, n=24, seed=0)
+    return root
+
+
+def synth_overrides(root, cache_dir) -> list[str]:
+    """Point the tiny preset's five tasks at a synthetic benchmark and a private feature cache."""
+    dirs = ["ego4d_lam", "affectnet", "hagrid", "pisc", "gazefollow_extended"]
+    return [f"data.tasks.{i}.root={root / d}" for i, d in enumerate(dirs)] + [f"train.cache_dir={cache_dir}"]

@@ -73,8 +73,11 @@ def _training_state(step, optimizer, scheduler, best, bad_evals) -> dict:
     }
 
 
-def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool = True, device: str = "auto", stop_after: int | None = None) -> dict:
-    """Train; returns a summary. `stop_after` ends the process's work after that many steps (tests, benchmarks)."""
+def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool = True, device: str = "auto", stop_after: int | None = None, return_model: bool = False) -> dict:
+    """Train; returns a summary (with the trained model under "model" when `return_model`).
+
+    `stop_after` ends this call after that many steps, as if the process had been stopped there.
+    """
     out_dir = Path(out_dir)
     rank, world = dist_utils.init()
     dev = resolve_device(device) if world == 1 else dist_utils.device_for_rank(device)
@@ -190,5 +193,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         log.close()
     if rank == 0 and report.total:
         print(report.summary())
+    if return_model:
+        summary["model"] = model
     summary.update(step=step, best=best, skips=report.to_dict(), out_dir=str(out_dir), samples_per_s=seen / max(1e-9, time.perf_counter() - t0))
     return summary
