@@ -89,6 +89,34 @@ class TrainableConfig:
 
 
 @dataclass
+class VLMTrainableConfig:
+    vision: Literal["frozen", "lora", "full"] = "frozen"
+    projector: Literal["frozen", "full"] = "full"
+    llm: Literal["lora", "full", "frozen"] = "lora"
+
+
+@dataclass
+class VLMConfig:
+    """A Hugging Face image-text-to-text model as a baseline (`models/vlm.py`); used when model.type is 'vlm'.
+
+    The gaze head and its targets use `model.gaze`, shared with SocialFusion."""
+
+    # Hugging Face id or local directory; None builds random-init weights from `arch`
+    pretrained: str | None = None
+    # architecture JSON (a full VLM config with `model_type`), relative to the presets dir
+    arch: str | None = None
+    # None: the processor next to `pretrained`; "tiny": built in-process around the tiny tokenizer
+    processor: str | None = None
+    # boxes as text coordinates in the prompt, or painted on the image (one colour per role)
+    boxes: Literal["text", "draw"] = "text"
+    # side of the square every image is resized to (None: the vision tower's size; Qwen2-VL: 448)
+    image_size: int | None = None
+    trainable: VLMTrainableConfig = field(default_factory=VLMTrainableConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
@@ -97,6 +125,8 @@ class ModelConfig:
     gaze: GazeHeadConfig = field(default_factory=GazeHeadConfig)
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     seed: int = 0
+    type: Literal["socialfusion", "vlm"] = "socialfusion"
+    vlm: VLMConfig = field(default_factory=VLMConfig)
 
 
 @dataclass
@@ -310,9 +340,16 @@ def validate(config: Config) -> None:
     from .tasks import build_task
 
     m, t = config.model, config.train
-    if m.encoder.pretrained is None and m.encoder.arch is None:
+    if m.type == "vlm":
+        if m.vlm.pretrained is None and m.vlm.arch is None:
+            raise ConfigError("model.vlm: set `pretrained` or `arch`")
+        if m.vlm.pretrained is None and m.vlm.processor is None:
+            raise ConfigError("model.vlm: a random-init model (no `pretrained`) needs processor: tiny")
+        if m.vlm.trainable.vision != "frozen" and t.feature_cache != "off":
+            raise ConfigError("train.feature_cache must be 'off' when model.vlm.trainable.vision is not 'frozen'")
+    if m.type == "socialfusion" and m.encoder.pretrained is None and m.encoder.arch is None:
         raise ConfigError("model.encoder: set `pretrained` or `arch`")
-    if m.llm.pretrained is None and m.llm.arch is None:
+    if m.type == "socialfusion" and m.llm.pretrained is None and m.llm.arch is None:
         raise ConfigError("model.llm: set `pretrained` or `arch`")
     if m.connector.pool < 1:
         raise ConfigError(f"model.connector.pool must be >= 1, got {m.connector.pool}")

@@ -29,6 +29,10 @@ def build_on_meta(config: Config):
 def estimate(config: Config, batch_size: int | None = None, text_tokens: int = TEXT_TOKENS) -> dict:
     from .models.trainability import parameter_table
 
+    if config.model.type == "vlm":
+        from .models.vlm_plan import estimate_vlm
+
+        return estimate_vlm(config, batch_size, text_tokens)
     model = build_on_meta(config)
     rows = parameter_table(model)
     b = batch_size or config.train.batch_size
@@ -79,4 +83,6 @@ def format_plan(plan: dict) -> str:
     lines = [format_parameter_table(plan["parameters"]), ""]
     for key in ("visual_tokens_per_image", "patch_grid", "sequence_length", "batch_size", "estimated_training_memory_gb", "forward_gflops_per_sample", "training_gflops_per_sample", "training_gflops_per_sample_with_feature_cache"):
         lines.append(f"{key:<48} {plan[key]}")
+    if "note" in plan:
+        lines.append(f"note: {plan['note']}")
     return "\n".join(lines)

@@ -97,12 +97,14 @@ def collate(items: list[dict | None], task: Task, sigma: float = 3.0) -> dict | 
 
 
 def pixel_input(encoder) -> Callable[[Sample], dict]:
-    """Load, orient and preprocess the image of a sample for the encoder."""
+    """Load, orient and preprocess the image of a sample for the encoder (a VLM baseline that draws the boxes on
+    the image, `wants_boxes`, also gets the sample's boxes)."""
     from .images import load_image
 
     def fn(sample: Sample) -> dict:
         image = load_image(sample.image_path())
-        return {"pixel_values": encoder.preprocess([image])[0], "image_size": image.size}
+        boxes = {"boxes": [sample.boxes]} if getattr(encoder, "wants_boxes", False) else {}
+        return {"pixel_values": encoder.preprocess([image], **boxes)[0], "image_size": image.size}
 
     return fn
 

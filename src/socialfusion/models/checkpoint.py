@@ -109,10 +109,10 @@ def load_trainable(model, ckpt: str | Path, strict: bool = True) -> dict[str, li
 
 def load_model(ckpt: str | Path):
     """Rebuild the model from a checkpoint's config and load its trainable weights."""
-    from .socialfusion import SocialFusionModel
+    from .factory import build_model
 
     config, _ = read_checkpoint_config(ckpt)
-    model = SocialFusionModel(config.model, tasks=tasks_from_config(config))
+    model = build_model(config.model, tasks=tasks_from_config(config))
     load_trainable(model, ckpt)
     return model, config
 

@@ -20,6 +20,7 @@ from .connector import Connector
 from .encoder import VisionEncoder
 from .heads import GazeHead, gaze_loss
 from .llm import answer_ids, apply_lora, build_causal_lm, build_tokenizer, decoder_and_head, prompt_pieces
+from .scoring import constrained_class_scores
 from .trainability import apply_trainability
 
 
@@ -153,39 +154,20 @@ class SocialFusionModel(nn.Module):
 
     @torch.no_grad()
     def score_classes(self, batch: dict, method: str = "auto") -> torch.Tensor:
-        """Class log-probabilities (B, C) under decoding constrained to the verbalizers.
-
-        Each class's score is the sum, over its answer tokens, of the log-softmax restricted to the tokens that
-        continue some verbalizer sharing the prefix so far (a trie). Those scores sum to one over classes, so
-        they are the class probabilities the mAP metrics need. When all verbalizers start with different tokens
-        the trie branches only at the root, and one forward pass over the prompt gives the exact same numbers
-        (`fast`); `full` walks every verbalizer with the prompt's KV cache.
-        """
+        """Class log-probabilities (B, C) under decoding constrained to the verbalizers (`scoring.py`): `fast`
+        reads one forward pass over the prompt; `full` walks every verbalizer with the prompt's KV cache."""
         task = batch["task"]
-        answers = self.answers(task)
         visual = self.visual_tokens(batch)
         prefix, _ = self._prefix(task, visual)
         decoder, head = decoder_and_head(self.llm)
         out = decoder(inputs_embeds=prefix, use_cache=True)
-        first_logits = head(out.last_hidden_state[:, -1]).float()
-        firsts = [a[0] for a in answers]
-        if method == "fast" or (method == "auto" and len(set(firsts)) == len(firsts)):
-            if len(set(firsts)) != len(firsts):
-                raise ValueError(f"task {task}: verbalizers share a first token; the fast path does not apply")
-            return F.log_softmax(first_logits[:, firsts], dim=-1)
-        cache = out.cache
-        n_prefix = prefix.shape[1]
-        scores = []
-        for seq in answers:
-            logits = [first_logits]
-            if len(seq) > 1:
-                ids = torch.tensor(seq[:-1], device=self.device).expand(prefix.shape[0], -1)
-                cont = decoder(inputs_embeds=self._embed(ids), cache=cache, use_cache=True)
-                logits.extend(head(cont.last_hidden_state).float().unbind(1))
-                cache.crop(-(cache.get_seq_length() - n_prefix))  # back to the prompt only
-            total = torch.zeros(prefix.shape[0], device=self.device)
-            for t, step_logits in enumerate(logits):
-                allowed = sorted({a[t] for a in answers if len(a) > t and a[:t] == seq[:t]})
-                total += step_logits[:, seq[t]] - torch.logsumexp(step_logits[:, allowed], dim=-1)
-            scores.append(total)
-        return torch.stack(scores, dim=1)
+        first_logits = head(out.last_hidden_state[:, -1])
+        cache, n_prefix = out.cache, prefix.shape[1]
+
+        def continuation(seq: list[int]) -> list[torch.Tensor]:
+            ids = torch.tensor(seq, device=self.device).expand(prefix.shape[0], -1)
+            cont = decoder(inputs_embeds=self._embed(ids), cache=cache, use_cache=True)
+            cache.crop(-(cache.get_seq_length() - n_prefix))  # back to the prompt only
+            return list(head(cont.last_hidden_state).unbind(1))
+
+        return constrained_class_scores(self.answers(task), first_logits, continuation, method, task)

@@ -19,7 +19,7 @@ from ..data.pipeline import build_task_datasets, collate, manifest, pixel_input
 from ..data.skips import SkipReport
 from ..eval.runner import gather_predictions, predict, score
 from ..models.checkpoint import load_trainable, read_checkpoint_config, save_checkpoint, tasks_from_config
-from ..models.socialfusion import SocialFusionModel
+from ..models.factory import build_model
 from ..models.trainability import format_parameter_table, parameter_table
 from ..runtime import autocast, git_revision, resolve_device, versions
 from . import distributed as dist_utils
@@ -42,7 +42,7 @@ def default_cache_dir(config: Config) -> Path:
 
 def input_function(model, config: Config, device):
     """Features from the cache when the encoder is frozen (and the cache is on), pixels otherwise."""
-    if config.model.trainable.encoder == "frozen" and config.train.feature_cache == "auto":
+    if config.model.type == "socialfusion" and config.model.trainable.encoder == "frozen" and config.train.feature_cache == "auto":
         from ..features.cache import FeatureCache
 
         return FeatureCache(default_cache_dir(config), model.encoder)
@@ -87,9 +87,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         if saved.model != config.model:
             raise TrainingError(f"{last}: the checkpoint's model config differs from this run's; resume with the same config")
     tasks = tasks_from_config(config)
-    model = SocialFusionModel(config.model, tasks=tasks).to(dev)
+    model = build_model(config.model, tasks=tasks).to(dev)
     if rank == 0:
-        print(format_parameter_table(parameter_table(model)))
+        print(format_parameter_table(model.parameter_table() if hasattr(model, "parameter_table") else parameter_table(model)))
     report = SkipReport(policy=config.data.on_bad_sample)
     cache = input_function(model, config, dev)
     input_fn = cache.input_fn() if cache is not None else pixel_input(model.encoder)
