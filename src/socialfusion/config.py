@@ -42,6 +42,9 @@ class ConnectorConfig:
     type: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
     # k x k average pooling of the patch grid before the connector (fewer visual tokens)
     pool: int = 1
+    # parameter-free LayerNorm on the encoder features: some layers (e.g. DINOv2's last, before its final norm)
+    # have norms in the hundreds, which a freshly initialised connector would pass on to the LLM
+    input_norm: bool = False
 
 
 @dataclass
@@ -68,6 +71,8 @@ class LLMConfig:
     # "tiny" builds a small BPE tokenizer in-process; None uses the tokenizer next to `pretrained`
     tokenizer: str | None = None
     use_chat_template: bool = True
+    # keep only the first N decoder layers (a CPU-sized LLM); None keeps them all
+    num_layers: int | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
 
@@ -351,6 +356,8 @@ def validate(config: Config) -> None:
         raise ConfigError("model.encoder: set `pretrained` or `arch`")
     if m.type == "socialfusion" and m.llm.pretrained is None and m.llm.arch is None:
         raise ConfigError("model.llm: set `pretrained` or `arch`")
+    if m.llm.num_layers is not None and m.llm.num_layers < 1:
+        raise ConfigError(f"model.llm.num_layers must be >= 1, got {m.llm.num_layers}")
     if m.connector.pool < 1:
         raise ConfigError(f"model.connector.pool must be >= 1, got {m.connector.pool}")
     if m.box.roles < 1:

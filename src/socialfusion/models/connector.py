@@ -34,6 +34,7 @@ class Connector(nn.Module):
         self.pool = cfg.pool
         self.in_grid = grid
         self.grid = pooled_grid(grid, cfg.pool)
+        self.norm = nn.LayerNorm(d_vision, elementwise_affine=False) if cfg.input_norm else nn.Identity()
         self.proj = CONNECTORS.get(cfg.type)(d_vision, d_llm)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -43,4 +44,4 @@ class Connector(nn.Module):
             grid = features.transpose(1, 2).reshape(b, d, *self.in_grid)
             grid = F.adaptive_avg_pool2d(grid, self.grid)
             features = grid.flatten(2).transpose(1, 2)
-        return self.proj(features)
+        return self.proj(self.norm(features))

@@ -26,15 +26,29 @@ def build_tokenizer(cfg: LLMConfig, vocab_size: int | None = None):
     return tok
 
 
+def _truncate_config(config, num_layers: int | None) -> None:
+    if num_layers is None:
+        return
+    if num_layers > config.num_hidden_layers:
+        raise ValueError(f"llm.num_layers={num_layers} but the model has {config.num_hidden_layers} layers")
+    config.num_hidden_layers = num_layers
+    if getattr(config, "layer_types", None):
+        config.layer_types = config.layer_types[:num_layers]
+
+
 def build_causal_lm(cfg: LLMConfig, vocab_size: int | None = None) -> nn.Module:
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if cfg.pretrained is None:
         config = load_arch(cfg.arch)
         if vocab_size is not None:
             config.vocab_size = vocab_size
+        _truncate_config(config, cfg.num_layers)
         return AutoModelForCausalLM.from_config(config)
-    return AutoModelForCausalLM.from_pretrained(resolve_pretrained(cfg.pretrained), dtype=torch.float32)
+    source = resolve_pretrained(cfg.pretrained)
+    config = AutoConfig.from_pretrained(source)
+    _truncate_config(config, cfg.num_layers)  # the weights of the dropped layers are simply not loaded
+    return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
 
 
 def apply_lora(model: nn.Module, cfg: LLMConfig) -> nn.Module:
