@@ -1,0 +1,200 @@
+"""Figures and tables of the analyses: matplotlib with the non-interactive Agg backend (files only, no windows),
+and the markdown tables of the probe report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from . import fmt
+from typing import Sequence
+
+POSITIVE = "#2e9e44"  # green: positive transfer
+NEGATIVE = "#d1392b"  # red: negative transfer
+NEUTRAL = "#8c8c8c"
+HATCHES = ("", "//", "..", "xx", "\\\\", "++")
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (safe on servers and in tests)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def save(fig, path: str | Path, dpi: int = 120) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
+def transfer_bars(tasks: Sequence[str], families: dict[str, dict[str, float | None]], path: str | Path, title: str = "") -> Path:
+    """Figure-1-style bars: per task, the relative change (%) of the primary metric, joint vs single-task.
+
+    `families` maps a model family to {task: relative change (fraction) or None}; one bar per family and task,
+    green for positive transfer, red for negative, hatch per family; a missing value is drawn as an empty slot.
+    """
+    plt = pyplot()
+    names = list(families)
+    n = max(1, len(names))
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(tasks) * max(1, n) ** 0.5 + 1.5), 3.8))
+    for j, fam in enumerate(names):
+        for i, task in enumerate(tasks):
+            rel = families[fam].get(task)
+            x = i - 0.4 + width * (j + 0.5)
+            if not _finite(rel):
+                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, color=NEUTRAL, rotation=90)
+                continue
+            pct = 100.0 * rel
+            color = POSITIVE if pct > 0 else NEGATIVE if pct < 0 else NEUTRAL
+            ax.bar(x, pct, width * 0.92, color=color, hatch=HATCHES[j % len(HATCHES)], edgecolor="black", linewidth=0.6)
+            ax.text(x, pct, f"{pct:+.1f}", ha="center", va="bottom" if pct >= 0 else "top", fontsize=7)
+    ax.axhline(0, color="black", linewidth=0.8)
+    pcts = [100.0 * v for fam in families.values() for v in fam.values() if _finite(v)] + [0.0]
+    lo, hi = min(pcts), max(pcts)
+    pad = 0.15 * ((hi - lo) or 1.0)  # room for the value labels on both sides of zero
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlim(-0.6, len(tasks) - 0.4)
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels(tasks)
+    ax.set_ylabel("relative change, joint vs single (%)")
+    ax.set_title(title or "Transfer: joint multi-task vs single-task training")
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=POSITIVE, label="positive transfer"), Patch(facecolor=NEGATIVE, label="negative transfer")]
+    if len(names) > 1:
+        handles += [Patch(facecolor="white", edgecolor="black", hatch=HATCHES[j % len(HATCHES)], label=fam) for j, fam in enumerate(names)]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    return save(fig, path)
+
+
+def matrix_heatmaps(panels: list[tuple[str, list[list[float | None]], tuple[float, float], str]], labels: Sequence[str], path: str | Path) -> Path:
+    """Square heatmaps with each cell's value written in it.
+
+    `panels` is a list of (title, matrix, (vmin, vmax), colormap name); `labels` names rows and columns.
+    """
+    import numpy as np
+
+    plt = pyplot()
+    k = len(labels)
+    size = 1.0 + 0.65 * k
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels) + 1.0, size), squeeze=False)
+    for ax, (title, matrix, (vmin, vmax), cmap) in zip(axes[0], panels):
+        m = np.array([[np.nan if not _finite(v) else float(v) for v in row] for row in matrix], dtype=float)
+        im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap)
+        for r in range(k):
+            for c in range(k):
+                v = m[r, c]
+                text = "-" if not math.isfinite(v) else f"{v:.2f}"
+                # white text where the colour is dark (the far ends of the scale)
+                strong = math.isfinite(v) and abs((v - vmin) / max(1e-12, vmax - vmin) - (0.5 if vmin < 0 else 0.0)) > (0.35 if vmin < 0 else 0.7)
+                ax.text(c, r, text, ha="center", va="center", fontsize=8, color="white" if strong else "black")
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xticklabels(labels, rotation=45, ha="right")
+        ax.set_yticklabels(labels)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return save(fig, path)
+
+
+def metric_by_layer(panels: dict[str, dict[str, list[tuple[int, float | None]]]], ylabels: dict[str, str], path: str | Path, line_labels: dict[str, dict[str, str]] | None = None) -> Path:
+    """One panel per task; in each, one line per encoder of the metric against the layer index.
+
+    `panels` maps task -> {encoder: [(layer, value), ...]}; `ylabels` task -> metric name; `line_labels`
+    optionally task -> {encoder: legend text}.
+    """
+    plt = pyplot()
+    tasks = list(panels)
+    cols = min(3, max(1, len(tasks)))
+    rows = max(1, math.ceil(len(tasks) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for i, task in enumerate(tasks):
+        ax = axes[i // cols][i % cols]
+        xs = sorted({layer for points in panels[task].values() for layer, _ in points})
+        if xs:
+            ax.set_xticks(xs)
+        for enc, points in panels[task].items():
+            pts = sorted((layer, v) for layer, v in points if _finite(v))
+            if not pts:
+                continue
+            label = (line_labels or {}).get(task, {}).get(enc, enc)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ax.set_title(task)
+        ax.set_xlabel("encoder layer (hidden-state index)")
+        ax.set_ylabel(ylabels.get(task, "metric"))
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    for j in range(len(tasks), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    return save(fig, path)
+
+
+def probe_figure(result: dict, path: str | Path, preferred: dict[str, str]) -> Path:
+    """probe.png: per task, the metric by layer, one line per encoder (its preferred pooling for the task, else the
+    first pooling probed: box for single-subject tasks, pair for relation, patch for gaze)."""
+    pools = result["pools"]
+    panels, labels, ylabels = {}, {}, {}
+    for r in result["results"]:
+        ylabels[r["task"]] = r["metric"]
+    for task_name in ylabels:
+        panels[task_name], labels[task_name] = {}, {}
+        for enc in result["encoders"]:
+            have = [r for r in result["results"] if r["encoder"] == enc and r["task"] == task_name]
+            avail = [p for p in [preferred.get(task_name, "box"), *pools] if any(r["pool"] == p for r in have)]
+            if avail:
+                panels[task_name][enc] = [(r["layer"], r["value"]) for r in have if r["pool"] == avail[0]]
+                labels[task_name][enc] = f"{enc} ({avail[0]})"
+    return metric_by_layer(panels, ylabels, path, labels)
+
+
+def probe_table(result: dict) -> str:
+    """All probes in one markdown table (rows: encoder, task, layer; columns: poolings), for embedding in reports."""
+    pools = list(dict.fromkeys(r["pool"] for r in result["results"]))
+    lines = ["| encoder | task | metric | layer | " + " | ".join(pools) + " |", "|---|---|---|---|" + "---|" * len(pools)]
+    cells: dict = {}
+    for r in result["results"]:
+        cells.setdefault((r["encoder"], r["task"], r["metric"], r["layer"]), {})[r["pool"]] = r["value"]
+    for (enc, task, metric, layer), vals in cells.items():
+        lines.append(f"| {enc} | {task} | {metric} | {layer} | " + " | ".join(fmt(vals.get(p)) for p in pools) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def probe_markdown(result: dict) -> str:
+    lines = ["# Linear probes of frozen encoder features", "",
+             "Each cell: the task's primary metric of a linear probe on frozen features of that layer and pooling "
+             "(classification: logistic regression, C chosen on the validation split; gaze: linear patch -> heatmap map).", ""]
+    by_task: dict = {}
+    for r in result["results"]:
+        by_task.setdefault(r["task"], []).append(r)
+    for task, rows in by_task.items():
+        pools = list(dict.fromkeys(r["pool"] for r in rows))
+        split = rows[0]["split"]
+        lines += [f"## {task} ({rows[0]['metric']}, {split} split)", "", "| encoder | layer | " + " | ".join(pools) + " |", "|---|---|" + "---|" * len(pools)]
+        cells: dict = {}
+        for r in rows:
+            cells.setdefault((r["encoder"], r["layer"]), {})[r["pool"]] = r["value"]
+        for (enc, layer), vals in cells.items():
+            lines.append(f"| {enc} | {layer} | " + " | ".join(fmt(vals.get(p)) for p in pools) + " |")
+        lines.append("")
+    lines += ["## Best probe per encoder and task", "", "| encoder | task | metric | best | layer | pool |", "|---|---|---|---|---|---|"]
+    for enc in result["encoders"]:
+        for task, rows in by_task.items():
+            mine = [r for r in rows if r["encoder"] == enc and r["value"] is not None and math.isfinite(r["value"])]
+            if mine:
+                b = max(mine, key=lambda r: r["value"])
+                lines.append(f"| {enc} | {task} | {b['metric']} | {fmt(b['value'])} | {b['layer']} | {b['pool']} |")
+    lines.append("")
+    return "\n".join(lines)

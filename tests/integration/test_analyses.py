@@ -1,0 +1,164 @@
+"""The three analyses end to end through `main(argv)` on a small synthetic benchmark with the tiny preset,
+plus the transfer protocol's pure helpers."""
+
+import json
+
+import pytest
+import torch
+
+from socialfusion.analysis import apply_overrides, jsonable
+from socialfusion.analysis.transfer import budget_steps, normalise_baselines, parse_baseline, transfer_row
+
+DIRS = {"lam": "ego4d_lam", "expression": "affectnet", "gesture": "hagrid", "relation": "pisc", "gaze": "gazefollow_extended"}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """A small synthetic benchmark and the overrides that point the tiny preset at it (eval sets capped)."""
+    from socialfusion.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root / "data", n=40, seed=0, image_size=128)
+    overrides = [f"data.tasks.{i}.root={root / 'data' / d}" for i, d in enumerate(DIRS.values())]
+    # eval sets capped for speed (LAM keeps its 16: mAP needs both classes)
+    overrides += [f"data.tasks.{i}.max_eval_samples=8" for i in range(1, len(DIRS))]
+    overrides += [f"train.cache_dir={root / 'cache'}", "train.eval_batch_size=8"]
+    return root, overrides
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models and probes are far faster single-threaded (torch and BLAS), and then insensitive to other load."""
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
+def _read(out, name):
+    for ext in ("json", "md", "png"):
+        assert (out / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext} missing or empty"
+    assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return json.loads((out / f"{name}.json").read_text()), (out / f"{name}.md").read_text()
+
+
+def test_transfer_end_to_end_with_a_baseline_family(bench, tmp_path, one_thread):
+    from socialfusion.analysis.transfer import main
+
+    root, overrides = bench
+    out = tmp_path / "transfer"
+    argv = ["tiny", *overrides, "train.steps=2", "train.warmup_steps=1", "--out", str(out), "--tasks", "lam,gaze",
+            "--budget", "equal-steps-per-task", "--baseline", "vlm_style=model.trainable.encoder=full,train.feature_cache=off", "--no-progress"]
+    assert main(argv) == 0
+    result, md = _read(out, "transfer")
+    assert set(result["families"]) == {"socialfusion", "vlm_style"}
+    assert result["tasks"] == ["lam", "gaze"] and result["budget"] == "equal-steps-per-task"
+    for name, fam in result["families"].items():
+        assert fam["steps"] == {"single": 2, "joint": 4}
+        assert set(fam["tasks"]) == {"lam", "gaze"}
+        for task, row in fam["tasks"].items():
+            assert set(row) >= {"metric", "single", "joint", "delta", "relative", "transfer"}
+            assert row["metric"] == {"lam": "map", "gaze": "auc"}[task]
+            assert row["single"] is not None and row["joint"] is not None
+            assert row["transfer"] in ("positive", "negative", "none")
+        runs = result["runs"][name]
+        assert set(runs) == {"single-lam", "single-gaze", "joint"}
+        assert (tmp_path / "transfer" / name / "joint" / "checkpoints" / "last" / "COMPLETE").exists()
+        assert runs["joint"]["steps"] == 4 and set(runs["joint"]["metrics"]) == {"lam", "gaze"}
+    assert result["families"]["vlm_style"]["overrides"] == ["model.trainable.encoder=full", "train.feature_cache=off"]
+    assert "| vlm_style | gaze | auc |" in md and "| socialfusion | lam | map |" in md
+
+
+def test_probe_end_to_end(bench, tmp_path, one_thread):
+    from socialfusion.analysis.probe import main
+
+    root, overrides = bench
+    out = tmp_path / "probe"
+    argv = ["tiny", *overrides, "--out", str(out), "--layers", "-1,-2", "--pool", "cls,box,pair", "--max-samples", "24",
+            "--gaze-steps", "40", "--no-progress"]
+    assert main(argv) == 0
+    result, md = _read(out, "probe")
+    assert list(result["encoders"]) == ["tiny:random-init"]
+    enc = result["encoders"]["tiny:random-init"]
+    assert enc["layers"] == [-1, -2] and enc["grid"] == [4, 4]
+    seen = {(r["task"], r["layer"], r["pool"]) for r in result["results"]}
+    for layer in (-1, -2):
+        assert {("lam", layer, "cls"), ("lam", layer, "box"), ("relation", layer, "pair"), ("gaze", layer, "patch")} <= seen
+    assert ("lam", -1, "pair") not in seen  # pair pooling is for the two-person task only
+    for r in result["results"]:
+        assert set(r) >= {"encoder", "layer", "task", "pool", "metric", "value", "split", "metrics"}
+        assert r["value"] is None or 0.0 <= r["value"] <= 1.0
+    gaze = [r for r in result["results"] if r["task"] == "gaze"]
+    assert gaze[0]["split"] == "test" and gaze[0]["metric"] == "auc" and "min_l2" in gaze[0]["metrics"]
+    assert "## relation (map, val split)" in md and "Best probe" in md
+
+
+def test_gradconf_end_to_end_from_config_and_checkpoint(bench, tmp_path, one_thread):
+    from socialfusion.analysis.gradconf import main
+    from socialfusion.config import load_config
+    from socialfusion.models.checkpoint import save_checkpoint, tasks_from_config
+    from socialfusion.models.socialfusion import SocialFusionModel
+
+    root, overrides = bench
+    out = tmp_path / "gc"
+    assert main(["tiny", *overrides, "--out", str(out), "--batches", "2", "--no-progress"]) == 0
+    result, md = _read(out, "gradconf")
+    tasks = ["lam", "expression", "gesture", "relation", "gaze"]
+    assert result["tasks"] == tasks and result["batches"] == 2
+    assert set(result["components"]) == {"connector", "box_embed", "llm.lora"}
+    assert set(result["per_component"]) == {"connector", "box_embed", "llm.lora"}
+    for scope in [result["overall"], *result["per_component"].values()]:
+        for key in ("cosine", "mean_batch_cosine", "conflict_frequency", "magnitude_similarity"):
+            assert len(scope[key]) == 5 and all(len(row) == 5 for row in scope[key])
+    cos = result["overall"]["cosine"]
+    assert all(abs(cos[i][i] - 1) < 1e-6 for i in range(5))
+    assert all(-1 <= v <= 1 for row in cos for v in row)
+    assert all(v in (0.0, 0.5, 1.0) for row in result["overall"]["conflict_frequency"] for v in row)  # 2 batches
+    assert len(result["pairs"]) == 10 and "| lam / gaze |" in md
+
+    # --ckpt: the checkpoint's config, with overrides on top
+    config = load_config("tiny", overrides)
+    model = SocialFusionModel(config.model, tasks=tasks_from_config(config))
+    ckpt = save_checkpoint(model, config, tmp_path / "ckpt")
+    out2 = tmp_path / "gc2"
+    assert main(["--ckpt", str(ckpt), "train.batch_size=2", "--out", str(out2), "--batches", "1", "--no-progress"]) == 0
+    result2, _ = _read(out2, "gradconf")
+    assert result2["batch_size"] == 2 and result2["batches"] == 1
+
+
+# ---------------------------------------------------------------------------------------- protocol helpers
+def test_baseline_parsing_keeps_list_values_and_rejects_bad_input():
+    assert parse_baseline("vlm_style=model.trainable.encoder=full,train.feature_cache=off") == (
+        "vlm_style", ["model.trainable.encoder=full", "train.feature_cache=off"])
+    name, ov = parse_baseline("lora_all=model.llm.lora.target_modules=[q_proj,v_proj],train.lr=0.001")
+    assert ov == ["model.llm.lora.target_modules=[q_proj,v_proj]", "train.lr=0.001"]
+    for bad in ("noequals", "x=", "bad name=a.b=1"):
+        with pytest.raises(ValueError):
+            parse_baseline(bad)
+    assert normalise_baselines({"b": "train.lr=1"}) == {"b": ["train.lr=1"]}
+    with pytest.raises(ValueError):
+        normalise_baselines(["socialfusion=train.lr=1"])
+
+
+def test_budgets_and_transfer_rows():
+    assert budget_steps(10, 5, "equal-total-steps") == {"single": 10, "joint": 10}
+    assert budget_steps(10, 5, "equal-steps-per-task") == {"single": 10, "joint": 50}
+    with pytest.raises(ValueError):
+        budget_steps(10, 5, "whatever")
+    up = transfer_row("map", {"map": 0.5}, {"map": 0.6})
+    assert up["transfer"] == "positive" and up["delta"] == pytest.approx(0.1) and up["relative"] == pytest.approx(0.2)
+    down = transfer_row("auc", {"auc": 0.8}, {"auc": 0.6})
+    assert down["transfer"] == "negative" and down["relative"] == pytest.approx(-0.25)
+    missing = transfer_row("map", None, {"map": 0.6})
+    assert missing["transfer"] is None and missing["relative"] is None
+    assert transfer_row("map", {"map": float("nan")}, {"map": 0.6})["delta"] is None
+
+
+def test_overrides_keep_yaml_boolean_words_as_strings_where_a_string_is_expected(tiny_config):
+    cfg = apply_overrides(tiny_config, ["model.trainable.encoder=full", "train.feature_cache=off", "model.gaze.inout=off"])
+    assert cfg.train.feature_cache == "off" and cfg.model.trainable.encoder == "full"
+    assert cfg.model.gaze.inout is False  # a real boolean stays a boolean
+    assert json.dumps(jsonable({"a": float("nan"), "b": [1.5, float("inf")]}), allow_nan=False) == '{"a": null, "b": [1.5, null]}'
