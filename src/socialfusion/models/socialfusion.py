@@ -6,6 +6,7 @@ the image tokens sit at the same positions for every row.
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 
 import torch
@@ -155,19 +156,29 @@ class SocialFusionModel(nn.Module):
     @torch.no_grad()
     def score_classes(self, batch: dict, method: str = "auto") -> torch.Tensor:
         """Class log-probabilities (B, C) under decoding constrained to the verbalizers (`scoring.py`): `fast`
-        reads one forward pass over the prompt; `full` walks every verbalizer with the prompt's KV cache."""
+        reads one forward pass over the prompt; `full` walks the verbalizers on copies of the prompt's KV cache,
+        several classes per forward pass."""
         task = batch["task"]
         visual = self.visual_tokens(batch)
         prefix, _ = self._prefix(task, visual)
         decoder, head = decoder_and_head(self.llm)
         out = decoder(inputs_embeds=prefix, use_cache=True)
-        first_logits = head(out.last_hidden_state[:, -1])
-        cache, n_prefix = out.cache, prefix.shape[1]
+        b, n_prefix = prefix.shape[:2]
 
-        def continuation(seq: list[int]) -> list[torch.Tensor]:
-            ids = torch.tensor(seq, device=self.device).expand(prefix.shape[0], -1)
-            cont = decoder(inputs_embeds=self._embed(ids), cache=cache, use_cache=True)
-            cache.crop(-(cache.get_seq_length() - n_prefix))  # back to the prompt only
-            return list(head(cont.last_hidden_state).unbind(1))
+        def continuation(seqs: list[list[int]]) -> list[torch.Tensor]:
+            hidden: list[torch.Tensor] = []
+            chunk = max(1, 128 // b)  # rows per forward pass: bounds the repeated cache's memory
+            for start in range(0, len(seqs), chunk):
+                group = seqs[start : start + chunk]
+                width = max(1, max(len(s) for s in group))
+                # right padding is harmless: causal attention never lets a real token see a later pad
+                ids = torch.tensor([s + [0] * (width - len(s)) for s in group], device=self.device)
+                ids = ids.repeat(b, 1)  # row r * len(group) + c: sample r, class c
+                cache = copy.deepcopy(out.cache)
+                cache.batch_repeat_interleave(len(group))
+                h = decoder(inputs_embeds=self._embed(ids), cache=cache, use_cache=True).last_hidden_state
+                h = h.view(b, len(group), width, -1)
+                hidden.extend(h[:, c, : len(s)] for c, s in enumerate(group))
+            return hidden
 
-        return constrained_class_scores(self.answers(task), first_logits, continuation, method, task)
+        return constrained_class_scores(self.answers(task), out.last_hidden_state[:, -1], head, continuation, method, task)

@@ -427,20 +427,24 @@ class VLMBaseline(nn.Module):
         inputs = self.model_inputs(batch)
         out = self._hidden(inputs, use_cache=True)
         head = self.hf_model.get_output_embeddings()
-        first_logits = head(out.last_hidden_state[:, -1])
         cache, mask, pos = out.cache, inputs["attention_mask"], inputs["position_ids"]
         n_prefix = mask.shape[1]
 
-        def continuation(seq: list[int]) -> list[torch.Tensor]:
-            steps = torch.arange(len(seq), device=self.device)
-            ids = torch.tensor(seq, device=self.device).expand(mask.shape[0], -1)
-            cont = {
-                "input_ids": ids,
-                "attention_mask": torch.cat([mask, torch.ones_like(ids)], dim=1),
-                "position_ids": pos[..., -1:] + 1 + steps,  # left padding: the last column is every row's last token
-            }
-            hidden = self._hidden(cont, cache=cache, use_cache=True).last_hidden_state
-            cache.crop(-(cache.get_seq_length() - n_prefix))  # back to the prompt only
-            return list(head(hidden).unbind(1))
+        def continuation(seqs: list[list[int]]) -> list[torch.Tensor]:
+            hidden = []
+            for seq in seqs:
+                if not seq:
+                    hidden.append(out.last_hidden_state[:, :0])
+                    continue
+                steps = torch.arange(len(seq), device=self.device)
+                ids = torch.tensor(seq, device=self.device).expand(mask.shape[0], -1)
+                cont = {
+                    "input_ids": ids,
+                    "attention_mask": torch.cat([mask, torch.ones_like(ids)], dim=1),
+                    "position_ids": pos[..., -1:] + 1 + steps,  # left padding: the last column is every row's last token
+                }
+                hidden.append(self._hidden(cont, cache=cache, use_cache=True).last_hidden_state)
+                cache.crop(-(cache.get_seq_length() - n_prefix))  # back to the prompt only
+            return hidden
 
-        return constrained_class_scores(self.answers(task), first_logits, continuation, method, task)
+        return constrained_class_scores(self.answers(task), out.last_hidden_state[:, -1], head, continuation, method, task)
