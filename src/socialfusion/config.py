@@ -289,10 +289,15 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
         node[last] = value
 
 
+_YAML11_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, raw = text.split("=", 1)
+    if raw.strip().lower() in _YAML11_BOOL_WORDS:
+        return key.strip(), raw.strip()  # only true/false are booleans on the command line (YAML 1.2)
     return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
 
 

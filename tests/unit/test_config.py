@@ -9,6 +9,12 @@ def test_every_shipped_config_loads(path):
     assert config.data.tasks
 
 
+def test_yaml_1_1_boolean_words_stay_strings_on_the_command_line():
+    config = load_config("tiny", ["model.trainable.encoder=full", "train.feature_cache=off"])
+    assert config.train.feature_cache == "off"
+    assert load_config("tiny", ["model.box.enabled=true"]).model.box.enabled is True
+
+
 def test_overrides_are_typed():
     config = load_config("tiny", ["train.steps=7", "model.connector.pool=2", "data.tasks.0.loss_weight=0.5"])
     assert config.train.steps == 7 and config.model.connector.pool == 2 and config.data.tasks[0].loss_weight == 0.5
