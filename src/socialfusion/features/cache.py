@@ -3,22 +3,27 @@
 Entries are keyed by the image file's content hash under a directory named by the encoder's identity
 (weights, preprocessing, layer): any change to those is a different directory, never a stale hit. Each entry is
 one safetensors file written to a temporary name and renamed, so concurrent writers (several ranks) are safe and
-a reader never sees half a file; an unreadable entry is deleted, recomputed and counted.
+a reader never sees half a file; an unreadable entry is deleted, recomputed and counted. Safetensors does not
+checksum tensor bytes, so each entry's metadata holds the sha256 of its tensors, checked on every read (an entry
+whose tensors no longer match it is corrupt; entries written before this hash existed are read as before).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from ..data.schema import Sample
+
+log = logging.getLogger("socialfusion.features")
 
 
 def encoder_fingerprint(encoder) -> str:
@@ -36,6 +41,28 @@ def file_hash(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _content_hash(features: torch.Tensor, image_size: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in (features, image_size):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class CorruptEntry(ValueError):
+    pass
+
+
+def _read_entry(entry: Path) -> tuple[torch.Tensor, tuple[int, int]]:
+    with safe_open(str(entry), framework="pt") as f:
+        recorded = (f.metadata() or {}).get("sha256")
+        feats, size = f.get_tensor("features"), f.get_tensor("image_size")
+    if recorded is not None and _content_hash(feats, size) != recorded:  # None: written before content hashes
+        raise CorruptEntry("content hash mismatch")
+    return feats, tuple(int(v) for v in size.tolist())
 
 
 class FeatureCache:
@@ -62,9 +89,9 @@ class FeatureCache:
         if not entry.exists():
             return None
         try:
-            data = load_file(str(entry))
-            feats, size = data["features"], tuple(int(v) for v in data["image_size"].tolist())
-        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError):
+            feats, size = _read_entry(entry)
+        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
+            log.warning("%s: corrupt feature cache entry (%s: %s); deleted, the features are recomputed", entry, type(err).__name__, err)
             entry.unlink(missing_ok=True)
             self.stats["corrupt_recomputed"] += 1
             return None
@@ -78,7 +105,7 @@ class FeatureCache:
         os.close(fd)
         try:
             tensors = {"features": features.detach().cpu().contiguous(), "image_size": torch.tensor(image_size)}
-            save_file(tensors, tmp)
+            save_file(tensors, tmp, metadata={"sha256": _content_hash(tensors["features"], tensors["image_size"])})
             os.replace(tmp, entry)
         finally:
             if os.path.exists(tmp):
@@ -106,7 +133,10 @@ class FeatureCache:
 
         todo, seen = [], set()
         for s in samples:
-            p = s.image_path()
+            try:
+                p = s.image_path()
+            except DataError:  # a path escaping the dataset root: counted (or raised) when a sample asks for it
+                continue
             if p in seen:
                 continue
             seen.add(p)

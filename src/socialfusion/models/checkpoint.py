@@ -1,9 +1,13 @@
 """Checkpoints: a directory with config.json, the trainable weights only (safetensors), the LoRA adapter in
 PEFT's own format, and (for training runs) a separate resumable state. Written atomically: a directory is
-complete only once its `COMPLETE` marker exists, and it appears under its final name by one rename."""
+complete only once its `COMPLETE` marker exists, and it appears under its final name by one rename (an atomic
+exchange with the previous checkpoint where the OS has one). `checksums.json` holds the sha256 of the weights and
+of the training state: safetensors does not checksum tensor bytes, so a flipped byte is caught only by this."""
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +24,9 @@ from ..runtime import versions
 MODEL_TYPE = "socialfusion"
 WEIGHTS = "trainable.safetensors"
 MARKER = "COMPLETE"
+TRAINING_STATE = "training_state.pt"
+CHECKSUMS = "checksums.json"
+CHECKSUMMED = (WEIGHTS, TRAINING_STATE)
 
 
 class CheckpointError(RuntimeError):
@@ -41,8 +48,59 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_checksums(ckpt: str | Path, names: tuple[str, ...] = CHECKSUMMED) -> None:
+    """Compare the files `names` (those present in checksums.json) with their recorded sha256; CheckpointError
+    naming the file on a mismatch. Checkpoints written before checksums existed (no checksums.json) pass."""
+    ckpt = Path(ckpt)
+    try:
+        recorded = json.loads((ckpt / CHECKSUMS).read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{ckpt / CHECKSUMS}: unreadable ({err})") from err
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{ckpt / CHECKSUMS}: expected an object {{file: sha256}}")
+    for name in names:
+        if name not in recorded:
+            continue
+        path = ckpt / name
+        try:
+            actual = _sha256(path)
+        except OSError as err:
+            raise CheckpointError(f"{path}: cannot read ({err})") from err
+        if actual != recorded[name]:
+            raise CheckpointError(f"{path}: checksum mismatch (sha256 {actual[:16]}..., recorded {str(recorded[name])[:16]}...): "
+                                  "the file is corrupt or was modified; refusing to load it")  # fmt: skip
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this kernel or filesystem cannot; use two renames
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def save_checkpoint(model, config: Config, out_dir: str | Path, extra: dict | None = None, training_state: dict | None = None) -> Path:
-    """Write the checkpoint into a temporary sibling, then rename it over `out_dir`."""
+    """Write the checkpoint into a temporary sibling, then rename it over `out_dir`. A failed write (e.g. a full
+    disk) raises CheckpointError naming `out_dir`, removes the temporary and leaves `out_dir` as it was."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -53,23 +111,36 @@ def save_checkpoint(model, config: Config, out_dir: str | Path, extra: dict | No
         if hasattr(model.llm, "peft_config"):
             model.llm.save_pretrained(str(tmp / "adapter"))
         if training_state is not None:
-            torch.save(training_state, tmp / "training_state.pt")
+            torch.save(training_state, tmp / TRAINING_STATE)
+        sums = {name: _sha256(tmp / name) for name in CHECKSUMMED if (tmp / name).is_file()}
+        (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))
         (tmp / MARKER).write_text("ok\n")
         for f in tmp.rglob("*"):
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
         old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        _fsync_dir(out_dir.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if out_dir.is_dir() and _exchange(tmp, out_dir):
+            old = tmp  # now holds the previous checkpoint; `out_dir` was never missing
+        else:
+            if out_dir.exists():
+                old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+                os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+    except Exception as err:  # a full disk shows up as OSError, SafetensorError or torch's "unexpected pos" RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            free = f"{shutil.disk_usage(out_dir.parent).free} bytes free there"
+        except OSError:
+            free = "free space unknown"
+        raise CheckpointError(f"{out_dir}: cannot write the checkpoint ({type(err).__name__}: {err}; {free}); "
+                              "the previous checkpoint there, if any, is kept") from err  # fmt: skip
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _fsync_dir(out_dir.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 
@@ -83,12 +154,14 @@ def read_checkpoint_config(ckpt: str | Path) -> tuple[Config, dict]:
         raise CheckpointError(f"{ckpt / 'config.json'}: unreadable ({err})") from err
     if meta.get("model_type") != MODEL_TYPE:
         raise CheckpointError(f"{ckpt}: model_type is {meta.get('model_type')!r}, expected {MODEL_TYPE!r}")
+    verify_checksums(ckpt)  # the whole checkpoint: a resume reads the training state right after this
     return config_from_dict(meta["config"]), meta
 
 
 def load_trainable(model, ckpt: str | Path, strict: bool = True) -> dict[str, list[str]]:
     """Load trainable weights; reports missing and unexpected keys (raises on either when strict)."""
     path = Path(ckpt) / WEIGHTS
+    verify_checksums(ckpt, (WEIGHTS,))
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:

@@ -144,7 +144,7 @@ class DirectoryIndex:
         if folder not in self._listings:
             try:
                 self._listings[folder] = frozenset(os.listdir(self.root / folder))
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL byte or a lone surrogate in a name from a file
                 self._listings[folder] = frozenset()
         return name in self._listings[folder]
 
@@ -160,3 +160,13 @@ def size_or_skip(root: Path, rel: str, report: SkipReport, where: str) -> tuple[
     except ImageError as err:
         report.skip(where, f"image: {err.reason}")
         return None
+    except ValueError:  # os.stat refuses the name: a NUL byte or a lone surrogate read from an annotation file
+        report.skip(where, "image: invalid file name")
+        return None
+
+
+def csv_error(path: Path, row_no: int, err: Exception) -> DataError:
+    """A CSV file that cannot be read as UTF-8 text or that the csv module refuses (e.g. a cell over its size limit)."""
+    if isinstance(err, UnicodeDecodeError):
+        return DataError(f"{path}: not UTF-8 text after row {row_no} ({err.reason})")
+    return DataError(f"{path}:{row_no + 1}: malformed CSV ({err})")

@@ -23,8 +23,8 @@ from ..skips import SkipReport
 from . import DATASETS
 from ._boxes import WHOLE_IMAGE, BoxError, normalise_box, xywh_to_xyxy
 from ._common import (
-    DirectoryIndex, bool_option, check_split, choice_option, filtered, int_option, parse_float, parse_int, require_file,
-    size_or_skip,
+    DirectoryIndex, bool_option, check_split, choice_option, csv_error, filtered, int_option, parse_float, parse_int,
+    require_file, size_or_skip,
 )  # fmt: skip
 
 CSV_COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
@@ -114,18 +114,22 @@ def _read_csv(root: Path, split: str, report: SkipReport, label_of, images_dir, 
     csv_path = require_file(root / "Manually_Annotated_file_lists" / CSV_FILES[split], "AffectNet file list")
     image_dir = images_dir or next((d for d in IMAGE_DIR_CANDIDATES if (root / d).is_dir()), IMAGE_DIR_CANDIDATES[0])
     out = []
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        rows = csv.reader(f)
-        columns = {name: i for i, name in enumerate(CSV_COLUMNS)}
-        for row_no, row in enumerate(rows, 1):
-            if row_no == 1 and row and row[0].strip().lower() == CSV_COLUMNS[0].lower():
-                columns = _header_columns(row, csv_path)
-                continue
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            sample = _csv_row(root, image_dir, row, columns, f"{csv_path.name}:{row_no}", report, label_of, keep_landmarks)
-            if sample is not None:
-                out.append(sample)
+    row_no = 0
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            rows = csv.reader(f)
+            columns = {name: i for i, name in enumerate(CSV_COLUMNS)}
+            for row_no, row in enumerate(rows, 1):
+                if row_no == 1 and row and row[0].strip().lower() == CSV_COLUMNS[0].lower():
+                    columns = _header_columns(row, csv_path)
+                    continue
+                if not row or not any(cell.strip() for cell in row):
+                    continue
+                sample = _csv_row(root, image_dir, row, columns, f"{csv_path.name}:{row_no}", report, label_of, keep_landmarks)
+                if sample is not None:
+                    out.append(sample)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise csv_error(csv_path, row_no, err) from err
     return out
 
 

@@ -24,7 +24,7 @@ from ..schema import Box, DataError, Sample
 from ..skips import SkipReport
 from . import DATASETS
 from ._boxes import BoxError, normalise_box
-from ._common import check_split, filtered, float_option, parse_float, parse_int, require_file
+from ._common import check_split, csv_error, filtered, float_option, parse_float, parse_int, require_file
 
 COLUMNS = ("path", "idx", "body_bbox_x", "body_bbox_y", "body_bbox_w", "body_bbox_h", "eye_x", "eye_y", "gaze_x",
            "gaze_y", "bbox_x_min", "bbox_y_min", "bbox_x_max", "bbox_y_max", "inout", "source", "meta")  # fmt: skip
@@ -60,14 +60,18 @@ def in_val(path: str, fraction: float) -> bool:
 def _rows(root: Path, split: str, columns: tuple[str, ...]):
     """(line number, {column: text}) for every non-blank row; a row with the wrong column count is yielded as a str."""
     path = require_file(root / FILES[split], f"GazeFollow {split} annotations")
-    with open(path, newline="", encoding="utf-8-sig") as f:  # newline="" lets csv handle CRLF; -sig drops a BOM
-        for line_no, row in enumerate(csv.reader(f), 1):
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(columns):
-                yield line_no, f"row has {len(row)} columns, expected {len(columns)}"
-            else:
-                yield line_no, {name: cell.strip() for name, cell in zip(columns, row)}
+    line_no = 0
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # newline="" lets csv handle CRLF; -sig drops a BOM
+            for line_no, row in enumerate(csv.reader(f), 1):
+                if not row or not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != len(columns):
+                    yield line_no, f"row has {len(row)} columns, expected {len(columns)}"
+                else:
+                    yield line_no, {name: cell.strip() for name, cell in zip(columns, row)}
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise csv_error(path, line_no, err) from err
 
 
 class _Sizes:
@@ -83,6 +87,8 @@ class _Sizes:
                 self.cache[path] = image_size(self.root / path)
             except ImageError as err:
                 self.cache[path] = err.reason
+            except ValueError:  # os.stat refuses the name (a NUL byte in the path column)
+                self.cache[path] = "invalid file name"
         size = self.cache[path]
         if isinstance(size, str):
             self.report.skip(where, f"image: {size}")
