@@ -6,6 +6,7 @@ Unknown keys and wrong types are errors naming the key's dotted path; cross-fiel
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -289,6 +290,7 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
         node[last] = value
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _YAML11_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n"}
 
 
@@ -298,7 +300,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = text.split("=", 1)
     if raw.strip().lower() in _YAML11_BOOL_WORDS:
         return key.strip(), raw.strip()  # only true/false are booleans on the command line (YAML 1.2)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
+    return key.strip(), value
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:

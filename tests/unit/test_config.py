@@ -13,6 +13,7 @@ def test_yaml_1_1_boolean_words_stay_strings_on_the_command_line():
     config = load_config("tiny", ["model.trainable.encoder=full", "train.feature_cache=off"])
     assert config.train.feature_cache == "off"
     assert load_config("tiny", ["model.box.enabled=true"]).model.box.enabled is True
+    assert load_config("tiny", ["train.lr=2e-3"]).train.lr == 2e-3
 
 
 def test_overrides_are_typed():
