@@ -13,9 +13,10 @@ from pathlib import Path
 
 DATASET_DIRS = {"lam": "ego4d_lam", "expression": "affectnet", "gesture": "hagrid", "relation": "pisc", "gaze": "gazefollow_extended"}
 SCALES = {
-    # n: synthetic training samples per task; steps: optimisation steps of each model
-    "quick": {"n": 48, "steps": 12, "probe_layers": [-1], "gradconf_batches": 2},
-    "full": {"n": 160, "steps": 120, "probe_layers": [-1, -4, -8], "gradconf_batches": 4},
+    # n: synthetic training samples per task; steps: optimisation steps of each single-task model (the joint
+    # model gets steps x 5: the same number of its own batches per task, "equal-steps-per-task")
+    "quick": {"n": 48, "steps": 20, "probe_layers": [-1], "probe_samples": 48, "gradconf_batches": 2},
+    "full": {"n": 160, "steps": 150, "probe_layers": [-1, -6], "probe_samples": 160, "gradconf_batches": 4},
 }
 
 
@@ -84,13 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         data_summary = ensure_data(out / "data", n, args.seed)
     config = demo_config(args.config, out / "data", steps, args.overrides)
     with timed("transfer: single-task and joint training + evaluation"):
-        transfer = run_transfer(config, out / "transfer", budget="equal-total-steps", baselines={}, progress=progress)
+        transfer = run_transfer(config, out / "transfer", budget="equal-steps-per-task", baselines={}, progress=progress)
     joint_ckpt = Path(transfer["runs"]["socialfusion"]["joint"]["checkpoint"])
     model, _ = load_model(joint_ckpt)
     with timed("gradient conflict"):
         gradconf = run_gradconf(model, config, out / "gradconf", batches=scale["gradconf_batches"], progress=progress)
     with timed("linear probes"):
-        probe = run_probe(config, out / "probe", encoders=None, layers=scale["probe_layers"], pools=None, progress=progress)
+        probe = run_probe(config, out / "probe", encoders=None, layers=scale["probe_layers"], pools=["box", "pair"], progress=progress, max_samples=scale["probe_samples"], gaze_steps=150)
     with timed("report"):
         report = write_report(out, config=config, model=model, transfer=transfer, probe=probe, gradconf=gradconf, data_summary=data_summary, timings=timings)
     timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 1)
