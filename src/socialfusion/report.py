@@ -97,6 +97,21 @@ def _img_tag(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
 
 
+def _md_to_html(md: str) -> str:
+    """Markdown with tables and plain paragraphs (what our analyses write) -> HTML, one <table> per table."""
+    parts, block = [], []
+    for line in md.strip().splitlines() + [""]:
+        if line.strip().startswith("|"):
+            block.append(line)
+            continue
+        if block:
+            parts.append(_md_to_html_table("\n".join(block)))
+            block = []
+        if line.strip():
+            parts.append(f"<p>{html.escape(line.strip().lstrip('#').strip())}</p>")
+    return "".join(parts)
+
+
 def _md_to_html_table(md: str) -> str:
     rows = [r.strip().strip("|").split("|") for r in md.strip().splitlines() if r.strip().startswith("|")]
     rows = [r for r in rows if not all(set(c.strip()) <= set("-: ") for c in r)]
@@ -160,7 +175,7 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
 
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>SocialFusion demo</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}pre{background:#f6f6f6;padding:.5em;overflow:auto}</style></head><body><h1>SocialFusion demo report</h1>"]
     for title, body in sections:
-        inner = f"<pre>{html.escape(body.strip('`'))}</pre>" if body.lstrip().startswith("```") or not body.lstrip().startswith("|") else _md_to_html_table(body)
+        inner = f"<pre>{html.escape(body.strip('`'))}</pre>" if body.lstrip().startswith("```") else _md_to_html(body)
         parts.append(f"<h2>{html.escape(title)}</h2>{inner}")
     parts.append("<h2>Figures</h2>" + "".join(f"<h3>{html.escape(k)}</h3>{_img_tag(v)}" for k, v in figures.items()))
     parts.append(f"<h2>Config</h2><pre>{html.escape(dump_yaml(config))}</pre></body></html>")

@@ -149,7 +149,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     try:
         st = path.stat()
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path
         raise ImageError(path, "image file not found") from err
     return _cached_size(str(path), st.st_mtime_ns, st.st_size, _max_pixels)
 

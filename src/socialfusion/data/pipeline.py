@@ -59,7 +59,8 @@ class SampleDataset(torch.utils.data.Dataset):
         try:
             item = self.image_to_input(s)
         except DataError as err:
-            self.report.skip(f"{s.image} (sample {s.id})", f"unusable image: {str(err).split(': ')[-1]}")
+            # one reason per kind of problem, so the report groups them; the details go with the record
+            self.report.skip(f"{s.image} (sample {s.id}): {err}", f"unusable image ({type(err).__name__})")
             return None
         item["sample"] = s
         return item

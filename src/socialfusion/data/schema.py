@@ -81,23 +81,33 @@ class Sample:
     def from_dict(cls, record: dict[str, Any], root: str = "") -> "Sample":
         """Parse a canonical record; `root` is used when the record carries none."""
         try:
-            boxes = [Box(tuple(float(v) for v in b["xyxy"]), int(b.get("role", 0))) for b in record.get("boxes", [])]
+            raw_boxes = record.get("boxes", [])
+            if not isinstance(raw_boxes, list):
+                raise TypeError(f"boxes must be a list, got {type(raw_boxes).__name__}")
+            boxes = [Box(tuple(float(v) for v in b["xyxy"]), _strict_int(b.get("role", 0), "role")) for b in raw_boxes]
             points = record.get("points")
             return cls(
                 id=str(record["id"]),
                 task=str(record["task"]),
                 image=str(record["image"]),
                 boxes=boxes,
-                label=None if record.get("label") is None else int(record["label"]),
+                label=None if record.get("label") is None else _strict_int(record["label"], "label"),
                 points=None if points is None else [(float(x), float(y)) for x, y in points],
-                inout=None if record.get("inout") is None else int(record["inout"]),
+                inout=None if record.get("inout") is None else _strict_int(record["inout"], "inout"),
                 meta=dict(record.get("meta") or {}),
                 root=str(record.get("root") or root),
             )
         except DataError:
             raise
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise DataError(f"malformed record {record.get('id', '?')!r}: {type(err).__name__}: {err}") from err
+
+
+def _strict_int(value: Any, what: str) -> int:
+    """An integer field: 3 and 3.0 are fine; true, 1.5 and "3" are not (JSON has no int/float distinction)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    return int(value)
 
 
 def write_jsonl(samples: Iterable[Sample], path: str | Path) -> int:

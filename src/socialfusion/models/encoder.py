@@ -57,8 +57,7 @@ class VisionEncoder(nn.Module):
         self.model_type = vc.model_type
         self.image_size = int(cfg.image_size or vc.image_size)
         self.patch_size = int(vc.patch_size)
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        # like the HF patch embeddings (a strided conv), a remainder smaller than a patch is ignored
         self.grid = (self.image_size // self.patch_size, self.image_size // self.patch_size)
         self.hidden_size = int(vc.hidden_size)
         default_mean, default_std = _DEFAULT_STATS.get(self.model_type, (IMAGENET_MEAN, IMAGENET_STD))

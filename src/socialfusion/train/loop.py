@@ -135,59 +135,64 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress or rank != 0, dynamic_ncols=True)
     t0, seen, summary = time.perf_counter(), 0, {}
     model.train()
-    while step < end:
-        optimizer.zero_grad(set_to_none=True)
-        step_loss, step_tokens, step_tasks = 0.0, 0, []
-        for micro in range(cfg.grad_accum):
-            task, idx = sampler.batch(step * cfg.grad_accum + micro, rank, world)
-            ds = train_sets[task]
-            batch = collate([ds[i] for i in idx], ds.task, sigma=config.model.gaze.sigma)
-            if batch is None:
-                continue
-            with autocast(dev, cfg.precision):
-                out = model(batch)
-            loss = out["loss"] * weights[task] / cfg.grad_accum
-            if not torch.isfinite(loss):
-                bar.close()
-                raise TrainingError(f"step {step}: loss is {loss.item()} on task {task!r}; stopped. The last good checkpoint is {last}")
-            loss.backward()
-            step_loss += loss.item()
-            step_tokens += int(out["n_supervised"])
-            step_tasks.append(task)
-            seen += len(batch["ids"]) * world
-        dist_utils.all_reduce_grads(model)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        rate = seen / max(1e-9, time.perf_counter() - t0)
-        bar.set_postfix(loss=f"{step_loss:.4f}", task=",".join(step_tasks), sps=f"{rate:.1f}")
-        bar.update(1)
-        if log and (step % cfg.log_every == 0 or step == end):
-            log.write(json.dumps({"step": step, "loss": step_loss, "tasks": step_tasks, "n_supervised": step_tokens, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate}) + "\n")
-            log.flush()
-        if cfg.eval_every and val_sets and (step % cfg.eval_every == 0 or step == cfg.steps):
-            metrics = evaluate_all(model, val_sets, config, dev, rank, world, progress=False)
-            value = mean_primary(metrics, tasks)
-            model.train()
-            if log:
-                log.write(json.dumps({"step": step, "eval": metrics, "mean_primary": value}, default=float) + "\n")
+    try:
+        while step < end:
+            optimizer.zero_grad(set_to_none=True)
+            step_loss, step_tokens, step_tasks = 0.0, 0, []
+            for micro in range(cfg.grad_accum):
+                task, idx = sampler.batch(step * cfg.grad_accum + micro, rank, world)
+                ds = train_sets[task]
+                batch = collate([ds[i] for i in idx], ds.task, sigma=config.model.gaze.sigma)
+                if batch is None:
+                    continue
+                with autocast(dev, cfg.precision):
+                    out = model(batch)
+                loss = out["loss"] * weights[task] / cfg.grad_accum
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"step {step}: loss is {loss.item()} on task {task!r}; stopped. The last good checkpoint is {last}")
+                loss.backward()
+                step_loss += loss.item()
+                step_tokens += int(out["n_supervised"])
+                step_tasks.append(task)
+                seen += len(batch["ids"]) * world
+            dist_utils.all_reduce_grads(model)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            rate = seen / max(1e-9, time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{step_loss:.4f}", task=",".join(step_tasks), sps=f"{rate:.1f}")
+            bar.update(1)
+            if log and (step % cfg.log_every == 0 or step == end):
+                log.write(json.dumps({"step": step, "loss": step_loss, "tasks": step_tasks, "n_supervised": step_tokens, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate}) + "\n")
                 log.flush()
-            summary["last_eval"] = metrics
-            if value > best:
-                best, bad_evals = value, 0
-                save("best", extra={"step": step, "val_metrics": metrics, "mean_primary": value})
-            else:
-                bad_evals += 1
-            if cfg.early_stop_patience and bad_evals >= cfg.early_stop_patience:
-                if rank == 0:
-                    print(f"early stop at step {step}: no improvement in {bad_evals} evaluations")
+            if cfg.eval_every and val_sets and (step % cfg.eval_every == 0 or step == cfg.steps):
+                metrics = evaluate_all(model, val_sets, config, dev, rank, world, progress=False)
+                value = mean_primary(metrics, tasks)
+                model.train()
+                if log:
+                    log.write(json.dumps({"step": step, "eval": metrics, "mean_primary": value}, default=float) + "\n")
+                    log.flush()
+                summary["last_eval"] = metrics
+                if value > best:
+                    best, bad_evals = value, 0
+                    save("best", extra={"step": step, "val_metrics": metrics, "mean_primary": value})
+                else:
+                    bad_evals += 1
+                if cfg.early_stop_patience and bad_evals >= cfg.early_stop_patience:
+                    if rank == 0:
+                        print(f"early stop at step {step}: no improvement in {bad_evals} evaluations")
+                    save("last")
+                    break
+            if (cfg.save_every and step % cfg.save_every == 0) or step == end:
                 save("last")
-                break
-        if (cfg.save_every and step % cfg.save_every == 0) or step == end:
-            save("last")
-    bar.close()
+    except BaseException:
+        if log:
+            log.close()
+        raise
+    finally:
+        bar.close()
     if log:
         log.write(json.dumps({"skips": report.to_dict(), **({"cache": cache.stats} if cache else {})}) + "\n")
         log.close()
