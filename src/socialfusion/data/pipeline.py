@@ -20,8 +20,10 @@ from .schema import DataError, Sample
 from .skips import SkipReport
 
 
-def load_split(td: TaskDataConfig, task: Task, split: str, report: SkipReport) -> list[Sample]:
-    """Samples of one split through the task's adapter, checked against the task (bad ones counted)."""
+def load_split(td: TaskDataConfig, task: Task, split: str, report: SkipReport, require_labels: bool = False) -> list[Sample]:
+    """Samples of one split through the task's adapter, checked against the task (bad ones counted).
+
+    Training needs labels; evaluation accepts unlabelled samples (they get predictions, not metrics)."""
     from .adapters import read_dataset
 
     if td.root is None:
@@ -34,7 +36,7 @@ def load_split(td: TaskDataConfig, task: Task, split: str, report: SkipReport) -
             report.skip(f"{dataset}:{s.id}", f"sample task {s.task!r} is not {task.name!r}")
             continue
         try:
-            task.check(s)
+            task.check(s, require_label=require_labels)
         except DataError as err:
             report.skip(f"{dataset}:{s.id}", str(err).split(": ", 1)[-1])
             continue
@@ -138,7 +140,7 @@ def build_task_datasets(config, tasks: dict[str, Task], which: str, input_fn: Ca
         split = {"train": td.train_split, "val": td.val_split, "test": td.test_split}[which]
         if split is None:
             continue
-        samples = load_split(td, tasks[td.task], split, report)
+        samples = load_split(td, tasks[td.task], split, report, require_labels=which == "train")
         cap = td.max_train_samples if which == "train" else td.max_eval_samples
         if cap is not None and len(samples) > cap:
             keep = np.random.default_rng(config.train.seed).permutation(len(samples))[:cap]

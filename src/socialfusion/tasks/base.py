@@ -49,12 +49,14 @@ class Task:
         return self.prompt_templates[self.prompt_version]
 
     def target_text(self, sample: Sample) -> str:
-        self.check(sample)
+        self.check(sample, require_label=True)
         return self.verbalizers[sample.label]
 
-    def check(self, sample: Sample) -> None:
-        """Reject samples this task cannot learn from, naming the sample."""
+    def check(self, sample: Sample, require_label: bool = False) -> None:
+        """Reject samples this task cannot use, naming the sample (unlabelled ones only when a label is required)."""
         if self.kind == "classification":
+            if sample.label is None and not require_label:
+                return  # an unlabelled sample, e.g. the LAM challenge crops: predicted, not scored
             if sample.label is None or not 0 <= sample.label < self.num_classes:
                 raise DataError(f"sample {sample.id}: label {sample.label!r} is not a class of {self.name} (0..{self.num_classes - 1})")
 

@@ -39,7 +39,9 @@ class Gaze(Task):
     }
     sigma: float = 3.0
 
-    def check(self, sample):
+    def check(self, sample, require_label: bool = False):
+        if require_label and sample.inout is None:
+            raise DataError(f"sample {sample.id}: a training gaze sample needs inout (1 in frame, 0 out of frame)")
         if sample.inout == 1 and not sample.points:
             raise DataError(f"sample {sample.id}: an in-frame gaze sample needs at least one gaze point")
 
