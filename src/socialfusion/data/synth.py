@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..tasks.gesture import HAGRID_CLASSES as _GESTURE_CLASSES
 from . import synth_draw as sd
 
 DATASETS = ("ego4d_lam", "affectnet", "hagrid_v2", "pisc", "gazefollow")
@@ -37,12 +38,7 @@ _SEED_KEY = {"ego4d_lam": 11, "affectnet": 12, "hagrid_v2": 13, "pisc": 14, "gaz
 MARKER = "SocialFusion synthetic data"
 JPEG_QUALITY = 90
 
-HAGRID_CLASSES = [
-    "grabbing", "grip", "holy", "point", "call", "three3", "timeout", "xsign", "hand_heart", "hand_heart2",
-    "little_finger", "middle_finger", "take_picture", "dislike", "fist", "four", "like", "mute", "ok",
-    "one", "palm", "peace", "peace_inverted", "rock", "stop", "stop_inverted", "three", "three2",
-    "two_up", "two_up_inverted", "three_gun", "thumb_index", "thumb_index2", "no_gesture",
-]  # fmt: skip
+HAGRID_CLASSES = list(_GESTURE_CLASSES)  # constants.targets order, shared with the gesture task
 PISC_RELATIONS = {1: "friends", 2: "family", 3: "couple", 4: "professional", 5: "commercial", 6: "no_relation"}
 PISC_DOMAIN_OF = {1: 1, 2: 1, 3: 1, 4: 2, 5: 2, 6: 3}  # 1 intimate, 2 non-intimate, 3 no relation
 OPEN_EYED = (0, 2, 3, 4, 6, 7)  # expressions whose pupils stay visible (LAM and gaze faces)

@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..data.schema import Sample
+from ..hashing import file_sha256
 
 log = logging.getLogger("socialfusion.features")
 
@@ -35,12 +36,7 @@ def encoder_fingerprint(encoder) -> str:
     return h.hexdigest()[:20]
 
 
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_hash = file_sha256  # the cache key of an image is its content hash
 
 
 def _content_hash(features: torch.Tensor, image_size: torch.Tensor) -> str:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import importlib.util
 import json
 import logging
@@ -51,6 +50,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from ..hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -369,12 +370,7 @@ def _require(bundle: _Bundle) -> None:
             )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+_sha256 = file_sha256
 
 
 def _source_record(bundle: _Bundle, path: Path) -> dict:

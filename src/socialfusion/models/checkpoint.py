@@ -7,7 +7,6 @@ of the training state: safetensors does not checksum tensor bytes, so a flipped 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, config_from_dict
+from ..hashing import file_sha256
 from ..runtime import versions
 
 MODEL_TYPE = "socialfusion"
@@ -48,12 +48,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = file_sha256
 
 
 def verify_checksums(ckpt: str | Path, names: tuple[str, ...] = CHECKSUMMED) -> None:

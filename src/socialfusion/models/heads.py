@@ -28,6 +28,15 @@ class GazeHead(nn.Module):
         return out
 
 
+def heatmap_prediction(head_out: dict) -> dict[str, torch.Tensor]:
+    """Head output -> {"heatmap": (B, 64, 64) probabilities, "inout": (B,) probability when the head has one}."""
+    logits = head_out["heatmap_logits"]
+    result = {"heatmap": F.softmax(logits.flatten(1), dim=-1).view_as(logits)}
+    if "inout_logit" in head_out:
+        result["inout"] = torch.sigmoid(head_out["inout_logit"])
+    return result
+
+
 def gaze_loss(head_out: dict, target: torch.Tensor, inout: torch.Tensor, loss: str = "kl") -> dict[str, torch.Tensor]:
     """target (B, 64, 64) normalised heatmaps; inout (B,) 1 in frame, 0 out, -1 unknown.
 

@@ -19,7 +19,7 @@ from ..tasks.base import Task
 from .box_mask import BoxEmbedding
 from .connector import Connector
 from .encoder import VisionEncoder
-from .heads import GazeHead, gaze_loss
+from .heads import GazeHead, gaze_loss, heatmap_prediction
 from .llm import answer_ids, apply_lora, build_causal_lm, build_tokenizer, decoder_and_head, prompt_pieces
 from .scoring import constrained_class_scores
 from .trainability import apply_trainability
@@ -147,11 +147,7 @@ class SocialFusionModel(nn.Module):
         decoder, _ = decoder_and_head(self.llm)
         hidden = decoder(inputs_embeds=prefix).last_hidden_state
         out = self.gaze_head(hidden[:, image_start : image_start + visual.shape[1]], hidden[:, -1])
-        heat = F.softmax(out["heatmap_logits"].flatten(1), dim=-1).view_as(out["heatmap_logits"])
-        result = {"heatmap": heat}
-        if "inout_logit" in out:
-            result["inout"] = torch.sigmoid(out["inout_logit"])
-        return result
+        return heatmap_prediction(out)
 
     @torch.no_grad()
     def score_classes(self, batch: dict, method: str = "auto") -> torch.Tensor:

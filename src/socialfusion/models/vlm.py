@@ -33,7 +33,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..tasks import TASK_NAMES, build_task
 from ..tasks.base import IMAGE_PLACEHOLDER, Task
-from .heads import GazeHead, gaze_loss
+from .heads import GazeHead, gaze_loss, heatmap_prediction
 from .llm import answer_ids
 from .loading import load_arch, resolve_pretrained
 from .scoring import constrained_class_scores
@@ -414,11 +414,7 @@ class VLMBaseline(nn.Module):
     def predict_heatmap(self, batch: dict) -> dict[str, torch.Tensor]:
         inputs = self.model_inputs(batch)
         out = self.gaze_from_hidden(self._hidden(inputs, use_cache=False).last_hidden_state, inputs["input_ids"])
-        heat = F.softmax(out["heatmap_logits"].flatten(1), dim=-1).view_as(out["heatmap_logits"])
-        result = {"heatmap": heat}
-        if "inout_logit" in out:
-            result["inout"] = torch.sigmoid(out["inout_logit"])
-        return result
+        return heatmap_prediction(out)
 
     @torch.no_grad()
     def score_classes(self, batch: dict, method: str = "auto") -> torch.Tensor:
