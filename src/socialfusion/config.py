@@ -234,6 +234,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if tp is bool:
+        if isinstance(value, str) and value.lower() in _YAML11_BOOL_WORDS:
+            return value.lower() in ("yes", "on", "y")  # an override kept as a word: the field decides
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true/false, got {value!r}")
         return value

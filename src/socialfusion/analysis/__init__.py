@@ -55,47 +55,14 @@ def fmt(value: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if math.isfinite(v) else "-"
 
 
-YAML11_BOOLS = {"on", "off", "yes", "no", "y", "n"}
-
-
-def _get_dotted(data, dotted: str):
-    node = data
-    for key in dotted.split("."):
-        try:
-            node = node[int(key)] if isinstance(node, list) else node[key]
-        except (KeyError, IndexError, ValueError, TypeError):
-            return None
-    return node
-
-
 def apply_overrides(config, overrides):
-    """A copy of a Config with `key.sub=value` overrides applied (validated like `load_config`).
-
-    YAML reads `off`/`on`/`yes`/`no` as booleans; for a key whose current value is a string (e.g.
-    `train.feature_cache=off`) the word is kept as the string it was meant to be.
-    """
+    """A copy of a Config with `key.sub=value` overrides applied (validated like `load_config`)."""
     from ..config import _set_dotted, config_from_dict, parse_override
 
     if not overrides:
         return config
     data = config.to_dict()
     for text in overrides:
-        key, value = parse_override(text)
-        raw = text.split("=", 1)[1].strip()
-        if isinstance(value, bool) and raw.lower() in YAML11_BOOLS and isinstance(_get_dotted(data, key), str):
-            value = raw
-        _set_dotted(data, key, value)
+        _set_dotted(data, *parse_override(text))
     return config_from_dict(data)
 
-
-def load_config_with_overrides(name_or_path, overrides):
-    """`load_config(name, overrides)`, falling back to `apply_overrides` (which keeps `off` a string where a
-    string is expected) when the plain load rejects the overrides."""
-    from ..config import ConfigError, load_config
-
-    try:
-        return load_config(name_or_path, overrides)
-    except ConfigError:
-        if not overrides:
-            raise
-        return apply_overrides(load_config(name_or_path), overrides)

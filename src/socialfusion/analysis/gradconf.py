@@ -317,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     from ..config import ConfigError
     from ..runtime import resolve_device
-    from . import apply_overrides, load_config_with_overrides
+    from ..config import load_config
+    from . import apply_overrides
 
     try:
         if args.ckpt:
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not args.args:
                 p.error("give a CONFIG (preset or YAML) or --ckpt DIR")
-            config = load_config_with_overrides(args.args[0], args.args[1:])
+            config = load_config(args.args[0], args.args[1:])
             from ..models.checkpoint import tasks_from_config
             from ..models.socialfusion import SocialFusionModel
 

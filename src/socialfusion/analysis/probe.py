@@ -381,10 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     from ..config import ConfigError
-    from . import load_config_with_overrides
+    from ..config import load_config
 
     try:
-        config = load_config_with_overrides(args.config, args.overrides)
+        config = load_config(args.config, args.overrides)
         layers = _split_list(args.layers, int)
     except (ConfigError, ValueError) as err:
         print(f"config error: {err}", file=sys.stderr)

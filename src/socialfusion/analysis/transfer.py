@@ -212,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     from ..commands import select_tasks
     from ..config import ConfigError
-    from . import load_config_with_overrides
+    from ..config import load_config
 
     try:
-        config = load_config_with_overrides(args.config, args.overrides)
+        config = load_config(args.config, args.overrides)
         if args.tasks:
             config = select_tasks(config, args.tasks.split(","))
         baselines = normalise_baselines(args.baseline)
