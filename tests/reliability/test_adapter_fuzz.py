@@ -684,7 +684,18 @@ def test_jsonl_on_malformed_records(roots, data):
         field = data.draw(st.sampled_from(["id", "task", "image"] + (["label"] if "label" in clean[i] else ["points"])), "field")
         del mutated[i][field]
         target.write_text(_jsonl_text(mutated), encoding="utf-8")
-        assert_error_or_skip(run("jsonl", root, "train"), baseline, files)
+        out = run("jsonl", root, "train")
+        if field == "label":
+            # an unlabelled record is valid input for prediction; training refuses it as a counted skip
+            from socialfusion.data.schema import DataError
+            from socialfusion.tasks import build_task
+
+            [unlabelled] = [s for s in out.samples if s.id == str(clean[i]["id"])]
+            assert unlabelled.label is None
+            with pytest.raises(DataError, match="label"):
+                build_task(unlabelled.task).check(unlabelled, require_label=True)
+        else:
+            assert_error_or_skip(out, baseline, files)
     elif kind == "path":
         i = data.draw(st.integers(0, 2), "record")
         mutated[i]["image"] = data.draw(HOSTILE_PATHS, "path")
