@@ -62,7 +62,8 @@ class SampleDataset(torch.utils.data.Dataset):
             item = self.image_to_input(s)
         except DataError as err:
             # one reason per kind of problem, so the report groups them; the details go with the record
-            self.report.skip(f"{s.image} (sample {s.id}): {err}", f"unusable image ({type(err).__name__})")
+            kind = getattr(err, "reason", type(err).__name__)  # ImageError carries a short fixed phrase
+            self.report.skip(f"{s.image} (sample {s.id}): {err}", f"unusable image: {kind}")
             return None
         item["sample"] = s
         return item

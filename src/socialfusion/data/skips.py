@@ -15,7 +15,7 @@ class SkipReport:
     policy: str = "skip"
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
-    max_examples: int = 5
+    max_examples: int = 20
 
     def __post_init__(self):
         if self.policy not in POLICIES:
