@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """SocialFusion benchmarks: one command, interleaved measurements, one process per configuration.
 
-    make benchmark                      # full run (~6 min on an idle 2-core CPU, ~10 min when shared)
+    make benchmark                      # full run (~6-7 min on a lightly shared 2-core CPU, ~10 min under heavy load)
     make benchmark ARGS=--quick         # ~2.5 min: tiny + default fp32 training, classification, predict
     make benchmark ARGS=--only=train-default-bf16   # bf16 autocast training (~3-5 min; slow on CPUs without bf16)
     .venv/bin/python benchmarks/run.py --only train-default,classify
