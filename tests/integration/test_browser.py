@@ -86,7 +86,8 @@ def test_upload_draw_boxes_run_and_see_labels(server, page, tmp_path):
     page.goto(server + "/")
     page.wait_for_selector("#tasks[data-ready='1']", timeout=15000)
     page.set_input_files("#file", str(_scene(tmp_path / "scene.png")))
-    page.wait_for_function("document.getElementById('hint').style.display === 'none'", timeout=15000)
+    # (a selector wait, not wait_for_function: a string predicate needs eval, which the page's CSP forbids)
+    page.wait_for_selector("#hint", state="hidden", timeout=15000)
     canvas = page.locator("#canvas")
     assert canvas.evaluate("c => [c.width, c.height]") == [400, 300]
     box = canvas.bounding_box()
