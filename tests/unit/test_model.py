@@ -93,25 +93,74 @@ def test_fast_path_equals_full_scoring_and_scores_are_distributions(tiny_model):
     torch.testing.assert_close(full.exp().sum(1), torch.ones(3), rtol=1e-5, atol=1e-5)
 
 
-def test_full_scoring_matches_scoring_without_the_kv_cache(tiny_model):
-    """The cached walk over each verbalizer equals recomputing the whole sequence from scratch."""
+def _brute_force_scores(model, batch):
+    """The definition, computed the slow way: each class's whole verbalizer fed after the prompt in a plain
+    forward pass (no cache, no tree), summing the restricted log-softmax over *every* answer token."""
     from socialfusion.models.llm import decoder_and_head
 
-    batch = make_batch("relation", b=2)
-    scores = tiny_model.score_classes(batch, method="full")
-    answers = tiny_model.answers("relation")
-    decoder, head = decoder_and_head(tiny_model.llm)
+    task, b = batch["task"], batch["boxes"].shape[0]
+    answers = model.answers(task)
+    decoder, head = decoder_and_head(model.llm)
+    scores = torch.zeros(b, len(answers))
     with torch.no_grad():
-        prefix, _ = tiny_model._prefix("relation", tiny_model.visual_tokens(batch))
+        prefix, _ = model._prefix(task, model.visual_tokens(batch))
         for c, seq in enumerate(answers):
-            ids = torch.tensor(seq[:-1]).expand(2, -1)
-            hidden = decoder(inputs_embeds=torch.cat([prefix, tiny_model._embed(ids)], 1)).last_hidden_state
+            ids = torch.tensor(seq[:-1]).expand(b, -1)
+            hidden = decoder(inputs_embeds=torch.cat([prefix, model._embed(ids)], 1)).last_hidden_state
             logits = head(hidden[:, prefix.shape[1] - 1 :]).float()
-            total = torch.zeros(2)
             for t in range(len(seq)):
                 allowed = sorted({a[t] for a in answers if len(a) > t and a[:t] == seq[:t]})
-                total += logits[:, t, seq[t]] - torch.logsumexp(logits[:, t, allowed], -1)
-            torch.testing.assert_close(scores[:, c], total, rtol=1e-4, atol=1e-4)
+                scores[:, c] += logits[:, t, seq[t]] - torch.logsumexp(logits[:, t, allowed], -1)
+    return scores
+
+
+@pytest.mark.parametrize("task", ["relation", "expression", "gesture"])
+def test_packed_trie_scoring_equals_scoring_each_verbalizer_from_scratch(tiny_model, task):
+    """One pass over the prompt plus the trie's branching nodes (tree attention) equals feeding every class's
+    whole verbalizer after the prompt on its own; gesture's verbalizers share prefixes several tokens deep."""
+    torch.manual_seed(0)
+    with torch.no_grad():  # non-zero LoRA B, so that the adapters take part
+        for name, p in tiny_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    tiny_model.eval()
+    batch = make_batch(task, b=2)
+    scores = tiny_model.score_classes(batch, method="full")
+    torch.testing.assert_close(scores, _brute_force_scores(tiny_model, batch), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(scores.exp().sum(1), torch.ones(2), rtol=1e-5, atol=1e-5)
+
+
+def test_trie_plan_keeps_only_branching_steps():
+    from socialfusion.models.scoring import plan_scoring
+
+    answers = [[5, 6, 2], [5, 7, 2], [5, 7, 8, 2], [9, 3, 4, 2]]
+    plan = plan_scoring(answers)
+    # branching: the root (5 | 9), [5] (6 | 7) and [5, 7] (2 | 8); [9], [9, 3], [5, 6]... have one child each
+    assert plan.nodes == [(5,), (5, 7)]
+    assert plan.tokens == [5, 7] and plan.parents == [-1, 0]
+    assert plan.branch_rows.tolist() == [0, 1, 2]
+    steps = [[e for e in row if e >= 0] for row in plan.class_edges.tolist()]
+    assert [len(s) for s in steps] == [2, 3, 3, 1]  # class 3 ([9, ...]) is decided at the root
+    # distinct first tokens: nothing but the root, whatever the lengths
+    assert plan_scoring([[5, 6, 2], [9, 2]]).nodes == []
+    with pytest.raises(ValueError, match="share a first token"):
+        plan_scoring(answers, method="fast")
+
+
+def test_scoring_is_one_decoder_pass_without_a_kv_cache(tiny_model):
+    """The full path packs the trie after the prompt in the same pass, and nothing asks for a cache."""
+    from socialfusion.models.llm import decoder_and_head
+
+    decoder, _ = decoder_and_head(tiny_model.llm)
+    calls = []
+    handle = decoder.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs.get("use_cache")), with_kwargs=True)
+    try:
+        for task in ("lam", "gesture"):
+            calls.clear()
+            tiny_model.score_classes(make_batch(task))
+            assert calls == [False], (task, calls)
+    finally:
+        handle.remove()
 
 
 def test_a_batch_without_supervised_tokens_is_an_error(tiny_model):

@@ -188,6 +188,24 @@ def test_scoring_fast_equals_full_sums_to_one_and_ignores_padding(vlm):
         torch.testing.assert_close(vlm.score_classes(_rows(gesture, i)), full[i : i + 1], rtol=0, atol=1e-5)
 
 
+def test_packed_trie_scoring_equals_scoring_each_verbalizer_from_scratch(vlm):
+    """The trie pass on the prompt's cache (tree attention, left-padded rows) equals feeding every class's whole
+    verbalizer after the prompt in a plain forward pass, summing the restricted log-softmax over every token."""
+    vlm.eval()
+    batch = vlm_batch(vlm, "gesture")
+    answers = vlm.answers("gesture")
+    head = vlm.hf_model.get_output_embeddings()
+    expected = torch.zeros(3, len(answers))
+    with torch.no_grad():
+        for c, seq in enumerate(answers):
+            inputs = vlm.model_inputs(batch, [seq[:-1]] * 3)
+            logits = head(vlm._hidden(inputs, use_cache=False).last_hidden_state[:, -len(seq) :]).float()
+            for t in range(len(seq)):
+                allowed = sorted({a[t] for a in answers if len(a) > t and a[:t] == seq[:t]})
+                expected[:, c] += logits[:, t, seq[t]] - torch.logsumexp(logits[:, t, allowed], -1)
+    torch.testing.assert_close(vlm.score_classes(batch), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_gaze_head_reads_exactly_the_image_token_positions(vlm):
     vlm.eval()
     batch = vlm_batch(vlm, "gaze")

@@ -2,8 +2,13 @@
 
 Each class's score is the sum, over its answer tokens, of the log-softmax restricted to the tokens that continue
 some verbalizer sharing the prefix so far (a trie). Those scores sum to one over classes, so they are the class
-probabilities the mAP metrics need. When all verbalizers start with different tokens the trie branches only at the
-root, and the logits after the prompt alone give the exact same numbers (`fast`); `full` walks every verbalizer.
+probabilities the mAP metrics need.
+
+At a trie node with a single child the restricted softmax is exactly log 1 = 0, so only *branching* nodes (>= 2
+children) contribute, and only their hidden states are needed. The root is the prompt's last position; the other
+branching nodes, with their ancestors, form a small token tree that the models feed in one decoder pass (tree
+attention: a node sees the prompt and its own ancestors only, see `packing.py`). When all verbalizers start with
+different tokens only the root branches and the tree is empty: the logits after the prompt alone give the scores.
 
 Only the LM-head rows of tokens that occur in some verbalizer are ever needed (the restricted softmax never looks
 at any other token), so logits are computed over that small vocabulary instead of the whole one.
@@ -11,6 +16,8 @@ at any other token), so logits are computed over that small vocabulary instead o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -26,11 +33,98 @@ def subset_logits(head: nn.Module, hidden: torch.Tensor, vocab: list[int]) -> to
     return F.linear(hidden.to(weight.dtype), weight, bias).float()
 
 
+@dataclass(frozen=True)
+class ScoringPlan:
+    """What scoring one task's verbalizers needs; build it with `plan_scoring`.
+
+    The token tree to feed after the prompt: node i is the prefix `nodes[i]`, fed as its last token `tokens[i]`
+    under `parents[i]` (-1: directly after the prompt). Branching node k is `branch_rows[k]` (0 = the prompt's
+    last position, i + 1 = tree node i) with the allowed next tokens `branch_mask[k]` over `vocab`. Edge e is
+    (branch `edge_branch[e]`, token `edge_token[e]` over `vocab`); class c takes the edges `class_edges[c]`
+    (padded with -1, which reads a constant 0).
+    """
+
+    vocab: list[int]
+    nodes: list[tuple[int, ...]]
+    tokens: list[int]
+    parents: list[int]
+    branch_rows: torch.Tensor
+    branch_mask: torch.Tensor
+    edge_branch: torch.Tensor
+    edge_token: torch.Tensor
+    class_edges: torch.Tensor
+
+
+@lru_cache(maxsize=64)
+def _plan(answers: tuple[tuple[int, ...], ...]) -> ScoringPlan:
+    children: dict[tuple[int, ...], list[int]] = {}
+    for a in answers:
+        for t in range(len(a)):
+            kids = children.setdefault(a[:t], [])
+            if a[t] not in kids:
+                kids.append(a[t])
+    branching = sorted((p for p, kids in children.items() if len(kids) >= 2), key=lambda p: (len(p), p))
+    # the tree: every non-root branching node with all its ancestors, shortest first (so parents come first)
+    nodes = sorted({p[:k] for p in branching for k in range(1, len(p) + 1)}, key=lambda p: (len(p), p))
+    node_index = {p: i for i, p in enumerate(nodes)}
+    vocab = sorted({tok for a in answers for tok in a})
+    col = {tok: i for i, tok in enumerate(vocab)}
+    branch_index = {p: k for k, p in enumerate(branching)}
+    edges = [(k, tok) for k, p in enumerate(branching) for tok in sorted(children[p])]
+    edge_index = {e: i for i, e in enumerate(edges)}
+    per_class = [[edge_index[branch_index[a[:t]], a[t]] for t in range(len(a)) if a[:t] in branch_index] for a in answers]
+    width = max(1, max(len(e) for e in per_class))
+    mask = torch.zeros(len(branching), len(vocab), dtype=torch.bool)
+    for k, p in enumerate(branching):
+        mask[k, [col[tok] for tok in children[p]]] = True
+    return ScoringPlan(
+        vocab=vocab,
+        nodes=nodes,
+        tokens=[p[-1] for p in nodes],
+        parents=[node_index[p[:-1]] if len(p) > 1 else -1 for p in nodes],
+        branch_rows=torch.tensor([0 if not p else node_index[p] + 1 for p in branching], dtype=torch.long),
+        branch_mask=mask,
+        edge_branch=torch.tensor([k for k, _ in edges], dtype=torch.long),
+        edge_token=torch.tensor([col[tok] for _, tok in edges], dtype=torch.long),
+        class_edges=torch.tensor([e + [-1] * (width - len(e)) for e in per_class], dtype=torch.long),
+    )
+
+
+def plan_scoring(answers: list[list[int]], method: str = "auto", task: str = "") -> ScoringPlan:
+    """The plan for the verbalizers `answers` (token ids each ending with EOS, so none is a prefix of another).
+
+    method: `auto` or `full` (the same computation; `full` is kept as a name for callers and tests), or `fast`,
+    which insists that the verbalizers start with different tokens, i.e. that the tree is empty.
+    """
+    if method not in ("auto", "fast", "full"):
+        raise ValueError(f"unknown scoring method {method!r} (auto, fast, full)")
+    firsts = [a[0] for a in answers]
+    if method == "fast" and len(set(firsts)) != len(firsts):
+        raise ValueError(f"task {task}: verbalizers share a first token; the fast path does not apply")
+    return _plan(tuple(tuple(a) for a in answers))
+
+
+def class_scores(plan: ScoringPlan, head: nn.Module, first_hidden: torch.Tensor, tree_hidden: torch.Tensor | None) -> torch.Tensor:
+    """Class log-probabilities (B, C) from the hidden state after the prompt (B, d) and after each tree node
+    (B, len(plan.nodes), d; None when the tree is empty)."""
+    hidden = first_hidden[:, None]
+    if plan.nodes:
+        hidden = torch.cat([hidden, tree_hidden.to(hidden.dtype)], dim=1)
+    dev = hidden.device
+    logits = subset_logits(head, hidden[:, plan.branch_rows.to(dev)], plan.vocab)  # (B, K, V')
+    lse = logits.masked_fill(~plan.branch_mask.to(dev), float("-inf")).logsumexp(-1)  # over each node's children
+    branch, token = plan.edge_branch.to(dev), plan.edge_token.to(dev)
+    edge_logp = logits[:, branch, token] - lse[:, branch]  # (B, E): the restricted log-softmax of every edge
+    # column 0 is a constant 0 for the padding of shorter edge lists: adding it changes no sum
+    edge_logp = torch.cat([torch.zeros_like(edge_logp[:, :1]), edge_logp], dim=1)
+    return edge_logp[:, plan.class_edges.to(dev) + 1].sum(-1)
+
+
 def constrained_class_scores(
     answers: list[list[int]],
     first_hidden: torch.Tensor,
     head: nn.Module,
-    continuation_hidden: Callable[[list[list[int]]], list[torch.Tensor]],
+    continuation_hidden: Callable[[ScoringPlan], torch.Tensor],
     method: str = "auto",
     task: str = "",
 ) -> torch.Tensor:
@@ -38,27 +132,8 @@ def constrained_class_scores(
 
     answers: the token ids of each class's verbalizer (ending with EOS, so none is a prefix of another).
     first_hidden: (B, d) final hidden state after the prompt; head: the LM head (a Linear over the vocabulary).
-    continuation_hidden(seqs): for each seq, the (B, len(seq), d) hidden states after the prompt followed by
-    seq[:1], seq[:2], ...; called once, on the full path only, with each verbalizer minus its last token.
+    continuation_hidden(plan): (B, len(plan.nodes), d), the hidden states after the prompt followed by each
+    tree node's prefix; called once, only when the tree is not empty.
     """
-    if method not in ("auto", "fast", "full"):
-        raise ValueError(f"unknown scoring method {method!r} (auto, fast, full)")
-    firsts = [a[0] for a in answers]
-    distinct = len(set(firsts)) == len(firsts)
-    if method == "fast" or (method == "auto" and distinct):
-        if not distinct:
-            raise ValueError(f"task {task}: verbalizers share a first token; the fast path does not apply")
-        return F.log_softmax(subset_logits(head, first_hidden, firsts), dim=-1)
-    vocab = sorted({tok for a in answers for tok in a})
-    index = {tok: i for i, tok in enumerate(vocab)}
-    first = subset_logits(head, first_hidden, vocab)  # (B, V')
-    hidden = continuation_hidden([a[:-1] for a in answers])
-    scores = []
-    for seq, h in zip(answers, hidden):
-        steps = [first] + (list(subset_logits(head, h, vocab).unbind(1)) if len(seq) > 1 else [])
-        total = torch.zeros(first.shape[0], device=first.device)
-        for t, logits in enumerate(steps):
-            allowed = sorted({index[a[t]] for a in answers if len(a) > t and a[:t] == seq[:t]})
-            total += logits[:, index[seq[t]]] - torch.logsumexp(logits[:, allowed], dim=-1)
-        scores.append(total)
-    return torch.stack(scores, dim=1)
+    plan = plan_scoring(answers, method, task)
+    return class_scores(plan, head, first_hidden, continuation_hidden(plan) if plan.nodes else None)

@@ -6,7 +6,6 @@ the image tokens sit at the same positions for every row.
 
 from __future__ import annotations
 
-import copy
 from contextlib import nullcontext
 
 import torch
@@ -21,7 +20,8 @@ from .connector import Connector
 from .encoder import VisionEncoder
 from .heads import GazeHead, gaze_loss, heatmap_prediction
 from .llm import answer_ids, apply_lora, build_causal_lm, build_tokenizer, decoder_and_head, prompt_pieces
-from .scoring import constrained_class_scores
+from .packing import ancestry, attention_mask, is_chain
+from .scoring import class_scores, plan_scoring
 from .trainability import apply_trainability
 
 
@@ -151,30 +151,28 @@ class SocialFusionModel(nn.Module):
 
     @torch.no_grad()
     def score_classes(self, batch: dict, method: str = "auto") -> torch.Tensor:
-        """Class log-probabilities (B, C) under decoding constrained to the verbalizers (`scoring.py`): `fast`
-        reads one forward pass over the prompt; `full` walks the verbalizers on copies of the prompt's KV cache,
-        several classes per forward pass."""
+        """Class log-probabilities (B, C) under decoding constrained to the verbalizers (`scoring.py`): one decoder
+        pass over the prompt followed by the verbalizer trie's branching nodes and their ancestors, packed with
+        tree attention (`packing.py`); just the prompt when the verbalizers start with different tokens."""
         task = batch["task"]
-        visual = self.visual_tokens(batch)
-        prefix, _ = self._prefix(task, visual)
-        decoder, head = decoder_and_head(self.llm)
-        out = decoder(inputs_embeds=prefix, use_cache=True)
-        b, n_prefix = prefix.shape[:2]
+        plan = plan_scoring(self.answers(task), method, task)
+        prefix, _ = self._prefix(task, self.visual_tokens(batch))
+        n = prefix.shape[1]
+        embeds, parents = prefix, list(range(-1, n - 1))
+        if plan.nodes:
+            tree = self._embed(torch.tensor(plan.tokens, device=self.device)).expand(prefix.shape[0], -1, -1)
+            embeds = torch.cat([prefix, tree.to(prefix.dtype)], dim=1)
+            parents += [n - 1 if p < 0 else n + p for p in plan.parents]  # the trie's roots hang off the prompt's end
+        hidden = self._decode(embeds, parents)
+        _, head = decoder_and_head(self.llm)
+        return class_scores(plan, head, hidden[:, n - 1], hidden[:, n:] if plan.nodes else None)
 
-        def continuation(seqs: list[list[int]]) -> list[torch.Tensor]:
-            hidden: list[torch.Tensor] = []
-            chunk = max(1, 128 // b)  # rows per forward pass: bounds the repeated cache's memory
-            for start in range(0, len(seqs), chunk):
-                group = seqs[start : start + chunk]
-                width = max(1, max(len(s) for s in group))
-                # right padding is harmless: causal attention never lets a real token see a later pad
-                ids = torch.tensor([s + [0] * (width - len(s)) for s in group], device=self.device)
-                ids = ids.repeat(b, 1)  # row r * len(group) + c: sample r, class c
-                cache = copy.deepcopy(out.cache)
-                cache.batch_repeat_interleave(len(group))
-                h = decoder(inputs_embeds=self._embed(ids), cache=cache, use_cache=True).last_hidden_state
-                h = h.view(b, len(group), width, -1)
-                hidden.extend(h[:, c, : len(s)] for c, s in enumerate(group))
-            return hidden
-
-        return constrained_class_scores(self.answers(task), out.last_hidden_state[:, -1], head, continuation, method, task)
+    def _decode(self, embeds: torch.Tensor, parents: list[int]) -> torch.Tensor:
+        """Final hidden states (B, N, d) of a packed forest of N tokens (`packing.py`); a plain sequence runs as the
+        ordinary causal pass. No KV cache: nothing reads one afterwards."""
+        decoder, _ = decoder_and_head(self.llm)
+        if is_chain(parents):
+            return decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state
+        allowed, depth = ancestry(parents)
+        mask = attention_mask(allowed.to(embeds.device)[None, None], decoder.config, embeds.dtype)
+        return decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=depth.to(embeds.device)[None], use_cache=False).last_hidden_state

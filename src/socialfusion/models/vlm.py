@@ -36,7 +36,8 @@ from ..tasks.base import IMAGE_PLACEHOLDER, Task
 from .heads import GazeHead, gaze_loss, heatmap_prediction
 from .llm import answer_ids
 from .loading import load_arch, resolve_pretrained
-from .scoring import constrained_class_scores
+from .packing import ancestry, attention_mask
+from .scoring import class_scores, plan_scoring
 
 FAMILIES = {"llava": "llava", "qwen2_vl": "qwen2vl", "qwen2_5_vl": "qwen2vl", "llava_onevision": "onevision"}
 IMAGE_MARK = {"llava": "<image>", "onevision": "<image>", "qwen2vl": "<|vision_start|><|image_pad|><|vision_end|>"}
@@ -418,29 +419,25 @@ class VLMBaseline(nn.Module):
 
     @torch.no_grad()
     def score_classes(self, batch: dict, method: str = "auto") -> torch.Tensor:
-        """Class log-probabilities (B, C), trie-constrained exactly as SocialFusionModel.score_classes."""
+        """Class log-probabilities (B, C), trie-constrained exactly as SocialFusionModel.score_classes: the
+        prompt pass (keeping its KV cache only when the verbalizer trie needs a continuation), then the trie's
+        branching nodes and their ancestors in one pass on that cache, with tree attention (`packing.py`)."""
         task = batch["task"]
+        plan = plan_scoring(self.answers(task), method, task)
         inputs = self.model_inputs(batch)
-        out = self._hidden(inputs, use_cache=True)
+        out = self._hidden(inputs, use_cache=bool(plan.nodes))
         head = self.hf_model.get_output_embeddings()
-        cache, mask, pos = out.cache, inputs["attention_mask"], inputs["position_ids"]
-        n_prefix = mask.shape[1]
-
-        def continuation(seqs: list[list[int]]) -> list[torch.Tensor]:
-            hidden = []
-            for seq in seqs:
-                if not seq:
-                    hidden.append(out.last_hidden_state[:, :0])
-                    continue
-                steps = torch.arange(len(seq), device=self.device)
-                ids = torch.tensor(seq, device=self.device).expand(mask.shape[0], -1)
-                cont = {
-                    "input_ids": ids,
-                    "attention_mask": torch.cat([mask, torch.ones_like(ids)], dim=1),
-                    "position_ids": pos[..., -1:] + 1 + steps,  # left padding: the last column is every row's last token
-                }
-                hidden.append(self._hidden(cont, cache=cache, use_cache=True).last_hidden_state)
-                cache.crop(-(cache.get_seq_length() - n_prefix))  # back to the prompt only
-            return hidden
-
-        return constrained_class_scores(self.answers(task), out.last_hidden_state[:, -1], head, continuation, method, task)
+        tree_hidden = None
+        if plan.nodes:
+            mask, pos = inputs["attention_mask"], inputs["position_ids"]
+            b, n = mask.shape[0], len(plan.nodes)
+            allowed, depth = ancestry(plan.parents)
+            # a node sees the row's prompt (minus its left padding) and its own trie ancestors
+            full = torch.cat([mask.bool()[:, None, None, :].expand(b, 1, n, -1), allowed.to(self.device)[None, None].expand(b, 1, n, n)], dim=-1)
+            cont = {
+                "input_ids": torch.tensor(plan.tokens, device=self.device).expand(b, -1),
+                "attention_mask": attention_mask(full, self.hf_model.config.get_text_config(), out.last_hidden_state.dtype),
+                "position_ids": pos[..., -1:] + 1 + depth.to(self.device),  # left padding: the last column is every row's last token
+            }
+            tree_hidden = self._hidden(cont, cache=out.cache, use_cache=True).last_hidden_state
+        return class_scores(plan, head, out.last_hidden_state[:, -1], tree_hidden)
