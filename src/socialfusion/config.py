@@ -46,6 +46,10 @@ class ConnectorConfig:
     # parameter-free LayerNorm on the encoder features: some layers (e.g. DINOv2's last, before its final norm)
     # have norms in the hundreds, which a freshly initialised connector would pass on to the LLM
     input_norm: bool = False
+    # k > 0: each box role also gets k x k "region tokens", RoI-aligned from the full-resolution patch grid
+    # (before pooling) and projected by the same connector. A small pooled grid blurs a face or a hand into one
+    # cell; these tokens keep its detail for a few extra positions. 0 = the paper's model (mask only).
+    box_tokens: int = 0
 
 
 @dataclass
@@ -372,6 +376,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"model.llm.num_layers must be >= 1, got {m.llm.num_layers}")
     if m.connector.pool < 1:
         raise ConfigError(f"model.connector.pool must be >= 1, got {m.connector.pool}")
+    if m.connector.box_tokens < 0:
+        raise ConfigError(f"model.connector.box_tokens must be >= 0, got {m.connector.box_tokens}")
+    if m.connector.box_tokens and not m.box.enabled:
+        raise ConfigError("model.connector.box_tokens needs the boxes, but model.box.enabled is false")
     if m.box.roles < 1:
         raise ConfigError(f"model.box.roles must be >= 1, got {m.box.roles}")
     if m.trainable.encoder != "frozen" and t.feature_cache != "off":

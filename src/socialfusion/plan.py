@@ -38,7 +38,8 @@ def estimate(config: Config, batch_size: int | None = None, text_tokens: int = T
     b = batch_size or config.train.batch_size
     lm_cfg = model.llm.config
     d, layers, vocab = lm_cfg.hidden_size, lm_cfg.num_hidden_layers, lm_cfg.vocab_size
-    n_vis = model.num_visual_tokens
+    # region tokens: counted for the two-role task (relation), the most any task uses
+    n_vis = model.num_visual_tokens + min(2, config.model.box.roles) * config.model.connector.box_tokens**2
     seq = n_vis + text_tokens
     enc = model.encoder
     enc_params = sum(p.numel() for p in enc.parameters())

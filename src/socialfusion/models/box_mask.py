@@ -27,6 +27,22 @@ def box_cell_mask(boxes: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return in_y[..., :, None] & in_x[..., None, :]
 
 
+def role_union_boxes(boxes: torch.Tensor, roles: torch.Tensor, n_roles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The enclosing box of each role's boxes (B, K, 4), (B, K) -> (B, n_roles, 4) and (B, n_roles) present.
+
+    Roles beyond n_roles count as the last one (as for the embeddings); an absent role gets a zero box.
+    """
+    role_idx = roles.clamp(max=n_roles - 1)
+    member = (role_idx[..., None] == torch.arange(n_roles, device=roles.device)) & (roles[..., None] >= 0)  # (B, K, R)
+    big = torch.finfo(boxes.dtype).max
+    m = member.transpose(1, 2)[..., None]  # (B, R, K, 1)
+    lo = torch.where(m, boxes[:, None, :, :2], big).amin(2)
+    hi = torch.where(m, boxes[:, None, :, 2:], -big).amax(2)
+    present = member.any(1)
+    union = torch.where(present[..., None], torch.cat([lo, hi], -1), torch.zeros((), dtype=boxes.dtype, device=boxes.device))
+    return union, present
+
+
 class BoxEmbedding(nn.Module):
     def __init__(self, roles: int, d_llm: int, grid: tuple[int, int]):
         super().__init__()

@@ -45,3 +45,29 @@ class Connector(nn.Module):
             grid = F.adaptive_avg_pool2d(grid, self.grid)
             features = grid.flatten(2).transpose(1, 2)
         return self.proj(self.norm(features))
+
+    def regions(self, features: torch.Tensor, boxes: torch.Tensor, k: int) -> torch.Tensor:
+        """Region tokens: (B, h*w, d_v) features, (B, R, 4) normalised xyxy boxes -> (B, R*k*k, d_llm)."""
+        b, _, d = features.shape
+        grid = features.transpose(1, 2).reshape(b, d, *self.in_grid)
+        return self.proj(self.norm(roi_align(grid, boxes, k)))
+
+
+def roi_align(grid: torch.Tensor, boxes: torch.Tensor, k: int, samples: int = 2) -> torch.Tensor:
+    """RoIAlign (Mask R-CNN) on a patch grid: (B, d, h, w), (B, R, 4) normalised xyxy -> (B, R*k*k, d).
+
+    Each box is split into k x k bins; a bin is the mean of `samples` x `samples` bilinear samples at regularly
+    spaced points inside it (the continuous coordinates of `F.grid_sample` with align_corners=False, where the
+    grid spans [0, 1] edge to edge). Tokens are ordered box by box, bins row-major.
+    """
+    b, d = grid.shape[:2]
+    r = boxes.shape[1]
+    m = k * samples
+    t = (torch.arange(m, device=grid.device, dtype=grid.dtype) + 0.5) / m  # sample centres within [0, 1]
+    x0, y0, x1, y1 = boxes.to(grid.dtype).clamp(0.0, 1.0).unbind(-1)  # (B, R)
+    xs = x0[..., None] + (x1 - x0)[..., None] * t  # (B, R, m)
+    ys = y0[..., None] + (y1 - y0)[..., None] * t
+    points = torch.stack(torch.broadcast_tensors(xs[:, :, None, :], ys[:, :, :, None]), dim=-1)  # (B, R, m, m, 2)
+    sampled = F.grid_sample(grid, (points * 2 - 1).reshape(b, r * m, m, 2), mode="bilinear", padding_mode="border", align_corners=False)
+    bins = F.avg_pool2d(sampled.reshape(b, d, r, m, m).reshape(b, d * r, m, m), samples)  # (B, d*R, k, k)
+    return bins.reshape(b, d, r * k * k).transpose(1, 2)
