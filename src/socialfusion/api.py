@@ -16,7 +16,8 @@ Boxes, per image: a list of ``{"xyxy": [x1, y1, x2, y2], "role": 0, "normalized"
 is the second person for relation. The single-person tasks use the role-0 box(es); relation uses roles 0 and 1.
 Without boxes, the whole image is the role-0 box and relation is skipped (it needs two people).
 
-All tasks asked for one batch of images share one encoder pass.
+All tasks asked for one batch of images share one encoder pass, and the tasks that use the same boxes share one
+decoder pass (`SocialFusionModel.infer_tasks`).
 
 Result per image: {"image": path or None, "width", "height", "boxes": [{"xyxy" (pixels), "xyxy_normalized",
 "role", "source": "given" | "whole_image"}], "notes": [...], "tasks": {name: ...}} where a classification task
@@ -353,18 +354,22 @@ class SocialFusion:
         with self._lock, torch.no_grad(), autocast(self.device, self.precision):
             pixel_values = model.encoder.preprocess(pils).to(self.device)
             features = model.encode(pixel_values)  # one encoder pass for every task of this batch
+            # tasks that run on the same rows with the same boxes (lam, expression, gesture and gaze all use the
+            # role-0 boxes) share their visual tokens and [text + image] prefix: one `infer_tasks` call for them
+            groups: dict[tuple, tuple[list[int], list[list[dict]], list[str]]] = {}
             for name in names:
-                task = model.tasks[name]
                 rows, row_boxes = [], []
                 for i, r in enumerate(results):
-                    chosen, why = self._task_boxes(task, r["boxes"])
+                    chosen, why = self._task_boxes(model.tasks[name], r["boxes"])
                     if chosen is None:
                         r["tasks"][name] = {"skipped": why}
                     else:
                         rows.append(i)
                         row_boxes.append(chosen)
-                if not rows:
-                    continue
+                if rows:
+                    key = (tuple(rows), tuple(tuple((tuple(b["xyxy_normalized"]), b["role"]) for b in c) for c in row_boxes))
+                    groups.setdefault(key, (rows, row_boxes, []))[2].append(name)
+            for rows, row_boxes, group in groups.values():
                 k = max(len(c) for c in row_boxes)
                 bt = torch.zeros(len(rows), k, 4)
                 rt = torch.full((len(rows), k), -1, dtype=torch.long)
@@ -373,27 +378,31 @@ class SocialFusion:
                         bt[j, m] = torch.tensor(b["xyxy_normalized"])
                         rt[j, m] = b["role"]
                 batch = {
-                    "task": name,
+                    "task": group[0],
                     "ids": [str(i) for i in rows],
                     "boxes": bt.to(self.device),
                     "box_roles": rt.to(self.device),
                     "features": features[rows],
                 }
-                if task.kind == "classification":
-                    probs = model.score_classes(batch).float().exp().cpu().numpy().astype(np.float64)
-                    probs /= probs.sum(axis=1, keepdims=True)
-                    for j, i in enumerate(rows):
-                        p = probs[j]
-                        results[i]["tasks"][name] = {
-                            "label": task.classes[int(p.argmax())],
-                            "probs": {c: float(v) for c, v in zip(task.classes, p)},
-                        }
-                else:
-                    out = model.predict_heatmap(batch)
-                    heat = out["heatmap"].float().cpu().numpy()
-                    inout = out["inout"].float().cpu().numpy() if "inout" in out else None
-                    for j, i in enumerate(rows):
-                        results[i]["tasks"][name] = self._gaze_result(heat[j], None if inout is None else float(inout[j]), results[i], row_boxes[j])
+                outputs = model.infer_tasks(batch, group)
+                for name in group:
+                    task, out = model.tasks[name], outputs[name]
+                    if task.kind == "classification":
+                        probs = out.float().exp().cpu().numpy().astype(np.float64)
+                        probs /= probs.sum(axis=1, keepdims=True)
+                        for j, i in enumerate(rows):
+                            p = probs[j]
+                            results[i]["tasks"][name] = {
+                                "label": task.classes[int(p.argmax())],
+                                "probs": {c: float(v) for c, v in zip(task.classes, p)},
+                            }
+                    else:
+                        heat = out["heatmap"].float().cpu().numpy()
+                        inout = out["inout"].float().cpu().numpy() if "inout" in out else None
+                        for j, i in enumerate(rows):
+                            results[i]["tasks"][name] = self._gaze_result(heat[j], None if inout is None else float(inout[j]), results[i], row_boxes[j])
+        for r in results:  # the order the tasks were asked in, whatever the grouping
+            r["tasks"] = {name: r["tasks"][name] for name in names}
         return results
 
     @staticmethod

@@ -99,6 +99,40 @@ def test_all_five_tasks_share_one_encoder_pass_per_image_batch(sf, monkeypatch):
     assert calls == [1, 1], "one encoder pass per batch of images"
 
 
+def test_all_tasks_in_one_call_equal_each_task_alone_and_share_the_decoder_pass(sf):
+    """predict(tasks="all") packs the tasks that use the same boxes into one decoder call on their shared
+    [text + image] prefix; every result equals the task's own single-task call."""
+    from socialfusion.models.llm import decoder_and_head
+
+    images = [_image(64, 48, seed=1), _image(40, 70, seed=2), _image(50, 50, seed=3)]
+    boxes = [
+        [{"xyxy": [4, 4, 30, 30], "role": 0}, {"xyxy": [32, 10, 60, 40], "role": 1}],
+        [{"xyxy": [0.1, 0.1, 0.4, 0.4], "role": 0}, {"xyxy": [0.6, 0.6, 0.9, 0.9], "role": 0}, {"xyxy": [0.5, 0.0, 1.0, 0.5], "role": 1}],
+        [{"xyxy": [0.2, 0.2, 0.7, 0.9], "role": 0}],  # no second person: relation is skipped for this image only
+    ]
+    decoder, _ = decoder_and_head(sf.model.llm)
+    calls = []
+    handle = decoder.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs["inputs_embeds"].shape), with_kwargs=True)
+    try:
+        together = sf.predict(images, boxes=boxes, tasks="all")
+    finally:
+        handle.remove()
+    # one call for lam, expression, gesture and gaze (role-0 boxes, all three images), one for relation (two images)
+    assert [shape[0] for shape in calls] == [3, 2], calls
+    for image, b, r in zip(images, boxes, together):
+        assert list(r["tasks"]) == TASKS
+        for task in TASKS:
+            [alone] = sf.predict(image, boxes=b, tasks=[task])
+            if "skipped" in alone["tasks"][task]:
+                assert r["tasks"][task] == alone["tasks"][task]
+            elif task == "gaze":
+                np.testing.assert_allclose(r["tasks"][task]["heatmap"], alone["tasks"][task]["heatmap"], rtol=0, atol=1e-5)
+                assert r["tasks"][task]["inout"] == pytest.approx(alone["tasks"][task]["inout"], abs=1e-5)
+            else:
+                np.testing.assert_allclose(_probs(r, task), _probs(alone, task), rtol=0, atol=1e-5, err_msg=task)
+    assert "skipped" in together[2]["tasks"]["relation"]
+
+
 def test_pixel_and_normalised_boxes_agree_and_boxes_matter(sf):
     img = _image(200, 100, seed=3)
     px = sf.predict(img, boxes=[{"xyxy": [20, 10, 100, 60], "role": 0}], tasks="lam")[0]

@@ -142,30 +142,74 @@ class SocialFusionModel(nn.Module):
 
     @torch.no_grad()
     def predict_heatmap(self, batch: dict) -> dict[str, torch.Tensor]:
-        visual = self.visual_tokens(batch)
-        prefix, image_start = self._prefix(batch["task"], visual)
-        decoder, _ = decoder_and_head(self.llm)
-        hidden = decoder(inputs_embeds=prefix).last_hidden_state
-        out = self.gaze_head(hidden[:, image_start : image_start + visual.shape[1]], hidden[:, -1])
-        return heatmap_prediction(out)
+        return self.infer_tasks(batch, [batch["task"]])[batch["task"]]
 
     @torch.no_grad()
     def score_classes(self, batch: dict, method: str = "auto") -> torch.Tensor:
         """Class log-probabilities (B, C) under decoding constrained to the verbalizers (`scoring.py`): one decoder
         pass over the prompt followed by the verbalizer trie's branching nodes and their ancestors, packed with
         tree attention (`packing.py`); just the prompt when the verbalizers start with different tokens."""
-        task = batch["task"]
-        plan = plan_scoring(self.answers(task), method, task)
-        prefix, _ = self._prefix(task, self.visual_tokens(batch))
-        n = prefix.shape[1]
-        embeds, parents = prefix, list(range(-1, n - 1))
-        if plan.nodes:
-            tree = self._embed(torch.tensor(plan.tokens, device=self.device)).expand(prefix.shape[0], -1, -1)
-            embeds = torch.cat([prefix, tree.to(prefix.dtype)], dim=1)
-            parents += [n - 1 if p < 0 else n + p for p in plan.parents]  # the trie's roots hang off the prompt's end
-        hidden = self._decode(embeds, parents)
+        return self.infer_tasks(batch, [batch["task"]], method)[batch["task"]]
+
+    @torch.no_grad()
+    def infer_tasks(self, batch: dict, tasks: list[str], method: str = "auto") -> dict:
+        """Several tasks on the same rows and boxes (the batch's "task" is ignored): {task: class log-probs (B, C)
+        for a classification task, `heatmap_prediction` for gaze}, each what the task's own call gives.
+
+        The visual tokens are computed once. Each prompt is [text before the image, image, text after it], and
+        the text before the image comes from the chat turn's opening, which is the same for every task whose
+        instruction starts with the image (all of ours; `prompt_pieces`). Tasks with the same opening therefore
+        share the whole [text + image] prefix: one decoder call holds it once, then each task's post-image text
+        after it and, for a classification task, its verbalizer tree after that text. Tree attention
+        (`packing.py`) keeps every task's tokens from seeing another task's, so nothing but float rounding
+        differs from running the tasks one by one.
+        """
+        visual = self.visual_tokens(batch)
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for name in tasks:
+            groups.setdefault(tuple(self.prompt(name).pre), []).append(name)
+        out = {}
+        for pre, names in groups.items():
+            out.update(self._infer_shared_prefix(list(pre), visual, names, method))
+        return {name: out[name] for name in tasks}
+
+    def _infer_shared_prefix(self, pre: list[int], visual: torch.Tensor, names: list[str], method: str) -> dict:
+        b = visual.shape[0]
+        pieces = [self._embed(torch.tensor(pre, device=self.device)).expand(b, -1, -1)]
+        pieces.append(visual.to(pieces[0].dtype))
+        parents = list(range(-1, len(pre) + visual.shape[1] - 1))
+
+        def append(tokens: list[int], tree: list[int], anchor: int) -> int:
+            """Feed `tokens` as a forest (`tree`: parent offsets, -1 = hangs off position `anchor`); returns where
+            they start."""
+            start = len(parents)
+            if tokens:
+                pieces.append(self._embed(torch.tensor(tokens, device=self.device)).expand(b, -1, -1))
+                parents.extend(anchor if p < 0 else start + p for p in tree)
+            return start
+
+        shared_end = len(parents) - 1
+        reads = {}
+        for name in names:
+            post = self.prompt(name).post
+            start = append(post, list(range(-1, len(post) - 1)), shared_end)
+            last = start + len(post) - 1 if post else shared_end  # the prompt's last position for this task
+            plan = tree_start = None
+            if self.tasks[name].kind == "classification":
+                plan = plan_scoring(self.answers(name), method, name)
+                tree_start = append(plan.tokens, plan.parents, last)
+            reads[name] = (last, plan, tree_start)
+        hidden = self._decode(torch.cat(pieces, dim=1), parents)
         _, head = decoder_and_head(self.llm)
-        return class_scores(plan, head, hidden[:, n - 1], hidden[:, n:] if plan.nodes else None)
+        image = hidden[:, len(pre) : len(pre) + self.num_visual_tokens]
+        out = {}
+        for name, (last, plan, tree_start) in reads.items():
+            if plan is None:
+                out[name] = heatmap_prediction(self.gaze_head(image, hidden[:, last]))
+            else:
+                tree = hidden[:, tree_start : tree_start + len(plan.nodes)] if plan.nodes else None
+                out[name] = class_scores(plan, head, hidden[:, last], tree)
+        return out
 
     def _decode(self, embeds: torch.Tensor, parents: list[int]) -> torch.Tensor:
         """Final hidden states (B, N, d) of a packed forest of N tokens (`packing.py`); a plain sequence runs as the
