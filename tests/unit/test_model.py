@@ -170,6 +170,29 @@ def test_a_batch_without_supervised_tokens_is_an_error(tiny_model):
     assert out["n_supervised"] == 0
 
 
+def test_training_reads_answers_from_a_per_task_table_and_asks_for_no_cache(tiny_model):
+    from socialfusion.models.llm import decoder_and_head
+
+    table, lengths = tiny_model.answer_table("gesture")
+    pad = tiny_model.tokenizer.pad_token_id
+    for c, a in enumerate(tiny_model.answers("gesture")):
+        assert lengths[c] == len(a)
+        assert table[c, 0].tolist() == a + [pad] * (table.shape[2] - len(a))
+        assert table[c, 1].tolist() == [1] * len(a) + [0] * (table.shape[2] - len(a))
+    assert tiny_model.answer_table("gesture")[0] is table  # built once
+    decoder, _ = decoder_and_head(tiny_model.llm)
+    calls = []
+    handle = decoder.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs.get("use_cache")), with_kwargs=True)
+    try:
+        batch = make_batch("gesture", b=4)
+        out = tiny_model(batch)
+        tiny_model(make_batch("gaze"))
+    finally:
+        handle.remove()
+    assert calls == [False, False]
+    assert out["n_supervised"] == sum(lengths[c] for c in batch["labels"].tolist())
+
+
 def test_optimisation_steps_reduce_the_loss(tiny_model):
     opt = torch.optim.AdamW([p for p in tiny_model.parameters() if p.requires_grad], lr=2e-2)
     for task in ("expression", "gaze"):
@@ -184,6 +207,32 @@ def test_optimisation_steps_reduce_the_loss(tiny_model):
         # the tiny LLM is random and frozen but for LoRA, so answer tokens are learnt slowly; a 10% drop in
         # 20 steps on one batch is far outside noise (the loss is deterministic here)
         assert losses[-1] < 0.9 * losses[0], (task, losses)
+
+
+def test_the_optimizer_is_foreach_adamw_and_equals_the_per_tensor_loop(tiny_model, tiny_config):
+    from socialfusion.train.optim import build_optimizer
+
+    opt = build_optimizer(tiny_model, tiny_config.train)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["foreach"] is True
+    params = [p for g in opt.param_groups for p in g["params"]]
+    start = [p.detach().clone() for p in params]
+    # the same groups (lr, weight decay) without their foreach flag, on copies of the parameters
+    groups = [{k: v for k, v in g.items() if k not in ("params", "foreach")} for g in opt.param_groups]
+    for g, src in zip(groups, opt.param_groups):
+        g["params"] = [p.detach().clone().requires_grad_() for p in src["params"]]
+    loop = torch.optim.AdamW(groups, foreach=False)
+    assert all(g["foreach"] is False for g in loop.param_groups)
+    twins = [p for g in loop.param_groups for p in g["params"]]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p, q in zip(params, twins):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        opt.step()
+        loop.step()
+    for p, q, s in zip(params, twins, start):
+        assert not torch.equal(p, s)
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7)
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_model, tiny_config, tmp_path):
