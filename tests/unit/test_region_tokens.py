@@ -57,11 +57,12 @@ def region_model(tiny_config):
     return model
 
 
-def test_region_tokens_follow_the_grid_for_each_role_present(region_model):
+def test_region_tokens_follow_the_grid_for_each_role_of_the_task(region_model):
     grid = region_model.num_visual_tokens
     two = make_batch("relation", b=2)
     assert region_model.visual_tokens(two).shape[1] == grid + 2 * 4
-    one = make_batch("lam", b=2)
+    one = make_batch("lam", b=2)  # a second (role 1) box does not change what a one-role task sees
+    assert region_model.visual_tokens(one).shape[1] == grid + 4
     one["box_roles"] = torch.tensor([[0, -1], [0, -1]])
     assert region_model.visual_tokens(one).shape[1] == grid + 4
     none = make_batch("lam", b=2)

@@ -15,7 +15,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..tasks import TASK_NAMES, build_task
 from ..tasks.base import Task
-from .box_mask import BoxEmbedding
+from .box_mask import BoxEmbedding, role_union_boxes
 from .connector import Connector
 from .encoder import VisionEncoder
 from .heads import GazeHead, gaze_loss, heatmap_prediction
@@ -103,8 +103,19 @@ class SocialFusionModel(nn.Module):
         feats = batch.get("features")
         if feats is None:
             feats = self.encode(batch["pixel_values"].to(self.device))
-        tokens = self.connector(feats.to(self.device, self.connector_dtype))
-        return self.box_embed(tokens, batch["boxes"].to(self.device), batch["box_roles"].to(self.device))
+        feats = feats.to(self.device, self.connector_dtype)
+        boxes, roles = batch["boxes"].to(self.device), batch["box_roles"].to(self.device)
+        tokens = self.box_embed(self.connector(feats), boxes, roles)
+        k = self.cfg.connector.box_tokens
+        if not k or not bool((roles >= 0).any()):
+            return tokens
+        # region tokens follow the grid, one set per role the task uses (so a task sees the same number of tokens in
+        # training and at inference, whatever boxes a user adds); a row without some role gets zeros there
+        n_roles = min(self.tasks[batch["task"]].num_roles, self.box_embed.roles)
+        union, present = role_union_boxes(boxes.to(feats.dtype), roles, n_roles)
+        regions = self.connector.regions(feats, union, k).unflatten(1, (n_roles, k * k))
+        regions = (regions + self.box_embed.embedding[:n_roles, None, :].to(regions.dtype)) * present[..., None, None]
+        return torch.cat([tokens, regions.flatten(1, 2)], dim=1)
 
     @property
     def connector_dtype(self) -> torch.dtype:
@@ -127,7 +138,7 @@ class SocialFusionModel(nn.Module):
         decoder, head = decoder_and_head(self.llm)
         if self.tasks[task].kind == "heatmap":
             hidden = decoder(inputs_embeds=prefix, use_cache=False).last_hidden_state  # no cache: nothing reads one
-            image_hidden = hidden[:, image_start : image_start + visual.shape[1]]
+            image_hidden = hidden[:, image_start : image_start + self.num_visual_tokens]
             out = self.gaze_head(image_hidden, hidden[:, -1])
             losses = gaze_loss(out, batch["gaze_target"].to(self.device), batch["inout"].to(self.device), self.cfg.gaze.loss)
             loss = sum(losses.values())
