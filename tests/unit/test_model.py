@@ -130,6 +130,40 @@ def test_packed_trie_scoring_equals_scoring_each_verbalizer_from_scratch(tiny_mo
     torch.testing.assert_close(scores.exp().sum(1), torch.ones(2), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("box_tokens", [0, 2])
+def test_tasks_run_together_equal_each_task_alone(tiny_config, box_tokens):
+    """infer_tasks packs the tasks that share the [text + image] prefix into one decoder call; with region tokens
+    (one set per role the task uses) relation's visual tokens differ, so it gets its own call."""
+    from socialfusion.models.llm import decoder_and_head
+    from socialfusion.models.socialfusion import SocialFusionModel
+
+    cfg = copy.deepcopy(tiny_config.model)
+    cfg.connector.box_tokens = box_tokens
+    model = SocialFusionModel(cfg).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # non-zero LoRA B and box embeddings, so that adapters and boxes take part
+        for name, p in model.named_parameters():
+            if "lora_B" in name or name.startswith("box_embed"):
+                p.normal_(0, 0.2)
+    batch = make_batch("gaze", b=2)  # rows with a role-0 and a role-1 box
+    decoder, _ = decoder_and_head(model.llm)
+    calls = []
+    handle = decoder.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(1), with_kwargs=True)
+    try:
+        together = model.infer_tasks(batch, TASKS)
+    finally:
+        handle.remove()
+    assert len(calls) == (2 if box_tokens else 1)
+    for task in TASKS:
+        one = dict(batch, task=task)
+        if task == "gaze":
+            alone = model.predict_heatmap(one)
+            for key in alone:
+                torch.testing.assert_close(together[task][key], alone[key], rtol=1e-5, atol=1e-6, msg=key)
+        else:
+            torch.testing.assert_close(together[task], model.score_classes(one), rtol=1e-5, atol=1e-5, msg=task)
+
+
 def test_trie_plan_keeps_only_branching_steps():
     from socialfusion.models.scoring import plan_scoring
 

@@ -178,25 +178,31 @@ class SocialFusionModel(nn.Module):
 
     @torch.no_grad()
     def infer_tasks(self, batch: dict, tasks: list[str], method: str = "auto") -> dict:
-        """Several tasks on the same rows and boxes (the batch's "task" is ignored): {task: class log-probs (B, C)
-        for a classification task, `heatmap_prediction` for gaze}, each what the task's own call gives.
+        """Several tasks on the same rows and boxes (the batch's "task" is replaced by each task's name):
+        {task: class log-probs (B, C) for a classification task, `heatmap_prediction` for gaze}, each what the
+        task's own call gives.
 
-        The visual tokens are computed once. Each prompt is [text before the image, image, text after it], and
-        the text before the image comes from the chat turn's opening, which is the same for every task whose
-        instruction starts with the image (all of ours; `prompt_pieces`). Tasks with the same opening therefore
-        share the whole [text + image] prefix: one decoder call holds it once, then each task's post-image text
-        after it and, for a classification task, its verbalizer tree after that text. Tree attention
-        (`packing.py`) keeps every task's tokens from seeing another task's, so nothing but float rounding
-        differs from running the tasks one by one.
+        Each prompt is [text before the image, image, text after it], and the text before the image comes from
+        the chat turn's opening, which is the same for every task whose instruction starts with the image (all
+        of ours; `prompt_pieces`). Tasks with the same opening and the same visual tokens therefore share the
+        whole [text + image] prefix: one decoder call holds it once, then each task's post-image text after it
+        and, for a classification task, its verbalizer tree after that text. Tree attention (`packing.py`)
+        keeps every task's tokens from seeing another task's, so nothing but float rounding differs from running
+        the tasks one by one.
         """
-        visual = self.visual_tokens(batch)
-        groups: dict[tuple[int, ...], list[str]] = {}
+        groups: dict[tuple, list[str]] = {}
         for name in tasks:
-            groups.setdefault(tuple(self.prompt(name).pre), []).append(name)
+            groups.setdefault((tuple(self.prompt(name).pre), self._visual_variant(name)), []).append(name)
         out = {}
-        for pre, names in groups.items():
+        for (pre, _), names in groups.items():
+            visual = self.visual_tokens({**batch, "task": names[0]})  # once per group
             out.update(self._infer_shared_prefix(list(pre), visual, names, method))
         return {name: out[name] for name in tasks}
+
+    def _visual_variant(self, task: str) -> int:
+        """What `visual_tokens` takes from the task, given the batch: how many roles get region tokens (0 when
+        there are none), so tasks with the same value get the same visual tokens."""
+        return min(self.tasks[task].num_roles, self.box_embed.roles) if self.cfg.connector.box_tokens else 0
 
     def _infer_shared_prefix(self, pre: list[int], visual: torch.Tensor, names: list[str], method: str) -> dict:
         b = visual.shape[0]
