@@ -85,9 +85,14 @@ def preset_config(preset: str):
     from socialfusion.config import LoraConfig, load_config
 
     if preset in ("tiny", "default"):
-        return load_config(preset)
+        cfg = load_config(preset)
+        # the reference has no region tokens: compare at the same visual token count, i.e. the paper's model
+        # (the `predict` group measures the shipped default, region tokens included)
+        cfg.model.connector.box_tokens = 0
+        return cfg
     if preset == "issue9":
         cfg = load_config("default")
+        cfg.model.connector.box_tokens = 0
         cfg.model.encoder.image_size = 224  # 16 x 16 patches of 14 px
         cfg.model.connector.pool = 1  # 256 visual tokens
         cfg.model.llm.num_layers = None  # all 30 SmolLM2-135M layers
