@@ -17,7 +17,7 @@ SCALES = {
     # model gets steps x 5: the same number of its own batches per task, "equal-steps-per-task"). The full scale
     # is sized for the 15-minute budget on 2 cores: at n=160 the single-task models memorised their training set
     # (expression val at chance while its train loss fell); at n=400 each training sample is drawn about twice.
-    "quick": {"n": 48, "steps": 16, "probe_layers": [-1], "probe_samples": 48, "gradconf_batches": 2, "probe_gaze_steps": 50},
+    "quick": {"n": 32, "steps": 10, "probe_layers": [-1], "probe_samples": 32, "gradconf_batches": 2, "probe_gaze_steps": 30},
     "full": {"n": 400, "steps": 90, "probe_layers": [-1, -6], "probe_samples": 100, "gradconf_batches": 4, "probe_gaze_steps": 100},
 }
 
