@@ -37,20 +37,19 @@ class Connector(nn.Module):
         self.norm = nn.LayerNorm(d_vision, elementwise_affine=False) if cfg.input_norm else nn.Identity()
         self.proj = CONNECTORS.get(cfg.type)(d_vision, d_llm)
 
+    def _as_grid(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, h*w, d_v) row-major patch tokens -> (B, d_v, h, w)."""
+        return features.transpose(1, 2).reshape(features.shape[0], features.shape[2], *self.in_grid)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, h*w, d_v) -> (B, h'*w', d_llm), row-major like the patch grid."""
         if self.pool > 1:
-            b, _, d = features.shape
-            grid = features.transpose(1, 2).reshape(b, d, *self.in_grid)
-            grid = F.adaptive_avg_pool2d(grid, self.grid)
-            features = grid.flatten(2).transpose(1, 2)
+            features = F.adaptive_avg_pool2d(self._as_grid(features), self.grid).flatten(2).transpose(1, 2)
         return self.proj(self.norm(features))
 
     def regions(self, features: torch.Tensor, boxes: torch.Tensor, k: int) -> torch.Tensor:
         """Region tokens: (B, h*w, d_v) features, (B, R, 4) normalised xyxy boxes -> (B, R*k*k, d_llm)."""
-        b, _, d = features.shape
-        grid = features.transpose(1, 2).reshape(b, d, *self.in_grid)
-        return self.proj(self.norm(roi_align(grid, boxes, k)))
+        return self.proj(self.norm(roi_align(self._as_grid(features), boxes, k)))
 
 
 def roi_align(grid: torch.Tensor, boxes: torch.Tensor, k: int, samples: int = 2) -> torch.Tensor:

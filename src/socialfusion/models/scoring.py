@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -119,21 +117,3 @@ def class_scores(plan: ScoringPlan, head: nn.Module, first_hidden: torch.Tensor,
     edge_logp = torch.cat([torch.zeros_like(edge_logp[:, :1]), edge_logp], dim=1)
     return edge_logp[:, plan.class_edges.to(dev) + 1].sum(-1)
 
-
-def constrained_class_scores(
-    answers: list[list[int]],
-    first_hidden: torch.Tensor,
-    head: nn.Module,
-    continuation_hidden: Callable[[ScoringPlan], torch.Tensor],
-    method: str = "auto",
-    task: str = "",
-) -> torch.Tensor:
-    """Class log-probabilities (B, C).
-
-    answers: the token ids of each class's verbalizer (ending with EOS, so none is a prefix of another).
-    first_hidden: (B, d) final hidden state after the prompt; head: the LM head (a Linear over the vocabulary).
-    continuation_hidden(plan): (B, len(plan.nodes), d), the hidden states after the prompt followed by each
-    tree node's prefix; called once, only when the tree is not empty.
-    """
-    plan = plan_scoring(answers, method, task)
-    return class_scores(plan, head, first_hidden, continuation_hidden(plan) if plan.nodes else None)

@@ -106,12 +106,11 @@ class SocialFusionModel(nn.Module):
         feats = feats.to(self.device, self.connector_dtype)
         boxes, roles = batch["boxes"].to(self.device), batch["box_roles"].to(self.device)
         tokens = self.box_embed(self.connector(feats), boxes, roles)
-        k = self.cfg.connector.box_tokens
-        if not k or not bool((roles >= 0).any()):
+        n_roles = self._region_roles(batch["task"])
+        if not n_roles or not bool((roles >= 0).any()):
             return tokens
-        # region tokens follow the grid, one set per role the task uses (so a task sees the same number of tokens in
-        # training and at inference, whatever boxes a user adds); a row without some role gets zeros there
-        n_roles = min(self.tasks[batch["task"]].num_roles, self.box_embed.roles)
+        # region tokens follow the grid; a row without some role gets zeros there
+        k = self.cfg.connector.box_tokens
         union, present = role_union_boxes(boxes.to(feats.dtype), roles, n_roles)
         regions = self.connector.regions(feats, union, k).unflatten(1, (n_roles, k * k))
         regions = (regions + self.box_embed.embedding[:n_roles, None, :].to(regions.dtype)) * present[..., None, None]
@@ -192,16 +191,17 @@ class SocialFusionModel(nn.Module):
         """
         groups: dict[tuple, list[str]] = {}
         for name in tasks:
-            groups.setdefault((tuple(self.prompt(name).pre), self._visual_variant(name)), []).append(name)
+            groups.setdefault((tuple(self.prompt(name).pre), self._region_roles(name)), []).append(name)
         out = {}
         for (pre, _), names in groups.items():
             visual = self.visual_tokens({**batch, "task": names[0]})  # once per group
             out.update(self._infer_shared_prefix(list(pre), visual, names, method))
         return {name: out[name] for name in tasks}
 
-    def _visual_variant(self, task: str) -> int:
-        """What `visual_tokens` takes from the task, given the batch: how many roles get region tokens (0 when
-        there are none), so tasks with the same value get the same visual tokens."""
+    def _region_roles(self, task: str) -> int:
+        """How many box roles get region tokens for this task (0 without region tokens): one set per role the task
+        uses, so a task sees the same number of tokens in training and at inference, whatever boxes a user adds.
+        It is all `visual_tokens` takes from the task, so tasks with the same value share their visual tokens."""
         return min(self.tasks[task].num_roles, self.box_embed.roles) if self.cfg.connector.box_tokens else 0
 
     def _infer_shared_prefix(self, pre: list[int], visual: torch.Tensor, names: list[str], method: str) -> dict:
