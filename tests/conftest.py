@@ -11,6 +11,16 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny-model calls: they gain nothing from intra-op threads, and on a busy 2-core machine the
+    threads spin against each other. Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     from socialfusion.config import load_config

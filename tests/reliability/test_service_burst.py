@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 N_REQUESTS, N_THREADS = 40, 8
@@ -30,12 +29,7 @@ MAX_UPLOAD = 1_000_000
 RSS_BOUND_MB = 400  # generous: one decoded bomb would need gigabytes
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _encode(image: Image.Image, fmt: str, **kw) -> bytes:

@@ -19,13 +19,7 @@ def _image(w=80, h=60, seed=0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # the tiny model gains nothing from intra-op threads, and on a busy 2-core machine they spin against each other
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
