@@ -43,9 +43,13 @@ class ConnectorConfig:
     type: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
     # k x k average pooling of the patch grid before the connector (fewer visual tokens)
     pool: int = 1
-    # parameter-free LayerNorm on the encoder features: some layers (e.g. DINOv2's last, before its final norm)
-    # have norms in the hundreds, which a freshly initialised connector would pass on to the LLM
-    input_norm: bool = False
+    # normalisation of the encoder features before the connector. "layer": a parameter-free LayerNorm per token
+    # (some layers, e.g. DINOv2's last before its final norm, have norms in the hundreds, which a freshly
+    # initialised connector would pass on to the LLM). "standardize": per-channel mean and standard deviation
+    # measured once on the training images when training starts (kept in the checkpoint), as a linear probe
+    # standardises its inputs: a few DINOv2 channels have means near 17 and spreads near 8 while most spread
+    # ~0.3, and per-token LayerNorm leaves the rest too small to learn from in a short run.
+    input_norm: Literal["none", "layer", "standardize"] = "none"
     # k > 0: each box role also gets k x k "region tokens", RoI-aligned from the full-resolution patch grid
     # (before pooling) and projected by the same connector. A small pooled grid blurs a face or a hand into one
     # cell; these tokens keep its detail for a few extra positions. 0 = the paper's model (mask only).
@@ -78,6 +82,8 @@ class LLMConfig:
     use_chat_template: bool = True
     # keep only the first N decoder layers (a CPU-sized LLM); None keeps them all
     num_layers: int | None = None
+    # or keep these decoder layers, in this order (negative: from the end), e.g. [0, 1, 2, 3, 4, 5, -2, -1]
+    layers: list[int] | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
 
@@ -133,6 +139,10 @@ class ModelConfig:
     box: BoxConfig = field(default_factory=BoxConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     gaze: GazeHeadConfig = field(default_factory=GazeHeadConfig)
+    # the classification loss on the answer tokens: "lm" is next-token cross-entropy over the whole vocabulary
+    # (LLaVA's); "verbalizer" restricts each softmax to the tokens that continue some class verbalizer, i.e.
+    # -log P(class) under the scorer (`models/scoring.py`). Inference is the same for both.
+    answer_loss: Literal["lm", "verbalizer"] = "lm"
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     seed: int = 0
     type: Literal["socialfusion", "vlm"] = "socialfusion"
@@ -374,6 +384,8 @@ def validate(config: Config) -> None:
         raise ConfigError("model.llm: set `pretrained` or `arch`")
     if m.llm.num_layers is not None and m.llm.num_layers < 1:
         raise ConfigError(f"model.llm.num_layers must be >= 1, got {m.llm.num_layers}")
+    if m.llm.layers is not None and (m.llm.num_layers is not None or not m.llm.layers):
+        raise ConfigError("model.llm.layers: give a non-empty list, and not together with model.llm.num_layers")
     if m.connector.pool < 1:
         raise ConfigError(f"model.connector.pool must be >= 1, got {m.connector.pool}")
     if m.connector.box_tokens < 0:

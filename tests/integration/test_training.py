@@ -59,12 +59,15 @@ def _train_cmd(synth_root, cache, out, steps, extra=()):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_the_uninterrupted_run(synth_root, tmp_path):
+    """With the connector's input statistics measured at the start (`input_norm: standardize`): the resumed run
+    keeps the checkpoint's statistics and ends with the uninterrupted run's weights and statistics."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cache = tmp_path / "cache"
     steps = 8
-    subprocess.run(_train_cmd(synth_root, cache, tmp_path / "full", steps), check=True, env=env, capture_output=True)
+    extra = ("model.connector.input_norm=standardize",)
+    subprocess.run(_train_cmd(synth_root, cache, tmp_path / "full", steps, extra), check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(synth_root, cache, killed, steps), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_train_cmd(synth_root, cache, killed, steps, extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = killed / "log.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -76,9 +79,11 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(synth_root, tmp_path
     proc.wait()
     state = torch.load(killed / "checkpoints" / "last" / "training_state.pt", weights_only=True)
     assert 0 < int(state["step"]) < steps
-    subprocess.run([*_train_cmd(synth_root, cache, killed, steps), "--resume"], check=True, env=env, capture_output=True)
+    subprocess.run([*_train_cmd(synth_root, cache, killed, steps, extra), "--resume"], check=True, env=env, capture_output=True)
     full, resumed = _weights(tmp_path / "full"), _weights(killed)
     assert full.keys() == resumed.keys()
+    assert {"connector.norm.feature_mean", "connector.norm.feature_std"} <= set(full)
+    assert full["connector.norm.feature_mean"].abs().max() > 1e-3 and not torch.allclose(full["connector.norm.feature_std"], torch.ones(1))
     for name in full:
         torch.testing.assert_close(resumed[name], full[name], rtol=1e-5, atol=1e-6, msg=name)
 

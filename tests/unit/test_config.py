@@ -31,6 +31,8 @@ def test_overrides_are_typed():
         ("model.trainable.encoder=full", "feature_cache must be 'off'"),
         ("data.tasks.0.task=dancing", r"data.tasks\[0\].*unknown task 'dancing'"),
         ("data.tasks.1.task_options={n_classes: 5}", "7 or 8"),
+        ("model.connector.input_norm=true", "model.connector.input_norm: .* is not one of"),
+        ("model.llm.layers=[]", "model.llm.layers: give a non-empty list"),
     ],
 )
 def test_bad_configs_fail_with_the_key_path(override, message):

@@ -130,6 +130,32 @@ def test_packed_trie_scoring_equals_scoring_each_verbalizer_from_scratch(tiny_mo
     torch.testing.assert_close(scores.exp().sum(1), torch.ones(2), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("task", ["lam", "expression", "gesture"])
+def test_verbalizer_loss_is_minus_the_scorers_log_probability_of_the_label(tiny_config, task):
+    """The `verbalizer` answer loss, from one teacher-forced pass, is the mean of -log P(label) that the packed
+    trie scorer gives (gesture's verbalizers branch several tokens deep); the `lm` loss is a different number."""
+    from socialfusion.models.socialfusion import SocialFusionModel
+
+    config = copy.deepcopy(tiny_config.model)
+    config.answer_loss = "verbalizer"
+    model = SocialFusionModel(config)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    model.eval()
+    batch = make_batch(task, b=4, seed=2)
+    loss = model(batch)["loss"]
+    scores = model.score_classes(batch, method="full")
+    expected = -scores[torch.arange(4), batch["labels"]].mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+    loss.backward()  # and it trains the connector
+    assert model.connector.proj[0].weight.grad.abs().sum() > 0
+    model.cfg.answer_loss = "lm"
+    assert abs(model(batch)["loss"].item() - expected.item()) > 1e-3
+
+
 @pytest.mark.parametrize("box_tokens", [0, 2])
 def test_tasks_run_together_equal_each_task_alone(tiny_config, box_tokens):
     """infer_tasks packs the tasks that share the [text + image] prefix into one decoder call; with region tokens
@@ -282,6 +308,85 @@ def test_checkpoint_round_trip_gives_identical_outputs(tiny_model, tiny_config, 
     torch.testing.assert_close(loaded.score_classes(batch), tiny_model.score_classes(batch), rtol=0, atol=0)
     g = make_batch("gaze")
     torch.testing.assert_close(loaded.predict_heatmap(g)["heatmap"], tiny_model.predict_heatmap(g)["heatmap"], rtol=0, atol=0)
+
+
+def test_llm_layer_selection_keeps_the_chosen_pretrained_layers_in_order(tmp_path):
+    """`llm.layers` (e.g. the first layers and the last ones) loads those layers' weights, in that order, with
+    the KV-cache index of each set to its new place; `num_layers` is the same as a prefix."""
+    from transformers import AutoModelForCausalLM
+
+    from socialfusion.config import LLMConfig
+    from socialfusion.models.llm import build_causal_lm, kept_layers
+    from socialfusion.models.loading import load_arch
+
+    assert kept_layers(LLMConfig(num_layers=3), 30) == [0, 1, 2]
+    assert kept_layers(LLMConfig(layers=[0, 1, -2, -1]), 30) == [0, 1, 28, 29]
+    assert kept_layers(LLMConfig(), 30) is None
+    for bad in ([0, 30], [1, -29]):
+        with pytest.raises(ValueError, match="each must name a different one"):
+            kept_layers(LLMConfig(layers=bad), 30)
+    config = load_arch("arch/tiny-llama.json")
+    config.num_hidden_layers = 4
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "lm")
+    full = AutoModelForCausalLM.from_pretrained(tmp_path / "lm")
+    cut = build_causal_lm(LLMConfig(pretrained=str(tmp_path / "lm"), layers=[0, -1]))
+    assert cut.config.num_hidden_layers == 2 and len(cut.get_decoder().layers) == 2
+    for new, old in ((0, 0), (1, 3)):
+        layer = cut.get_decoder().layers[new]
+        assert layer.self_attn.layer_idx == new
+        torch.testing.assert_close(layer.mlp.up_proj.weight, full.get_decoder().layers[old].mlp.up_proj.weight, rtol=0, atol=0)
+    ids = torch.tensor([[1, 5, 7, 9]])
+    # the same as running those two layers of the full model by hand
+    full.get_decoder().layers = torch.nn.ModuleList([full.get_decoder().layers[0], full.get_decoder().layers[3]])
+    full.config.num_hidden_layers = 2
+    torch.testing.assert_close(cut(ids).logits, full(ids, use_cache=False).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_standardize_measures_per_channel_statistics_and_is_the_identity_before():
+    from socialfusion.models.connector import Standardize
+
+    norm = Standardize(3)
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(norm(x), x)
+    g = torch.Generator().manual_seed(0)
+    chunks = [torch.randn(4, 6, 3, generator=g) * torch.tensor([0.3, 8.0, 1.0]) + torch.tensor([17.0, -2.0, 0.0]) for _ in range(3)]
+    assert norm.fit(iter(chunks)) == 3 * 4 * 6
+    flat = torch.cat([c.reshape(-1, 3) for c in chunks]).double()
+    torch.testing.assert_close(norm.feature_mean, flat.mean(0).float())
+    torch.testing.assert_close(norm.feature_std, flat.std(0, unbiased=False).float())
+    out = torch.cat([norm(c).reshape(-1, 3) for c in chunks])
+    torch.testing.assert_close(out.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.std(0, unbiased=False), torch.ones(3), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="no features"):
+        norm.fit(iter([]))
+
+
+def test_checkpoints_keep_the_measured_input_statistics(tiny_config, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from socialfusion.models.socialfusion import SocialFusionModel
+
+    config = copy.deepcopy(tiny_config)
+    config.model.connector.input_norm = "standardize"
+    model = SocialFusionModel(config.model).eval()
+    batch = make_batch("expression")
+    feats = model.encode(batch["pixel_values"])
+    model.connector.norm.fit([feats * 3 + 1])
+    before = model.score_classes(batch)
+    ckpt = save_checkpoint(model, config, tmp_path / "ckpt")
+    loaded, _ = load_model(ckpt)
+    loaded.eval()
+    torch.testing.assert_close(loaded.connector.norm.feature_std, model.connector.norm.feature_std, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.score_classes(batch), before, rtol=0, atol=0)
+    # a checkpoint without them (e.g. written before they existed) is refused, not silently un-normalised
+    weights = ckpt / "trainable.safetensors"
+    state = load_file(str(weights))
+    del state["connector.norm.feature_mean"]
+    save_file(state, str(weights), metadata={"format": "pt"})
+    (ckpt / "checksums.json").unlink()  # as in a checkpoint written before checksums existed
+    with pytest.raises(CheckpointError, match="feature_mean"):
+        load_model(ckpt)
 
 
 def test_incomplete_or_corrupt_checkpoints_are_refused(tiny_model, tiny_config, tmp_path):

@@ -33,8 +33,17 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def fitted_buffers(model) -> dict[str, torch.Tensor]:
+    """Buffers that hold statistics measured on the training data (`connector.FITTED_BUFFERS`)."""
+    from .connector import FITTED_BUFFERS
+
+    return {n: b for n, b in model.named_buffers() if n.rsplit(".", 1)[-1] in FITTED_BUFFERS}
+
+
 def trainable_state_dict(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """What training changes: the parameters that require gradients, and the fitted statistics."""
+    state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return state | {n: b.detach().cpu().contiguous() for n, b in fitted_buffers(model).items()}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -161,17 +170,17 @@ def load_trainable(model, ckpt: str | Path, strict: bool = True) -> dict[str, li
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot read weights ({err})") from err
-    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    targets = {n: p for n, p in model.named_parameters() if p.requires_grad} | fitted_buffers(model)
+    expected = set(targets)
     report = {"missing": sorted(expected - set(state)), "unexpected": sorted(set(state) - expected)}
     if strict and (report["missing"] or report["unexpected"]):
         raise CheckpointError(f"{path}: missing keys {report['missing'][:5]}, unexpected keys {report['unexpected'][:5]}")
-    params = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in state.items():
-            if name in params:
-                if params[name].shape != tensor.shape:
-                    raise CheckpointError(f"{path}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(params[name].shape)}")
-                params[name].copy_(tensor)
+            if name in targets:
+                if targets[name].shape != tensor.shape:
+                    raise CheckpointError(f"{path}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(targets[name].shape)}")
+                targets[name].copy_(tensor)
     return report
 
 

@@ -34,7 +34,8 @@ class Connector(nn.Module):
         self.pool = cfg.pool
         self.in_grid = grid
         self.grid = pooled_grid(grid, cfg.pool)
-        self.norm = nn.LayerNorm(d_vision, elementwise_affine=False) if cfg.input_norm else nn.Identity()
+        self.norm = {"none": nn.Identity, "layer": lambda: nn.LayerNorm(d_vision, elementwise_affine=False),
+                     "standardize": lambda: Standardize(d_vision)}[cfg.input_norm]()
         self.proj = CONNECTORS.get(cfg.type)(d_vision, d_llm)
 
     def _as_grid(self, features: torch.Tensor) -> torch.Tensor:
@@ -50,6 +51,43 @@ class Connector(nn.Module):
     def regions(self, features: torch.Tensor, boxes: torch.Tensor, k: int) -> torch.Tensor:
         """Region tokens: (B, h*w, d_v) features, (B, R, 4) normalised xyxy boxes -> (B, R*k*k, d_llm)."""
         return self.proj(self.norm(roi_align(self._as_grid(features), boxes, k)))
+
+
+class Standardize(nn.Module):
+    """x -> (x - mean) / std per channel, with statistics measured on data (`fit`), not learnt by gradient.
+
+    Until `fit` runs it is the identity. The statistics are buffers, saved with the trainable weights
+    (`FITTED_BUFFERS`), so a trained model normalises at inference exactly as it did in training.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(dim))
+        self.register_buffer("feature_std", torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.feature_mean.to(x.dtype)) / self.feature_std.to(x.dtype)
+
+    @torch.no_grad()
+    def fit(self, features) -> int:
+        """Measure the statistics over every token of an iterable of (..., dim) tensors; returns the token count."""
+        total = torch.zeros(2, self.feature_mean.shape[0], dtype=torch.float64)
+        n = 0
+        for f in features:
+            f = f.detach().reshape(-1, f.shape[-1]).to("cpu", torch.float64)  # float64 sums; MPS has no float64
+            total += torch.stack([f.sum(0), (f * f).sum(0)])
+            n += f.shape[0]
+        if n == 0:
+            raise ValueError("connector input statistics: no features to measure")
+        mean = total[0] / n
+        std = (total[1] / n - mean * mean).clamp_min(0).sqrt().clamp_min(1e-6)
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std)
+        return n
+
+
+# names of buffers that hold statistics measured on data: checkpoints keep them with the trainable weights
+FITTED_BUFFERS = ("feature_mean", "feature_std")
 
 
 def roi_align(grid: torch.Tensor, boxes: torch.Tensor, k: int, samples: int = 2) -> torch.Tensor:

@@ -26,14 +26,24 @@ def build_tokenizer(cfg: LLMConfig, vocab_size: int | None = None):
     return tok
 
 
-def _truncate_config(config, num_layers: int | None) -> None:
-    if num_layers is None:
-        return
-    if num_layers > config.num_hidden_layers:
-        raise ValueError(f"llm.num_layers={num_layers} but the model has {config.num_hidden_layers} layers")
-    config.num_hidden_layers = num_layers
+def kept_layers(cfg: LLMConfig, total: int) -> list[int] | None:
+    """The decoder layers the config keeps, as indices into the model's `total` layers (None: all of them)."""
+    if cfg.layers is not None:
+        keep = [i + total if i < 0 else i for i in cfg.layers]
+        if any(not 0 <= i < total for i in keep) or len(set(keep)) != len(keep):
+            raise ValueError(f"llm.layers={cfg.layers}: each must name a different one of the model's {total} layers")
+        return keep
+    if cfg.num_layers is None:
+        return None
+    if cfg.num_layers > total:
+        raise ValueError(f"llm.num_layers={cfg.num_layers} but the model has {total} layers")
+    return list(range(cfg.num_layers))
+
+
+def _set_layer_count(config, keep: list[int]) -> None:
     if getattr(config, "layer_types", None):
-        config.layer_types = config.layer_types[:num_layers]
+        config.layer_types = [config.layer_types[i] for i in keep]
+    config.num_hidden_layers = len(keep)
 
 
 def build_causal_lm(cfg: LLMConfig, vocab_size: int | None = None) -> nn.Module:
@@ -43,12 +53,28 @@ def build_causal_lm(cfg: LLMConfig, vocab_size: int | None = None) -> nn.Module:
         config = load_arch(cfg.arch)
         if vocab_size is not None:
             config.vocab_size = vocab_size
-        _truncate_config(config, cfg.num_layers)
+        keep = kept_layers(cfg, config.num_hidden_layers)
+        if keep is not None:
+            _set_layer_count(config, keep)  # random weights: only the count matters
         return AutoModelForCausalLM.from_config(config)
     source = resolve_pretrained(cfg.pretrained)
     config = AutoConfig.from_pretrained(source)
-    _truncate_config(config, cfg.num_layers)  # the weights of the dropped layers are simply not loaded
-    return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
+    keep = kept_layers(cfg, config.num_hidden_layers)
+    if keep is None:
+        return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
+    if keep == list(range(len(keep))):
+        _set_layer_count(config, keep)  # the weights of the dropped layers are simply not loaded
+        return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
+    # other layers than the first N: load them all, then keep the chosen ones (layer pruning, e.g. Gromov et al.
+    # 2024, "The Unreasonable Ineffectiveness of the Deeper Layers": the last layers map the residual stream to
+    # the vocabulary, so a cut that keeps them gives calibrated logits where the first N layers alone do not)
+    lm = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
+    decoder = lm.get_decoder()
+    decoder.layers = nn.ModuleList(decoder.layers[i] for i in keep)
+    for new_index, layer in enumerate(decoder.layers):
+        layer.self_attn.layer_idx = new_index  # the KV cache is indexed by position in the stack
+    _set_layer_count(lm.config, keep)
+    return lm
 
 
 def apply_lora(model: nn.Module, cfg: LLMConfig) -> nn.Module:

@@ -39,7 +39,8 @@ class ScoringPlan:
     under `parents[i]` (-1: directly after the prompt). Branching node k is `branch_rows[k]` (0 = the prompt's
     last position, i + 1 = tree node i) with the allowed next tokens `branch_mask[k]` over `vocab`. Edge e is
     (branch `edge_branch[e]`, token `edge_token[e]` over `vocab`); class c takes the edges `class_edges[c]`
-    (padded with -1, which reads a constant 0).
+    (padded with -1, which reads a constant 0); edge e leaves its branch at answer position `edge_position[e]`
+    (the number of answer tokens before it).
     """
 
     vocab: list[int]
@@ -51,6 +52,7 @@ class ScoringPlan:
     edge_branch: torch.Tensor
     edge_token: torch.Tensor
     class_edges: torch.Tensor
+    edge_position: torch.Tensor
 
 
 @lru_cache(maxsize=64)
@@ -85,6 +87,7 @@ def _plan(answers: tuple[tuple[int, ...], ...]) -> ScoringPlan:
         edge_branch=torch.tensor([k for k, _ in edges], dtype=torch.long),
         edge_token=torch.tensor([col[tok] for _, tok in edges], dtype=torch.long),
         class_edges=torch.tensor([e + [-1] * (width - len(e)) for e in per_class], dtype=torch.long),
+        edge_position=torch.tensor([len(branching[k]) for k, _ in edges], dtype=torch.long),
     )
 
 
@@ -117,3 +120,23 @@ def class_scores(plan: ScoringPlan, head: nn.Module, first_hidden: torch.Tensor,
     edge_logp = torch.cat([torch.zeros_like(edge_logp[:, :1]), edge_logp], dim=1)
     return edge_logp[:, plan.class_edges.to(dev) + 1].sum(-1)
 
+
+
+def verbalizer_nll(plan: ScoringPlan, head: nn.Module, answer_hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -log P(label) under the scores of `class_scores`, from teacher-forced hidden states:
+    answer_hidden (B, W, d) holds at [:, t] the hidden state that predicts answer token t of the row's own label.
+
+    This is the `verbalizer` answer loss: the softmax at each branching node is restricted to the tokens that
+    continue some verbalizer (PET's verbalizer cross-entropy, Schick & Schuetze 2021), so training optimises the
+    very decision the scorer reads, instead of first pushing down the rest of the vocabulary (the `lm` loss).
+    """
+    dev = answer_hidden.device
+    edges = plan.class_edges.to(dev)[labels.to(dev)]  # (B, E), -1 = padding
+    on_path = edges >= 0
+    edges = edges.clamp(min=0)
+    branch, token = plan.edge_branch.to(dev)[edges], plan.edge_token.to(dev)[edges]  # (B, E)
+    position = plan.edge_position.to(dev)[edges].clamp(max=answer_hidden.shape[1] - 1)
+    hidden = answer_hidden.gather(1, position[..., None].expand(-1, -1, answer_hidden.shape[-1]))  # (B, E, d)
+    logits = subset_logits(head, hidden, plan.vocab).masked_fill(~plan.branch_mask.to(dev)[branch], float("-inf"))
+    logp = logits.log_softmax(-1).gather(-1, token[..., None]).squeeze(-1)  # (B, E)
+    return -(logp * on_path).sum() / labels.shape[0]

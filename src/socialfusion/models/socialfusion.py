@@ -21,7 +21,7 @@ from .encoder import VisionEncoder
 from .heads import GazeHead, gaze_loss, heatmap_prediction
 from .llm import answer_ids, apply_lora, build_causal_lm, build_tokenizer, decoder_and_head, prompt_pieces
 from .packing import ancestry, attention_mask, is_chain
-from .scoring import class_scores, plan_scoring
+from .scoring import class_scores, plan_scoring, verbalizer_nll
 from .trainability import apply_trainability
 
 
@@ -158,8 +158,10 @@ class SocialFusionModel(nn.Module):
         n_supervised = mask.sum()
         if n_supervised == 0:
             raise ValueError(f"batch of task {task!r} has no supervised answer token")
-        logits = head(pred_hidden[mask]).float()
-        loss = F.cross_entropy(logits, ids[mask])
+        if self.cfg.answer_loss == "verbalizer":
+            loss = verbalizer_nll(plan_scoring(self.answers(task)), head, pred_hidden, labels)
+        else:
+            loss = F.cross_entropy(head(pred_hidden[mask]).float(), ids[mask])
         return {"loss": loss, "loss_answer": loss.detach(), "n_supervised": n_supervised}
 
     # ------------------------------------------------------------------ inference

@@ -49,6 +49,28 @@ def input_function(model, config: Config, device):
     return None
 
 
+def fit_input_norm(model, train_sets: dict, config: Config, device, images_per_task: int = 256) -> int:
+    """Measure the connector's input statistics (`connector.input_norm: standardize`) on up to `images_per_task`
+    training samples of each task, drawn with the run's seed, so every process of a distributed run measures the
+    same numbers. Returns the number of feature tokens measured (0 when the connector does not standardise)."""
+    from ..models.connector import Standardize
+
+    norm = getattr(getattr(model, "connector", None), "norm", None)
+    if not isinstance(norm, Standardize):
+        return 0
+    g = torch.Generator().manual_seed(config.train.seed)
+
+    def features():
+        for ds in train_sets.values():
+            chosen = torch.randperm(len(ds), generator=g)[:images_per_task].tolist()
+            for start in range(0, len(chosen), config.train.eval_batch_size):
+                batch = collate([ds[i] for i in chosen[start : start + config.train.eval_batch_size]], ds.task, sigma=config.model.gaze.sigma)
+                if batch is not None:
+                    yield batch["features"] if "features" in batch else model.encode(batch["pixel_values"].to(device))
+
+    return norm.fit(features())
+
+
 def evaluate_all(model, datasets, config: Config, device, rank: int, world: int, progress: bool = True) -> dict:
     metrics = {}
     for name, ds in datasets.items():
@@ -116,6 +138,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         if rank == 0:
             print(f"resumed from {last} at step {step}")
     else:
+        measured = fit_input_norm(model, train_sets, config, dev)
+        if measured and rank == 0:
+            print(f"connector input statistics measured on {measured} feature tokens")
         torch.manual_seed(config.train.seed)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
