@@ -54,6 +54,10 @@ class ConnectorConfig:
     # (before pooling) and projected by the same connector. A small pooled grid blurs a face or a hand into one
     # cell; these tokens keep its detail for a few extra positions. 0 = the paper's model (mask only).
     box_tokens: int = 0
+    # where the region tokens go: "image" (after the grid) or "answer" (after the prompt's text, so the answer's
+    # first token is predicted at the last region token, whose own embedding the residual stream carries to the
+    # LM head: a short path from a box's features to the class logits)
+    box_tokens_at: Literal["image", "answer"] = "image"
 
 
 @dataclass

@@ -115,9 +115,17 @@ def _brute_force_scores(model, batch):
 
 
 @pytest.mark.parametrize("task", ["relation", "expression", "gesture"])
-def test_packed_trie_scoring_equals_scoring_each_verbalizer_from_scratch(tiny_model, task):
+@pytest.mark.parametrize("box_tokens_at", [None, "answer"])
+def test_packed_trie_scoring_equals_scoring_each_verbalizer_from_scratch(tiny_model, task, box_tokens_at):
     """One pass over the prompt plus the trie's branching nodes (tree attention) equals feeding every class's
-    whole verbalizer after the prompt on its own; gesture's verbalizers share prefixes several tokens deep."""
+    whole verbalizer after the prompt on its own; gesture's verbalizers share prefixes several tokens deep.
+    Also with region tokens after the prompt's text (`box_tokens_at: answer`)."""
+    if box_tokens_at:
+        from socialfusion.models.socialfusion import SocialFusionModel
+
+        cfg = copy.deepcopy(tiny_model.cfg)
+        cfg.connector.box_tokens, cfg.connector.box_tokens_at = 2, box_tokens_at
+        tiny_model = SocialFusionModel(cfg)
     torch.manual_seed(0)
     with torch.no_grad():  # non-zero LoRA B, so that the adapters take part
         for name, p in tiny_model.named_parameters():
@@ -131,13 +139,16 @@ def test_packed_trie_scoring_equals_scoring_each_verbalizer_from_scratch(tiny_mo
 
 
 @pytest.mark.parametrize("task", ["lam", "expression", "gesture"])
-def test_verbalizer_loss_is_minus_the_scorers_log_probability_of_the_label(tiny_config, task):
+@pytest.mark.parametrize("box_tokens_at", ["image", "answer"])
+def test_verbalizer_loss_is_minus_the_scorers_log_probability_of_the_label(tiny_config, task, box_tokens_at):
     """The `verbalizer` answer loss, from one teacher-forced pass, is the mean of -log P(label) that the packed
-    trie scorer gives (gesture's verbalizers branch several tokens deep); the `lm` loss is a different number."""
+    trie scorer gives (gesture's verbalizers branch several tokens deep); the `lm` loss is a different number.
+    With region tokens in either place, so training and inference lay out the sequence the same way."""
     from socialfusion.models.socialfusion import SocialFusionModel
 
     config = copy.deepcopy(tiny_config.model)
     config.answer_loss = "verbalizer"
+    config.connector.box_tokens, config.connector.box_tokens_at = 2, box_tokens_at
     model = SocialFusionModel(config)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -156,15 +167,15 @@ def test_verbalizer_loss_is_minus_the_scorers_log_probability_of_the_label(tiny_
     assert abs(model(batch)["loss"].item() - expected.item()) > 1e-3
 
 
-@pytest.mark.parametrize("box_tokens", [0, 2])
-def test_tasks_run_together_equal_each_task_alone(tiny_config, box_tokens):
+@pytest.mark.parametrize("box_tokens, box_tokens_at", [(0, "image"), (2, "image"), (2, "answer")])
+def test_tasks_run_together_equal_each_task_alone(tiny_config, box_tokens, box_tokens_at):
     """infer_tasks packs the tasks that share the [text + image] prefix into one decoder call; with region tokens
     (one set per role the task uses) relation's visual tokens differ, so it gets its own call."""
     from socialfusion.models.llm import decoder_and_head
     from socialfusion.models.socialfusion import SocialFusionModel
 
     cfg = copy.deepcopy(tiny_config.model)
-    cfg.connector.box_tokens = box_tokens
+    cfg.connector.box_tokens, cfg.connector.box_tokens_at = box_tokens, box_tokens_at
     model = SocialFusionModel(cfg).eval()
     torch.manual_seed(0)
     with torch.no_grad():  # non-zero LoRA B and box embeddings, so that adapters and boxes take part

@@ -120,13 +120,21 @@ class SocialFusionModel(nn.Module):
     def connector_dtype(self) -> torch.dtype:
         return next(self.connector.parameters()).dtype
 
+    def _split_visual(self, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens at the image placeholder, tokens after the prompt's text): the region tokens go to the second
+        part when `connector.box_tokens_at` is "answer", which is empty otherwise."""
+        cut = self.num_visual_tokens if self.cfg.connector.box_tokens_at == "answer" else visual.shape[1]
+        return visual[:, :cut], visual[:, cut:]
+
     def _prefix(self, task: str, visual: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Embeddings of [prompt before image, image tokens, prompt after image]; returns them and where the image starts."""
+        """Embeddings of [prompt before image, image tokens, prompt after image, tokens after the prompt (see
+        `_split_visual`)]; returns them and where the image starts."""
         pieces = self.prompt(task)
         b = visual.shape[0]
         pre = self._embed(torch.tensor(pieces.pre, device=self.device)).expand(b, -1, -1)
         post = self._embed(torch.tensor(pieces.post, device=self.device)).expand(b, -1, -1)
-        return torch.cat([pre, visual.to(pre.dtype), post], dim=1), len(pieces.pre)
+        image, tail = self._split_visual(visual.to(pre.dtype))
+        return torch.cat([pre, image, post, tail], dim=1), len(pieces.pre)
 
     # ------------------------------------------------------------------ training
 
@@ -209,28 +217,37 @@ class SocialFusionModel(nn.Module):
     def _infer_shared_prefix(self, pre: list[int], visual: torch.Tensor, names: list[str], method: str) -> dict:
         b = visual.shape[0]
         pieces = [self._embed(torch.tensor(pre, device=self.device)).expand(b, -1, -1)]
-        pieces.append(visual.to(pieces[0].dtype))
-        parents = list(range(-1, len(pre) + visual.shape[1] - 1))
+        image, tail = self._split_visual(visual.to(pieces[0].dtype))
+        pieces.append(image)
+        parents = list(range(-1, len(pre) + image.shape[1] - 1))
 
-        def append(tokens: list[int], tree: list[int], anchor: int) -> int:
-            """Feed `tokens` as a forest (`tree`: parent offsets, -1 = hangs off position `anchor`); returns where
-            they start."""
+        def append(embeds: torch.Tensor, tree: list[int], anchor: int) -> int:
+            """Feed `embeds` (B, n, d) as a forest (`tree`: parent offsets, -1 = hangs off position `anchor`);
+            returns where they start."""
             start = len(parents)
-            if tokens:
-                pieces.append(self._embed(torch.tensor(tokens, device=self.device)).expand(b, -1, -1))
+            if embeds.shape[1]:
+                pieces.append(embeds)
                 parents.extend(anchor if p < 0 else start + p for p in tree)
             return start
+
+        def chain(n: int) -> list[int]:
+            return list(range(-1, n - 1))
+
+        def embed(tokens: list[int]) -> torch.Tensor:
+            return self._embed(torch.tensor(tokens, dtype=torch.long, device=self.device)).expand(b, -1, -1)
 
         shared_end = len(parents) - 1
         reads = {}
         for name in names:
             post = self.prompt(name).post
-            start = append(post, list(range(-1, len(post) - 1)), shared_end)
-            last = start + len(post) - 1 if post else shared_end  # the prompt's last position for this task
+            start = append(embed(post), chain(len(post)), shared_end)
+            last = start + len(post) - 1 if post else shared_end
+            start = append(tail, chain(tail.shape[1]), last)
+            last = start + tail.shape[1] - 1 if tail.shape[1] else last  # the prompt's last position for this task
             plan = tree_start = None
             if self.tasks[name].kind == "classification":
                 plan = plan_scoring(self.answers(name), method, name)
-                tree_start = append(plan.tokens, plan.parents, last)
+                tree_start = append(embed(plan.tokens), plan.parents, last)
             reads[name] = (last, plan, tree_start)
         hidden = self._decode(torch.cat(pieces, dim=1), parents)
         _, head = decoder_and_head(self.llm)
