@@ -121,7 +121,7 @@ class FeatureCache:
         self.stats["misses"] += len(paths)
         return out
 
-    def warm(self, samples: list[Sample], report, batch_size: int = 16, desc: str = "caching features") -> None:
+    def warm(self, samples: list[Sample], report, batch_size: int = 16, desc: str = "caching features", progress: bool = True) -> None:
         """Compute every missing entry for these samples (unreadable images become counted skips)."""
         from tqdm.auto import tqdm
 
@@ -141,7 +141,7 @@ class FeatureCache:
                     todo.append(p)
             except OSError as err:
                 report.skip(f"{s.image} (sample {s.id})", f"unreadable image: {err.strerror}")
-        for i in tqdm(range(0, len(todo), batch_size), desc=desc, disable=not todo, leave=False):
+        for i in tqdm(range(0, len(todo), batch_size), desc=desc, disable=not (todo and progress), leave=False):
             chunk = todo[i : i + batch_size]
             try:
                 self.compute(chunk)

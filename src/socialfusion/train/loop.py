@@ -120,7 +120,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     if cache is not None:
         for ds in list(train_sets.values()) + list(val_sets.values()):
             if rank == 0 or world == 1:
-                cache.warm(ds.samples, report, desc=f"caching features ({ds.task.name})")
+                cache.warm(ds.samples, report, desc=f"caching features ({ds.task.name})", progress=progress)
         dist_utils.barrier()
     sizes = {k: len(v) for k, v in train_sets.items()}
     weights = {td.task: td.loss_weight for td in config.data.tasks}
