@@ -388,6 +388,8 @@ def validate(config: Config) -> None:
         raise ConfigError("model.llm: set `pretrained` or `arch`")
     if m.llm.num_layers is not None and m.llm.num_layers < 1:
         raise ConfigError(f"model.llm.num_layers must be >= 1, got {m.llm.num_layers}")
+    if m.type == "vlm" and m.answer_loss != "lm":
+        raise ConfigError("model.answer_loss: the VLM baselines train with 'lm' only (the verbalizer loss is SocialFusion's)")
     if m.llm.layers is not None and (m.llm.num_layers is not None or not m.llm.layers):
         raise ConfigError("model.llm.layers: give a non-empty list, and not together with model.llm.num_layers")
     if m.connector.pool < 1:

@@ -40,6 +40,11 @@ def test_bad_configs_fail_with_the_key_path(override, message):
         load_config("tiny", [override])
 
 
+def test_the_vlm_baselines_refuse_the_verbalizer_loss_instead_of_ignoring_it():
+    with pytest.raises(ConfigError, match="model.answer_loss"):
+        load_config("vlm-tiny-llava", ["model.answer_loss=verbalizer"])
+
+
 def test_plan_builds_the_paper_preset_without_weights():
     from socialfusion.plan import estimate
 
