@@ -93,6 +93,16 @@ def test_fast_path_equals_full_scoring_and_scores_are_distributions(tiny_model):
     torch.testing.assert_close(full.exp().sum(1), torch.ones(3), rtol=1e-5, atol=1e-5)
 
 
+def _randomise(model, prefixes: tuple[str, ...] = ()) -> None:
+    """Non-zero LoRA B matrices (zero at init, so the adapters would not take part) and any parameters whose names
+    start with `prefixes`, drawn from a fixed seed."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or name.startswith(prefixes):
+                p.normal_(0, 0.2)
+
+
 def _brute_force_scores(model, batch):
     """The definition, computed the slow way: each class's whole verbalizer fed after the prompt in a plain
     forward pass (no cache, no tree), summing the restricted log-softmax over *every* answer token."""
@@ -126,11 +136,7 @@ def test_packed_trie_scoring_equals_scoring_each_verbalizer_from_scratch(tiny_mo
         cfg = copy.deepcopy(tiny_model.cfg)
         cfg.connector.box_tokens, cfg.connector.box_tokens_at = 2, box_tokens_at
         tiny_model = SocialFusionModel(cfg)
-    torch.manual_seed(0)
-    with torch.no_grad():  # non-zero LoRA B, so that the adapters take part
-        for name, p in tiny_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
+    _randomise(tiny_model)
     tiny_model.eval()
     batch = make_batch(task, b=2)
     scores = tiny_model.score_classes(batch, method="full")
@@ -150,11 +156,7 @@ def test_verbalizer_loss_is_minus_the_scorers_log_probability_of_the_label(tiny_
     config.answer_loss = "verbalizer"
     config.connector.box_tokens, config.connector.box_tokens_at = 2, box_tokens_at
     model = SocialFusionModel(config)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
+    _randomise(model)
     model.eval()
     batch = make_batch(task, b=4, seed=2)
     loss = model(batch)["loss"]
@@ -177,11 +179,7 @@ def test_tasks_run_together_equal_each_task_alone(tiny_config, box_tokens, box_t
     cfg = copy.deepcopy(tiny_config.model)
     cfg.connector.box_tokens, cfg.connector.box_tokens_at = box_tokens, box_tokens_at
     model = SocialFusionModel(cfg).eval()
-    torch.manual_seed(0)
-    with torch.no_grad():  # non-zero LoRA B and box embeddings, so that adapters and boxes take part
-        for name, p in model.named_parameters():
-            if "lora_B" in name or name.startswith("box_embed"):
-                p.normal_(0, 0.2)
+    _randomise(model, ("box_embed",))  # so that adapters and boxes take part
     batch = make_batch("gaze", b=2)  # rows with a role-0 and a role-1 box
     decoder, _ = decoder_and_head(model.llm)
     calls = []

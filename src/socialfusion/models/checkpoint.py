@@ -40,10 +40,13 @@ def fitted_buffers(model) -> dict[str, torch.Tensor]:
     return {n: b for n, b in model.named_buffers() if n.rsplit(".", 1)[-1] in FITTED_BUFFERS}
 
 
+def trained_tensors(model) -> dict[str, torch.Tensor]:
+    """What training changes, by name: the parameters that require gradients, and the fitted statistics."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad} | fitted_buffers(model)
+
+
 def trainable_state_dict(model) -> dict[str, torch.Tensor]:
-    """What training changes: the parameters that require gradients, and the fitted statistics."""
-    state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    return state | {n: b.detach().cpu().contiguous() for n, b in fitted_buffers(model).items()}
+    return {n: t.detach().cpu().contiguous() for n, t in trained_tensors(model).items()}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -170,7 +173,7 @@ def load_trainable(model, ckpt: str | Path, strict: bool = True) -> dict[str, li
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot read weights ({err})") from err
-    targets = {n: p for n, p in model.named_parameters() if p.requires_grad} | fitted_buffers(model)
+    targets = trained_tensors(model)
     expected = set(targets)
     report = {"missing": sorted(expected - set(state)), "unexpected": sorted(set(state) - expected)}
     if strict and (report["missing"] or report["unexpected"]):

@@ -60,15 +60,15 @@ def build_causal_lm(cfg: LLMConfig, vocab_size: int | None = None) -> nn.Module:
     source = resolve_pretrained(cfg.pretrained)
     config = AutoConfig.from_pretrained(source)
     keep = kept_layers(cfg, config.num_hidden_layers)
-    if keep is None:
-        return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
-    if keep == list(range(len(keep))):
+    first_n = keep is not None and keep == list(range(len(keep)))
+    if first_n:
         _set_layer_count(config, keep)  # the weights of the dropped layers are simply not loaded
-        return AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
-    # other layers than the first N: load them all, then keep the chosen ones (layer pruning, e.g. Gromov et al.
+    lm = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
+    if keep is None or first_n:
+        return lm
+    # other layers than the first N: all were loaded, keep the chosen ones (layer pruning, e.g. Gromov et al.
     # 2024, "The Unreasonable Ineffectiveness of the Deeper Layers": the last layers map the residual stream to
     # the vocabulary, so a cut that keeps them gives calibrated logits where the first N layers alone do not)
-    lm = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
     decoder = lm.get_decoder()
     decoder.layers = nn.ModuleList(decoder.layers[i] for i in keep)
     for new_index, layer in enumerate(decoder.layers):

@@ -195,7 +195,8 @@ class SocialFusionModel(nn.Module):
         the chat turn's opening, which is the same for every task whose instruction starts with the image (all
         of ours; `prompt_pieces`). Tasks with the same opening and the same visual tokens therefore share the
         whole [text + image] prefix: one decoder call holds it once, then each task's post-image text after it
-        and, for a classification task, its verbalizer tree after that text. Tree attention (`packing.py`)
+        (followed by the region tokens when `connector.box_tokens_at` is "answer") and, for a classification
+        task, its verbalizer tree after that. Tree attention (`packing.py`)
         keeps every task's tokens from seeing another task's, so nothing but float rounding differs from running
         the tasks one by one.
         """
@@ -230,8 +231,10 @@ class SocialFusionModel(nn.Module):
                 parents.extend(anchor if p < 0 else start + p for p in tree)
             return start
 
-        def chain(n: int) -> list[int]:
-            return list(range(-1, n - 1))
+        def extend(embeds: torch.Tensor, anchor: int) -> int:
+            """Feed `embeds` as a sequence after position `anchor`; returns its last position (`anchor` if empty)."""
+            start = append(embeds, list(range(-1, embeds.shape[1] - 1)), anchor)
+            return start + embeds.shape[1] - 1 if embeds.shape[1] else anchor
 
         def embed(tokens: list[int]) -> torch.Tensor:
             return self._embed(torch.tensor(tokens, dtype=torch.long, device=self.device)).expand(b, -1, -1)
@@ -239,11 +242,7 @@ class SocialFusionModel(nn.Module):
         shared_end = len(parents) - 1
         reads = {}
         for name in names:
-            post = self.prompt(name).post
-            start = append(embed(post), chain(len(post)), shared_end)
-            last = start + len(post) - 1 if post else shared_end
-            start = append(tail, chain(tail.shape[1]), last)
-            last = start + tail.shape[1] - 1 if tail.shape[1] else last  # the prompt's last position for this task
+            last = extend(tail, extend(embed(self.prompt(name).post), shared_end))  # the prompt's last position
             plan = tree_start = None
             if self.tasks[name].kind == "classification":
                 plan = plan_scoring(self.answers(name), method, name)
