@@ -209,7 +209,7 @@ class TrainWorker:
     def __init__(self, spec: dict):
         import torch
 
-        from socialfusion.models.checkpoint import tasks_from_config
+        from socialfusion.tasks import tasks_from_config
         from socialfusion.models.llm import build_tokenizer
 
         self.spec = spec
@@ -404,7 +404,7 @@ class ClassifyWorker:
     def __init__(self, spec: dict):
         import torch
 
-        from socialfusion.models.checkpoint import tasks_from_config
+        from socialfusion.tasks import tasks_from_config
         from socialfusion.models.socialfusion import SocialFusionModel
 
         self.spec = spec

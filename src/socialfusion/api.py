@@ -29,19 +29,16 @@ convention. A task that cannot run on an image's boxes gives {"skipped": "why"}.
 
 from __future__ import annotations
 
-import io
 import math
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import torch
 
-from .data.images import ImageError
+from .data.images import ImageError, load_image_bytes
 
-HEATMAP_SIZE = 64
 MAX_BOXES = 64  # per image; more is certainly a mistake (and memory grows with it)
 MAX_ROLE = 15
 
@@ -59,51 +56,6 @@ class TaskError(PredictInputError):
 
 
 # ---------------------------------------------------------------------------------------------- images
-
-
-def load_image_bytes(data: bytes, name: str = "upload", max_pixels: int | None = None):
-    """Encoded image bytes -> upright 8-bit RGB PIL image, with the safety rules of `data.images.load_image`.
-
-    `max_pixels` (width x height) may only lower the library-wide limit (`data.images.max_pixels()`).
-
-    Raises ImageError with reason "image file is empty (0 bytes)", "not a readable image", "refused as a
-    decompression bomb" or "cannot decode image" (corrupt or truncated pixel data).
-    """
-    from PIL import Image, ImageOps
-
-    from .data import images as _images
-
-    if not data:
-        raise ImageError(name, "image file is empty (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(name, "refused as a decompression bomb", str(err)) from err
-    except Image.UnidentifiedImageError as err:
-        raise ImageError(name, "not a readable image", "unknown or unsupported image format") from err
-    except Exception as err:  # OSError, SyntaxError...: a header PIL cannot make sense of
-        raise ImageError(name, "not a readable image", f"{type(err).__name__}: {err}") from err
-    w, h = image.size
-    if w <= 0 or h <= 0:
-        raise ImageError(name, "image has an empty size", f"{w}x{h}")
-    limit = _images.max_pixels() if max_pixels is None else min(int(max_pixels), _images.max_pixels())
-    if w * h > limit:
-        image.close()
-        raise ImageError(name, "refused as a decompression bomb", f"{w}x{h} = {w * h} pixels > limit {limit}")
-    try:
-        with image:
-            image.load()
-            try:
-                upright = ImageOps.exif_transpose(image)
-            except Exception:  # malformed EXIF: keep the stored orientation, as load_image does
-                upright = image
-            rgb = _images._to_rgb(upright)
-            rgb.load()
-            return rgb
-    except Exception as err:  # "image file is truncated", broken data streams, ...
-        raise ImageError(name, "cannot decode image", f"{type(err).__name__}: {err}") from err
 
 
 def _array_to_image(array: np.ndarray, name: str):
@@ -239,17 +191,19 @@ class SocialFusion:
 
     @classmethod
     def from_pretrained(cls, path_or_preset: str | Path, device: str = "auto", precision: str = "auto") -> "SocialFusion":
-        """A checkpoint directory (`load_model`) or a preset name / YAML config (random init where it says so)."""
+        """A checkpoint directory (`load_model`) or a preset name / YAML config (random init where it says so);
+        either model type (`model.type`: socialfusion or a VLM baseline) through the one factory."""
         from .config import load_config
-        from .models.checkpoint import load_model, tasks_from_config
-        from .models.socialfusion import SocialFusionModel
+        from .models.checkpoint import load_model
+        from .models.factory import build_model
+        from .tasks import tasks_from_config
 
         path = Path(path_or_preset)
         if path.is_dir():
             model, config = load_model(path)
             return cls(model, config, device=device, precision=precision, name=str(path))
         config = load_config(str(path_or_preset))
-        model = SocialFusionModel(config.model, tasks=tasks_from_config(config))
+        model = build_model(config.model, tasks=tasks_from_config(config))
         return cls(model, config, device=device, precision=precision, name=config.name)
 
     # ------------------------------------------------------------------ tasks
@@ -260,17 +214,11 @@ class SocialFusion:
 
     def describe_tasks(self) -> list[dict]:
         out = []
-        for name, task in self.model.tasks.items():
-            out.append(
-                {
-                    "name": name,
-                    "kind": task.kind,
-                    "classes": list(task.classes) if task.kind == "classification" else [],
-                    "roles": _roles_needed(task),
-                    "output": "label" if task.kind == "classification" else "heatmap",
-                    "instruction": task.instruction().replace("<image>\n", ""),
-                }
-            )
+        for task in self.model.tasks.values():
+            d = task.describe()
+            out.append({"name": d["name"], "kind": d["kind"], "classes": d["classes"], "roles": _roles_needed(task),
+                        "output": "label" if d["classes"] else "heatmap",
+                        "instruction": task.instruction().replace("<image>\n", "")})  # fmt: skip
         return out
 
     def resolve_tasks(self, tasks: str | Iterable[str] = "all") -> list[str]:
@@ -339,6 +287,8 @@ class SocialFusion:
         return chosen, None
 
     def _predict_batch(self, pils: list, boxes: list[list[dict]], names: list[str]) -> list[dict]:
+        from .data.pipeline import collate
+        from .data.schema import Box, Sample
         from .runtime import autocast
 
         results = []
@@ -350,75 +300,43 @@ class SocialFusion:
                 used = [{"xyxy": [0.0, 0.0, float(w), float(h)], "xyxy_normalized": [0.0, 0.0, 1.0, 1.0], "role": 0, "source": "whole_image"}]
                 notes.append("no boxes given: the whole image is the role-0 box")
             results.append({"image": None, "width": w, "height": h, "tasks": {}, "boxes": used, "notes": notes})
-        model = self.model
+        # tasks that run on the same rows with the same boxes (lam, expression, gesture and gaze all use the
+        # role-0 boxes) form one group: one batch, one `infer_tasks` call sharing the [text + image] prefix
+        groups: dict[tuple, tuple[list[int], list[list[dict]], list[str]]] = {}
+        for name in names:
+            rows, row_boxes = [], []
+            for i, r in enumerate(results):
+                chosen, why = self._task_boxes(self.model.tasks[name], r["boxes"])
+                if chosen is None:
+                    r["tasks"][name] = {"skipped": why}
+                else:
+                    rows.append(i)
+                    row_boxes.append(chosen)
+            if rows:
+                key = (tuple(rows), tuple(tuple((tuple(b["xyxy_normalized"]), b["role"]) for b in c) for c in row_boxes))
+                groups.setdefault(key, (rows, row_boxes, []))[2].append(name)
+        model, images = self.model, self.model.image_input
         with self._lock, torch.no_grad(), autocast(self.device, self.precision):
-            pixel_values = model.encoder.preprocess(pils).to(self.device)
-            features = model.encode(pixel_values)  # one encoder pass for every task of this batch
-            # tasks that run on the same rows with the same boxes (lam, expression, gesture and gaze all use the
-            # role-0 boxes) share their visual tokens and [text + image] prefix: one `infer_tasks` call for them
-            groups: dict[tuple, tuple[list[int], list[list[dict]], list[str]]] = {}
-            for name in names:
-                rows, row_boxes = [], []
-                for i, r in enumerate(results):
-                    chosen, why = self._task_boxes(model.tasks[name], r["boxes"])
-                    if chosen is None:
-                        r["tasks"][name] = {"skipped": why}
-                    else:
-                        rows.append(i)
-                        row_boxes.append(chosen)
-                if rows:
-                    key = (tuple(rows), tuple(tuple((tuple(b["xyxy_normalized"]), b["role"]) for b in c) for c in row_boxes))
-                    groups.setdefault(key, (rows, row_boxes, []))[2].append(name)
+            # one image pass for every task of this batch, unless the model draws the boxes into the pixels
+            shared = None if images.wants_boxes else model.prepare_inputs({"pixel_values": images.preprocess(pils).to(self.device)})
             for rows, row_boxes, group in groups.values():
-                k = max(len(c) for c in row_boxes)
-                bt = torch.zeros(len(rows), k, 4)
-                rt = torch.full((len(rows), k), -1, dtype=torch.long)
-                for j, chosen in enumerate(row_boxes):
-                    for m, b in enumerate(chosen):
-                        bt[j, m] = torch.tensor(b["xyxy_normalized"])
-                        rt[j, m] = b["role"]
-                batch = {
-                    "task": group[0],
-                    "ids": [str(i) for i in rows],
-                    "boxes": bt.to(self.device),
-                    "box_roles": rt.to(self.device),
-                    "features": features[rows],
-                }
-                outputs = model.infer_tasks(batch, group)
-                for name in group:
-                    task, out = model.tasks[name], outputs[name]
-                    if task.kind == "classification":
-                        probs = out.float().exp().cpu().numpy().astype(np.float64)
-                        probs /= probs.sum(axis=1, keepdims=True)
-                        for j, i in enumerate(rows):
-                            p = probs[j]
-                            results[i]["tasks"][name] = {
-                                "label": task.classes[int(p.argmax())],
-                                "probs": {c: float(v) for c, v in zip(task.classes, p)},
-                            }
+                items = []
+                for i, chosen in zip(rows, row_boxes):
+                    sample = Sample(id=str(i), task=group[0], image="", boxes=[Box(tuple(b["xyxy_normalized"]), b["role"]) for b in chosen])
+                    item = {"sample": sample, "image_size": pils[i].size}
+                    if shared is None:
+                        item["pixel_values"] = images.preprocess([pils[i]], boxes=[sample.boxes])[0]
                     else:
-                        heat = out["heatmap"].float().cpu().numpy()
-                        inout = out["inout"].float().cpu().numpy() if "inout" in out else None
-                        for j, i in enumerate(rows):
-                            results[i]["tasks"][name] = self._gaze_result(heat[j], None if inout is None else float(inout[j]), results[i], row_boxes[j])
+                        item.update({k: shared[k][i] for k in ("pixel_values", "features") if k in shared})
+                    items.append(item)
+                predictions = model.predict(collate(items, model.tasks[group[0]]), group)
+                for name in group:
+                    for j, (i, pred) in enumerate(zip(rows, predictions[name])):
+                        r = results[i]
+                        r["tasks"][name] = model.tasks[name].present(pred, r["width"], r["height"], row_boxes[j])
         for r in results:  # the order the tasks were asked in, whatever the grouping
             r["tasks"] = {name: r["tasks"][name] for name in names}
         return results
-
-    @staticmethod
-    def _gaze_result(heat: np.ndarray, inout: float | None, result: dict, head_boxes: list[dict]) -> dict:
-        hh, hw = heat.shape
-        row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        # the GazeFollow evaluation convention: p = (col / w, row / h), no cell-centre offset
-        xn, yn = float(col) / hw, float(row) / hh
-        head = head_boxes[0]["xyxy"]
-        return {
-            "heatmap": heat.astype(np.float32),
-            "point": [xn * result["width"], yn * result["height"]],
-            "point_normalized": [xn, yn],
-            "inout": inout,
-            "head_center": [(head[0] + head[2]) / 2, (head[1] + head[3]) / 2],
-        }
 
 
 def result_to_json(result: dict, heatmap: str = "list", decimals: int = 4) -> dict:

@@ -22,7 +22,7 @@ def main_train(argv: list[str]) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    from .config import ConfigError, load_config
+    from .config import ConfigError, load_config, select_tasks
 
     try:
         config = load_config(args.config, args.overrides)
@@ -36,21 +36,6 @@ def main_train(argv: list[str]) -> int:
     summary = train(config, args.out, resume=args.resume, progress=not args.no_progress, device=args.device)
     print(json.dumps({k: v for k, v in summary.items() if k != "last_eval"}, default=float))
     return 0
-
-
-def select_tasks(config, names):
-    import copy
-
-    from .config import ConfigError, validate
-
-    known = [td.task for td in config.data.tasks]
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise ConfigError(f"--tasks {','.join(unknown)} not in the config's tasks {known}")
-    config = copy.deepcopy(config)
-    config.data.tasks = [td for td in config.data.tasks if td.task in names]
-    validate(config)
-    return config
 
 
 def main_eval(argv: list[str]) -> int:
@@ -93,10 +78,10 @@ def main_cache_features(argv: list[str]) -> int:
     from .data.pipeline import build_task_datasets
     from .data.skips import SkipReport
     from .features.cache import FeatureCache
-    from .models.checkpoint import tasks_from_config
+    from .features.inputs import default_cache_dir
+    from .tasks import tasks_from_config
     from .models.encoder import VisionEncoder
     from .runtime import resolve_device
-    from .train.loop import default_cache_dir
 
     config = load_config(args.config, args.overrides)
     encoder = VisionEncoder(config.model.encoder).to(resolve_device(args.device)).eval()

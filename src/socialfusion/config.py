@@ -5,6 +5,7 @@ Unknown keys and wrong types are errors naming the key's dotted path; cross-fiel
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -36,6 +37,8 @@ class EncoderConfig:
     std: list[float] | None = None
     # read the vision tower out of a VLM checkpoint (e.g. LLaVA, Qwen2-VL) instead of a vision model
     from_vlm: bool = False
+    # the adapters of `model.trainable.encoder: lora`
+    lora: EncoderLoraConfig = field(default_factory=lambda: EncoderLoraConfig())
 
 
 @dataclass
@@ -62,6 +65,8 @@ class ConnectorConfig:
 
 @dataclass
 class BoxConfig:
+    # false: the ablation without the box embedding mask (the visual tokens are the connector's output, whatever
+    # the boxes; no region tokens either)
     enabled: bool = True
     # number of learned role embeddings; 1 reproduces the paper's single embedding, 2 tells a pair apart
     roles: int = 2
@@ -75,6 +80,18 @@ class LoraConfig:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
+
+
+@dataclass
+class EncoderLoraConfig(LoraConfig):
+    """A LoraConfig with the vision encoder's defaults: rank 8 on every linear layer (["all-linear"] is PEFT's
+    shorthand), no dropout. A separate class so that a partial override (`model.encoder.lora.r=4`) keeps these
+    defaults for the other fields rather than the LLM's."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
 
 
 @dataclass
@@ -371,8 +388,30 @@ def config_from_dict(data: dict) -> Config:
     return config
 
 
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A copy of `config` with `key.sub=value` overrides applied, validated like `load_config`."""
+    if not overrides:
+        return copy.deepcopy(config)
+    data = config.to_dict()
+    for text in overrides:
+        _set_dotted(data, *parse_override(text))
+    return config_from_dict(data)
+
+
+def select_tasks(config: Config, names: list[str] | tuple[str, ...]) -> Config:
+    """A copy of `config` keeping only the named tasks of `data.tasks` (in the config's order), validated."""
+    known = [td.task for td in config.data.tasks]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ConfigError(f"--tasks {','.join(unknown)} not in the config's tasks {known}")
+    config = copy.deepcopy(config)
+    config.data.tasks = [td for td in config.data.tasks if td.task in names]
+    validate(config)
+    return config
+
+
 def validate(config: Config) -> None:
-    from .tasks import build_task
+    from .tasks import adapter_options, build_task
 
     m, t = config.model, config.train
     if m.type == "vlm":
@@ -398,6 +437,12 @@ def validate(config: Config) -> None:
         raise ConfigError(f"model.connector.box_tokens must be >= 0, got {m.connector.box_tokens}")
     if m.connector.box_tokens and not m.box.enabled:
         raise ConfigError("model.connector.box_tokens needs the boxes, but model.box.enabled is false")
+    if m.type == "vlm" and not m.box.enabled:
+        raise ConfigError("model.box.enabled: false is SocialFusion's ablation (no box embedding mask); a VLM baseline "
+                          "gets its boxes through model.vlm.boxes")  # fmt: skip
+    el = m.encoder.lora  # used by model.trainable.encoder: lora
+    if el.r < 1 or el.alpha <= 0 or not 0.0 <= el.dropout < 1.0 or not el.target_modules:
+        raise ConfigError(f"model.encoder.lora: needs r >= 1, alpha > 0, 0 <= dropout < 1 and target_modules, got {el}")
     if m.box.roles < 1:
         raise ConfigError(f"model.box.roles must be >= 1, got {m.box.roles}")
     if m.trainable.encoder != "frozen" and t.feature_cache != "off":
@@ -410,11 +455,12 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{where}: task {td.task!r} is listed twice")
         seen.add(td.task)
         try:
-            build_task(td.task, **td.task_options)
+            task = build_task(td.task, **td.task_options)
+            adapter_options(td, task)
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"{where}: {err}") from err
-        if not m.box.enabled:
-            raise ConfigError(f"{where}: task {td.task!r} needs its boxes, but model.box.enabled is false")
+        if (td.dataset or task.default_dataset) is None:
+            raise ConfigError(f"{where}: task {td.task!r} has no default dataset; set `dataset` (e.g. jsonl)")
         if td.loss_weight < 0:
             raise ConfigError(f"{where}.loss_weight must be >= 0")
     for name in ("steps", "batch_size", "grad_accum", "eval_batch_size"):

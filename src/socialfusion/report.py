@@ -5,91 +5,27 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections import Counter
 from pathlib import Path
 
-import numpy as np
+import torch
 
 
 def chance_levels(val_sets: dict) -> dict[str, dict]:
-    """What a model that ignores the image scores on each validation split, for the primary metric.
-
-    Accuracy: always predicting the majority class. mAP: random scores give each class an AP equal to its
-    prevalence, so chance is the mean prevalence (LAM's two-class mAP: 0.5). Gaze AUC: 0.5.
-    """
-    out = {}
-    for name, ds in val_sets.items():
-        task = ds.task
-        if task.kind == "heatmap":
-            out[name] = {"metric": "auc", "chance": 0.5}
-            continue
-        counts = Counter(s.label for s in ds.samples)
-        n = sum(counts.values())
-        if task.primary_metric == "accuracy":
-            out[name] = {"metric": "accuracy", "chance": max(counts.values()) / n}
-        else:
-            present = [c / n for c in counts.values()]
-            out[name] = {"metric": "map", "chance": 0.5 if name == "lam" else float(np.mean(present + [0.0] * (task.num_classes - len(present))))}
-    return out
+    """What a model that ignores the image scores on each validation split, for the primary metric (`Task.chance`)."""
+    return {name: {"metric": ds.task.primary_metric, "chance": ds.task.chance(ds.samples)} for name, ds in val_sets.items()}
 
 
-def confusion_png(matrix, classes, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = np.asarray(matrix, dtype=float)
-    m = m / np.maximum(m.sum(1, keepdims=True), 1)
-    size = max(4, 0.28 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def gaze_examples_png(model, dataset, path: Path, k: int = 4) -> Path:
-    """Predicted heatmaps over k validation images, with the head box, the annotated and predicted points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from .data.images import load_image
+def example_predictions(model, dataset, k: int = 4) -> tuple[list, list]:
+    """The model's predictions on the first k samples of a dataset (the figures' examples)."""
     from .data.pipeline import collate
 
-    items = [dataset[i] for i in range(min(k, len(dataset)))]
-    batch = collate(items, dataset.task)
+    batch = collate([dataset[i] for i in range(min(k, len(dataset)))], dataset.task)
+    if batch is None:
+        return [], []
+    model.eval()
     with torch.no_grad():
-        heat = model.predict_heatmap(batch)["heatmap"].float().cpu().numpy()
-    fig, axes = plt.subplots(1, len(items), figsize=(3.2 * len(items), 3.4))
-    for ax, s, h in zip(np.atleast_1d(axes), batch["samples"], heat):
-        img = load_image(s.image_path())
-        w, hgt = img.size
-        ax.imshow(img)
-        ax.imshow(h, extent=(0, w, hgt, 0), alpha=0.5, cmap="jet")
-        x1, y1, x2, y2 = s.boxes[0].xyxy
-        ax.add_patch(plt.Rectangle((x1 * w, y1 * hgt), (x2 - x1) * w, (y2 - y1) * hgt, fill=False, color="white", lw=1.5))
-        r, c = np.unravel_index(int(np.argmax(h)), h.shape)
-        px, py = c / 64 * w, r / 64 * hgt
-        ax.annotate("", xy=(px, py), xytext=((x1 + x2) / 2 * w, (y1 + y2) / 2 * hgt), arrowprops={"arrowstyle": "->", "color": "white", "lw": 1.5})
-        for gx, gy in s.points or []:
-            ax.plot(gx * w, gy * hgt, "g+", ms=10, mew=2)
-        ax.plot(px, py, "rx", ms=10, mew=2)
-        ax.set_axis_off()
-    fig.suptitle("gaze: heatmap, head box, annotated (+) and predicted (x) target")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+        predictions = model.predict(batch)[dataset.task.name]
+    return batch["samples"], predictions
 
 
 def _img_tag(path: Path) -> str:
@@ -125,16 +61,15 @@ def _md_to_html_table(md: str) -> str:
 
 def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf: dict, data_summary: dict, timings: dict) -> dict:
     from .config import dump_yaml
-    from .data.pipeline import build_task_datasets, pixel_input
+    from .data.pipeline import build_task_datasets
     from .data.skips import SkipReport
-    from .train.loop import input_function
+    from .features.inputs import sample_inputs
 
     out = Path(out)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     report = SkipReport()
-    cache = input_function(model, config, model.device)
-    input_fn = cache.input_fn() if cache is not None else pixel_input(model.encoder)
+    _, input_fn = sample_inputs(model, config, model.device)
     val_sets = build_task_datasets(config, model.tasks, "val", input_fn, report)
     chance = chance_levels(val_sets)
     joint = transfer["runs"]["socialfusion"]["joint"]["metrics"]
@@ -145,12 +80,9 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
         ok &= above
         rows.append({"task": name, "metric": ch["metric"], "value": value, "chance": ch["chance"], "above_chance": above, "n": (joint.get(name) or {}).get("n")})
     figures = {}
-    for name, m in joint.items():
-        if m and "confusion_matrix" in m:
-            figures[f"confusion_{name}"] = confusion_png(m["confusion_matrix"], model.tasks[name].classes, figs / f"confusion_{name}.png", f"{name} (joint model, val)")
-    if "gaze" in val_sets and len(val_sets["gaze"]):
-        model.eval()
-        figures["gaze_examples"] = gaze_examples_png(model, val_sets["gaze"], figs / "gaze_examples.png")
+    for name, ds in val_sets.items():
+        samples, predictions = example_predictions(model, ds)
+        figures.update(ds.task.figures(joint.get(name), samples, predictions, figs))
     for key, res in (("transfer", transfer), ("probe", probe), ("gradconf", gradconf)):
         for f in res.get("figures", []) if isinstance(res, dict) else []:
             figures[Path(f).stem] = Path(f)

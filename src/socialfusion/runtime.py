@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import sys
 import warnings
@@ -17,6 +18,31 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda", torch.cuda.current_device())
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
+    return torch.device("cpu")
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size) of this process; joins the process group when torchrun (or `accelerate launch`) started
+    several processes (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def device_for_rank(name: str = "auto") -> torch.device:
+    """The device of this process in a multi-process run: cuda:LOCAL_RANK (made current) when CUDA is there."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
     return torch.device("cpu")
 
 

@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from socialfusion.commands import select_tasks  # noqa: E402
+from socialfusion.config import select_tasks  # noqa: E402
 from socialfusion.config import load_config  # noqa: E402
 from socialfusion.eval.evaluate import evaluate_model  # noqa: E402
 from socialfusion.train.loop import train  # noqa: E402

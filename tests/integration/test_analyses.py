@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from socialfusion.analysis import apply_overrides, jsonable
+from socialfusion.analysis import jsonable
+from socialfusion.config import apply_overrides
 from socialfusion.analysis.transfer import budget_steps, normalise_baselines, parse_baseline, transfer_row
 
 DIRS = {"lam": "ego4d_lam", "expression": "affectnet", "gesture": "hagrid", "relation": "pisc", "gaze": "gazefollow_extended"}
@@ -99,7 +100,8 @@ def test_probe_end_to_end(bench, tmp_path, one_thread):
 def test_gradconf_end_to_end_from_config_and_checkpoint(bench, tmp_path, one_thread):
     from socialfusion.analysis.gradconf import main
     from socialfusion.config import load_config
-    from socialfusion.models.checkpoint import save_checkpoint, tasks_from_config
+    from socialfusion.models.checkpoint import save_checkpoint
+    from socialfusion.tasks import tasks_from_config
     from socialfusion.models.socialfusion import SocialFusionModel
 
     root, overrides = bench

@@ -5,8 +5,7 @@ import json
 
 import torch
 
-from socialfusion.analysis import apply_overrides
-from socialfusion.commands import select_tasks
+from socialfusion.config import apply_overrides, select_tasks
 from socialfusion.config import load_config
 from tests.conftest import synth_overrides
 

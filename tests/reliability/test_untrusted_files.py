@@ -274,3 +274,57 @@ def test_escaping_paths_in_a_training_run_are_counted_skips(escaping_dataset, tm
     assert all(k in text or v in text for k, v in hostile.items()), text
     cached = list((tmp_path / "cache").rglob("*.safetensors"))
     assert len(cached) == 1, "features were computed for a file outside the dataset root"
+
+
+# ---- the checkpoint layout: each tensor stored once ----------------------------------------------------------
+
+
+def _checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor in one checkpoint file by its dotted path (safetensors keys; nested keys of a torch file)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, torch.Tensor):
+            out[prefix] = node
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f"{prefix}.{i}")
+
+    walk(torch.load(path, map_location="cpu", weights_only=True), "")
+    return out
+
+
+def test_a_checkpoint_stores_each_tensor_once(run_with_checkpoint):
+    """No adapter/ copy of the LoRA weights: trainable.safetensors holds every trained tensor (load_model and
+    merge-lora read it), and no tensor (by name, or by value under another name) is in two files."""
+    _, run = run_with_checkpoint
+    last = run / "checkpoints" / "last"
+    assert not (last / "adapter").exists()
+    files = [f for f in last.rglob("*") if f.is_file() and f.suffix in (".safetensors", ".pt", ".pth", ".bin")]
+    assert {f.name for f in files} == {"trainable.safetensors", "training_state.pt"}
+    weights = _checkpoint_tensors(last / "trainable.safetensors")
+    assert any("lora_A" in n for n in weights) and any("lora_B" in n for n in weights)
+
+    def short(name: str) -> str:  # the same tensor as PEFT or a wrapper would name it
+        for prefix in ("llm.", "base_model.model."):
+            name = name.removeprefix(prefix)
+        return name.replace(".default.", ".")
+
+    seen_names: dict[str, str] = {}
+    seen_values: dict[tuple, str] = {}
+    for f in files:
+        for name, t in _checkpoint_tensors(f).items():
+            key = short(name)
+            assert seen_names.setdefault(key, f.name) == f.name, f"{name} is in {seen_names[key]} and {f.name}"
+            if t.numel() > 1 and bool(t.ne(0).any()):  # zeros (and scalars) are equal by chance, not copies
+                value = (t.dtype, tuple(t.shape), hashlib.sha256(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest())
+                assert seen_values.setdefault(value, f"{f.name}:{name}").startswith(f"{f.name}:"), (
+                    f"{f.name}:{name} repeats {seen_values[value]}"
+                )

@@ -27,7 +27,7 @@ def test_overrides_are_typed():
         ("train.stpes=3", "unknown key.*train.stpes"),
         ("train.steps=many", "train.steps: expected an integer"),
         ("model.connector.type=conv", "model.connector.type: 'conv' is not one of"),
-        ("model.box.enabled=false", "needs its boxes"),
+        ("model.encoder.lora.r=0", "model.encoder.lora: needs r >= 1"),
         ("model.trainable.encoder=full", "feature_cache must be 'off'"),
         ("data.tasks.0.task=dancing", r"data.tasks\[0\].*unknown task 'dancing'"),
         ("data.tasks.1.task_options={n_classes: 5}", "7 or 8"),

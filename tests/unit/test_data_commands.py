@@ -72,7 +72,7 @@ def test_validate_fails_past_the_threshold(pisc_jsonl, capsys, tmp_path):
     assert main(["validate", str(path)]) == 1
     out = capsys.readouterr().out
     assert "5 records, 5 bad" in out
-    assert "label 6 outside 0..5" in out and "image: not a readable image" in out and "not valid JSON" in out
+    assert "label 6 is not a class of relation (0..5)" in out and "image: not a readable image" in out and "not valid JSON" in out
     assert main(["validate", str(path), "--max-bad-fraction", "1.0"]) == 0
     # the coarse task has 3 classes: label 5 is out of range there
     assert main(["validate", str(pisc_jsonl), "--task-option", "relation.level=coarse"]) == 1

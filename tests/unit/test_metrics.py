@@ -229,15 +229,18 @@ def test_gazefollow_metrics_average_skip_and_permutation():
 
 # ----------------------------------------------------------------------------- model selection
 def test_mean_primary():
+    from socialfusion.tasks import TASK_NAMES, build_task
+
+    tasks = {name: build_task(name) for name in TASK_NAMES}
     metrics = {"lam": {"map": 0.8, "accuracy": 0.9}, "gaze": {"auc": 0.9}, "relation": {"map": 0.7}}
-    primary = {"lam": "map", "expression": "accuracy", "gesture": "accuracy", "relation": "map", "gaze": "auc"}
-    assert mean_primary(metrics, primary) == pytest.approx(0.8)
-    with pytest.raises(ValueError, match="no primary metric"):
-        mean_primary({"other": {"x": 1.0}}, primary)
-    with pytest.raises(ValueError, match="missing"):
-        mean_primary({"lam": {"accuracy": 1.0}}, primary)
-    with pytest.raises(ValueError, match="empty"):
-        mean_primary({}, primary)
+    assert mean_primary(metrics, tasks) == pytest.approx(0.8)
+    # tasks with no metrics (unscorable split: None; empty split: no primary key) are skipped
+    assert mean_primary({**metrics, "expression": None, "gesture": {"n": 0}}, tasks) == pytest.approx(0.8)
+    assert math.isnan(mean_primary({}, tasks))
+    assert math.isnan(mean_primary({"lam": None, "gaze": {}}, tasks))
+    assert math.isnan(mean_primary({"lam": {"map": float("nan")}, "gaze": {"auc": 0.9}}, tasks))
+    with pytest.raises(ValueError, match="unknown task"):
+        mean_primary({"other": {"x": 1.0}}, tasks)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -311,7 +311,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tiny_model, tiny_config, 
     opt.step()  # make the LoRA B matrices non-zero so the adapter matters
     tiny_model.eval()
     ckpt = save_checkpoint(tiny_model, tiny_config, tmp_path / "ckpt")
-    assert (ckpt / "adapter" / "adapter_config.json").exists()
+    assert not (ckpt / "adapter").exists()  # the LoRA weights live in trainable.safetensors only
     loaded, _ = load_model(ckpt)
     loaded.eval()
     torch.testing.assert_close(loaded.score_classes(batch), tiny_model.score_classes(batch), rtol=0, atol=0)
@@ -433,3 +433,85 @@ def test_trainability_plan(tiny_config):
     rows = {r["component"]: r for r in parameter_table(SocialFusionModel(cfg))}
     assert rows["encoder"]["frozen"] == 0 and rows["encoder"]["trainable"] > 0
     assert rows["llm"]["trainable"] == 0 and "llm.lora" not in rows
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_box_enabled_false_is_the_ablation_without_the_box_mask(enabled, tmp_path):
+    """model.box.enabled=false: the visual tokens are the connector's output whatever the boxes (no parameter,
+    nothing in the checkpoint), all five tasks still train; enabled, different boxes give different tokens."""
+    from socialfusion.config import ConfigError, load_config
+    from socialfusion.models.checkpoint import trained_tensors
+    from socialfusion.models.socialfusion import SocialFusionModel
+
+    config = load_config("tiny", [f"model.box.enabled={str(enabled).lower()}"])
+    model = SocialFusionModel(config.model)
+    if enabled:
+        with torch.no_grad():
+            model.box_embed.embedding.normal_()  # zero at init: make the boxes matter
+    else:
+        assert not list(model.box_embed.parameters())
+        assert not any(n.startswith("box_embed") for n in trained_tensors(model))
+    batch = make_batch("relation")
+    other = dict(batch, boxes=torch.tensor([[[0.0, 0.0, 0.3, 0.3], [0.6, 0.1, 1.0, 0.4]]] * 3))
+    model.eval()
+    with torch.no_grad():
+        tokens, tokens_other = model.visual_tokens(batch), model.visual_tokens(other)
+        if enabled:
+            assert not torch.equal(tokens, tokens_other)
+        else:
+            assert torch.equal(tokens, tokens_other)
+            assert torch.equal(tokens, model.connector(model.encode(batch["pixel_values"])))
+    model.train()
+    loss = model(batch)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
+    if not enabled:
+        model.eval()
+        loaded, _ = load_model(save_checkpoint(model, config, tmp_path / "ckpt"))
+        loaded.eval()
+        torch.testing.assert_close(loaded.score_classes(other), model.score_classes(batch), rtol=0, atol=0)
+        with pytest.raises(ConfigError, match="box_tokens needs the boxes"):
+            load_config("tiny", ["model.box.enabled=false", "model.connector.box_tokens=2"])
+        with pytest.raises(ConfigError, match="model.box.enabled"):  # it would change nothing there
+            load_config("vlm-tiny-llava", ["model.box.enabled=false"])
+
+
+def test_encoder_lora_takes_its_settings_from_the_config():
+    from socialfusion.config import EncoderConfig, LoraConfig, load_config
+    from socialfusion.models.socialfusion import SocialFusionModel
+
+    default = EncoderConfig().lora
+    assert isinstance(default, LoraConfig)
+    assert (default.r, default.alpha, default.dropout, default.target_modules) == (8, 16, 0.0, ["all-linear"])
+    config = load_config("tiny", ["model.trainable.encoder=lora", "train.feature_cache=off", "model.encoder.lora.r=3"])
+    assert config.model.encoder.lora.target_modules == ["all-linear"]  # a partial override keeps the encoder's defaults
+    model = SocialFusionModel(config.model)
+    lora_a = {n: p for n, p in model.encoder.named_parameters() if "lora_A" in n}
+    assert lora_a and all(p.shape[0] == 3 and p.requires_grad for p in lora_a.values())
+    # "all-linear": every linear layer of the encoder gets an adapter
+    n_linear = sum(1 for m in model.encoder.modules() if type(m) is torch.nn.Linear)  # the wrapped ones' base layers
+    assert len(lora_a) == n_linear - len(lora_a) * 2  # each adapter adds its own lora_A and lora_B Linear
+    assert not any(p.requires_grad for n, p in model.encoder.named_parameters() if "lora_" not in n)
+
+
+def test_merge_lora_command_from_a_checkpoint_without_an_adapter_directory(tiny_model, tiny_config, tmp_path):
+    """`socialfusion merge-lora` works from what load_model rebuilds: a standalone HF model, same logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from socialfusion.commands import main_merge_lora
+
+    opt = torch.optim.SGD([p for p in tiny_model.parameters() if p.requires_grad], lr=0.5)
+    tiny_model(make_batch("lam"))["loss"].backward()
+    opt.step()  # non-zero LoRA B: the merge matters
+    tiny_model.eval()
+    ckpt = save_checkpoint(tiny_model, tiny_config, tmp_path / "ckpt")
+    assert not (ckpt / "adapter").exists()
+    assert main_merge_lora(["--ckpt", str(ckpt), "--out", str(tmp_path / "merged")]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    ids = torch.tensor([tok("a person looking at the camera")["input_ids"]])
+    assert ids.shape[1] > 1 and int(ids.max()) < merged.config.vocab_size
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, tiny_model.llm(input_ids=ids).logits, rtol=1e-5, atol=1e-5)

@@ -60,7 +60,7 @@ def test_official_metric_scoring_and_classes_missing_from_training():
 
     def score(labels, probs):
         calls.append(probs.shape)
-        return task.evaluate({"labels": labels, "probs": probs})
+        return task.metrics(labels, probs)
 
     res = fit_linear_probe(X[:80], y[:80], X[80:], y[80:], num_classes=6, score_fn=score, primary="map", Cs=(0.1, 1.0))
     assert all(shape[1] == 6 for shape in calls)

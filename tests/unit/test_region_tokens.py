@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from socialfusion.analysis import apply_overrides as apply_overrides_to_config
+from socialfusion.config import apply_overrides as apply_overrides_to_config
 from socialfusion.config import ConfigError
 from socialfusion.models.box_mask import role_union_boxes
 from socialfusion.models.connector import roi_align

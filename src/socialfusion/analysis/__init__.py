@@ -53,16 +53,3 @@ def fmt(value: Any, digits: int = 4) -> str:
     except (TypeError, ValueError):
         return str(value)
     return f"{v:.{digits}f}" if math.isfinite(v) else "-"
-
-
-def apply_overrides(config, overrides):
-    """A copy of a Config with `key.sub=value` overrides applied (validated like `load_config`)."""
-    from ..config import _set_dotted, config_from_dict, parse_override
-
-    if not overrides:
-        return config
-    data = config.to_dict()
-    for text in overrides:
-        _set_dotted(data, *parse_override(text))
-    return config_from_dict(data)
-

@@ -28,7 +28,6 @@ import torch
 
 from . import fmt, write_json
 
-EXCLUDED = ("gaze_head",)  # task-specific parameters: not shared, so no conflict to measure
 
 
 # ------------------------------------------------------------------------------------------- pure math
@@ -142,12 +141,11 @@ class ConflictStats:
 # ------------------------------------------------------------------------------------------- the model run
 def shared_parameters(model) -> tuple[list[tuple[str, torch.nn.Parameter]], dict[str, tuple[int, int]]]:
     """Trainable parameters shared by all tasks, grouped by component, and each component's flat slice."""
-    from ..models.trainability import component_of
-
+    shared = set(model.shared_components())
     by_comp: dict[str, list] = {}
     for name, p in model.named_parameters():
-        comp = component_of(name)
-        if p.requires_grad and comp not in EXCLUDED:
+        comp = model.component(name)
+        if p.requires_grad and comp in shared:
             by_comp.setdefault(comp, []).append((name, p))
     params, segments, offset = [], {}, 0
     for comp, items in by_comp.items():
@@ -179,10 +177,10 @@ def run_gradconf(model, config, out_dir, batches: int = 8, progress: bool = True
     """Per-task gradients over `batches` fixed multi-task batches -> gradconf.json, gradconf.md, gradconf.png."""
     from tqdm.auto import tqdm
 
-    from ..data.pipeline import build_task_datasets, collate, pixel_input
+    from ..data.pipeline import build_task_datasets, collate
     from ..data.skips import SkipReport
-    from ..runtime import autocast
-    from ..train.loop import input_function
+    from ..features.inputs import sample_inputs
+    from ..train.step import NonFiniteLoss, task_backward
     from .plots import matrix_heatmaps
 
     if batches < 1:
@@ -193,8 +191,7 @@ def run_gradconf(model, config, out_dir, batches: int = 8, progress: bool = True
     device = model.device
     params, segments = shared_parameters(model)
     report = SkipReport(config.data.on_bad_sample)
-    cache = input_function(model, config, device)
-    input_fn = cache.input_fn() if cache is not None else pixel_input(model.encoder)
+    cache, input_fn = sample_inputs(model, config, device)
     datasets = build_task_datasets(config, model.tasks, "train", input_fn, report)
     datasets = {k: v for k, v in datasets.items() if len(v) > 0}
     if len(datasets) < 2:
@@ -215,16 +212,14 @@ def run_gradconf(model, config, out_dir, batches: int = 8, progress: bool = True
         grads = {}
         for t in tasks:
             ds = datasets[t]
-            batch = collate([ds[i] for i in plan[t][k]], ds.task, sigma=config.model.gaze.sigma)
+            batch = collate([ds[i] for i in plan[t][k]], ds.task)
             model.zero_grad(set_to_none=True)
             if batch is None:
                 raise ValueError(f"task {t}: batch {k} has no usable sample (see the skip report: {report.summary()})")
-            with autocast(device, config.train.precision):
-                out = model(batch)
-            loss = out["loss"] * weights.get(t, 1.0)
-            if not torch.isfinite(loss):
-                raise ValueError(f"task {t}: loss is {loss.item()} on batch {k}")
-            loss.backward()
+            try:
+                out = task_backward(model, batch, weights.get(t, 1.0), device, config.train.precision)
+            except NonFiniteLoss as err:
+                raise ValueError(f"batch {k}: {err}") from None
             grads[t] = flat_grad(params)
             losses[t].append(float(out["loss"].detach()))
             bar.update(1)
@@ -241,7 +236,7 @@ def run_gradconf(model, config, out_dir, batches: int = 8, progress: bool = True
         "loss_weights": {t: weights.get(t, 1.0) for t in tasks},
         "mean_loss": {t: float(np.mean(v)) for t, v in losses.items()},
         "components": {c: b - a for c, (a, b) in segments.items()},
-        "excluded_components": list(EXCLUDED),
+        "excluded_components": sorted({model.component(n) for n, p in model.named_parameters() if p.requires_grad} - set(segments)),
         "overall": summary.pop("overall"),
         "per_component": summary,
         "pairs": [],
@@ -317,8 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     from ..config import ConfigError
     from ..runtime import resolve_device
-    from ..config import load_config
-    from . import apply_overrides
+    from ..config import apply_overrides, load_config
 
     try:
         if args.ckpt:
@@ -330,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.args:
                 p.error("give a CONFIG (preset or YAML) or --ckpt DIR")
             config = load_config(args.args[0], args.args[1:])
-            from ..models.checkpoint import tasks_from_config
-            from ..models.socialfusion import SocialFusionModel
+            from ..models.factory import build_model
+            from ..tasks import tasks_from_config
 
-            model = SocialFusionModel(config.model, tasks=tasks_from_config(config))
+            model = build_model(config.model, tasks=tasks_from_config(config))
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2

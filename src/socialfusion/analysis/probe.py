@@ -30,7 +30,6 @@ from . import fmt, write_json
 POOLS = ("cls", "mean", "box", "pair")
 DEFAULT_LAYERS = (-1, -2, -4, -8, -12, -16, -24)
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
-PREFERRED_POOL = {"relation": "pair", "gaze": "patch"}  # others: "box"
 
 
 # ------------------------------------------------------------------------------------------- probes (pure)
@@ -238,7 +237,7 @@ def extract(encoder, samples: dict, tasks: dict, layers, pools, batch_size: int,
             for key, i in refs[path]:
                 task, boxes = tasks[key[0]], [(list(x.xyxy), x.role) for x in samples[key][i].boxes]
                 store[key][i] = {(layer, pool): v for layer in layers for pool, v in pool_one(
-                    chosen[layer][b], encoder.num_patches, encoder.grid, boxes, pools, task.num_roles, task.kind == "heatmap").items()}, images[b].size
+                    chosen[layer][b], encoder.num_patches, encoder.grid, boxes, pools, task.num_roles, task.readout == "heatmap").items()}, images[b].size
     out = {}
     for key, found in store.items():
         keep = sorted(found)
@@ -267,18 +266,20 @@ def _probe_task(task, data: dict, splits: dict, layer: int, pool: str, grid, gaz
     if k not in tr["feats"] or k not in va["feats"]:
         return None
     out = {"split": splits["test"] if te is not None else splits["val"], "C": None}
-    if task.kind == "heatmap":
+    # a probe per readout: a heatmap task's probe maps each patch to a logit, an answer task's is a linear
+    # classifier on a pooled vector; each is scored with the task's own metrics
+    if task.readout == "heatmap":
         use = [j for j, s in enumerate(tr["samples"]) if s.inout == 1 and s.points]
         if not use:
             return None
         targets = np.stack([gaze_target(tr["samples"][j].points, sigma=gaze_sigma).numpy() for j in use])
         ev = te if te is not None else va
         heat = fit_gaze_probe(tr["feats"][k][use], targets, grid, ev["feats"][k], steps=gaze_steps, seed=seed)
-        metrics = task.evaluate({"heatmaps": heat, "points": [list(s.points or []) for s in ev["samples"]], "image_sizes": ev["sizes"]})
+        metrics = task.evaluate(ev["samples"], [{"heatmap": h, "image_size": size} for h, size in zip(heat, ev["sizes"])])
         return {**out, "metrics": _scalars(metrics), "n_train": len(use), "n_eval": len(ev["samples"])}
     labels = lambda e: np.array([s.label for s in e["samples"]])  # noqa: E731
     res = fit_linear_probe(tr["feats"][k], labels(tr), va["feats"][k], labels(va), task.num_classes,
-                           score_fn=lambda y, p: task.evaluate({"labels": y, "probs": p}), primary=task.primary_metric,
+                           score_fn=task.metrics, primary=task.primary_metric,
                            X_test=te["feats"][k] if te is not None else None, y_test=labels(te) if te is not None else None, seed=seed)
     return {**out, "C": res["C"], "metrics": _scalars(res["test"] if te is not None else res["val"]), "selection_value": res["per_C"].get(res["C"]),
             "n_train": len(tr["samples"]), "n_eval": len((te or va)["samples"])}
@@ -292,8 +293,8 @@ def run_probe(config, out_dir, encoders=None, layers=None, pools=None, progress:
     every layer: N x h*w x d float16 each)."""
     from ..data.pipeline import build_task_datasets
     from ..data.skips import SkipReport
-    from ..models.checkpoint import tasks_from_config
     from ..models.encoder import VisionEncoder
+    from ..tasks import tasks_from_config
     from ..runtime import resolve_device
     from .plots import probe_figure, probe_markdown, probe_table
 
@@ -309,7 +310,7 @@ def run_probe(config, out_dir, encoders=None, layers=None, pools=None, progress:
         config.data.tasks = [td for td in config.data.tasks if td.task in tasks]
     task_defs = tasks_from_config(config)
     for td in config.data.tasks:
-        gaze_cap = gaze_max_train if task_defs[td.task].kind == "heatmap" else None
+        gaze_cap = gaze_max_train if task_defs[td.task].readout == "heatmap" else None
         td.max_train_samples = _cap(_cap(td.max_train_samples, max_samples), gaze_cap)
         td.max_eval_samples = _cap(td.max_eval_samples, max_samples)
     report = SkipReport(config.data.on_bad_sample)
@@ -340,7 +341,7 @@ def run_probe(config, out_dir, encoders=None, layers=None, pools=None, progress:
             task = task_defs[task_name]
             data = {s: feats[(task_name, s)] for (t, s) in samples if t == task_name}
             for layer in enc_layers:
-                for pool in (["patch"] if task.kind == "heatmap" else pools):
+                for pool in (["patch"] if task.readout == "heatmap" else pools):
                     res = _probe_task(task, data, split_names[task_name], layer, pool, encoder.grid, config.model.gaze.sigma, gaze_steps, config.train.seed)
                     if res is None:
                         continue
@@ -348,7 +349,7 @@ def run_probe(config, out_dir, encoders=None, layers=None, pools=None, progress:
                                               "value": res["metrics"].get(task.primary_metric), **res})
         del encoder, feats
     result["skips"] = report.to_dict()
-    probe_figure(result, out_dir / "probe.png", PREFERRED_POOL)
+    probe_figure(result, out_dir / "probe.png", {name: task.probe_pools[0] for name, task in task_defs.items()})
     result["figures"] = [str(out_dir / "probe.png")]
     result["markdown"] = probe_table(result)
     result["seconds"] = time.perf_counter() - t0

@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import apply_overrides, fmt, write_json
+from ..config import apply_overrides, select_tasks
+from . import fmt, write_json
 
 BUDGETS = ("equal-total-steps", "equal-steps-per-task")
 MAIN_FAMILY = "socialfusion"
@@ -102,8 +103,7 @@ def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resu
 
 def run_family(config, out_dir: Path, budget: str, progress: bool = True, device: str = "auto", resume: bool = False) -> dict:
     """Single-task runs for every configured task and one joint run of one model family."""
-    from ..commands import select_tasks
-    from ..models.checkpoint import tasks_from_config
+    from ..tasks import tasks_from_config
 
     tasks = [td.task for td in config.data.tasks]
     steps = budget_steps(config.train.steps, len(tasks), budget)
@@ -210,7 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    from ..commands import select_tasks
     from ..config import ConfigError
     from ..config import load_config
 

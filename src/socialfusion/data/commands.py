@@ -122,44 +122,28 @@ def _load_records(path: Path, report) -> list:
 
 def _tasks(task_options: list[str]):
     """task name -> task object (built once, with --task-option values)."""
-    from ..tasks import TASK_NAMES, build_task
+    from ..tasks import TASKS, build_task, load_all
 
     per_task: dict[str, dict] = {}
     for key, value in parse_options(task_options).items():
         task, _, option = key.partition(".")
         per_task.setdefault(task, {})[option] = value
-    return {name: build_task(name, **per_task.get(name, {})) for name in TASK_NAMES}
+    return {name: build_task(name, **per_task.get(name, {})) for name in load_all().names()}
 
 
 def check_sample(sample, task) -> str | None:
-    """The reason a record cannot be used by its task, or None."""
+    """The reason a record cannot be used by its task (`Task.check`), or None."""
     from .images import ImageError, load_image
     from .schema import DataError
 
     if task is None:
         return f"unknown task {sample.task!r}"
-    roles = sorted(b.role for b in sample.boxes)
-    if not roles:
-        return "no box"
-    if task.num_roles == 2 and roles != [0, 1]:
-        return "a relation record needs exactly one box of role 0 and one of role 1"
-    if task.num_roles == 1 and any(r != 0 for r in roles):
-        return f"box role other than 0 for task {task.name}"
-    if task.kind == "classification" and sample.label is not None:
-        try:
-            task.check(sample)
-        except DataError:
-            return f"label {sample.label} outside 0..{task.num_classes - 1}"
-    if task.kind == "heatmap":
-        if sample.inout == 1 and not sample.points:
-            return "in-frame gaze record without points"
-        if any(not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0) for x, y in sample.points or []):
-            return "gaze point outside [0, 1]"
     try:
+        task.check(sample)
         load_image(sample.image_path())
     except ImageError as err:
         return f"image: {err.reason}"
-    except DataError as err:  # a path escaping the root
+    except DataError as err:  # the task's reason, or a path escaping the root
         return str(err).split(": ", 1)[-1]
     return None
 
@@ -177,7 +161,7 @@ def _validate(args) -> int:
         reason = check_sample(s, tasks.get(s.task))
         if reason:
             report.skip(f"{path.name}:{s.id}", reason)
-        elif s.label is None and s.task != "gaze":
+        elif s.label is None and tasks[s.task].readout == "answer":
             unlabelled += 1
     total = len(samples) + bad_lines
     bad = report.total
@@ -194,15 +178,14 @@ def _validate(args) -> int:
 
 
 def collect_stats(samples, max_images: int = 5000) -> dict:
-    from ..tasks import TASK_NAMES, build_task
-    from .images import ImageError, image_size
+    from ..tasks import TASKS, build_task, load_all
+    from .images import image_size
 
+    load_all()
     out: dict = {}
     seen_images: set[str] = set()
     for name in sorted({s.task for s in samples}):
         mine = [s for s in samples if s.task == name]
-        classes = build_task(name).classes if name in TASK_NAMES else []
-        labels = Counter(s.label for s in mine if s.label is not None)
         sizes: Counter = Counter()
         unreadable = 0
         for s in mine:
@@ -215,18 +198,17 @@ def collect_stats(samples, max_images: int = 5000) -> dict:
                 sizes[f"{w}x{h}"] += 1
             except Exception:  # ImageError or a path escaping the root: count, keep going
                 unreadable += 1
+        labels = Counter(s.label for s in mine if s.label is not None)
         out[name] = {
             "samples": len(mine),
-            "unlabelled": sum(s.label is None for s in mine) if name != "gaze" else None,
-            "classes": {(classes[k] if 0 <= k < len(classes) else str(k)): labels[k] for k in sorted(labels)},
+            "unlabelled": sum(s.label is None for s in mine),
+            "classes": {str(k): labels[k] for k in sorted(labels)},
+            **(build_task(name).data_stats(mine) if name in TASKS else {}),
             "boxes_per_sample": dict(sorted(Counter(len(s.boxes) for s in mine).items())),
             "image_sizes": dict(sizes.most_common(10)),
             "distinct_image_sizes": len(sizes),
             "unreadable_images": unreadable,
         }
-        if name == "gaze":
-            out[name]["inout"] = dict(Counter(str(s.inout) for s in mine))
-            out[name]["points_per_sample"] = dict(sorted(Counter(len(s.points or []) for s in mine).items()))
     return out
 
 

@@ -60,8 +60,14 @@ def _open(path: Path) -> Image.Image:
         raise ImageError(path, "image file not found")
     if path.stat().st_size == 0:
         raise ImageError(path, "image file is empty (0 bytes)")
+    return _open_stream(path, path, _max_pixels)
+
+
+def _open_stream(source, name, limit: int) -> Image.Image:
+    """Open a path or a binary file object lazily, with the size checks; `name` goes into the errors."""
+    path = name
     try:
-        image = Image.open(path)
+        image = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # the warning if -W error
         raise ImageError(path, "refused as a decompression bomb", str(err)) from err
     except Exception as err:  # UnidentifiedImageError, OSError, SyntaxError, ...: all mean "not a usable image"
@@ -72,9 +78,9 @@ def _open(path: Path) -> Image.Image:
     if w <= 0 or h <= 0:
         image.close()
         raise ImageError(path, "image has an empty size", f"{w}x{h}")
-    if w * h > _max_pixels:
+    if w * h > limit:
         image.close()
-        raise ImageError(path, "refused as a decompression bomb", f"{w}x{h} = {w * h} pixels > limit {_max_pixels}")
+        raise ImageError(path, "refused as a decompression bomb", f"{w}x{h} = {w * h} pixels > limit {limit}")
     return image
 
 
@@ -127,7 +133,23 @@ def _cmyk_with_profile(image: Image.Image) -> Image.Image | None:
 def load_image(path: str | Path) -> Image.Image:
     """The image as an 8-bit RGB PIL image with its EXIF orientation applied; ImageError if unusable."""
     path = Path(path)
-    image = _open(path)
+    return _decode(_open(path), path)
+
+
+def load_image_bytes(data: bytes, name: str = "upload", max_pixels: int | None = None) -> Image.Image:
+    """Encoded image bytes (an upload) -> what `load_image` gives for the same file, with the same errors.
+
+    `max_pixels` (width x height) may only lower the library-wide limit (`max_pixels()`)."""
+    import io
+
+    if not data:
+        raise ImageError(name, "image file is empty (0 bytes)")
+    limit = _max_pixels if max_pixels is None else min(int(max_pixels), _max_pixels)
+    return _decode(_open_stream(io.BytesIO(data), name, limit), name)
+
+
+def _decode(image: Image.Image, path) -> Image.Image:
+    """Decode an opened image to upright 8-bit RGB (closing it); ImageError naming `path` on failure."""
     try:
         with image:
             image.load()  # decode now, so truncation and corruption surface here and not later in a worker

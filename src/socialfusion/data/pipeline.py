@@ -3,8 +3,9 @@
 Batch keys (all batches hold samples of one task):
   task (str), ids (list[str]), boxes (B, K, 4) normalised xyxy, box_roles (B, K) with -1 as padding,
   pixel_values (B, 3, S, S) or features (B, N, d) [from the feature cache],
-  labels (B,) class indices [classification, when labelled],
-  gaze_target (B, 64, 64), inout (B,) 1/0/-1 unknown, points (list), image_sizes (list of (W, H)) [gaze].
+  image_sizes (list of (W, H)) when the input function gives them, samples (the `Sample`s),
+  and the task's targets (`Task.targets`): labels (B,) for a classification task when labelled; gaze_target
+  (B, 64, 64), inout (B,) 1/0/-1 unknown and points (list) for gaze.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ def load_split(td: TaskDataConfig, task: Task, split: str, report: SkipReport, r
     """Samples of one split through the task's adapter, checked against the task (bad ones counted).
 
     Training needs labels; evaluation accepts unlabelled samples (they get predictions, not metrics)."""
+    from ..tasks import adapter_options
     from .adapters import read_dataset
 
     if td.root is None:
         raise DataError(f"data for task {td.task!r} has no root directory")
     dataset = td.dataset or task.default_dataset
-    samples, _ = read_dataset(dataset, td.root, split, report=report, **td.adapter_options)
+    samples, _ = read_dataset(dataset, td.root, split, report=report, **adapter_options(td, task))
     kept = []
     for s in samples:
         if s.task != task.name:
@@ -69,9 +71,9 @@ class SampleDataset(torch.utils.data.Dataset):
         return item
 
 
-def collate(items: list[dict | None], task: Task, sigma: float = 3.0) -> dict | None:
-    from ..tasks.gaze import gaze_target
-
+def collate(items: list[dict | None], task: Task) -> dict | None:
+    """Items of one task -> a batch dict (see the module docstring); the task adds its targets. None when every
+    item was a skip."""
     items = [it for it in items if it is not None]
     if not items:
         return None
@@ -87,27 +89,20 @@ def collate(items: list[dict | None], task: Task, sigma: float = 3.0) -> dict | 
     for key in ("pixel_values", "features"):
         if key in items[0]:
             batch[key] = torch.stack([it[key] for it in items])
-    if task.kind == "classification":
-        if all(s.label is not None for s in samples):
-            batch["labels"] = torch.tensor([s.label for s in samples])
-    else:
-        batch["inout"] = torch.tensor([-1 if s.inout is None else s.inout for s in samples])
-        batch["gaze_target"] = torch.stack(
-            [gaze_target(s.points, sigma=sigma) if s.points and s.inout != 0 else torch.full((64, 64), 1 / 4096) for s in samples]
-        )
-        batch["points"] = [list(s.points or []) for s in samples]
-        batch["image_sizes"] = [it["image_size"] for it in items]
+    if all("image_size" in it for it in items):
+        batch["image_sizes"] = [tuple(int(v) for v in it["image_size"]) for it in items]
+    batch.update(task.targets(samples))
     return batch
 
 
-def pixel_input(encoder) -> Callable[[Sample], dict]:
+def pixel_input(encoder) -> Callable[[Sample], dict]:  # encoder: a model's `image_input`
     """Load, orient and preprocess the image of a sample for the encoder (a VLM baseline that draws the boxes on
     the image, `wants_boxes`, also gets the sample's boxes)."""
     from .images import load_image
 
     def fn(sample: Sample) -> dict:
         image = load_image(sample.image_path())
-        boxes = {"boxes": [sample.boxes]} if getattr(encoder, "wants_boxes", False) else {}
+        boxes = {"boxes": [sample.boxes]} if encoder.wants_boxes else {}
         return {"pixel_values": encoder.preprocess([image], **boxes)[0], "image_size": image.size}
 
     return fn

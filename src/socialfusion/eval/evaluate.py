@@ -6,26 +6,16 @@ import copy
 import json
 from pathlib import Path
 
-from ..config import config_from_dict, parse_override
+from ..config import apply_overrides
 from ..data.pipeline import build_task_datasets, manifest, pixel_input
 from ..data.skips import SkipReport
+from ..features.inputs import input_function
 from ..models.checkpoint import load_model
-from ..runtime import resolve_device, versions
-from .runner import gather_predictions, lam_submission, markdown_table, predict, score, write_predictions
-
-
-def _apply_overrides(config, overrides):
-    from ..config import _set_dotted
-
-    data = config.to_dict()
-    for text in overrides:
-        _set_dotted(data, *parse_override(text))
-    return config_from_dict(data)
+from ..runtime import device_for_rank, init_distributed, resolve_device, versions
+from .runner import gather_predictions, markdown_table, predict, score, write_predictions
 
 
 def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, device=None, rank=0, world=1, progress=True) -> dict:
-    from ..train.loop import input_function
-
     out_dir = Path(out_dir)
     device = device or model.device
     config = copy.deepcopy(config)
@@ -34,7 +24,7 @@ def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, 
             td.max_eval_samples = limit
     report = SkipReport(config.data.on_bad_sample)
     cache = input_function(model, config, device)
-    input_fn = cache.input_fn() if cache is not None else pixel_input(model.encoder)
+    input_fn = cache.input_fn() if cache is not None else pixel_input(model.image_input)
     datasets = build_task_datasets(config, model.tasks, split, input_fn, report, task_names=tasks)
     metrics, files = {}, {}
     for name, ds in datasets.items():
@@ -42,10 +32,11 @@ def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, 
         metrics[name] = score(ds.task, pred)
         if rank == 0:
             files[name] = str(write_predictions(ds.task, pred, out_dir))
-            if metrics[name] is None and name == "lam":
-                path = out_dir / "lam_submission.json"
-                path.write_text(json.dumps(lam_submission(pred)))
-                files["lam_submission"] = str(path)
+            submission = ds.task.submission(pred["samples"], pred["predictions"]) if metrics[name] is None else None
+            if submission is not None:
+                path = out_dir / f"{name}_submission.json"
+                path.write_text(json.dumps(submission))
+                files[f"{name}_submission"] = str(path)
     results = {
         "split": split,
         "metrics": metrics,
@@ -63,12 +54,10 @@ def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, 
 
 
 def evaluate_checkpoint(ckpt, out_dir, split="val", tasks=None, overrides=(), limit=None, device="auto") -> dict:
-    from ..train import distributed as dist_utils
-
-    rank, world = dist_utils.init()
-    dev = resolve_device(device) if world == 1 else dist_utils.device_for_rank(device)
+    rank, world = init_distributed()
+    dev = resolve_device(device) if world == 1 else device_for_rank(device)
     model, config = load_model(ckpt)
     model.to(dev)
     if overrides:
-        config = _apply_overrides(config, overrides)
+        config = apply_overrides(config, overrides)
     return evaluate_model(model, config, out_dir, split, tasks, limit, dev, rank, world)

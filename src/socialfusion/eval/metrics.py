@@ -9,11 +9,14 @@ message naming the problem on empty or mismatched inputs. See docs/DATASETS.md s
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
+
+if TYPE_CHECKING:
+    from ..tasks.base import Task
 
 __all__ = [
     "lam_ap", "lam_map", "lam_accuracy", "classification_metrics", "batch_averaged_micro_f1",
@@ -352,22 +355,18 @@ def gazefollow_metrics(heatmaps: Any, points: Sequence, image_sizes: Sequence) -
 
 
 # ----------------------------------------------------------------------------- model selection
-def mean_primary(metrics_by_task: dict[str, dict], primary: dict[str, str]) -> float:
-    """Mean over the evaluated tasks of each task's primary metric, for checkpoint selection.
+def mean_primary(metrics: dict[str, dict | None], tasks: dict[str, Task]) -> float:
+    """Mean over the evaluated tasks of each task's primary metric (`Task.primary_metric`), for checkpoint
+    selection and the training log.
 
-    ``metrics_by_task`` maps task -> its metrics dict; ``primary`` maps task -> primary key (lam
-    "map", expression "accuracy", gesture "accuracy", relation "map", gaze "auc"). All of these are
-    higher-is-better, so no sign flip is applied. Every evaluated task must have a primary entry and
-    that key; a NaN primary makes the mean NaN (never selected as "better").
+    ``metrics`` maps task name -> its metrics dict, or None when the split could not be scored (no labels).
+    A task with no metrics (None, empty, or without its primary key, e.g. ``{"n": 0}`` for an empty split) is
+    skipped; NaN when no task is left. The primaries (lam "map", expression "accuracy", gesture "accuracy",
+    relation "map", gaze "auc") are all higher-is-better, so no sign flip is applied; a NaN primary makes the
+    mean NaN (never selected as "better"). A task name missing from ``tasks`` is a ValueError.
     """
-    if not metrics_by_task:
-        raise ValueError("metrics_by_task is empty: nothing to average")
-    values = []
-    for task, metrics in metrics_by_task.items():
-        if task not in primary:
-            raise ValueError(f"task {task!r} has no primary metric in {sorted(primary)}")
-        key = primary[task]
-        if key not in metrics:
-            raise ValueError(f"task {task!r}: primary metric {key!r} missing from {sorted(metrics)}")
-        values.append(float(metrics[key]))
-    return float(np.mean(values))
+    unknown = sorted(set(metrics) - set(tasks))
+    if unknown:
+        raise ValueError(f"metrics for unknown task(s) {unknown}; known: {sorted(tasks)}")
+    values = [float(m[tasks[name].primary_metric]) for name, m in metrics.items() if m and tasks[name].primary_metric in m]
+    return float(sum(values) / len(values)) if values else float("nan")

@@ -1,5 +1,7 @@
 """The bounding-box embedding mask: per role, a binary h x w mask of the cells a box touches, times a learned
-role embedding, added to the visual tokens."""
+role embedding, added to the visual tokens. `model.box.enabled: false` is the ablation without it: the visual
+tokens are the connector's output unchanged and the module holds no parameter (so nothing of it is trained or
+stored in a checkpoint)."""
 
 from __future__ import annotations
 
@@ -44,12 +46,18 @@ def role_union_boxes(boxes: torch.Tensor, roles: torch.Tensor, n_roles: int) -> 
 
 
 class BoxEmbedding(nn.Module):
-    def __init__(self, roles: int, d_llm: int, grid: tuple[int, int]):
+    def __init__(self, roles: int, d_llm: int, grid: tuple[int, int], enabled: bool = True):
         super().__init__()
         self.roles = roles
         self.grid = grid
-        # zero init: at step 0 the boxes change nothing, training decides how much they matter
-        self.embedding = nn.Parameter(torch.zeros(roles, d_llm))
+        self.enabled = enabled
+        if enabled:
+            # zero init: at step 0 the boxes change nothing, training decides how much they matter
+            self.embedding = nn.Parameter(torch.zeros(roles, d_llm))
+        else:
+            # the ablation: no parameter at all, so no trainability plan can make one learn and no checkpoint
+            # stores a tensor that never mattered
+            self.register_parameter("embedding", None)
 
     def role_masks(self, boxes: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
         """boxes (B, K, 4), roles (B, K) with -1 for padding -> (B, R, h*w) float masks (union per role).
@@ -60,8 +68,10 @@ class BoxEmbedding(nn.Module):
         role_idx = roles.clamp(max=self.roles - 1)
         onehot = (role_idx[..., None] == torch.arange(self.roles, device=roles.device)) & (roles[..., None] >= 0)
         masks = torch.einsum("bkr,bkn->brn", onehot.float(), cells.float())
-        return (masks > 0).to(self.embedding.dtype)
+        return (masks > 0).to(self.embedding.dtype if self.embedding is not None else torch.float32)
 
     def forward(self, tokens: torch.Tensor, boxes: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return tokens
         masks = self.role_masks(boxes, roles)  # (B, R, N)
         return tokens + torch.einsum("brn,rd->bnd", masks.to(tokens.dtype), self.embedding.to(tokens.dtype))

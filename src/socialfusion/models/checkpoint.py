@@ -1,5 +1,7 @@
-"""Checkpoints: a directory with config.json, the trainable weights only (safetensors), the LoRA adapter in
-PEFT's own format, and (for training runs) a separate resumable state. Written atomically: a directory is
+"""Checkpoints: a directory with config.json, the trained tensors only (one safetensors file: every parameter
+that learns, LoRA adapters included, and the fitted statistics; each tensor stored once), and (for training runs)
+a separate resumable state. `load_model` rebuilds the model from the config and loads them; `merge-lora` merges
+the LLM's adapters from that rebuilt model. Written atomically: a directory is
 complete only once its `COMPLETE` marker exists, and it appears under its final name by one rename (an atomic
 exchange with the previous checkpoint where the OS has one). `checksums.json` holds the sha256 of the weights and
 of the training state: safetensors does not checksum tensor bytes, so a flipped byte is caught only by this."""
@@ -115,8 +117,6 @@ def save_checkpoint(model, config: Config, out_dir: str | Path, extra: dict | No
         meta = {"model_type": MODEL_TYPE, "config": config.to_dict(), "versions": versions(), **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         save_file(trainable_state_dict(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
-        if hasattr(model.llm, "peft_config"):
-            model.llm.save_pretrained(str(tmp / "adapter"))
         if training_state is not None:
             torch.save(training_state, tmp / TRAINING_STATE)
         sums = {name: _sha256(tmp / name) for name in CHECKSUMMED if (tmp / name).is_file()}
@@ -189,6 +189,7 @@ def load_trainable(model, ckpt: str | Path, strict: bool = True) -> dict[str, li
 
 def load_model(ckpt: str | Path):
     """Rebuild the model from a checkpoint's config and load its trainable weights."""
+    from ..tasks import tasks_from_config
     from .factory import build_model
 
     config, _ = read_checkpoint_config(ckpt)
@@ -196,10 +197,3 @@ def load_model(ckpt: str | Path):
     load_trainable(model, ckpt)
     return model, config
 
-
-def tasks_from_config(config: Config) -> dict:
-    """All five tasks, with the options the config gives its listed tasks (e.g. relation level, 7-class)."""
-    from ..tasks import TASK_NAMES, build_task
-
-    options = {td.task: td.task_options for td in config.data.tasks}
-    return {name: build_task(name, **options.get(name, {})) for name in TASK_NAMES}

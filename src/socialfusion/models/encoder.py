@@ -49,6 +49,8 @@ def _build_vision_model(cfg: EncoderConfig) -> nn.Module:
 class VisionEncoder(nn.Module):
     """Wraps a vision transformer: reads hidden layer `cfg.layer`, drops CLS/register tokens, exposes the grid."""
 
+    wants_boxes = False  # the image input interface (`TaskModel.image_input`): boxes never change the pixels
+
     def __init__(self, cfg: EncoderConfig, model: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg

@@ -1,4 +1,5 @@
-"""The gaze head: LLM hidden states at the image positions -> h x w logits -> 64 x 64 distribution."""
+"""The heatmap readout's head: LLM hidden states at the image positions -> h x w logits -> 64 x 64 logits (the
+gaze task's grid); its loss is the task's (`tasks/gaze.py`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HEATMAP_SIZE = 64
+from ..tasks.gaze import HEATMAP_SIZE
 
 
 class GazeHead(nn.Module):
@@ -35,28 +36,3 @@ def heatmap_prediction(head_out: dict) -> dict[str, torch.Tensor]:
     if "inout_logit" in head_out:
         result["inout"] = torch.sigmoid(head_out["inout_logit"])
     return result
-
-
-def gaze_loss(head_out: dict, target: torch.Tensor, inout: torch.Tensor, loss: str = "kl") -> dict[str, torch.Tensor]:
-    """target (B, 64, 64) normalised heatmaps; inout (B,) 1 in frame, 0 out, -1 unknown.
-
-    The heatmap loss counts only in-frame samples (Chong et al. zero it for out-of-frame heads)."""
-    logits = head_out["heatmap_logits"].flatten(1)
-    tgt = target.flatten(1).float()
-    in_frame = inout == 1
-    if loss == "kl":
-        logp = F.log_softmax(logits, dim=-1)
-        per = (tgt * (torch.log(tgt.clamp_min(1e-12)) - logp)).sum(-1)
-    elif loss == "bce":  # Gaze-LLE: per-pixel BCE against the (peak-1) Gaussian
-        peak = tgt / tgt.amax(-1, keepdim=True).clamp_min(1e-12)
-        per = F.binary_cross_entropy_with_logits(logits, peak, reduction="none").mean(-1)
-    else:
-        raise ValueError(f"unknown gaze loss {loss!r}")
-    n_in = in_frame.sum()
-    losses = {"heatmap": (per * in_frame).sum() / n_in.clamp_min(1)}
-    known = inout >= 0
-    if "inout_logit" in head_out and known.any():
-        losses["inout"] = F.binary_cross_entropy_with_logits(
-            head_out["inout_logit"][known], inout[known].float()
-        )
-    return losses

@@ -13,23 +13,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from ..tasks import TASK_NAMES, build_task
+from ..tasks import default_tasks
 from ..tasks.base import Task
+from .base import TaskModel
 from .box_mask import BoxEmbedding, role_union_boxes
-from .connector import Connector
+from .connector import Connector, Standardize
 from .encoder import VisionEncoder
-from .heads import GazeHead, gaze_loss, heatmap_prediction
-from .llm import answer_ids, apply_lora, build_causal_lm, build_tokenizer, decoder_and_head, prompt_pieces
+from .heads import GazeHead, heatmap_prediction
+from .llm import apply_lora, build_causal_lm, build_tokenizer, decoder_and_head, prompt_pieces
 from .packing import ancestry, attention_mask, is_chain
 from .scoring import class_scores, plan_scoring, verbalizer_nll
-from .trainability import apply_trainability
+from .trainability import apply_trainability, component_of
 
 
-class SocialFusionModel(nn.Module):
+class SocialFusionModel(TaskModel):
     def __init__(self, cfg: ModelConfig, tasks: dict[str, Task] | None = None, tokenizer=None):
         super().__init__()
         self.cfg = cfg
-        self.tasks = tasks or {name: build_task(name) for name in TASK_NAMES}
+        self.tasks = tasks or default_tasks(cfg)
         torch.manual_seed(cfg.seed)
         self.encoder = VisionEncoder(cfg.encoder)
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg.llm)
@@ -37,7 +38,7 @@ class SocialFusionModel(nn.Module):
         d_llm = lm.config.hidden_size
         self.connector = Connector(cfg.connector, self.encoder.hidden_size, d_llm, self.encoder.grid)
         self.grid = self.connector.grid
-        self.box_embed = BoxEmbedding(cfg.box.roles, d_llm, self.grid)
+        self.box_embed = BoxEmbedding(cfg.box.roles, d_llm, self.grid, enabled=cfg.box.enabled)
         self.gaze_head = GazeHead(d_llm, self.grid, inout=cfg.gaze.inout)
         if cfg.trainable.llm == "lora":
             lm = apply_lora(lm, cfg.llm)
@@ -46,7 +47,6 @@ class SocialFusionModel(nn.Module):
         self.llm = lm
         apply_trainability(self, cfg.trainable)
         self._prompts: dict[str, object] = {}
-        self._answers: dict[str, list[list[int]]] = {}
         self._answer_tables: dict[tuple[str, torch.device], tuple[torch.Tensor, list[int]]] = {}
 
     # ------------------------------------------------------------------ small helpers
@@ -54,6 +54,29 @@ class SocialFusionModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.connector.parameters()).device
+
+    # ------------------------------------------------------------------ the model interface (`models/base.py`)
+
+    @property
+    def image_input(self):
+        return self.encoder
+
+    def component(self, name: str) -> str:
+        return component_of(name)
+
+    @property
+    def cacheable_encoder(self):
+        return self.encoder if self.cfg.trainable.encoder == "frozen" else None
+
+    def prepare_inputs(self, batch: dict) -> dict:
+        if "features" in batch or self.cfg.trainable.encoder != "frozen":
+            return batch
+        rest = {k: v for k, v in batch.items() if k != "pixel_values"}
+        return {**rest, "features": self.encode(batch["pixel_values"].to(self.device))}
+
+    def fit_statistics(self, feature_batches) -> int:
+        norm = self.connector.norm
+        return norm.fit(feature_batches) if isinstance(norm, Standardize) else 0
 
     @property
     def num_visual_tokens(self) -> int:
@@ -69,11 +92,6 @@ class SocialFusionModel(nn.Module):
         if task not in self._prompts:
             self._prompts[task] = prompt_pieces(self.tokenizer, self.tasks[task].instruction(), self.cfg.llm.use_chat_template)
         return self._prompts[task]
-
-    def answers(self, task: str) -> list[list[int]]:
-        if task not in self._answers:
-            self._answers[task] = [answer_ids(self.tokenizer, v) for v in self.tasks[task].verbalizers]
-        return self._answers[task]
 
     def answer_table(self, task: str) -> tuple[torch.Tensor, list[int]]:
         """The task's verbalizers as one tensor, built once per task and device, so that a training step indexes it
@@ -139,17 +157,22 @@ class SocialFusionModel(nn.Module):
     # ------------------------------------------------------------------ training
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        task = batch["task"]
+        task = self.tasks[batch["task"]]
         visual = self.visual_tokens(batch)
-        prefix, image_start = self._prefix(task, visual)
+        prefix, image_start = self._prefix(task.name, visual)
+        readout = self._heatmap_readout if task.readout == "heatmap" else self._answer_readout
+        return task.loss(readout(batch, prefix, image_start), batch)
+
+    def _heatmap_readout(self, batch: dict, prefix: torch.Tensor, image_start: int) -> dict[str, torch.Tensor]:
+        """The gaze head's logits over the image positions' final hidden states."""
+        decoder, _ = decoder_and_head(self.llm)
+        hidden = decoder(inputs_embeds=prefix, use_cache=False).last_hidden_state  # no cache: nothing reads one
+        return self.gaze_head(hidden[:, image_start : image_start + self.num_visual_tokens], hidden[:, -1])
+
+    def _answer_readout(self, batch: dict, prefix: torch.Tensor, image_start: int) -> dict[str, torch.Tensor]:
+        """The negative log-likelihood of each row's class verbalizer after the prompt (`model.answer_loss`)."""
+        task = batch["task"]
         decoder, head = decoder_and_head(self.llm)
-        if self.tasks[task].kind == "heatmap":
-            hidden = decoder(inputs_embeds=prefix, use_cache=False).last_hidden_state  # no cache: nothing reads one
-            image_hidden = hidden[:, image_start : image_start + self.num_visual_tokens]
-            out = self.gaze_head(image_hidden, hidden[:, -1])
-            losses = gaze_loss(out, batch["gaze_target"].to(self.device), batch["inout"].to(self.device), self.cfg.gaze.loss)
-            loss = sum(losses.values())
-            return {"loss": loss, **{f"loss_{k}": v.detach() for k, v in losses.items()}, "n_supervised": (batch["inout"] >= 0).sum()}
         table, lengths = self.answer_table(task)
         labels = batch["labels"]
         # padded to the batch's longest answer, not the task's: the same shapes (and numbers) as before
@@ -170,7 +193,7 @@ class SocialFusionModel(nn.Module):
             loss = verbalizer_nll(plan_scoring(self.answers(task)), head, pred_hidden, labels)
         else:
             loss = F.cross_entropy(head(pred_hidden[mask]).float(), ids[mask])
-        return {"loss": loss, "loss_answer": loss.detach(), "n_supervised": n_supervised}
+        return {"answer_nll": loss, "n_supervised": n_supervised}
 
     # ------------------------------------------------------------------ inference
 
@@ -244,7 +267,7 @@ class SocialFusionModel(nn.Module):
         for name in names:
             last = extend(tail, extend(embed(self.prompt(name).post), shared_end))  # the prompt's last position
             plan = tree_start = None
-            if self.tasks[name].kind == "classification":
+            if self.tasks[name].readout == "answer":
                 plan = plan_scoring(self.answers(name), method, name)
                 tree_start = append(embed(plan.tokens), plan.parents, last)
             reads[name] = (last, plan, tree_start)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import TrainableConfig
+from ..config import LoraConfig, TrainableConfig
 
 COMPONENTS = ("encoder", "connector", "box_embed", "gaze_head", "llm")
 
@@ -14,11 +14,28 @@ def _set(module: nn.Module, trainable: bool) -> None:
         p.requires_grad_(trainable)
 
 
-def apply_trainability(model: nn.Module, plan: TrainableConfig) -> None:
-    if plan.encoder == "lora":
-        from peft import LoraConfig, get_peft_model
+def peft_lora_config(cfg: LoraConfig):
+    """PEFT's LoraConfig for ours; target_modules ["all-linear"] is PEFT's "all-linear" shorthand (every linear
+    layer but the output one), which PEFT recognises only as a plain string."""
+    from peft import LoraConfig as PeftLoraConfig
 
-        model.encoder.model = get_peft_model(model.encoder.model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
+    targets = list(cfg.target_modules)
+    return PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+    )
+
+
+def apply_trainability(model: nn.Module, plan: TrainableConfig, encoder_lora: LoraConfig | None = None) -> None:
+    """Freeze or unfreeze each component as `plan` says. `encoder: lora` wraps the encoder with `encoder_lora`
+    (default: the model's `cfg.encoder.lora`)."""
+    if plan.encoder == "lora":
+        from peft import get_peft_model
+
+        lora = encoder_lora if encoder_lora is not None else model.cfg.encoder.lora
+        model.encoder.model = get_peft_model(model.encoder.model, peft_lora_config(lora))
     else:
         _set(model.encoder, plan.encoder == "full")
     _set(model.connector, plan.connector == "full")

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from ..tasks import TASK_NAMES, build_task
+from ..tasks import default_tasks
 from ..tasks.base import IMAGE_PLACEHOLDER, Task
-from .heads import GazeHead, gaze_loss, heatmap_prediction
-from .llm import answer_ids
+from .base import TaskModel
+from .heads import GazeHead, heatmap_prediction
 from .loading import load_arch, resolve_pretrained
 from .packing import ancestry, attention_mask
 from .scoring import class_scores, plan_scoring
@@ -195,14 +195,14 @@ class VLMImageInput:
 # ---------------------------------------------------------------------------------------------- the model
 
 
-class VLMBaseline(nn.Module):
+class VLMBaseline(TaskModel):
     def __init__(self, cfg: ModelConfig, tasks: dict[str, Task] | None = None, processor=None):
         super().__init__()
         from transformers import AutoModelForImageTextToText
 
         self.cfg = cfg
         v = cfg.vlm
-        self.tasks = tasks or {name: build_task(name) for name in TASK_NAMES}
+        self.tasks = tasks or default_tasks(cfg)
         torch.manual_seed(cfg.seed)
         hf = hf_vlm_config(v)
         self.family = family_of(hf)
@@ -266,7 +266,6 @@ class VLMBaseline(nn.Module):
         identity = {"vlm": v.pretrained or v.arch, "family": self.family, "image_size": self.image_size, "boxes": v.boxes}
         self.encoder = VLMImageInput(processor, self.family, self.image_size, v.boxes == "draw", identity)
         self._templates: dict[str, str] = {}
-        self._answers: dict[str, list[list[int]]] = {}
         self._n_image_tokens: int | None = None
 
     # ------------------------------------------------------------------ small helpers
@@ -291,13 +290,23 @@ class VLMBaseline(nn.Module):
             self._n_image_tokens = sum(int(t == image_token) for t in out["input_ids"][0])
         return self._n_image_tokens
 
-    def parameter_table(self) -> list[dict]:
-        rows: dict[str, dict] = {}
-        for name, p in self.named_parameters():
-            c = vlm_component(name)
-            row = rows.setdefault(c, {"component": c, "trainable": 0, "frozen": 0})
-            row["trainable" if p.requires_grad else "frozen"] += p.numel()
-        return list(rows.values())
+    # ------------------------------------------------------------------ the model interface (`models/base.py`)
+
+    @property
+    def image_input(self) -> VLMImageInput:
+        return self.encoder
+
+    def component(self, name: str) -> str:
+        return vlm_component(name)
+
+    def infer_tasks(self, batch: dict, tasks: list[str], method: str = "auto") -> dict:
+        """Each task on its own prompt (the box text and the task's question precede the image's end in a VLM's
+        sequence for some families, so no prefix is shared across tasks)."""
+        out = {}
+        for name in tasks:
+            one = {**batch, "task": name}
+            out[name] = self.predict_heatmap(one) if self.tasks[name].readout == "heatmap" else self.score_classes(one, method)
+        return out
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -305,11 +314,6 @@ class VLMBaseline(nn.Module):
             inner = self.hf_model.model
             (getattr(inner, "vision_tower", None) or inner.visual).eval()
         return self
-
-    def answers(self, task: str) -> list[list[int]]:
-        if task not in self._answers:
-            self._answers[task] = [answer_ids(self.tokenizer, v) for v in self.tasks[task].verbalizers]
-        return self._answers[task]
 
     def template(self, task: str) -> str:
         """The rendered user turn of a task, with the model's image mark and BOX_SLOT for the box text."""
@@ -388,15 +392,18 @@ class VLMBaseline(nn.Module):
     # ------------------------------------------------------------------ training
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        task = batch["task"]
-        if self.tasks[task].kind == "heatmap":
-            inputs = self.model_inputs(batch)
-            hidden = self._hidden(inputs, use_cache=False).last_hidden_state
-            out = self.gaze_from_hidden(hidden, inputs["input_ids"])
-            losses = gaze_loss(out, batch["gaze_target"].to(self.device), batch["inout"].to(self.device), self.cfg.gaze.loss)
-            loss = sum(losses.values())
-            return {"loss": loss, **{f"loss_{k}": v.detach() for k, v in losses.items()}, "n_supervised": (batch["inout"] >= 0).sum()}
-        answers = self.answers(task)
+        task = self.tasks[batch["task"]]
+        readout = self._heatmap_readout if task.readout == "heatmap" else self._answer_readout
+        return task.loss(readout(batch), batch)
+
+    def _heatmap_readout(self, batch: dict) -> dict[str, torch.Tensor]:
+        inputs = self.model_inputs(batch)
+        hidden = self._hidden(inputs, use_cache=False).last_hidden_state
+        return self.gaze_from_hidden(hidden, inputs["input_ids"])
+
+    def _answer_readout(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Token-level cross-entropy of each row's verbalizer after its prompt (the VLM recipes' LM loss)."""
+        answers = self.answers(batch["task"])
         seqs = [answers[c] for c in batch["labels"].tolist()]
         inputs = self.model_inputs(batch, [s[:-1] for s in seqs])
         hidden = self._hidden(inputs, use_cache=False).last_hidden_state
@@ -406,8 +413,7 @@ class VLMBaseline(nn.Module):
         cols = torch.tensor([width - len(s) + t for s in seqs for t in range(len(s))], device=self.device)
         targets = torch.tensor([tok for s in seqs for tok in s], device=self.device)
         logits = self.hf_model.get_output_embeddings()(hidden[rows, cols]).float()
-        loss = F.cross_entropy(logits, targets)
-        return {"loss": loss, "loss_answer": loss.detach(), "n_supervised": torch.tensor(len(targets))}
+        return {"answer_nll": F.cross_entropy(logits, targets), "n_supervised": torch.tensor(len(targets))}
 
     # ------------------------------------------------------------------ inference
 

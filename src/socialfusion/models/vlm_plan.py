@@ -10,16 +10,14 @@ import torch
 
 
 def build_vlm_on_meta(config):
-    from ..tasks import TASK_NAMES, build_task
     from .vlm import VLMBaseline
 
     cfg = copy.deepcopy(config.model)
     if cfg.vlm.arch is None:
         raise ValueError(f"plan needs an architecture JSON for {cfg.vlm.pretrained!r} (set model.vlm.arch in the preset)")
     cfg.vlm.pretrained = None
-    tasks = {name: build_task(name) for name in TASK_NAMES}
     with torch.device("meta"):
-        return VLMBaseline(cfg, tasks=tasks, processor="tiny")
+        return VLMBaseline(cfg, processor="tiny")
 
 
 def estimate_vlm(config, batch_size: int | None = None, text_tokens: int = 48) -> dict:

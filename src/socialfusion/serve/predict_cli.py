@@ -171,8 +171,8 @@ def save_overlay(image, result: dict, path: Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.imshow(image, extent=(0, w, h, 0), interpolation="bilinear")
-    gaze = result["tasks"].get("gaze")
-    if gaze and "heatmap" in gaze:
+    gaze = next((t for t in result["tasks"].values() if "heatmap" in t), None)  # a heatmap task's result
+    if gaze:
         heat = gaze["heatmap"].astype(np.float64)
         span = float(heat.max() - heat.min())
         heat = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)  # min-max stretch

@@ -1,4 +1,8 @@
-"""Task registry: `build_task(name, **options)` returns a configured task."""
+"""Task registry: `build_task(name, **options)` returns a configured task; `tasks_from_config` all of a run's.
+
+The five built-in tasks register themselves on import; a task defined elsewhere registers with
+`@TASKS.register("name")` on a `Task` subclass (see `tasks/base.py`) before its config is loaded.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import importlib
 from ..registry import Registry
 
 TASKS: Registry = Registry("task")
-TASK_NAMES = ("lam", "expression", "gesture", "relation", "gaze")
+TASK_NAMES = ("lam", "expression", "gesture", "relation", "gaze")  # the built-in tasks, in the paper's order
 
 
 def load_all() -> Registry:
@@ -19,3 +23,34 @@ def load_all() -> Registry:
 def build_task(name: str, **options):
     load_all()
     return TASKS.get(name)(**options)
+
+
+def tasks_from_config(config) -> dict:
+    """The built-in tasks and every configured one, each with its options: what the model config decides for it
+    (`Task.options_from_model`), then the data config's `task_options`."""
+    load_all()
+    options = {td.task: td.task_options for td in config.data.tasks}
+    names = list(TASK_NAMES) + [name for name in options if name not in TASK_NAMES]
+    return {name: TASKS.get(name)(**{**TASKS.get(name).options_from_model(config.model), **options.get(name, {})}) for name in names}
+
+
+def default_tasks(model_cfg) -> dict:
+    """The built-in tasks with their default options (a model built without a data config)."""
+    load_all()
+    return {name: TASKS.get(name)(**TASKS.get(name).options_from_model(model_cfg)) for name in TASK_NAMES}
+
+
+def adapter_options(td, task) -> dict:
+    """The options the adapter of a task's data config reads: the configured ones, with the label space set by
+    the task (`Task.adapter_label_options`). A configured label space that differs from the task's is refused:
+    it would load one label set under another's class names."""
+    dataset = td.dataset or task.default_dataset
+    implied = task.adapter_label_options(dataset)
+    for key, want in implied.items():
+        if key in td.adapter_options and td.adapter_options[key] != want:
+            raise ValueError(
+                f"adapter_options.{key}={td.adapter_options[key]!r} reads another label space than task {task.name!r} "
+                f"predicts ({key}={want!r} for its task_options {td.task_options or {}}); set the label space once, in "
+                f"task_options, and the adapter follows"
+            )
+    return {**td.adapter_options, **implied}

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import TASKS
-from .base import Task, as_arrays
+from .base import ClassificationTask
 
 AFFECTNET_CLASSES = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt"]
 
 
 @TASKS.register("expression")
 @dataclass
-class Expression(Task):
+class Expression(ClassificationTask):
     name = "expression"
     default_dataset = "affectnet"
     primary_metric = "accuracy"
@@ -25,11 +25,9 @@ class Expression(Task):
     def __post_init__(self):
         super().__post_init__()
         if self.n_classes not in (7, 8):
-            raise ValueError(f"expression: num_classes must be 7 or 8, got {self.n_classes}")
+            raise ValueError(f"expression: n_classes must be 7 or 8, got {self.n_classes}")
         self.classes = AFFECTNET_CLASSES[: self.n_classes]
 
-    def evaluate(self, predictions):
-        from ..eval.metrics import classification_metrics
-
-        labels, probs = as_arrays(predictions)
-        return classification_metrics(labels, probs.argmax(1), self.num_classes)
+    def adapter_label_options(self, dataset):
+        # the AffectNet adapter drops Contempt (index 7) from the 7-class task
+        return {"classes": self.n_classes} if dataset == "affectnet" else {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import TASKS
-from .base import Task, as_arrays
+from .base import ClassificationTask
 
 HAGRID_CLASSES = [
     "grabbing", "grip", "holy", "point", "call", "three3", "timeout", "xsign", "hand_heart", "hand_heart2",
@@ -17,7 +17,7 @@ HAGRID_CLASSES = [
 
 @TASKS.register("gesture")
 @dataclass
-class Gesture(Task):
+class Gesture(ClassificationTask):
     name = "gesture"
     default_dataset = "hagrid_v2"
     primary_metric = "accuracy"
@@ -25,9 +25,3 @@ class Gesture(Task):
         "v1": "<image>\nWhich hand gesture is shown in the marked box? Answer with the gesture name.",
     }
     classes: list[str] = field(default_factory=lambda: list(HAGRID_CLASSES))
-
-    def evaluate(self, predictions):
-        from ..eval.metrics import classification_metrics
-
-        labels, probs = as_arrays(predictions)
-        return classification_metrics(labels, probs.argmax(1), self.num_classes)

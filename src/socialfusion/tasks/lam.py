@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import TASKS
-from .base import Task, as_arrays
+from .base import ClassificationTask
 
 
 @TASKS.register("lam")
 @dataclass
-class LookingAtMe(Task):
+class LookingAtMe(ClassificationTask):
     name = "lam"
     default_dataset = "ego4d_lam"
     primary_metric = "map"
@@ -23,9 +23,14 @@ class LookingAtMe(Task):
     def verbalizers(self) -> list[str]:
         return ["no", "yes"]
 
-    def evaluate(self, predictions):
+    def metrics(self, labels, probs):
         from ..eval.metrics import lam_accuracy, lam_map
 
-        labels, probs = as_arrays(predictions)
         score = probs[:, 1]
         return {"map": lam_map(labels, score), "accuracy": lam_accuracy(labels, score), "n": int(len(labels))}
+
+    def submission(self, samples, predictions):
+        """Ego4D LAM challenge format (as written to EvalAI's guidelines by third-party converters)."""
+        results = [{"video_id": s.meta.get("video_id"), "unique_id": s.meta.get("unique_id"), "track_id": s.meta.get("track_id"),
+                    "label": 1, "score": float(p["probs"][1])} for s, p in zip(samples, predictions)]  # fmt: skip
+        return {"version": "1.0", "challenge": "ego4d_looking_at_me", "results": results}

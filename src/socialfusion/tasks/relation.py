@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import TASKS
-from .base import Task, as_arrays
+from .base import ClassificationTask
 
 PISC_FINE = ["friends", "family", "couple", "professional", "commercial", "no_relation"]
 PISC_COARSE = ["intimate", "non-intimate", "no_relation"]
@@ -13,11 +13,12 @@ PISC_COARSE = ["intimate", "non-intimate", "no_relation"]
 
 @TASKS.register("relation")
 @dataclass
-class Relation(Task):
+class Relation(ClassificationTask):
     name = "relation"
     default_dataset = "pisc"
     primary_metric = "map"
     num_roles = 2
+    probe_pools = ("pair", "box")
     prompt_templates = {
         "v1": "<image>\nWhat is the social relationship between the two marked people? Answer with one relationship.",
     }
@@ -30,8 +31,11 @@ class Relation(Task):
             raise ValueError(f"relation: level must be 'fine' or 'coarse', got {self.level!r}")
         self.classes = list(PISC_FINE if self.level == "fine" else PISC_COARSE)
 
-    def evaluate(self, predictions):
+    def adapter_label_options(self, dataset):
+        # PISC's two levels are two label files over different image sets: the adapter reads the task's level
+        return {"level": self.level} if dataset == "pisc" else {}
+
+    def metrics(self, labels, probs):
         from ..eval.metrics import pisc_metrics
 
-        labels, probs = as_arrays(predictions)
         return pisc_metrics(labels, probs)

@@ -7,30 +7,11 @@ find_unused_parameters and still hang when ranks disagree on which parameters we
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 
-
-def init() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size()
-
-
-def device_for_rank(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
+from ..runtime import device_for_rank  # noqa: F401  (re-exported: the process setup lives in runtime)
+from ..runtime import init_distributed as init  # noqa: F401
 
 
 def barrier() -> None:

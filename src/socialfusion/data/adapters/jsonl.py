@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 
-from ...tasks import TASK_NAMES
+from ...tasks import TASKS, load_all
 from ..schema import DataError, Sample, read_jsonl
 from ..skips import SkipReport
 from . import DATASETS
@@ -28,9 +28,10 @@ def read(root: Path, split: str, report: SkipReport, file=None) -> list[Sample]:
         samples = list(read_jsonl(path))
     except (DataError, OverflowError, UnicodeDecodeError):  # read_jsonl stops at the first bad line (OverflowError:
         samples = read_lines(path, report)  # an infinite label or role): go line by line to count each bad one
+    load_all()
     out = []
     for s in samples:
-        if s.task not in TASK_NAMES:
+        if s.task not in TASKS:  # built-in or registered by the user
             report.skip(f"{path.name}:{s.id}", "unknown task")
             continue
         problem = _problem(s)

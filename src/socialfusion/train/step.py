@@ -1,0 +1,60 @@
+"""One training step, the only one: training, gradient conflict and the benchmarks all call these.
+
+`task_backward`: forward one task's batch, weight its loss, check it is finite, backward.
+`train_step`:    zero the gradients, `task_backward` each micro-batch, average the gradients across processes,
+                 clip, step the optimizer and the schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..runtime import autocast
+from . import distributed as dist_utils
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class StepResult:
+    loss: float = 0.0  # the weighted loss summed over the micro-batches (what the optimizer minimised)
+    n_supervised: int = 0
+    tasks: list[str] = field(default_factory=list)
+    samples: int = 0
+
+
+def task_backward(model, batch: dict, weight: float, device, precision: str, accumulation: int = 1) -> torch.Tensor:
+    """Backward of `model(batch)["loss"] * weight / accumulation`; returns the model's outputs' detached loss and
+    `n_supervised` under "loss" / "n_supervised", and the scaled loss under "scaled". NonFiniteLoss on NaN/inf."""
+    with autocast(device, precision):
+        out = model(batch)
+    loss = out["loss"] * weight / accumulation
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"loss is {loss.item()} on task {batch['task']!r}")
+    loss.backward()
+    return {"loss": out["loss"].detach(), "scaled": loss.detach(), "n_supervised": out["n_supervised"]}
+
+
+def train_step(model, micro_batches: list[dict | None], optimizer, scheduler, weights: dict[str, float], device, precision: str,
+               grad_clip: float | None, accumulation: int) -> StepResult:  # fmt: skip
+    """One optimizer step over `micro_batches` (None = a micro-batch whose every sample was a skip)."""
+    optimizer.zero_grad(set_to_none=True)
+    result = StepResult()
+    for batch in micro_batches:
+        if batch is None:
+            continue
+        out = task_backward(model, batch, weights[batch["task"]], device, precision, accumulation)
+        result.loss += out["scaled"].item()
+        result.n_supervised += int(out["n_supervised"])
+        result.tasks.append(batch["task"])
+        result.samples += len(batch["ids"])
+    dist_utils.all_reduce_grads(model)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return result
