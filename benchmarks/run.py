@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -96,6 +97,7 @@ def preset_config(preset: str):
         cfg.model.encoder.image_size = 224  # 16 x 16 patches of 14 px
         cfg.model.connector.pool = 1  # 256 visual tokens
         cfg.model.llm.num_layers = None  # all 30 SmolLM2-135M layers
+        cfg.model.llm.layers = None
         cfg.model.llm.lora = LoraConfig(r=16, alpha=32, dropout=0.0, target_modules=list(ALL_LORA))
         return cfg
     raise ValueError(preset)
@@ -119,21 +121,22 @@ def text_tokens(preset: str, tokenizer, task) -> tuple[list[int], list[int], lis
     return pre, post, answers
 
 
-def make_batch(num_classes: int, grid: tuple[int, int], image_size: int, seed: int = 0) -> dict:
+def make_batch(task, image_size: int, seed: int = 0) -> dict:
+    """A batch of BATCH samples of `task` (labels 0, 1, 2, ... cycling over the classes, one role-0 box each, random
+    pixels) built by the library's own `collate`, i.e. the batch the trainer feeds to `train_step`."""
     import torch
 
+    from socialfusion.data.pipeline import collate
+    from socialfusion.data.schema import Box, Sample
+
     g = torch.Generator().manual_seed(seed)
-    labels = torch.tensor([i % num_classes for i in range(BATCH)])
-    lo = torch.rand(BATCH, 1, 2, generator=g) * 0.5
-    boxes = torch.cat([lo, lo + 0.2 + torch.rand(BATCH, 1, 2, generator=g) * 0.3], dim=-1)
-    return {
-        "task": TRAIN_TASK,
-        "ids": [str(i) for i in range(BATCH)],
-        "labels": labels,
-        "boxes": boxes,
-        "box_roles": torch.zeros(BATCH, 1, dtype=torch.long),
-        "pixel_values": torch.randn(BATCH, 3, image_size, image_size, generator=g),
-    }
+    items = []
+    for i in range(BATCH):
+        x, y = (torch.rand(2, generator=g) * 0.5).tolist()
+        w, h = (0.2 + torch.rand(2, generator=g) * 0.3).tolist()
+        sample = Sample(id=str(i), task=task.name, image=f"{i}.jpg", boxes=[Box((x, y, x + w, y + h), 0)], label=i % task.num_classes)
+        items.append({"sample": sample, "pixel_values": torch.randn(3, image_size, image_size, generator=g)})
+    return collate(items, task)
 
 
 class FlopCount:
@@ -204,7 +207,12 @@ class FlopCount:
 
 
 class TrainWorker:
-    """impl: sf | llava; input: features | pixels (sf only); precision fp32 | bf16."""
+    """impl: sf | llava; input: features | pixels (sf only); precision fp32 | bf16.
+
+    SocialFusion's step is the library's own `socialfusion.train.step.train_step` (what `socialfusion train` runs:
+    zero_grad, forward under autocast, finite-loss check, backward, gradient all-reduce (a no-op in one process),
+    clip, AdamW step, schedule step) on a batch built by `socialfusion.data.pipeline.collate`; the reference's step
+    is written out here (zero_grad, forward, backward, clip, AdamW step)."""
 
     def __init__(self, spec: dict):
         import torch
@@ -220,22 +228,29 @@ class TrainWorker:
         tasks = tasks_from_config(cfg)
         task = tasks[TRAIN_TASK]
         torch.manual_seed(0)
+        self.device = torch.device("cpu")
         if spec["impl"] == "sf":
+            from socialfusion.models.factory import build_model
             from socialfusion.models.llm import PromptPieces
-            from socialfusion.models.socialfusion import SocialFusionModel
-            from socialfusion.train.optim import build_optimizer
+            from socialfusion.train.optim import build_optimizer, build_scheduler
 
-            self.model = SocialFusionModel(cfg.model, tasks=tasks)
+            self.model = build_model(cfg.model, tasks=tasks)
             tok = self.model.tokenizer
             pre, post, answers = text_tokens(self.preset, tok, task)
-            self.model._prompts[TRAIN_TASK] = PromptPieces(pre=pre, post=post)
-            self.model._answers[TRAIN_TASK] = answers
-            batch = make_batch(len(answers), self.model.encoder.grid, self.model.encoder.image_size)
+            if (self.model.prompt(TRAIN_TASK).pre, self.model.prompt(TRAIN_TASK).post) != (pre, post):
+                self.model._prompts[TRAIN_TASK] = PromptPieces(pre=pre, post=post)  # issue9: the padded prompt
+            # the reference is built from the same token ids: make sure the model really uses them
+            assert self.model.prompt(TRAIN_TASK) == PromptPieces(pre=pre, post=post), "the model ignores the benchmark's prompt"
+            assert self.model.answers(TRAIN_TASK) == answers, "the model's verbalizer ids differ from the reference's"
+            batch = make_batch(task, self.model.encoder.image_size)
             if spec["input"] == "features":
-                with torch.no_grad():
-                    batch["features"] = self.model.encode(batch.pop("pixel_values")).contiguous()
+                # what the feature cache serves (the cache's disk read is not timed)
+                batch = self.model.prepare_inputs(batch)
+                assert "features" in batch and "pixel_values" not in batch, sorted(batch)
+                batch["features"] = batch["features"].contiguous()
             self.batch = batch
             self.optimizer = build_optimizer(self.model, cfg.train)
+            self.scheduler = build_scheduler(self.optimizer, cfg.train)
             self.n_visual = self.model.num_visual_tokens
             self.seq_info = {
                 "visual_tokens": self.n_visual,
@@ -282,46 +297,64 @@ class TrainWorker:
             **self.seq_info,
         }
 
-    def _forward(self):
+    def _step(self) -> float:
+        """One optimiser step; returns the loss."""
+        import torch
+
         if self.spec["impl"] == "sf":
-            return self.model(self.batch)["loss"]
-        return self.model(**self.batch).loss
+            from socialfusion.train.step import train_step
+
+            result = train_step(self.model, [self.batch], self.optimizer, self.scheduler, {TRAIN_TASK: 1.0}, self.device,
+                                self.precision, self.cfg.train.grad_clip, accumulation=1)  # fmt: skip
+            return result.loss
+        from socialfusion.runtime import autocast
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.precision):
+            loss = self.model(**self.batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.train.grad_clip)
+        self.optimizer.step()
+        return float(loss)
+
+    def _backward(self) -> None:
+        """Forward + backward only (the FlopCounterMode cross-check)."""
+        if self.spec["impl"] == "sf":
+            from socialfusion.train.step import task_backward
+
+            task_backward(self.model, self.batch, 1.0, self.device, self.precision)
+            return
+        from socialfusion.runtime import autocast
+
+        with autocast(self.device, self.precision):
+            loss = self.model(**self.batch).loss
+        loss.backward()
 
     def run(self, arg=None) -> dict:
         """`steps_per_unit` optimiser steps (the parent divides the time by it)."""
-        import torch
-
-        from socialfusion.runtime import autocast
-
         for _ in range(int(self.spec.get("steps_per_unit", 1))):
             # the first step ever (a warm-up step) also counts the FLOPs analytically (forward hooks, no cost)
             fc = FlopCount(self.model) if self.analytic is None else None
-            self.optimizer.zero_grad(set_to_none=True)
-            with autocast(torch.device("cpu"), self.precision):
-                loss = self._forward()
-            loss.backward()
+            try:
+                loss = self._step()
+            finally:
+                if fc is not None:
+                    fc.remove()
             if fc is not None:
-                fc.remove()
                 self.analytic = fc.totals()
-            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-            self.optimizer.step()
         return {"loss": float(loss)}
 
     def flops(self, check: bool = False) -> dict:
         """The analytic count of the first step; with `check`, torch's FlopCounterMode on one more forward +
         backward (no optimiser step) as a cross-check."""
-        import torch
         from torch.utils.flop_counter import FlopCounterMode
-
-        from socialfusion.runtime import autocast
 
         out = dict(self.analytic)
         if check:
             counter = FlopCounterMode(display=False)
             self.optimizer.zero_grad(set_to_none=True)
-            with counter, autocast(torch.device("cpu"), self.precision):
-                loss = self._forward()
-                loss.backward()
+            with counter:
+                self._backward()
             self.optimizer.zero_grad(set_to_none=True)
             out["flop_counter_mode_total"] = int(counter.get_total_flops())
         return out
@@ -339,7 +372,7 @@ def build_llava_reference(cfg, tokenizer):
     from torch import nn
     from transformers import AutoConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from socialfusion.models.llm import _truncate_config
+    from socialfusion.models.llm import kept_layers
     from socialfusion.models.loading import load_arch, resolve_pretrained
 
     m = cfg.model
@@ -348,7 +381,12 @@ def build_llava_reference(cfg, tokenizer):
     tc = AutoConfig.from_pretrained(resolve_pretrained(m.llm.pretrained)) if m.llm.pretrained else load_arch(m.llm.arch)
     if m.llm.tokenizer == "tiny":
         tc.vocab_size = len(tokenizer)
-    _truncate_config(tc, m.llm.num_layers)
+    keep = kept_layers(m.llm, tc.num_hidden_layers)  # llm.num_layers / llm.layers, as SocialFusion's LLM
+    if keep is not None:
+        # random init: only the number of layers matters (and, for a model with per-layer attention types, which)
+        if getattr(tc, "layer_types", None):
+            tc.layer_types = [tc.layer_types[i] for i in keep]
+        tc.num_hidden_layers = len(keep)
     image_size = int(m.encoder.image_size or vc.image_size)
     grid = image_size // vc.patch_size
     out_grid = math.ceil(grid / m.connector.pool)
@@ -404,17 +442,16 @@ class ClassifyWorker:
     def __init__(self, spec: dict):
         import torch
 
+        from socialfusion.models.factory import build_model
         from socialfusion.tasks import tasks_from_config
-        from socialfusion.models.socialfusion import SocialFusionModel
 
         self.spec = spec
         cfg = preset_config(spec["preset"])
-        self.model = SocialFusionModel(cfg.model, tasks=tasks_from_config(cfg)).eval()
+        self.model = build_model(cfg.model, tasks=tasks_from_config(cfg)).eval()
         self.tok = self.model.tokenizer
         self.batches = {}
         for name in self.TASKS:
-            b = make_batch(self.model.tasks[name].num_classes, self.model.encoder.grid, self.model.encoder.image_size, seed=1)
-            b["task"] = name
+            b = make_batch(self.model.tasks[name], self.model.encoder.image_size, seed=1)
             with torch.no_grad():
                 b["features"] = self.model.encode(b["pixel_values"]).contiguous()
             self.batches[name] = b
@@ -553,32 +590,36 @@ def profile_unit(worker, arg, rows: int = 18) -> dict:
     }
 
 
-def worker_main(spec: dict) -> None:
+def worker_main(msg: dict) -> None:
+    """A worker process: {"workers": {key: spec}, "threads": n}. Measured runs hold one worker per process; --smoke
+    holds all of them in one (the imports, not the work, are what a tiny run's time goes to)."""
+    import gc
     import resource
+    import traceback
 
     import torch
 
     stdin, proto = _proto_streams()
-    torch.set_num_threads(int(spec.get("threads", torch.get_num_threads())))
-    t0 = time.perf_counter()
-    try:
-        worker = WORKERS[spec["kind"]](spec)
-    except Exception as err:  # report, then die
-        import traceback
-
-        traceback.print_exc()
-        proto.write(json.dumps({"error": f"{type(err).__name__}: {err}"}) + "\n")
-        return
-    import gc
-
-    gc.collect()
-    setup_s = time.perf_counter() - t0
+    if msg.get("threads"):
+        torch.set_num_threads(int(msg["threads"]))
+    workers, setup = {}, {}
+    for key, spec in msg["workers"].items():
+        t0 = time.perf_counter()
+        try:
+            workers[key] = WORKERS[spec["kind"]](spec)
+        except Exception as err:  # report, then die
+            traceback.print_exc()
+            proto.write(json.dumps({"error": f"{key}: {type(err).__name__}: {err}"}) + "\n")
+            return
+        gc.collect()
+        setup[key] = {"setup_s": time.perf_counter() - t0, "info": getattr(workers[key], "info", {})}
     rss_ready = _rss_kb()
     peak_reset = _reset_peak()
-    proto.write(json.dumps({"ready": True, "setup_s": setup_s, "info": getattr(worker, "info", {}), "threads": torch.get_num_threads()}) + "\n")
+    proto.write(json.dumps({"ready": True, "workers": setup, "threads": torch.get_num_threads()}) + "\n")
     for line in stdin:
         msg = json.loads(line)
         cmd = msg["cmd"]
+        worker = workers.get(msg.get("worker"))
         try:
             if cmd == "run":
                 c0, w0 = time.process_time(), time.perf_counter()
@@ -605,8 +646,6 @@ def worker_main(spec: dict) -> None:
             else:
                 reply = {"error": f"unknown command {cmd}"}
         except Exception as err:
-            import traceback
-
             traceback.print_exc()
             reply = {"error": f"{type(err).__name__}: {err}"}
         proto.write(json.dumps(reply) + "\n")
@@ -615,20 +654,23 @@ def worker_main(spec: dict) -> None:
 # ================================================================================================ parent side
 
 
-class Worker:
-    def __init__(self, name: str, spec: dict, log_dir: Path):
-        self.name, self.spec = name, spec
+class Host:
+    """A worker process holding the workers `specs` ({key: spec}): one in a measured run, all of them in --smoke."""
+
+    def __init__(self, name: str, specs: dict[str, dict], log_dir: Path):
+        self.name = name
         self.log_path = log_dir / f"{name}.log"
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
         if OMP_WAIT_POLICY:
             env["OMP_WAIT_POLICY"] = OMP_WAIT_POLICY
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({"workers": specs, "threads": THREADS})],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1, cwd=str(ROOT), env=env,
         )
         self.ready = self._read()
         if "error" in self.ready:
+            self.close()
             raise RuntimeError(f"worker {name} failed to start: {self.ready['error']} (log: {self.log_path})")
 
     def _read(self) -> dict:
@@ -639,17 +681,17 @@ class Worker:
             raise RuntimeError(f"worker {self.name} died (rc={self.proc.poll()}); log tail:\n{tail}")
         return json.loads(line)
 
-    def ask(self, cmd: str, arg=None) -> dict:
-        self.proc.stdin.write(json.dumps({"cmd": cmd, "arg": arg}) + "\n")
+    def ask(self, worker: str | None, cmd: str, arg=None) -> dict:
+        self.proc.stdin.write(json.dumps({"cmd": cmd, "arg": arg, "worker": worker}) + "\n")
         self.proc.stdin.flush()
         reply = self._read()
         if "error" in reply:
-            raise RuntimeError(f"worker {self.name}: {cmd} {arg}: {reply['error']} (log: {self.log_path})")
+            raise RuntimeError(f"worker {worker or self.name}: {cmd} {arg}: {reply['error']} (log: {self.log_path})")
         return reply
 
     def close(self):
         try:
-            self.ask("exit")
+            self.ask(None, "exit")
         except Exception:
             pass
         try:
@@ -657,6 +699,24 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+class Worker:
+    """One configuration: its own process (`Host`), or its place in a shared one (`host`, --smoke)."""
+
+    def __init__(self, name: str, spec: dict, log_dir: Path, host: Host | None = None):
+        self.name, self.spec = name, spec
+        self.own = host is None
+        self.host = Host(name, {name: spec}, log_dir) if host is None else host
+        setup = self.host.ready["workers"][name]
+        self.ready = {"setup_s": setup["setup_s"], "info": setup["info"], "threads": self.host.ready["threads"]}
+
+    def ask(self, cmd: str, arg=None) -> dict:
+        return self.host.ask(self.name, cmd, arg)
+
+    def close(self):
+        if self.own:
+            self.host.close()
 
 
 def loadavg() -> list[float]:
@@ -677,20 +737,23 @@ def summarize(ts: list[float]) -> dict:
     return {"n": n, "median": statistics.median(s), "min": s[0], "max": s[-1], "q1": q[0], "q3": q[2], "all": ts}
 
 
-def run_group(name: str, workers: dict[str, dict], units: list[tuple[str, object]], warmup: int, repeats: int, log_dir: Path, extra_cmds: list[tuple[str, str, object]] = ()) -> dict:
-    """Start the workers one by one, then `warmup` + `repeats` rounds over `units` (worker, arg), rotating the
-    order every round; each unit's wall time is recorded. Then extra commands (flops, profile) and memory."""
+def run_group(name: str, workers: dict[str, dict], units: list[tuple[str, object]], warmup: int, repeats: int, log_dir: Path,
+              extra_cmds: list[tuple[str, str, object]] = (), preset: str | None = None, host: Host | None = None) -> dict:  # fmt: skip
+    """Start the workers one by one, each in its own process (or find them in `host`, a process that already holds
+    them: --smoke), then `warmup` + `repeats` rounds over `units` (worker, arg), rotating the order every round;
+    each unit's wall time is recorded. Then extra commands (flops, profile) and memory."""
     print(f"\n== {name}: {len(workers)} workers, {len(units)} units x ({warmup} warm-up + {repeats}) rounds", flush=True)
     group = {"name": name, "load_start": loadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if preset:
+        group["preset"] = preset
     busy0, total0 = cpu_jiffies()
     t_start = time.perf_counter()
     live: dict[str, Worker] = {}
     try:
         for wname, spec in workers.items():
-            if THREADS:
-                spec = dict(spec, threads=THREADS)
-            live[wname] = Worker(f"{name}.{wname}", spec, log_dir)
-            print(f"   started {wname} in {live[wname].ready['setup_s']:.1f}s", flush=True)
+            live[wname] = Worker(f"{name}.{wname}", spec, log_dir, host)
+            print(f"   {'started' if host is None else 'found'} {wname} (setup {live[wname].ready['setup_s']:.1f}s)", flush=True)
+        group["worker_specs"] = {w: live[w].spec for w in live}
         times: dict[str, list[float]] = {f"{w}:{a}": [] for w, a in units}
         cpus: dict[str, list[float]] = {k: [] for k in times}
         extras: dict[str, list] = {k: [] for k in times}
@@ -769,7 +832,7 @@ def machine_info() -> dict:
 # ------------------------------------------------------------------------------------------------ plans
 
 
-def train_group(preset: str, variants: list[tuple[str, str, str]], warmup: int, repeats: int, log_dir: Path, matmul: list[str], flop_check: bool, profile: list[str], steps_per_unit: int = 1, name: str | None = None) -> dict:
+def train_group(preset: str, variants: list[tuple[str, str, str]], warmup: int, repeats: int, matmul: list[str], flop_check: bool, profile: list[str], steps_per_unit: int = 1, name: str | None = None) -> dict:
     workers = {}
     for impl, inp, prec in variants:
         wname = f"{impl}-{inp}-{prec}" if impl == "sf" else f"llava-{prec}"
@@ -781,15 +844,27 @@ def train_group(preset: str, variants: list[tuple[str, str, str]], warmup: int, 
     extra = []
     extra += [(w, "flops", "check" if flop_check else None) for w in workers if w != "matmul"]
     extra += [(w, "profile", None) for w in profile]
-    group = run_group(name or f"train-{preset}", workers, units, warmup, repeats, log_dir, extra)
-    group["preset"] = preset
-    return group
+    return {"name": name or f"train-{preset}", "workers": workers, "units": units, "warmup": warmup, "repeats": repeats, "extra_cmds": extra, "preset": preset}
 
 
-def plan(quick: bool, extended: bool, only: set[str] | None, log_dir: Path) -> list[dict]:
-    """The groups, in order. Full: train-tiny, train-default (fp32), classify, predict, train-issue9 (reference
-    and SF with cache). --extended adds train-default-bf16 and SF without cache to train-issue9 (about +6 min on
-    this CPU, whose bf16 backward matmuls run at ~1 GFLOP/s)."""
+def classify_group(preset: str, warmup: int, repeats: int, profile: bool) -> dict:
+    workers = {"score": {"kind": "classify", "method": "score", "preset": preset}, "generate": {"kind": "classify", "method": "generate", "preset": preset}}
+    units = [("score", "gesture"), ("generate", "gesture"), ("score", "expression"), ("generate", "expression"), ("score", "encode")]
+    extra = [("score", "profile", "gesture"), ("generate", "profile", "gesture"), ("score", "profile", "expression"), ("generate", "profile", "expression")] if profile else []
+    return {"name": "classify", "workers": workers, "units": units, "warmup": warmup, "repeats": repeats, "extra_cmds": extra, "preset": preset}
+
+
+def predict_group(preset: str, warmup: int, repeats: int, profile: bool) -> dict:
+    workers = {"all": {"kind": "predict", "preset": preset}, "single": {"kind": "predict", "preset": preset}}
+    units = [("all", "all")] + [("single", t) for t in ("lam", "expression", "gesture", "relation", "gaze")]
+    extra = [("all", "profile", "all"), ("single", "profile", "expression")] if profile else []
+    return {"name": "predict", "workers": workers, "units": units, "warmup": warmup, "repeats": repeats, "extra_cmds": extra, "preset": preset}
+
+
+def plan(quick: bool, extended: bool, only: set[str] | None) -> list[dict]:
+    """The groups (run_group's arguments), in order. Full: train-tiny, train-default (fp32), classify, predict,
+    train-issue9 (reference and SF with cache). --extended adds train-default-bf16 and SF without cache to
+    train-issue9 (about +6 min on this CPU, whose bf16 backward matmuls run at ~1 GFLOP/s)."""
     groups = []
 
     def want(name):
@@ -798,27 +873,70 @@ def plan(quick: bool, extended: bool, only: set[str] | None, log_dir: Path) -> l
     fp32 = [("sf", "features", "fp32"), ("sf", "pixels", "fp32"), ("llava", "pixels", "fp32")]
     if want("train-tiny"):
         prof = [] if quick else ["sf-features-fp32", "sf-pixels-fp32", "llava-fp32"]
-        groups.append(train_group("tiny", fp32, 1 if quick else 2, 4 if quick else 15, log_dir, ["fp32"], flop_check=True, profile=prof, steps_per_unit=5))
+        groups.append(train_group("tiny", fp32, 1 if quick else 2, 4 if quick else 15, ["fp32"], flop_check=True, profile=prof, steps_per_unit=5))
     if want("train-default"):
         prof = [] if quick else ["sf-features-fp32", "sf-pixels-fp32", "llava-fp32"]
-        groups.append(train_group("default", fp32, 1, 2 if quick else 6, log_dir, ["fp32"], flop_check=True, profile=prof))
+        groups.append(train_group("default", fp32, 1, 2 if quick else 6, ["fp32"], flop_check=True, profile=prof))
     if want("train-default-bf16"):
         v = [("sf", "features", "fp32"), ("llava", "pixels", "fp32"), ("sf", "features", "bf16"), ("llava", "pixels", "bf16")]
-        groups.append(train_group("default", v, 1, 2, log_dir, ["fp32", "bf16"], flop_check=False, profile=["sf-features-bf16"], name="train-default-bf16"))
+        groups.append(train_group("default", v, 1, 2, ["fp32", "bf16"], flop_check=False, profile=["sf-features-bf16"], name="train-default-bf16"))
     if want("classify"):
-        workers = {"score": {"kind": "classify", "method": "score", "preset": "default"}, "generate": {"kind": "classify", "method": "generate", "preset": "default"}}
-        units = [("score", "gesture"), ("generate", "gesture"), ("score", "expression"), ("generate", "expression"), ("score", "encode")]
-        extra = [] if quick else [("score", "profile", "gesture"), ("generate", "profile", "gesture"), ("score", "profile", "expression"), ("generate", "profile", "expression")]
-        groups.append(run_group("classify", workers, units, 1 if quick else 2, 3 if quick else 10, log_dir, extra))
+        groups.append(classify_group("default", 1 if quick else 2, 3 if quick else 10, profile=not quick))
     if want("predict"):
-        workers = {"all": {"kind": "predict", "preset": "default"}, "single": {"kind": "predict", "preset": "default"}}
-        units = [("all", "all")] + [("single", t) for t in ("lam", "expression", "gesture", "relation", "gaze")]
-        extra = [] if quick else [("all", "profile", "all"), ("single", "profile", "expression")]
-        groups.append(run_group("predict", workers, units, 1, 2 if quick else 8, log_dir, extra))
+        groups.append(predict_group("default", 1, 2 if quick else 8, profile=not quick))
     if want("train-issue9") and not (quick and only is None):
         v = [("llava", "pixels", "fp32"), ("sf", "features", "fp32")] + ([("sf", "pixels", "fp32")] if extended else [])
-        groups.append(train_group("issue9", v, 1, 2 if quick else 3, log_dir, ["fp32"], flop_check=False, profile=[]))
+        groups.append(train_group("issue9", v, 1, 2 if quick else 3, ["fp32"], flop_check=False, profile=[]))
     return groups
+
+
+def smoke_plan() -> list[dict]:
+    """--smoke: every worker kind of the full run (`worker_kind`), each at the `tiny` preset (random init, no
+    download), one measured round and no warm-up, with the FLOP cross-check and a profile of every worker but
+    the matmul, workers started concurrently. It checks that the harness runs, not how fast anything is."""
+    fp32 = [("sf", "features", "fp32"), ("sf", "pixels", "fp32"), ("llava", "pixels", "fp32")]
+    return [
+        train_group("tiny", fp32, 0, 1, ["fp32"], flop_check=True, profile=["sf-features-fp32", "sf-pixels-fp32", "llava-fp32"]),
+        classify_group("tiny", 0, 1, profile=True),
+        predict_group("tiny", 0, 1, profile=True),
+    ]
+
+
+def worker_kind(spec: dict) -> str:
+    """What a worker measures, independent of preset, precision and size: train:sf-features, train:sf-pixels,
+    train:llava, matmul, classify:score, classify:generate, predict."""
+    if spec["kind"] == "train":
+        return "train:" + (f"sf-{spec['input']}" if spec["impl"] == "sf" else spec["impl"])
+    if spec["kind"] == "classify":
+        return f"classify:{spec['method']}"
+    return spec["kind"]
+
+
+def plan_kinds(groups: list[dict]) -> list[str]:
+    return sorted({worker_kind(spec) for g in groups for spec in g["workers"].values()})
+
+
+def kinds_measured(groups: list[dict]) -> dict:
+    """{kind: {"<group>.<worker>:<arg>": median seconds}} over the groups that ran."""
+    out: dict[str, dict] = {}
+    for g in groups:
+        for key, res in g["results"].items():
+            w = key.split(":", 1)[0]
+            out.setdefault(worker_kind(g["worker_specs"][w]), {})[f"{g['name']}.{key}"] = res["median"]
+    return dict(sorted(out.items()))
+
+
+def run_plan(groups: list[dict], log_dir: Path, one_process: bool = False) -> list[dict]:
+    """Run the groups in order; `one_process` (--smoke): every worker of every group in one process, started once."""
+    if not one_process:
+        return [run_group(log_dir=log_dir, **g) for g in groups]
+    specs = {f"{g['name']}.{w}": spec for g in groups for w, spec in g["workers"].items()}
+    print(f"starting one worker process for {len(specs)} workers", flush=True)
+    host = Host("all-workers", specs, log_dir)
+    try:
+        return [run_group(log_dir=log_dir, host=host, **g) for g in groups]
+    finally:
+        host.close()
 
 
 # ------------------------------------------------------------------------------------------------ analysis
@@ -988,7 +1106,7 @@ def render(report: dict) -> str:
     if g:
         c = a["classify"]
         L.append("")
-        L.append("### Classification inference: verbalizer scoring vs generate + parse (preset `default`, batch 8, features given)")
+        L.append(f"### Classification inference: verbalizer scoring vs generate + parse (preset `{g.get('preset', 'default')}`, batch {BATCH}, features given)")
         L.append("")
         L.append(f"Load average start {g['load_start']}, end {g['load_end']}; busy {g['machine_busy_during_measurement']:.0%}.")
         L.append("")
@@ -1006,7 +1124,7 @@ def render(report: dict) -> str:
     if g:
         p = a["predict"]
         L.append("")
-        L.append("### Five tasks on one image (preset `default`, 640x480 image, two boxes)")
+        L.append(f"### Five tasks on one image (preset `{g.get('preset', 'default')}`, 640x480 image, two boxes)")
         L.append("")
         L.append(f"Load average start {g['load_start']}, end {g['load_end']}; busy {g['machine_busy_during_measurement']:.0%}.")
         L.append("")
@@ -1053,46 +1171,69 @@ def main(argv=None) -> int:
     ap.add_argument("--no-results-md", action="store_true", help="do not rewrite the generated part of RESULTS.md")
     ap.add_argument("--omp-wait-policy", default="passive", choices=["passive", "active", "default"], help="OMP_WAIT_POLICY of the workers (default: passive, see README)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's default, the core count)")
+    ap.add_argument("--smoke", action="store_true", help="check that the harness runs (~30-40 s): every worker kind once at the tiny preset; "
+                    "writes to --out or a new temporary directory, never to results/ or RESULTS.md")  # fmt: skip
+    ap.add_argument("--out", default=None, help="directory for <mode>.json/.md/-profiles.txt and the worker logs (default: benchmarks/results/)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         worker_main(json.loads(args.worker))
-        return 0
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # skip the interpreter's teardown of torch and transformers (~2 s per worker, nothing to save)
+    if args.smoke and (args.quick or args.only or args.extended):
+        ap.error("--smoke runs its own plan: not with --quick, --only or --extended")
     global OMP_WAIT_POLICY, THREADS
     OMP_WAIT_POLICY = None if args.omp_wait_policy == "default" else args.omp_wait_policy.upper()
     THREADS = args.threads
-    mode = "quick" if args.quick else ("extended" if args.extended else "full")
+    mode = "smoke" if args.smoke else "quick" if args.quick else ("extended" if args.extended else "full")
     only = set(args.only.split(",")) if args.only else None
     if only:
         mode += "-" + "+".join(sorted(only))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "socialfusion-bench-logs"
+    if args.out:
+        results_dir = Path(args.out).resolve()
+    elif args.smoke:
+        import tempfile
+
+        results_dir = Path(tempfile.mkdtemp(prefix="socialfusion-bench-smoke-"))
+    else:
+        results_dir = RESULTS_DIR
+    results_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = results_dir / "logs" if results_dir != RESULTS_DIR else Path(os.environ.get("TMPDIR", "/tmp")) / "socialfusion-bench-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     t0 = time.perf_counter()
     command = "benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report = {"command": command.strip(), "mode": mode, "omp_wait_policy": OMP_WAIT_POLICY or "(environment)", "threads_requested": THREADS, "started": started, "load_start": loadavg(), "machine": machine_info()}
     print(f"socialfusion benchmarks ({mode}); load average {report['load_start']}; worker logs in {log_dir}", flush=True)
-    report["groups"] = plan(args.quick, args.extended, only, log_dir)
+    groups = smoke_plan() if args.smoke else plan(args.quick, args.extended, only)
+    report["groups"] = run_plan(groups, log_dir, one_process=args.smoke)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     report["wall_s"] = time.perf_counter() - t0
     report["load_end"] = loadavg()
     report["analysis"] = analyse(report["groups"])
+    # the median seconds per worker kind; the smoke run must measure every kind that any other run has
+    report["kinds"] = kinds_measured(report["groups"])
+    report["kinds_of_every_run"] = plan_kinds(plan(quick=False, extended=True, only=None))
+    unmeasured = [k for k in report["kinds_of_every_run"] if not report["kinds"].get(k) or not all(math.isfinite(v) and v > 0 for v in report["kinds"][k].values())]
     profiles = {}
     for g in report["groups"]:
         for key, val in list(g.get("extra", {}).items()):
             if ":profile:" in key:
                 profiles[f"{g['name']}.{key}"] = val.pop("table")
-    out = RESULTS_DIR / f"{mode}.json"
+    out = results_dir / f"{mode}.json"
     out.write_text(json.dumps(report, indent=1, default=str))
     if profiles:
-        (RESULTS_DIR / f"{mode}-profiles.txt").write_text("\n\n".join(f"=== {k}\n{v}" for k, v in profiles.items()))
+        (results_dir / f"{mode}-profiles.txt").write_text("\n\n".join(f"=== {k}\n{v}" for k, v in profiles.items()))
     text = render(report)
-    (RESULTS_DIR / f"{mode}.md").write_text(text + "\n")
-    if not args.quick and not args.no_results_md:
+    (results_dir / f"{mode}.md").write_text(text + "\n")
+    if not args.quick and not args.smoke and not args.no_results_md and results_dir == RESULTS_DIR:
         write_results_md(text, mode)
     print("\n" + text)
     print(f"\nwrote {out} ({report['wall_s'] / 60:.1f} min)")
+    if args.smoke and unmeasured:
+        print(f"smoke: no finite time for worker kind(s) {', '.join(unmeasured)}", file=sys.stderr)
+        return 1
     return 0
 
 
