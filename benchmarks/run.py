@@ -5,13 +5,16 @@
     make benchmark ARGS=--quick         # ~2.5 min: tiny + default fp32 training, classification, predict
     make benchmark ARGS=--only=train-default-bf16   # bf16 autocast training (~3-5 min; slow on CPUs without bf16)
     .venv/bin/python benchmarks/run.py --only train-default,classify
+    make benchmark-smoke                # ~30 s: does the harness still run? (every worker kind once, tiny preset;
+                                        # writes to --out or a temporary directory; tests/integration runs it)
 
 What is measured (see README.md for the definitions and RESULTS.md for the numbers):
   train-tiny / train-default / train-issue9
-      one optimiser step (forward, backward, grad-norm clip, AdamW, zero_grad) of SocialFusion with the feature
-      cache (the batch carries `features`), SocialFusion from pixels (frozen encoder each step) and a reference
-      built from transformers' LlavaForConditionalGeneration + PEFT LoRA with the same encoder, LLM, visual
-      token count, LoRA config, prompt tokens and batch; fp32 (and bf16 autocast on `default`); plus a
+      one optimiser step (forward, backward, grad-norm clip, AdamW, zero_grad; for SocialFusion the library's own
+      `socialfusion.train.step.train_step`) of SocialFusion with the feature cache (the batch carries `features`),
+      SocialFusion from pixels (frozen encoder each step) and a reference built from transformers'
+      LlavaForConditionalGeneration + PEFT LoRA with the same encoder, LLM, visual token count, LoRA config, prompt
+      tokens and batch; fp32 (and bf16 autocast on `default`); plus a
       2048 x 2048 matmul (the machine's peak) interleaved with the steps, for MFU.
   classify
       model.score_classes (trie-constrained verbalizer scoring) against llm.generate(inputs_embeds=<same prefix>)
@@ -1045,6 +1048,10 @@ def render(report: dict) -> str:
     L = []
     L.append(f"Run: `{report['command']}` ({report['mode']}), {report['started']} -> {report['finished']}, {report['wall_s'] / 60:.1f} min wall.")
     L.append("")
+    if report["mode"] == "smoke":
+        L.append("**Smoke run**: it checks that the harness runs (every worker kind, the tiny preset, one round, all workers in one "
+                 "process); its times are not measurements and its targets mean nothing.")  # fmt: skip
+        L.append("")
     L.append(f"Machine: {m.get('Model name')} ({m.get('CPU(s)')} CPUs, {m.get('Hypervisor vendor', 'bare metal')} guest), SIMD flags {', '.join(m.get('simd_flags', []))}; "
              f"torch {m['torch']} ({m['torch_cpu_capability']}, {m['torch_threads']} threads, mkldnn bf16 supported: {m['mkldnn_bf16_supported']}), "
              f"transformers {m['transformers']}, peft {m['peft']}; git {m.get('git_revision')}{' + uncommitted src changes' if m.get('src_uncommitted_changes') else ''}.")

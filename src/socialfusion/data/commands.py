@@ -138,6 +138,8 @@ def check_sample(sample, task) -> str | None:
 
     if task is None:
         return f"unknown task {sample.task!r}"
+    if not sample.boxes:
+        return "no box"
     try:
         task.check(sample)
         load_image(sample.image_path())

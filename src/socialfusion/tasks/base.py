@@ -67,10 +67,11 @@ class Task:
 
     def check(self, sample: Sample, require_label: bool = False) -> None:
         """Raise DataError naming the sample when this task cannot use it (unlabelled ones only when a label is
-        required). Box roles: one box per role the task uses, or several role-0 boxes for a one-role task."""
+        required). Box roles, when there are boxes: one per role the task uses, or several role-0 boxes for a
+        one-role task."""
         roles = sorted(b.role for b in sample.boxes)
         if not roles:
-            raise DataError(f"sample {sample.id}: no box")
+            return  # no box: the model sees the image without a box mask (`data validate` flags it)
         if self.num_roles == 1 and any(r != 0 for r in roles):
             raise DataError(f"sample {sample.id}: box role other than 0 for task {self.name}")
         if self.num_roles > 1 and roles != list(range(self.num_roles)):

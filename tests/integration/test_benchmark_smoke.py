@@ -1,0 +1,47 @@
+"""The benchmark harness cannot rot: `benchmarks/run.py --smoke` runs every worker kind of the full benchmark at the
+tiny preset (SocialFusion's training step through `train_step`, the LLaVA+PEFT reference, the matmul peak,
+score_classes, generate + parse, predict), and every kind must come back with a finite time."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "benchmarks" / "run.py"
+KINDS = ["classify:generate", "classify:score", "matmul", "predict", "train:llava", "train:sf-features", "train:sf-pixels"]
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_runs_every_worker_kind(tmp_path):
+    out = tmp_path / "bench"
+    results_md = ROOT / "benchmarks" / "RESULTS.md"
+    md_before = results_md.stat().st_mtime_ns if results_md.exists() else None
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.run([sys.executable, str(RUN), "--smoke", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    logs = "".join(p.read_text()[-3000:] for p in sorted((out / "logs").glob("*.log"))) if (out / "logs").is_dir() else ""
+    assert proc.returncode == 0, f"rc {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}\nworker logs:\n{logs}"
+
+    report = json.loads((out / "smoke.json").read_text())
+    assert report["mode"] == "smoke"
+    measured = report["kinds"]
+    # every kind this test knows, and every kind any run of the harness has (a new one needs a smoke run too)
+    for kind in sorted(set(KINDS) | set(report["kinds_of_every_run"])):
+        times = measured.get(kind)
+        assert times, f"no time for worker kind {kind}: {sorted(measured)}"
+        for unit, seconds in times.items():
+            assert isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0, (kind, unit, seconds)
+    # the training rows carry a finite loss and FLOP count, so the steps really ran
+    train = next(g for g in report["groups"] if g["name"] == "train-tiny")
+    for key, res in train["results"].items():
+        if not key.startswith("matmul"):
+            assert math.isfinite(res["extra_last"]["loss"]), (key, res["extra_last"])
+    assert all(math.isfinite(r["flops_per_step"]) and r["flops_per_step"] > 0 for r in report["analysis"]["train"]["tiny"]["rows"].values())
+    assert (out / "smoke.md").read_text().strip()
+    # the smoke run never writes over the real results
+    assert (results_md.stat().st_mtime_ns if results_md.exists() else None) == md_before
+    assert not (ROOT / "benchmarks" / "results" / "smoke.json").exists()
