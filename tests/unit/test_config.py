@@ -54,3 +54,36 @@ def test_plan_builds_the_paper_preset_without_weights():
     assert 300e6 < rows["encoder"]["frozen"] < 310e6  # CLIP ViT-L/14 vision tower
     assert 7.0e9 < rows["llm"]["frozen"] < 7.7e9  # a 7B-class LLM
     assert rows["llm.lora"]["trainable"] > 0 and rows["encoder"]["trainable"] == 0
+
+
+def test_the_label_space_is_set_once_by_the_task():
+    """PISC's coarse domains loaded into the fine task would be friends/family/couple: refused at config time;
+    the task's option alone makes the adapter read the matching labels (and AffectNet's 7-class task drops
+    Contempt in the adapter)."""
+    from socialfusion.tasks import adapter_options, build_task
+
+    with pytest.raises(ConfigError, match=r"data.tasks\[3\]: adapter_options.level='coarse' reads another label space"):
+        load_config("tiny", ["data.tasks.3.adapter_options={level: coarse}"])
+    config = load_config("tiny", ["data.tasks.3.task_options={level: coarse}", "data.tasks.1.task_options={n_classes: 7}"])
+    relation, expression = config.data.tasks[3], config.data.tasks[1]
+    assert adapter_options(relation, build_task("relation", **relation.task_options)) == {"level": "coarse"}
+    assert adapter_options(expression, build_task("expression", **expression.task_options)) == {"classes": 7}
+    # both saying the same is fine; a dataset without that option (your own JSONL) gets nothing added
+    load_config("tiny", ["data.tasks.3.task_options={level: coarse}", "data.tasks.3.adapter_options={level: coarse}"])
+    jsonl = load_config("tiny", ["data.tasks.3.dataset=jsonl"]).data.tasks[3]
+    assert adapter_options(jsonl, build_task("relation")) == {}
+
+
+def test_the_pipeline_reads_the_label_space_the_task_predicts(tmp_path):
+    from socialfusion.data.pipeline import load_split
+    from socialfusion.data.skips import SkipReport
+    from socialfusion.data.synth import generate
+    from socialfusion.tasks import tasks_from_config
+
+    generate(tmp_path, n=8, seed=0)
+    config = load_config("tiny", [f"data.tasks.3.root={tmp_path / 'pisc'}", "data.tasks.3.task_options={level: coarse}"])
+    td = config.data.tasks[3]
+    task = tasks_from_config(config)["relation"]
+    samples = load_split(td, task, "train", SkipReport())
+    assert task.classes == ["intimate", "non-intimate", "no_relation"]
+    assert samples and all(s.meta["level"] == "coarse" and 0 <= s.label < 3 for s in samples)
