@@ -69,7 +69,7 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     report = SkipReport()
-    _, input_fn = sample_inputs(model, config, model.device)
+    _, input_fn = sample_inputs(model, config)
     val_sets = build_task_datasets(config, model.tasks, "val", input_fn, report)
     chance = chance_levels(val_sets)
     joint = transfer["runs"]["socialfusion"]["joint"]["metrics"]

@@ -191,7 +191,7 @@ def run_gradconf(model, config, out_dir, batches: int = 8, progress: bool = True
     device = model.device
     params, segments = shared_parameters(model)
     report = SkipReport(config.data.on_bad_sample)
-    cache, input_fn = sample_inputs(model, config, device)
+    cache, input_fn = sample_inputs(model, config)
     datasets = build_task_datasets(config, model.tasks, "train", input_fn, report)
     datasets = {k: v for k, v in datasets.items() if len(v) > 0}
     if len(datasets) < 2:

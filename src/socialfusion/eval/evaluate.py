@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from ..config import apply_overrides
-from ..data.pipeline import build_task_datasets, manifest, pixel_input
+from ..data.pipeline import build_task_datasets, manifest
 from ..data.skips import SkipReport
-from ..features.inputs import input_function
+from ..features.inputs import sample_inputs
 from ..models.checkpoint import load_model
 from ..runtime import device_for_rank, init_distributed, resolve_device, versions
 from .runner import gather_predictions, markdown_table, predict, score, write_predictions
@@ -23,8 +23,7 @@ def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, 
         for td in config.data.tasks:
             td.max_eval_samples = limit
     report = SkipReport(config.data.on_bad_sample)
-    cache = input_function(model, config, device)
-    input_fn = cache.input_fn() if cache is not None else pixel_input(model.image_input)
+    _, input_fn = sample_inputs(model, config)
     datasets = build_task_datasets(config, model.tasks, split, input_fn, report, task_names=tasks)
     metrics, files = {}, {}
     for name, ds in datasets.items():

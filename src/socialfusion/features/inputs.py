@@ -20,7 +20,7 @@ def default_cache_dir(config: Config) -> Path:
     return Path(base) / "features"
 
 
-def input_function(model, config: Config, device=None):
+def input_function(model, config: Config):
     """The feature cache when the model has a frozen encoder (`TaskModel.cacheable_encoder`) and the cache is on;
     None otherwise (the model reads pixels)."""
     encoder = model.cacheable_encoder
@@ -31,10 +31,10 @@ def input_function(model, config: Config, device=None):
     return None
 
 
-def sample_inputs(model, config: Config, device=None):
+def sample_inputs(model, config: Config):
     """(cache or None, the function that turns a Sample into the model's input item): cached features where
     `input_function` gives a cache, the model's pixel inputs otherwise."""
     from ..data.pipeline import pixel_input
 
-    cache = input_function(model, config, device)
+    cache = input_function(model, config)
     return cache, (cache.input_fn() if cache is not None else pixel_input(model.image_input))

@@ -31,13 +31,18 @@ def tasks_from_config(config) -> dict:
     load_all()
     options = {td.task: td.task_options for td in config.data.tasks}
     names = list(TASK_NAMES) + [name for name in options if name not in TASK_NAMES]
-    return {name: TASKS.get(name)(**{**TASKS.get(name).options_from_model(config.model), **options.get(name, {})}) for name in names}
+    return {name: _build(name, config.model, options.get(name, {})) for name in names}
 
 
 def default_tasks(model_cfg) -> dict:
     """The built-in tasks with their default options (a model built without a data config)."""
     load_all()
-    return {name: TASKS.get(name)(**TASKS.get(name).options_from_model(model_cfg)) for name in TASK_NAMES}
+    return {name: _build(name, model_cfg, {}) for name in TASK_NAMES}
+
+
+def _build(name: str, model_cfg, options: dict):
+    cls = TASKS.get(name)
+    return cls(**{**cls.options_from_model(model_cfg), **options})
 
 
 def adapter_options(td, task) -> dict:

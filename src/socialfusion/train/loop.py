@@ -91,7 +91,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     if rank == 0:
         print(format_parameter_table(model.parameter_table()))
     report = SkipReport(policy=config.data.on_bad_sample)
-    cache, input_fn = sample_inputs(model, config, dev)
+    cache, input_fn = sample_inputs(model, config)
     train_sets = build_task_datasets(config, tasks, "train", input_fn, report)
     val_sets = build_task_datasets(config, tasks, "val", input_fn, report) if config.train.eval_every else {}
     if cache is not None:

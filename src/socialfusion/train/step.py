@@ -27,9 +27,9 @@ class StepResult:
     samples: int = 0
 
 
-def task_backward(model, batch: dict, weight: float, device, precision: str, accumulation: int = 1) -> torch.Tensor:
-    """Backward of `model(batch)["loss"] * weight / accumulation`; returns the model's outputs' detached loss and
-    `n_supervised` under "loss" / "n_supervised", and the scaled loss under "scaled". NonFiniteLoss on NaN/inf."""
+def task_backward(model, batch: dict, weight: float, device, precision: str, accumulation: int = 1) -> dict[str, torch.Tensor]:
+    """Backward of `model(batch)["loss"] * weight / accumulation`; returns the detached loss and `n_supervised` of
+    the model's outputs under "loss" / "n_supervised", and the scaled loss under "scaled". NonFiniteLoss on NaN/inf."""
     with autocast(device, precision):
         out = model(batch)
     loss = out["loss"] * weight / accumulation
