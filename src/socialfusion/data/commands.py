@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="socialfusion data", description="Prepare and check datasets.")
-    sub = p.add_subparsers(dest="command", metavar="{prepare,validate,stats,synth}")
+    sub = p.add_subparsers(dest="command", metavar="{prepare,validate,stats,synth,extract-frames}")
 
     prep = sub.add_parser("prepare", help="read an official layout and write canonical JSONL records")
     prep.add_argument("dataset", help="ego4d_lam | affectnet | hagrid_v2 | pisc | gazefollow | jsonl")
@@ -55,6 +55,17 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument("--n", type=int, default=64)
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(run=_synth)
+
+    ext = sub.add_parser("extract-frames", help="decode a dataset's videos into the frame images its adapter reads")
+    ext.add_argument("dataset", choices=["ego4d_lam"], help="the dataset whose layout to write (ego4d_lam)")
+    ext.add_argument("--videos", required=True, help="folder of the clips, <clip_uid>.mp4 (the baseline's data/videos)")
+    ext.add_argument("--root", required=True, help="the dataset root: its json/ (and split/) say which frames are "
+                     "needed; frames go to ROOT/video_imgs/<clip_uid>/img_%%05d.jpg")  # fmt: skip
+    ext.add_argument("--split", action="append", help="annotated split(s) whose frames to extract (default: train and val)")
+    ext.add_argument("--all", action="store_true", help="every frame of each annotated clip, not only the tracked ones")
+    ext.add_argument("--fps", type=float, default=30.0, help="output frame rate (the baseline's ffmpeg -vf fps=30)")
+    ext.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ext.set_defaults(run=_extract_frames)
     return p
 
 
@@ -241,4 +252,50 @@ def _synth(args) -> int:
 
     result = generate(Path(args.out), n=args.n, seed=args.seed)
     print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+# ---- extract-frames ------------------------------------------------------------------------------------------
+
+
+def _extract_frames(args) -> int:
+    """Only the frames the annotations use (or all of each annotated clip with --all); resumable, since frames
+    already on disk are kept; a clip without a readable video is a counted skip naming the file."""
+    from tqdm.auto import tqdm
+
+    from .adapters.ego4d_lam import frames_needed
+    from .skips import SkipReport
+    from .video import VideoError, extract_frames
+
+    root, videos = Path(args.root), Path(args.videos)
+    if not videos.is_dir():
+        from .schema import DataError
+
+        raise DataError(f"videos folder not found: {videos} (expected <clip_uid>.mp4 files)")
+    report = SkipReport()
+    needed: dict[str, set[int]] = {}
+    for split in args.split or ["train", "val"]:
+        for clip, frames in frames_needed(root, split, report).items():
+            needed.setdefault(clip, set()).update(frames)
+    totals = {"clips": 0, "written": 0, "existing": 0, "missing": 0}
+    for clip in tqdm(sorted(needed), desc="extracting frames", unit="clip", disable=args.no_progress):
+        video = videos / f"{clip}.mp4"
+        if not video.is_file():
+            report.skip(str(video), "no video for an annotated clip")
+            continue
+        if not needed[clip] and not args.all:
+            continue
+        try:
+            done = extract_frames(video, root / "video_imgs" / clip, None if args.all else needed[clip], args.fps)
+        except VideoError as err:
+            report.skip(str(err), "unreadable video")
+            continue
+        if done["missing"]:
+            report.skip(f"{video}: {done['missing']} annotated frames past the end of the video", "video shorter than its annotations")
+        totals["clips"] += 1
+        for key in ("written", "existing", "missing"):
+            totals[key] += done[key]
+    print(json.dumps({**totals, "skipped": report.total}))
+    if report.total:
+        print(report.summary())
     return 0

@@ -48,6 +48,23 @@ def read(root: Path, split: str, report: SkipReport, stride=1, challenge=None, r
     return samples
 
 
+def frames_needed(root: Path, split: str, report: SkipReport) -> dict[str, set[int]]:
+    """The frame numbers each clip's samples read (`video_imgs/<clip>/img_{frame:05d}.jpg`), before any stride:
+    every frame of every cleaned (interpolated) track of a non-wearer person, for `data extract-frames`."""
+    check_split("ego4d_lam", split, SPLITS)
+    needed: dict[str, set[int]] = {}
+    for clip in _clips_of_split(root, split, report):
+        frames = needed.setdefault(clip["clip_uid"], set())
+        for person in _tracked_persons(clip):
+            pid = person.get("person_id")
+            for path in person.get("tracking_paths") or []:
+                if isinstance(path, dict) and path.get("track_id"):
+                    where = f"{clip['clip_uid']}:person {pid}:track {path['track_id']}"
+                    track = _clean_track(path.get("track"), "" if pid is None else str(pid), report, where)
+                    frames.update(frame for frame, _, _ in track)
+    return needed
+
+
 # ---- which clips -----------------------------------------------------------------------------------------
 
 
