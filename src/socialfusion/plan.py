@@ -1,5 +1,6 @@
 """`socialfusion plan`: build a config on the `meta` device (no weights, no download) and report parameters
-per component, visual tokens, an estimate of training memory, and FLOPs per sample."""
+per component, visual tokens, an estimate of training memory, FLOPs per sample, and the feature cache's size on
+disk per dataset split."""
 
 from __future__ import annotations
 
@@ -75,7 +76,53 @@ def estimate(config: Config, batch_size: int | None = None, text_tokens: int = T
         "forward_gflops_per_sample": round((enc_fwd + llm_fwd) / 1e9, 2),
         "training_gflops_per_sample": round(train_flops / 1e9, 2),
         "training_gflops_per_sample_with_feature_cache": round(3 * llm_fwd / 1e9, 2),
+        "feature_cache": feature_cache_plan(config, enc),
     }
+
+
+def feature_cache_plan(config: Config, encoder) -> dict:
+    """Entries (distinct images per configured split after the caps) and bytes on disk. Like the memory estimate,
+    it assumes a GPU with bf16, where `precision: auto` stores bf16 entries; counted where a data root exists,
+    else bounded by the caps, else unknown."""
+    from .features.inputs import SPLITS, entry_bytes, split_entries
+    from .runtime import precision_for
+
+    dtype_name = precision_for("cuda", config.train.precision, native_bf16=True)
+    per = entry_bytes(encoder, torch.bfloat16 if dtype_name == "bf16" else torch.float32)
+    rows = [
+        {"task": c.task, "split": c.which, "entries": c.entries, "gb": None if c.entries is None else round(c.entries * per / 1e9, 3), "how": c.how}
+        for which in SPLITS
+        for c in split_entries(config, which)
+    ]
+    known = [r["entries"] for r in rows if r["entries"] is not None]
+    return {
+        "tokens_per_entry": encoder.num_patches,
+        "dim": encoder.hidden_size,
+        "dtype": dtype_name,
+        "bytes_per_entry": per,
+        "rows": rows,
+        "total_entries": sum(known),
+        "total_gb": round(sum(known) * per / 1e9, 3),
+        "all_counted": len(known) == len(rows),
+        "max_gb": config.train.feature_cache_max_gb,
+    }
+
+
+def format_feature_cache(fc: dict) -> list[str]:
+    lines = [
+        f"feature cache: {fc['tokens_per_entry']} tokens x {fc['dim']} x {fc['dtype']} = {fc['bytes_per_entry'] / 1e6:.3g} MB per image "
+        f"(entries = distinct images per split after the caps)",
+        f"  {'task':<12} {'split':<6} {'entries':>10} {'GB':>10}  how",
+    ]
+    for r in fc["rows"]:
+        n = "?" if r["entries"] is None else str(r["entries"])
+        gb = "?" if r["gb"] is None else f"{r['gb']:.3g}"
+        lines.append(f"  {r['task']:<12} {r['split']:<6} {n:>10} {gb:>10}  {r['how']}")
+    bound = "" if fc["all_counted"] else " (known splits only; '?' = unknown)"
+    lines.append(f"  {'total':<12} {'':<6} {fc['total_entries']:>10} {fc['total_gb']:>10.4g}  {bound.strip()}")
+    lines.append(f"  used by default (train.feature_cache: auto) only when each training image is read more than once and "
+                 f"the training run's entries fit in train.feature_cache_max_gb ({fc['max_gb']:g} GB)")
+    return lines
 
 
 def format_plan(plan: dict) -> str:
@@ -84,6 +131,8 @@ def format_plan(plan: dict) -> str:
     lines = [format_parameter_table(plan["parameters"]), ""]
     for key in ("visual_tokens_per_image", "patch_grid", "sequence_length", "batch_size", "estimated_training_memory_gb", "forward_gflops_per_sample", "training_gflops_per_sample", "training_gflops_per_sample_with_feature_cache"):
         lines.append(f"{key:<48} {plan[key]}")
+    if plan.get("feature_cache"):
+        lines += format_feature_cache(plan["feature_cache"])
     if "note" in plan:
         lines.append(f"note: {plan['note']}")
     return "\n".join(lines)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from pathlib import Path
 
 import torch
+
+from .eval.intervals import fmt_ci
 
 
 def chance_levels(val_sets: dict) -> dict[str, dict]:
@@ -26,6 +29,56 @@ def example_predictions(model, dataset, k: int = 4) -> tuple[list, list]:
     with torch.no_grad():
         predictions = model.predict(batch)[dataset.task.name]
     return batch["samples"], predictions
+
+
+def metric_bars(rows: list[dict], path: Path, title: str) -> Path:
+    """One bar per task: its primary metric with the 95 % interval as an error bar and the chance level as a dashed
+    line across the bar (drawn here: the report sits beside the analyses, not above their plotting module)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(rows) + 1.5), 3.4))
+    for i, r in enumerate(rows):
+        v, ci = r.get("value"), r.get("ci")
+        if v is None or not math.isfinite(v):
+            ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7)
+            continue
+        err = [[max(0.0, v - ci[0])], [max(0.0, ci[1] - v)]] if ci else None
+        ax.bar(i, v, 0.6, color="#4c72b0", yerr=err, capsize=4, error_kw={"elinewidth": 0.8})
+        ax.text(i, 0.02, f"{v:.3f}", ha="center", va="bottom", fontsize=7, color="white")
+        if r.get("chance") is not None and math.isfinite(r["chance"]):
+            ax.hlines(r["chance"], i - 0.4, i + 0.4, colors="black", linestyles="dashed", linewidth=1.2)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{r['task']}\n({r['metric']})" for r in rows], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("primary metric")
+    ax.set_title(title)
+    ax.legend(handles=[Line2D([0], [0], color="black", linestyle="dashed", label="chance level")], fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _above_words(row: dict) -> str:
+    if row["clearly_above_chance"]:
+        return "yes"
+    return "within noise" if row["above_chance"] else "no"
+
+
+def _task_figure_caption(name: str) -> str:
+    """Captions of the figures the tasks draw (`Task.figures`), by the figure's name."""
+    if name.startswith("confusion_"):
+        return (f"Row-normalised confusion matrix of the joint model on the {name.removeprefix('confusion_')} validation split "
+                "(rows: true class, columns: predicted class; darker = larger share of the row).")
+    if name.startswith("gaze"):
+        return ("Gaze predictions of the joint model on validation images: predicted heatmap (overlay), head box (white), "
+                "annotated gaze targets (green +) and the predicted target (red x, arrow from the head).")
+    return f"{name}: drawn by its task from the joint model's validation predictions."
 
 
 def _img_tag(path: Path) -> str:
@@ -75,20 +128,31 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
     joint = transfer["runs"]["socialfusion"]["joint"]["metrics"]
     rows, ok = [], True
     for name, ch in chance.items():
-        value = (joint.get(name) or {}).get(ch["metric"], float("nan"))
+        m = joint.get(name) or {}
+        value = m.get(ch["metric"], float("nan"))
+        ci = (m.get("ci") or {}).get(ch["metric"])
         above = bool(value > ch["chance"])
         ok &= above
-        rows.append({"task": name, "metric": ch["metric"], "value": value, "chance": ch["chance"], "above_chance": above, "n": (joint.get(name) or {}).get("n")})
-    figures = {}
+        rows.append({"task": name, "metric": ch["metric"], "value": value, "ci": ci, "chance": ch["chance"], "above_chance": above,
+                     # "clearly": the whole 95 % interval lies above chance, not just the point estimate
+                     "clearly_above_chance": bool(ci and ci[0] > ch["chance"]), "n": m.get("n")})
+    figures, captions = {}, {}
+    figures["metrics"] = metric_bars(rows, figs / "metrics.png", "Joint five-task model on the validation split")
+    captions["metrics"] = ("Primary metric of the joint five-task model on each task's validation split. Error bars: 95 % percentile "
+                           "bootstrap intervals over the validation samples; dashed line: the chance level (a model that ignores the image).")
     for name, ds in val_sets.items():
         samples, predictions = example_predictions(model, ds)
         figures.update(ds.task.figures(joint.get(name), samples, predictions, figs))
     for key, res in (("transfer", transfer), ("probe", probe), ("gradconf", gradconf)):
         for f in res.get("figures", []) if isinstance(res, dict) else []:
             figures[Path(f).stem] = Path(f)
+        captions.update(res.get("captions", {}) if isinstance(res, dict) else {})
+    captions = {k: captions.get(k) or _task_figure_caption(k) for k in figures}
 
-    metric_md = "| task | primary metric | joint model (val) | chance | above chance | n |\n|---|---|---|---|---|---|\n"
-    metric_md += "".join(f"| {r['task']} | {r['metric']} | {r['value']:.4f} | {r['chance']:.4f} | {'yes' if r['above_chance'] else 'NO'} | {r['n']} |\n" for r in rows)
+    metric_md = "| task | primary metric | joint model (val) [95 % interval] | chance | above chance | n |\n|---|---|---|---|---|---|\n"
+    metric_md += "".join(f"| {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | {r['chance']:.4f} | {_above_words(r)} | {r['n']} |\n" for r in rows)
+    metric_md += ("\nIntervals: 95 % percentile bootstrap over the validation samples. \"yes\": the whole interval lies above "
+                  "chance; \"within noise\": the value is above chance but the interval reaches it; \"no\": at or below chance.\n")
     sections = [
         ("Per-task metrics of the joint five-task model (official metrics, held-out split)", metric_md),
         ("Transfer: single-task vs joint training", transfer.get("markdown", "")),
@@ -101,18 +165,20 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
     md = ["# SocialFusion demo report\n"]
     for title, body in sections:
         md.append(f"## {title}\n\n{body}\n")
-    md.append("## Figures\n\n" + "".join(f"![{k}]({Path(v).relative_to(out) if Path(v).is_relative_to(out) else v})\n\n" for k, v in figures.items()))
+    md.append("## Figures\n\n" + "".join(f"![{k}]({Path(v).relative_to(out) if Path(v).is_relative_to(out) else v})\n\n*Figure: {captions[k]}*\n\n"
+                                           for k, v in figures.items()))
     md.append("## Config\n\n```yaml\n" + dump_yaml(config) + "```\n")
     (out / "report.md").write_text("\n".join(md))
 
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>SocialFusion demo</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}pre{background:#f6f6f6;padding:.5em;overflow:auto}</style></head><body><h1>SocialFusion demo report</h1>"]
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>SocialFusion demo</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}figure{margin:0 0 1.5em}figcaption{font-size:13px;color:#333;margin-top:.3em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}pre{background:#f6f6f6;padding:.5em;overflow:auto}</style></head><body><h1>SocialFusion demo report</h1>"]
     for title, body in sections:
         inner = f"<pre>{html.escape(body.strip('`'))}</pre>" if body.lstrip().startswith("```") else _md_to_html(body)
         parts.append(f"<h2>{html.escape(title)}</h2>{inner}")
-    parts.append("<h2>Figures</h2>" + "".join(f"<h3>{html.escape(k)}</h3>{_img_tag(v)}" for k, v in figures.items()))
+    parts.append("<h2>Figures</h2>" + "".join(f"<h3>{html.escape(k)}</h3><figure>{_img_tag(v)}<figcaption>{html.escape(captions[k])}</figcaption></figure>"
+                                              for k, v in figures.items()))
     parts.append(f"<h2>Config</h2><pre>{html.escape(dump_yaml(config))}</pre></body></html>")
     (out / "report.html").write_text("".join(parts))
     summary = {"metrics": rows, "all_above_chance": ok, "timings": timings}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    text = "\n".join(f"{r['task']:<11} {r['metric']:<9} {r['value']:.4f}  (chance {r['chance']:.4f}) {'above' if r['above_chance'] else 'NOT above'} chance" for r in rows)
+    text = "\n".join(f"{r['task']:<11} {r['metric']:<9} {fmt_ci(r['value'], r['ci'])}  (chance {r['chance']:.4f}) {_above_words(r)}" for r in rows)
     return {**summary, "summary_text": text}

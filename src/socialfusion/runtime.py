@@ -73,10 +73,37 @@ def _warn_slow_bf16_once() -> None:
     )
 
 
+def cuda_has_bf16() -> bool:
+    """Whether the current CUDA device computes bf16 natively (compute capability 8.0+: Ampere, Hopper...)."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+
+
+def precision_for(device_type: str, precision: str, native_bf16: bool) -> str:
+    """The rule, without detection: an explicit 'fp32'/'bf16' is kept; 'auto' is bf16 where the device computes
+    bf16 natively (a CUDA GPU or a CPU with native bf16 kernels), fp32 elsewhere (MPS included)."""
+    if precision in ("fp32", "bf16"):
+        return precision
+    if precision != "auto":
+        raise ValueError(f"precision must be fp32, bf16 or auto, got {precision!r}")
+    return "bf16" if device_type in ("cuda", "cpu") and native_bf16 else "fp32"
+
+
+def resolve_precision(device: torch.device | str, precision: str) -> str:
+    """'bf16' or 'fp32' for this device: the one place `precision: auto` is decided (autocast, the feature cache's
+    dtype and the benchmarks all ask here)."""
+    device = torch.device(device)
+    native = cuda_has_bf16() if device.type == "cuda" else cpu_has_bf16() if device.type == "cpu" else False
+    return precision_for(device.type, precision, native)
+
+
+def compute_dtype(device: torch.device | str, precision: str) -> torch.dtype:
+    return torch.bfloat16 if resolve_precision(device, precision) == "bf16" else torch.float32
+
+
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast on CUDA by default ('auto'), on CPU only when asked ('bf16'); fp32 otherwise. Asking for bf16
-    on a CPU without native bf16 still gets it (results stay valid), with a warning, once, that it is slow."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+    """bf16 autocast where `resolve_precision` says bf16, fp32 (no autocast) otherwise. Asking for bf16 on a CPU
+    without native bf16 still gets it (results stay valid), with a warning, once, that it is slow."""
+    if resolve_precision(device, precision) == "bf16":
         if device.type == "cpu" and not cpu_has_bf16():
             _warn_slow_bf16_once()
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -61,16 +61,46 @@ def test_transfer_end_to_end_with_a_baseline_family(bench, tmp_path, one_thread)
         assert fam["steps"] == {"single": 2, "joint": 4}
         assert set(fam["tasks"]) == {"lam", "gaze"}
         for task, row in fam["tasks"].items():
-            assert set(row) >= {"metric", "single", "joint", "delta", "relative", "transfer"}
+            assert set(row) >= {"metric", "single", "joint", "delta", "relative", "transfer", "delta_ci", "relative_ci", "single_ci", "joint_ci"}
             assert row["metric"] == {"lam": "map", "gaze": "auc"}[task]
             assert row["single"] is not None and row["joint"] is not None
-            assert row["transfer"] in ("positive", "negative", "none")
+            # the paired interval brackets the difference, and the call follows it
+            lo, hi = row["delta_ci"]
+            assert lo <= row["delta"] <= hi and row["n"] > 0
+            assert row["transfer"] == ("positive" if lo > 0 else "negative" if hi < 0 else "within noise")
+            assert row["single_ci"][0] <= row["single"] <= row["single_ci"][1]
         runs = result["runs"][name]
         assert set(runs) == {"single-lam", "single-gaze", "joint"}
         assert (tmp_path / "transfer" / name / "joint" / "checkpoints" / "last" / "COMPLETE").exists()
         assert runs["joint"]["steps"] == 4 and set(runs["joint"]["metrics"]) == {"lam", "gaze"}
+        assert set(runs["joint"]["metrics"]["gaze"]["ci"]) == {"auc", "avg_l2", "min_l2"}
     assert result["families"]["vlm_style"]["overrides"] == ["model.trainable.encoder=full", "train.feature_cache=off"]
     assert "| vlm_style | gaze | auc |" in md and "| socialfusion | lam | map |" in md
+    assert "within noise" in md and "✅" not in md and "❌" not in md
+
+
+def test_transfer_over_seeds_reports_t_intervals(bench, tmp_path, one_thread):
+    from socialfusion.analysis.transfer import main
+
+    root, overrides = bench
+    out = tmp_path / "transfer"
+    argv = ["tiny", *overrides, "train.steps=1", "train.warmup_steps=1", "--out", str(out), "--tasks", "expression,gesture",
+            "--seeds", "2", "--resamples", "200", "--no-progress"]
+    assert main(argv) == 0
+    result, md = _read(out, "transfer")
+    fam = result["families"]["socialfusion"]
+    assert fam["seeds"] == [0, 1] and result["seeds"] == 2
+    for row in fam["tasks"].values():
+        assert row["seeds"] == 2 and len(row["per_seed"]) == 2 and row["interval"] == "t over 2 seeds"
+        deltas = [r["delta"] for r in row["per_seed"]]
+        assert row["delta"] == pytest.approx(sum(deltas) / 2)
+        assert row["delta_ci"][0] <= row["delta"] <= row["delta_ci"][1]
+    assert (out / "socialfusion" / "seed-1" / "joint" / "checkpoints" / "last" / "COMPLETE").exists()
+    assert set(result["runs_by_seed"]["socialfusion"]) == {"0", "1"}
+    from socialfusion.config import ConfigError
+
+    with pytest.raises(ConfigError, match="seeds must be >= 1"):
+        main(["tiny", "--out", str(tmp_path / "x"), "--seeds", "0"])
 
 
 def test_probe_end_to_end(bench, tmp_path, one_thread):
@@ -90,8 +120,13 @@ def test_probe_end_to_end(bench, tmp_path, one_thread):
         assert {("lam", layer, "cls"), ("lam", layer, "box"), ("relation", layer, "pair"), ("gaze", layer, "patch")} <= seen
     assert ("lam", -1, "pair") not in seen  # pair pooling is for the two-person task only
     for r in result["results"]:
-        assert set(r) >= {"encoder", "layer", "task", "pool", "metric", "value", "split", "metrics"}
+        assert set(r) >= {"encoder", "layer", "task", "pool", "metric", "value", "split", "metrics", "ci", "metric_ci"}
         assert r["value"] is None or 0.0 <= r["value"] <= 1.0
+        if r["ci"] is not None:
+            assert r["ci"][0] <= r["value"] <= r["ci"][1]
+    assert sum(r["ci"] is not None for r in result["results"]) >= len(result["results"]) - 2
+    assert set(result["chance"]) == {"lam", "expression", "gesture", "relation", "gaze"} and result["chance"]["gaze"] == 0.5
+    assert "probe" in result["captions"]
     gaze = [r for r in result["results"] if r["task"] == "gaze"]
     assert gaze[0]["split"] == "test" and gaze[0]["metric"] == "auc" and "min_l2" in gaze[0]["metrics"]
     assert "## relation (map, val split)" in md and "Best probe" in md
@@ -120,6 +155,10 @@ def test_gradconf_end_to_end_from_config_and_checkpoint(bench, tmp_path, one_thr
     assert all(-1 <= v <= 1 for row in cos for v in row)
     assert all(v in (0.0, 0.5, 1.0) for row in result["overall"]["conflict_frequency"] for v in row)  # 2 batches
     assert len(result["pairs"]) == 10 and "| lam / gaze |" in md
+    for pair in result["pairs"]:
+        lo, hi = pair["ci"]["cosine"]
+        assert -1 <= lo <= pair["cosine"] + 1e-6 and pair["cosine"] - 1e-6 <= hi <= 1  # float32 sums vs float64 Gram
+    assert result["intervals"]["method"] == "percentile bootstrap over batches" and "gradconf" in result["captions"]
 
     # --ckpt: the checkpoint's config, with overrides on top
     config = load_config("tiny", overrides)
@@ -150,10 +189,12 @@ def test_budgets_and_transfer_rows():
     assert budget_steps(10, 5, "equal-steps-per-task") == {"single": 10, "joint": 50}
     with pytest.raises(ValueError):
         budget_steps(10, 5, "whatever")
-    up = transfer_row("map", {"map": 0.5}, {"map": 0.6})
+    up = transfer_row("map", {"map": 0.5}, {"map": 0.6}, {"delta": [0.05, 0.15], "relative": [0.1, 0.3]})
     assert up["transfer"] == "positive" and up["delta"] == pytest.approx(0.1) and up["relative"] == pytest.approx(0.2)
-    down = transfer_row("auc", {"auc": 0.8}, {"auc": 0.6})
+    down = transfer_row("auc", {"auc": 0.8}, {"auc": 0.6}, {"delta": [-0.3, -0.1], "relative": [-0.4, -0.1]})
     assert down["transfer"] == "negative" and down["relative"] == pytest.approx(-0.25)
+    # without an interval nothing is shown to differ
+    assert transfer_row("auc", {"auc": 0.8}, {"auc": 0.6})["transfer"] == "within noise"
     missing = transfer_row("map", None, {"map": 0.6})
     assert missing["transfer"] is None and missing["relative"] is None
     assert transfer_row("map", {"map": float("nan")}, {"map": 0.6})["delta"] is None

@@ -45,3 +45,23 @@ def test_benchmark_smoke_runs_every_worker_kind(tmp_path):
     # the smoke run never writes over the real results
     assert (results_md.stat().st_mtime_ns if results_md.exists() else None) == md_before
     assert not (ROOT / "benchmarks" / "results" / "smoke.json").exists()
+
+
+def test_cache_read_benchmark_smoke(tmp_path):
+    """`run.py --cache-read --smoke`: every (dtype, checksum) row of the feature-cache read benchmark comes back
+    with finite, positive rates, and the smoke run writes only to --out."""
+    results_md = ROOT / "benchmarks" / "RESULTS.md"
+    md_before = results_md.stat().st_mtime_ns if results_md.exists() else None
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.run([sys.executable, str(RUN), "--cache-read", "--smoke", "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "cache-read-smoke.json").read_text())
+    assert {(r["dtype"], r["checksum"]) for r in report["rows"]} == {(d, c) for d in ("fp32", "bf16") for c in ("every read", "once per run")}
+    for r in report["rows"]:
+        assert len(r["entries_per_s"]) == r["repeats"] >= 2
+        assert all(math.isfinite(v) and v > 0 for v in r["entries_per_s"] + r["mb_per_s"]), r
+    bf16 = next(r for r in report["rows"] if r["dtype"] == "bf16")
+    fp32 = next(r for r in report["rows"] if r["dtype"] == "fp32")
+    assert bf16["mb_per_entry"] == fp32["mb_per_entry"] / 2
+    assert "| bf16 |" in (tmp_path / "cache-read-smoke.md").read_text()
+    assert (results_md.stat().st_mtime_ns if results_md.exists() else None) == md_before

@@ -35,6 +35,12 @@ def test_eval_writes_official_metrics_and_per_sample_predictions(tiny_ckpt, synt
     rows = [json.loads(line) for line in (out / "predictions_expression.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and all(abs(sum(r["probs"]) - 1) < 1e-4 for r in rows)
     assert "| expression | 10 |" in (out / "results.md").read_text()
+    # every metric with its 95 % bootstrap interval over the 10 samples
+    expr = results["metrics"]["expression"]
+    assert set(expr["ci"]) == {"accuracy", "macro_f1"} and expr["ci"]["accuracy"][0] <= expr["accuracy"] <= expr["ci"]["accuracy"][1]
+    assert set(results["metrics"]["gaze"]["ci"]) == {"auc", "avg_l2", "min_l2"}
+    assert results["intervals"] == {"level": 0.95, "method": "percentile bootstrap over samples", "resamples": 1000, "seed": 0}
+    assert f"accuracy {expr['accuracy']:.4f} [{expr['ci']['accuracy'][0]:.4f}, " in (out / "results.md").read_text()
 
 
 def test_unlabelled_lam_challenge_split_gives_a_submission_file(tiny_ckpt, tmp_path):

@@ -84,9 +84,14 @@ def check_valid(resp, w=64, h=48):
 def test_health_tasks_page_and_docs(client):
     r = client.get("/health")
     assert r.status_code == 200 and r.json()["status"] == "ok"
-    tasks = {t["name"]: t for t in client.get("/tasks").json()["tasks"]}
+    assert r.json()["warning"].startswith("UNTRAINED") and r.json()["model_card"] == r.json()["warning"]
+    listing = client.get("/tasks").json()
+    tasks = {t["name"]: t for t in listing["tasks"]}
     assert list(tasks) == ["lam", "expression", "gesture", "relation", "gaze"]
     assert tasks["relation"]["roles"] == [0, 1] and tasks["lam"]["roles"] == [0]
+    assert {n: t["box_kinds"] for n, t in tasks.items()} == {"lam": ["face"], "expression": ["face"], "gesture": ["hand"],
+                                                            "relation": ["person", "person"], "gaze": ["head"]}  # fmt: skip
+    assert listing["box_kinds"] == ["face", "hand", "head", "person"]
     assert len(tasks["gesture"]["classes"]) == 34 and len(tasks["expression"]["classes"]) == 8
     assert tasks["gaze"]["kind"] == "heatmap"
     page = client.get("/")
@@ -94,16 +99,24 @@ def test_health_tasks_page_and_docs(client):
     for anchor in ('id="file"', 'id="canvas"', 'id="run"', 'id="results"', 'id="tasks"'):
         assert anchor in page.text
     assert "http://" not in page.text and "https://" not in page.text and "//cdn" not in page.text, "no external resources"
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "http://" not in docs.text and "https://" not in docs.text, "/docs works offline"
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/static-offline-docs/{asset}" in docs.text
+        assert client.get(f"/static-offline-docs/{asset}").status_code == 200
     assert "/predict" in client.get("/openapi.json").json()["paths"]
+    card = client.get("/model_card").json()
+    assert card["card"]["trained"] is False and card["summary"] == card["warning"]
 
 
 def test_valid_prediction_with_pixel_and_normalised_boxes(client, predictor):
     img = png_bytes()
-    boxes = [{"xyxy": [8, 6, 40, 30], "role": 0}, {"xyxy": [0.5, 0.5, 1.0, 1.0], "role": 1, "normalized": True}]
+    boxes = [{"xyxy": [8, 6, 40, 30], "kind": "face"}, {"xyxy": [0.1, 0.1, 0.7, 0.7], "kind": "head", "normalized": True},
+             {"xyxy": [0, 0, 32, 48], "kind": "person"}, {"xyxy": [0.5, 0.0, 1.0, 1.0], "kind": "person", "normalized": True}]  # fmt: skip
     body = check_valid(post(client, img, boxes, tasks="lam,relation,gaze"))
     assert body["boxes"][0]["xyxy_normalized"] == pytest.approx([0.125, 0.125, 0.625, 0.625])
     assert body["tasks"]["relation"]["label"] in predictor.model.tasks["relation"].classes
+    assert body["warning"].startswith("UNTRAINED"), "an untrained preset's answers carry the warning"
     # the same request through the Python API gives the same numbers
     [direct] = predictor.predict(Image.open(io.BytesIO(img)), boxes=boxes, tasks="lam")
     assert body["tasks"]["lam"]["probs"] == pytest.approx(direct["tasks"]["lam"]["probs"], abs=1e-6)
@@ -148,6 +161,8 @@ BAD_INPUTS = {
     "box with a bad role": (lambda c: post(c, png_bytes(), [{"xyxy": [1, 2, 3, 4], "role": -3}]), 422, "role"),
     "too many boxes": (lambda c: post(c, png_bytes(), [{"xyxy": [1, 2, 3, 4]}] * 100), 422, "at most"),
     "unknown task": (lambda c: post(c, png_bytes(), None, tasks="lam,smile"), 422, "unknown task 'smile'"),
+    "unknown box kind": (lambda c: post(c, png_bytes(), [{"xyxy": [1, 2, 3, 4], "kind": "foot"}]), 422, "'kind' must be one of"),
+    "untagged boxes for tasks of two kinds": (lambda c: post(c, png_bytes(), [{"xyxy": [1, 2, 30, 40]}], tasks="lam,gaze"), 422, "give every box a kind"),
     "empty task list": (lambda c: post(c, png_bytes(), None, tasks=" , "), 422, "no task"),
     "deeply nested boxes JSON": (lambda c: post(c, png_bytes(), "[" * 100_000 + "]" * 100_000), 400, "not valid JSON"),
 }
@@ -229,7 +244,7 @@ def test_concurrent_burst_of_valid_and_hostile_requests(predictor, capsys):
         kind, i = job
         for _attempt in range(200):
             if kind == "valid":
-                r = post(c, png_bytes(seed=i), [{"xyxy": [4, 4, 40, 40], "role": 0}])
+                r = post(c, png_bytes(seed=i), [{"xyxy": [4, 4, 40, 40], "kind": "face"}, {"xyxy": [4, 4, 40, 40], "kind": "head"}])
             else:
                 r = BAD_INPUTS[kind][0](c)
             with lock:
@@ -255,3 +270,89 @@ def test_concurrent_burst_of_valid_and_hostile_requests(predictor, capsys):
     counts = {s: statuses.count(s) for s in sorted(set(statuses))}
     with capsys.disabled():
         print(f"\nburst: {len(jobs)} requests ({len(statuses)} attempts incl. retries) in {elapsed:.2f}s, statuses {counts}")
+
+
+# ------------------------------------------------------------------------------------------- boxes by kind
+
+
+def test_each_task_gets_its_own_kind_of_box(client, predictor):
+    img = png_bytes(80, 60, seed=21)
+    boxes = [{"xyxy": [8, 6, 30, 30], "kind": "face"}, {"xyxy": [50, 30, 70, 55], "kind": "hand"},
+             {"xyxy": [0, 0, 40, 60], "kind": "person"}, {"xyxy": [40, 0, 80, 60], "kind": "person"},
+             {"xyxy": [6, 4, 32, 32], "kind": "head"}]  # fmt: skip
+    r = post(client, img, boxes, tasks="all")
+    assert r.status_code == 200, r.text
+    used = {name: t["boxes"] for name, t in r.json()["tasks"].items()}
+    assert used == {"lam": [0], "expression": [0], "gesture": [1], "relation": [2, 3], "gaze": [4]}
+    # gesture read the hand box: the same answer as the API on that box alone
+    [alone] = predictor.predict(Image.open(io.BytesIO(img)), boxes=[{"xyxy": [50, 30, 70, 55]}], tasks="gesture")
+    assert r.json()["tasks"]["gesture"]["probs"] == pytest.approx(alone["tasks"]["gesture"]["probs"], abs=1e-5)
+    # a face box only: gesture is skipped with the reason, never run on the face
+    r = post(client, img, [{"xyxy": [8, 6, 30, 30], "kind": "face"}], tasks="gesture,expression")
+    assert r.status_code == 200, r.text
+    assert r.json()["tasks"]["gesture"] == {"skipped": "no hand box"}
+    assert r.json()["tasks"]["expression"]["boxes"] == [0]
+
+
+def test_examples_come_with_a_box_of_every_kind(client):
+    examples = client.get("/examples").json()["examples"]
+    assert len(examples) >= 2
+    for ex in examples:
+        png = client.get(f"/examples/{ex['name']}.png")
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png" and len(png.content) < 100_000
+        assert Image.open(io.BytesIO(png.content)).size == (ex["width"], ex["height"])
+    full = next(ex for ex in examples if {b["kind"] for b in ex["boxes"]} == {"face", "hand", "head", "person"})
+    r = post(client, client.get(f"/examples/{full['name']}.png").content, full["boxes"], tasks="all")
+    assert r.status_code == 200 and not [n for n, t in r.json()["tasks"].items() if "skipped" in t], r.text
+    assert client.get("/examples/nope.png").status_code == 404
+
+
+# ------------------------------------------------------------------------------------------- access control
+
+
+def test_an_api_key_guards_every_request_but_the_public_pages(predictor):
+    app = create_app(predictor, max_upload_bytes=MAX_UPLOAD, api_key="s3cret-key")
+    with TestClient(app, raise_server_exceptions=False) as c:
+        for method, path in (("get", "/health"), ("get", "/tasks"), ("get", "/model_card"), ("get", "/examples"),
+                             ("get", "/examples/two-people.png"), ("post", "/predict")):  # fmt: skip
+            r = getattr(c, method)(path)
+            assert r.status_code == 401 and "missing API key" in r.json()["detail"], (path, r.status_code)
+            assert r.headers["www-authenticate"] == "Bearer"
+            wrong = getattr(c, method)(path, headers={"X-API-Key": "guess"})
+            assert wrong.status_code == 401 and "wrong API key" in wrong.json()["detail"]
+        assert c.get("/health", headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
+        assert c.get("/health", headers={"X-API-Key": "s3cret-key"}).status_code == 200
+        assert c.get("/health", headers={"Authorization": "Basic s3cret-key"}).status_code == 401
+        ok = c.post("/predict", files={"image": ("a.png", png_bytes(), "image/png")}, data={"tasks": "lam"}, headers={"X-API-Key": "s3cret-key"})
+        assert ok.status_code == 200 and ok.json()["tasks"]["lam"]["label"] in ("looking", "not_looking")
+        # what a browser opens by address stays open: the page shell, the docs and their assets, the schema
+        for path in ("/", "/docs", "/static-offline-docs/swagger-ui.css", "/openapi.json"):
+            assert c.get(path).status_code == 200, path
+        schemes = c.get("/openapi.json").json()["components"]["securitySchemes"]
+        assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"} and schemes["bearer"]["scheme"] == "bearer"
+
+
+def test_serve_refuses_a_network_address_without_a_key(monkeypatch):
+    import uvicorn
+
+    from socialfusion.errors import UserError
+    from socialfusion.serve.http import bind_refusal, main
+
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert bind_refusal(host, None, insecure=False) is None, host
+    assert "refusing to listen on 0.0.0.0" in bind_refusal("0.0.0.0", None, insecure=False)
+    assert bind_refusal("0.0.0.0", "k", insecure=False) is None and bind_refusal("0.0.0.0", None, insecure=True) is None
+    monkeypatch.delenv("SOCIALFUSION_API_KEY", raising=False)
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append((app, kw)))
+    with pytest.raises(UserError, match="refusing to listen on 0.0.0.0 without an API key"):
+        main(["--ckpt", "tiny", "--host", "0.0.0.0"])
+    assert not started, "refused before starting"
+    # the key from the environment: the service starts, and asks for it
+    monkeypatch.setenv("SOCIALFUSION_API_KEY", "from-env")
+    assert main(["--ckpt", "tiny", "--host", "0.0.0.0", "--device", "cpu"]) == 0
+    [(app, kw)] = started
+    assert kw["host"] == "0.0.0.0"
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 401
+        assert c.get("/health", headers={"Authorization": "Bearer from-env"}).status_code == 200

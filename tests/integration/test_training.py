@@ -58,13 +58,15 @@ def _train_cmd(synth_root, cache, out, steps, extra=()):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_the_uninterrupted_run(synth_root, tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_after_sigkill_matches_the_uninterrupted_run(synth_root, tmp_path, workers):
     """With the connector's input statistics measured at the start (`input_norm: standardize`): the resumed run
-    keeps the checkpoint's statistics and ends with the uninterrupted run's weights and statistics."""
+    keeps the checkpoint's statistics and ends with the uninterrupted run's weights and statistics. With a
+    DataLoader worker decoding the images too (the killed run's worker dies with it)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cache = tmp_path / "cache"
     steps = 8
-    extra = ("model.connector.input_norm=standardize",)
+    extra = ("model.connector.input_norm=standardize", "train.feature_cache=off", f"train.num_workers={workers}")
     subprocess.run(_train_cmd(synth_root, cache, tmp_path / "full", steps, extra), check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(synth_root, cache, killed, steps, extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -90,16 +92,18 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(synth_root, tmp_path
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(synth_root, tmp_path):
-    """torchrun with 2 gloo ranks: ranks end identical, equal to one process with twice the batch, and the
-    sharded evaluation counts every validation sample exactly once."""
+    """torchrun with 2 gloo ranks under DDP (LoRA: `train.distributed: auto` picks it), accumulating over 2
+    micro-batches (`no_sync` on the first): ranks end identical, equal to one process with twice the batch (the
+    tolerance: tests/integration/test_distributed.py; `lam` never uses the gaze head, so DDP must allow unused
+    parameters), and the sharded evaluation counts every validation sample exactly once."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     worker = Path(__file__).parent / "dist_worker.py"
     common = [str(synth_root), str(tmp_path / "cache")]
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(worker), *common, str(tmp_path / "two"), "2"],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(worker), *common, str(tmp_path / "two"), "2", "train.grad_accum=2"],
         check=True, env=env, capture_output=True, timeout=600,
     )
-    subprocess.run([sys.executable, str(worker), *common, str(tmp_path / "one"), "4"], check=True, env=env, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, str(worker), *common, str(tmp_path / "one"), "4", "train.grad_accum=2"], check=True, env=env, capture_output=True, timeout=600)
     rank0 = torch.load(tmp_path / "two" / "weights_rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "two" / "weights_rank1.pt", weights_only=True)
     single = torch.load(tmp_path / "one" / "weights_rank0.pt", weights_only=True)

@@ -19,7 +19,8 @@ from tests.conftest import synth_overrides
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-BOXES = [{"xyxy": [4, 6, 30, 34], "role": 0}, {"xyxy": [34, 8, 60, 40], "role": 1}]
+# a box of every kind, so that every task has its own (the face, hand and head share the first person's box)
+BOXES = [{"xyxy": [4, 6, 30, 34], "kind": k} for k in ("face", "hand", "head", "person")] + [{"xyxy": [34, 8, 60, 40], "kind": "person"}]
 
 
 def _image() -> Image.Image:

@@ -79,8 +79,9 @@ def _valid_images() -> list[tuple[str, bytes]]:
     ]
 
 
-VALID_BOXES = [None, [{"xyxy": [0.1, 0.1, 0.6, 0.7], "role": 0, "normalized": True}],
-               [{"xyxy": [0.05, 0.1, 0.45, 0.9], "role": 0}, {"xyxy": [0.5, 0.1, 0.95, 0.9], "role": 1}]]  # fmt: skip
+VALID_BOXES = [None, [{"xyxy": [0.1, 0.1, 0.6, 0.7], "kind": k, "normalized": True} for k in ("face", "head")],
+               [{"xyxy": [0.05, 0.1, 0.45, 0.9], "kind": "person"}, {"xyxy": [0.5, 0.1, 0.95, 0.9], "kind": "person"},
+                {"xyxy": [0.1, 0.1, 0.3, 0.4], "kind": "face"}, {"xyxy": [0.6, 0.5, 0.7, 0.6], "kind": "hand"}]]  # fmt: skip
 VALID_TASKS = ["lam,gaze", "all", "expression,gesture,relation"]
 
 HOSTILE = {  # kind: (request builder, expected status)

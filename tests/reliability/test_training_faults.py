@@ -25,10 +25,10 @@ STEPS, EVAL_EVERY = 8, 4
 SEED = 20251201  # the kill points below are drawn from this seed
 
 
-def _overrides(synth_root: Path, cache: Path, steps: int = STEPS, eval_every: int = EVAL_EVERY) -> list[str]:
+def _overrides(synth_root: Path, cache: Path, steps: int = STEPS, eval_every: int = EVAL_EVERY, workers: int = 0) -> list[str]:
     caps = [f"data.tasks.{i}.max_eval_samples=4" for i in range(5)]  # evaluation stays short but real
     return [*synth_overrides(synth_root, cache), *caps, f"train.steps={steps}", "train.save_every=1",
-            "train.log_every=1", f"train.eval_every={eval_every}"]  # fmt: skip
+            "train.log_every=1", f"train.eval_every={eval_every}", f"train.num_workers={workers}"]  # fmt: skip
 
 
 class _Run:
@@ -37,6 +37,7 @@ class _Run:
     imports (about 8 s on 2 cores) at every restart."""
 
     _context = None
+    started: list = []  # every process started, for `_reap`
 
     def __init__(self, argv: list[str], output: Path):
         if _Run._context is None:
@@ -47,8 +48,10 @@ class _Run:
             _Run._context = ctx
         from tests.reliability._train_child import run_train
 
-        self.process = _Run._context.Process(target=run_train, args=(argv, str(output)), daemon=True)
+        # not a daemon: a daemonic process may not start the DataLoader's worker processes; `_reap` ends leftovers
+        self.process = _Run._context.Process(target=run_train, args=(argv, str(output)), daemon=False)
         self.process.start()
+        _Run.started.append(self.process)
 
     def poll(self):
         return self.process.exitcode
@@ -72,8 +75,22 @@ class _Run:
         return self.process.exitcode
 
 
-def _launch(synth_root, cache, out: Path, resume: bool, tag: str) -> _Run:
-    argv = ["tiny", *_overrides(synth_root, cache), "--out", str(out), "--no-progress", *(["--resume"] if resume else [])]
+@pytest.fixture(autouse=True)
+def _reap():
+    """A run the test did not wait for (it failed first) is killed, not waited for at interpreter exit."""
+    yield
+    while _Run.started:
+        process = _Run.started.pop()
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _launch(synth_root, cache, out: Path, resume: bool, tag: str, workers: int = 1) -> _Run:
+    """A training run; the runs of the SIGKILL test decode in a DataLoader worker (test_training.py's resume test
+    covers both 0 and 1 workers)."""
+    argv = ["tiny", *_overrides(synth_root, cache, workers=workers), "train.feature_cache=off", "--out", str(out), "--no-progress",
+            *(["--resume"] if resume else [])]  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     return _Run(argv, out.parent / f"{out.name}-{tag}.out")
 

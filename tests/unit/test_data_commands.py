@@ -37,13 +37,13 @@ def test_prepare_prints_the_skip_summary_and_honours_the_policy(tmp_path, capsys
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "skipped: 2" in out and "row has 3 columns" in out and "protocol: inout -1" in out
-    assert main(args + ["--on-bad-sample", "error"]) == 1
+    assert cli.main(["data", *args, "--on-bad-sample", "error"]) == 2  # a user error: one line, exit 2
     assert "train_annotations_release.txt:5" in capsys.readouterr().err
 
 
 def test_prepare_errors(tmp_path, capsys):
     out = str(tmp_path / "o.jsonl")
-    assert main(["prepare", "pisc", "--root", str(tmp_path), "--split", "test", "--out", out]) == 1
+    assert cli.main(["data", "prepare", "pisc", "--root", str(tmp_path), "--split", "test", "--out", out]) == 2
     assert "annotation_image_info.json" in capsys.readouterr().err
     assert main(["prepare", "nosuch", "--root", str(tmp_path), "--split", "test", "--out", out]) == 2
     assert "unknown dataset" in capsys.readouterr().err

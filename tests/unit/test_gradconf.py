@@ -116,3 +116,54 @@ def test_fixed_batches_are_seeded_and_disjoint_until_they_wrap():
     flat = [i for b in b1 for i in b]
     assert len(flat) == len(set(flat)) == 12
     assert all(len(b) == 3 for b in fixed_batches(3, 8, 2, 0, 0))  # fewer samples than a batch
+
+
+def test_bootstrap_over_batches_reproduces_the_point_estimates_and_brackets_them():
+    from socialfusion.analysis.gradconf import batch_weights, bootstrap_batches
+
+    per_batch = _toy_task_grads(2, batches=16)
+    # D and E: random directions, so their per-batch cosines vary around zero
+    g = torch.Generator().manual_seed(3)
+    for grads in per_batch:
+        grads["D"], grads["E"] = torch.randn(3, generator=g), torch.randn(3, generator=g)
+    tasks = ["A", "B", "C", "D", "E"]
+    stats = ConflictStats(tasks, {"first": (0, 2), "last": (2, 3)})
+    for grads in per_batch:
+        stats.update(grads)
+    out = stats.summary(resamples=400)
+    ov = out["overall"]
+    # the Gram matrix of all (batch, task) gradients, summed over the components, is the exact one
+    flat = torch.stack([grads[t] for grads in per_batch for t in tasks]).double()
+    assert np.allclose(stats.gram("overall").reshape(80, 80), (flat @ flat.T).numpy())
+    # drawing every batch once is the point estimate
+    once = bootstrap_batches(stats.gram("overall"), np.stack(stats.batch_cos["overall"]), np.ones((1, 16)))
+    for key in ("cosine", "mean_batch_cosine", "conflict_frequency", "magnitude_similarity"):
+        off = ~np.eye(5, dtype=bool)
+        assert np.allclose(once[key][0][off], ov[key][off], equal_nan=True), key
+    ci = ov["ci"]
+    assert ci["conflict_frequency"][0][1] == [1.0, 1.0] and ci["conflict_frequency"][0][2] == [0.0, 0.0]
+    assert ci["cosine"][0][1][1] < -0.99 and ci["cosine"][0][0] is None
+    lo, hi = ci["conflict_frequency"][3][4]
+    assert lo < ov["conflict_frequency"][3, 4] < hi and hi - lo > 0.2  # random pairs: a genuinely uncertain frequency
+    lo, hi = ci["cosine"][3][4]
+    assert lo <= ov["cosine"][3, 4] <= hi
+    assert set(ci["mean_grad_norm"]) == set(tasks)
+    assert batch_weights(16, 10, seed=0).sum(1).tolist() == [16.0] * 10
+
+
+def test_large_components_are_count_sketched_for_the_intervals():
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(20000, generator=g)
+    batches = [{"A": base + 0.5 * torch.randn(20000, generator=g), "B": -base + 0.5 * torch.randn(20000, generator=g)} for _ in range(4)]
+    stats = ConflictStats(["A", "B"], {"big": (0, 20000)}, sketch_dim=4096)
+    for grads in batches:
+        stats.update(grads)
+    flat = torch.stack([grads[t] for grads in batches for t in "AB"]).double()
+    exact = (flat @ flat.T).numpy()
+    approx = stats.gram("big").reshape(8, 8)
+    scale = np.sqrt(np.outer(np.diag(exact), np.diag(exact)))
+    assert np.abs(approx - exact).max() / scale.max() < 0.05  # ~1/sqrt(4096) relative error
+    out = stats.summary(resamples=200)
+    assert out["big"]["sketched"] and out["overall"]["sketched"]
+    assert np.allclose(out["overall"]["cosine"], cosine_matrix({t: sum(b[t] for b in batches) for t in "AB"}))  # exact point
+    assert out["overall"]["ci"]["cosine"][0][1][1] < -0.5

@@ -10,8 +10,17 @@ left out) is flattened on the CPU. From these we report, per parameter component
 - `conflict_frequency`: the fraction of batches in which two tasks' gradients have cosine < 0 (as in PCGrad);
 - `magnitude_similarity`: 2|g1||g2| / (|g1|^2 + |g2|^2) of the accumulated gradients (1 = equal norms).
 
-Memory: per task one running sum and one current-batch vector (float32, CPU), whatever K is. The math is in
-pure functions (`cosine_matrix`, `conflict_frequency`, `magnitude_similarity`) tested on toy problems.
+Every number has a 95 % percentile bootstrap interval over the K batches (`ci`: resample the batches with
+replacement, recompute the statistic; K >= 16 by default, since with a handful of batches a frequency can only
+be 0, 1/K, ...). The accumulated statistics of a resample need the dot products between every pair of (batch,
+task) gradients: each batch's gradient is kept per component, exactly when the component has at most
+`sketch_dim` (65,536) parameters, else as a count sketch of that size (a fixed random bucket and sign per
+parameter; dot products unbiased, relative error about 1/sqrt(sketch_dim) = 0.4 %, used for the intervals only;
+the point estimates are exact).
+
+Memory: per task one running sum (float32, CPU) plus K x T x sum over components of min(size, sketch_dim)
+floats for the intervals. The math is in pure functions (`cosine_matrix`, `conflict_frequency`,
+`magnitude_similarity`, `bootstrap_batches`) tested on toy problems.
 """
 
 from __future__ import annotations
@@ -26,8 +35,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..eval.intervals import RESAMPLES, SEED, fmt_ci, interval_info, percentile_interval
 from . import fmt, write_json
 
+DEFAULT_BATCHES = 16
+SKETCH_DIM = 65536
 
 
 # ------------------------------------------------------------------------------------------- pure math
@@ -98,19 +110,67 @@ def nanmean_stack(mats: Sequence[np.ndarray]) -> np.ndarray:
         return np.where(defined.any(0), np.where(defined, c, 0.0).sum(0) / np.maximum(defined.sum(0), 1), np.nan)
 
 
+def batch_weights(k: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """(resamples, k) counts: how often each of the k batches is drawn in each bootstrap resample."""
+    idx = np.random.default_rng(seed).integers(0, k, size=(resamples, k))
+    return np.stack([np.bincount(row, minlength=k) for row in idx]).astype(np.float64)
+
+
+def bootstrap_batches(gram: np.ndarray, batch_cos: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Every statistic of `ConflictStats.summary` on each bootstrap resample of the batches.
+
+    `gram` (K, T, K, T): dot products <g(batch k, task a), g(batch l, task c)>; `batch_cos` (K, T, T) per-batch
+    cosines (NaN where undefined); `weights` (B, K) draw counts. A resample's accumulated gradient of task a is
+    sum_k w_k g_ka, so its dot products are w^T G_ac w. Returns {statistic: (B, T, T)} and "mean_grad_norm" (B, T).
+    """
+    dots = np.einsum("bk,kalc,bl->bac", weights, gram, weights)
+    sq = np.clip(np.einsum("baa->ba", dots), 0.0, None)
+    norm = np.sqrt(sq)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.clip(dots / (norm[:, :, None] * norm[:, None, :]), -1.0, 1.0)
+        denom = sq[:, :, None] + sq[:, None, :]
+        mag = np.where(denom > 0, 2.0 * norm[:, :, None] * norm[:, None, :] / np.where(denom > 0, denom, 1.0), np.nan)
+        defined = np.isfinite(batch_cos)
+        count = np.einsum("bk,kac->bac", weights, defined.astype(np.float64))
+        mean_cos = np.einsum("bk,kac->bac", weights, np.where(defined, batch_cos, 0.0)) / count
+        conflict = np.einsum("bk,kac->bac", weights, (np.where(defined, batch_cos, 0.0) < 0).astype(np.float64)) / count
+    return {"cosine": cos, "mean_batch_cosine": mean_cos, "conflict_frequency": conflict, "magnitude_similarity": mag,
+            "mean_grad_norm": norm / weights.sum(1, keepdims=True)}
+
+
+def _matrix_intervals(values: np.ndarray, level: float = 0.95) -> list[list[list[float] | None]]:
+    """(B, T, T) bootstrap values -> T x T of [lo, hi] (None on the diagonal, fixed by definition)."""
+    t = values.shape[1]
+    return [[None if a == c else percentile_interval(values[:, a, c], level) for c in range(t)] for a in range(t)]
+
+
 class ConflictStats:
-    """Streaming statistics over batches: running gradient sums per task and per-batch cosine matrices per scope.
+    """Streaming statistics over batches: running gradient sums per task and per-batch cosine matrices per scope,
+    plus what the bootstrap over batches needs (each batch's gradients per component, exact or count-sketched).
 
     `segments` maps a component name to its (start, end) slice of the flattened gradient; "overall" is the whole
-    vector. Only the T running sums (and the caller's T current vectors) are ever held.
+    vector. Held: the T running sums and, per batch and component, T vectors of at most `sketch_dim` floats.
     """
 
-    def __init__(self, tasks: Sequence[str], segments: Mapping[str, tuple[int, int]]):
+    def __init__(self, tasks: Sequence[str], segments: Mapping[str, tuple[int, int]], sketch_dim: int = SKETCH_DIM, seed: int = 0):
         self.tasks = list(tasks)
-        self.segments = {"overall": (0, max(e for _, e in segments.values()) if segments else 0), **segments}
+        end = max(e for _, e in segments.values()) if segments else 0
+        self.segments = {"overall": (0, end), **segments}
         self.sums: dict[str, torch.Tensor] = {}
         self.batch_cos: dict[str, list[np.ndarray]] = {s: [] for s in self.segments}
         self.batches = 0
+        # the overall Gram matrix is the sum of the components' when they tile the vector; else it is kept itself
+        tiles = sorted(segments.values())
+        covered = bool(tiles) and tiles[0][0] == 0 and all(a[1] == b[0] for a, b in zip(tiles, tiles[1:])) and tiles[-1][1] == end
+        self._kept_scopes = list(segments) if covered else list(self.segments)
+        self._kept: dict[str, list[torch.Tensor]] = {s: [] for s in self._kept_scopes}
+        self._sketch: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        g = torch.Generator().manual_seed(seed)
+        for scope in self._kept_scopes:
+            a, b = self.segments[scope]
+            if b - a > sketch_dim:
+                self._sketch[scope] = (torch.randint(0, sketch_dim, (b - a,), generator=g), torch.randint(0, 2, (b - a,), generator=g, dtype=torch.bool))
+        self.sketch_dim = sketch_dim
 
     def update(self, grads: Mapping[str, torch.Tensor]) -> None:
         missing = set(self.tasks) - set(grads)
@@ -121,10 +181,28 @@ class ConflictStats:
             self.sums[t] = g.clone() if t not in self.sums else self.sums[t].add_(g)
         for scope, (a, b) in self.segments.items():
             self.batch_cos[scope].append(cosine_matrix([grads[t].flatten()[a:b] for t in self.tasks]))
+        for scope in self._kept_scopes:
+            a, b = self.segments[scope]
+            v = torch.stack([grads[t].detach().to("cpu", torch.float32).flatten()[a:b] for t in self.tasks])
+            if scope in self._sketch:
+                bucket, negative = self._sketch[scope]
+                v = torch.zeros(len(self.tasks), self.sketch_dim).index_add_(1, bucket, torch.where(negative, -v, v))
+            self._kept[scope].append(v)
         self.batches += 1
 
-    def summary(self) -> dict:
+    def gram(self, scope: str) -> np.ndarray:
+        """(K, T, K, T) dot products between every (batch, task) gradient of one scope (sketched where marked)."""
+        scopes = [scope] if scope in self._kept else self._kept_scopes
+        k, t = self.batches, len(self.tasks)
+        total = np.zeros((k * t, k * t))
+        for sc in scopes:
+            x = torch.cat(self._kept[sc]).double()
+            total += (x @ x.T).numpy()
+        return total.reshape(k, t, k, t)
+
+    def summary(self, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
         out = {}
+        weights = batch_weights(self.batches, resamples, seed) if resamples > 0 and self.batches else None
         for scope, (a, b) in self.segments.items():
             acc = [self.sums[t][a:b] for t in self.tasks]
             out[scope] = {
@@ -134,7 +212,13 @@ class ConflictStats:
                 "magnitude_similarity": magnitude_similarity_matrix(acc),
                 "mean_grad_norm": {t: float(v.double().norm()) / max(1, self.batches) for t, v in zip(self.tasks, acc)},
                 "n_params": b - a,
+                "sketched": scope in self._sketch or (scope not in self._kept and bool(self._sketch)),
             }
+            if weights is not None:
+                boot = bootstrap_batches(self.gram(scope), np.stack(self.batch_cos[scope]), weights)
+                ci = {m: _matrix_intervals(boot[m]) for m in ("cosine", "mean_batch_cosine", "conflict_frequency", "magnitude_similarity")}
+                ci["mean_grad_norm"] = {t: percentile_interval(boot["mean_grad_norm"][:, i]) for i, t in enumerate(self.tasks)}
+                out[scope]["ci"] = ci
         return out
 
 
@@ -173,15 +257,16 @@ def fixed_batches(n: int, batch_size: int, k: int, seed: int, salt: int) -> list
     return [[int(perm[(b * batch_size + i) % n]) for i in range(min(batch_size, n))] for b in range(k)]
 
 
-def run_gradconf(model, config, out_dir, batches: int = 8, progress: bool = True) -> dict:
-    """Per-task gradients over `batches` fixed multi-task batches -> gradconf.json, gradconf.md, gradconf.png."""
+def run_gradconf(model, config, out_dir, batches: int = DEFAULT_BATCHES, progress: bool = True, resamples: int = RESAMPLES) -> dict:
+    """Per-task gradients over `batches` fixed multi-task batches -> gradconf.json, gradconf.md, gradconf.png, each
+    statistic with a 95 % percentile bootstrap interval over the batches (`resamples` resamples; 0: none)."""
     from tqdm.auto import tqdm
 
     from ..data.pipeline import build_task_datasets, collate
     from ..data.skips import SkipReport
     from ..features.inputs import sample_inputs
     from ..train.step import NonFiniteLoss, task_backward
-    from .plots import matrix_heatmaps
+    from .plots import gradconf_caption, matrix_heatmaps
 
     if batches < 1:
         raise ValueError(f"batches must be >= 1, got {batches}")
@@ -203,7 +288,7 @@ def run_gradconf(model, config, out_dir, batches: int = 8, progress: bool = True
         needed = {t: [datasets[t].samples[i] for i in sorted({i for b in plan[t] for i in b})] for t in tasks}
         for t in tasks:
             cache.warm(needed[t], report, desc=f"caching features ({t})")
-    stats = ConflictStats(tasks, segments)
+    stats = ConflictStats(tasks, segments, seed=config.train.seed)
     losses = {t: [] for t in tasks}
     # eval mode: no dropout, so the gradients are a deterministic function of (weights, batches)
     model.eval()
@@ -227,7 +312,11 @@ def run_gradconf(model, config, out_dir, batches: int = 8, progress: bool = True
         del grads
     bar.close()
     model.zero_grad(set_to_none=True)
-    summary = stats.summary()
+    summary = stats.summary(resamples)
+    loss_ci = {}
+    if resamples > 0:
+        w = batch_weights(batches, resamples)
+        loss_ci = {t: percentile_interval(w @ np.asarray(v) / w.sum(1)) for t, v in losses.items()}
     result = {
         "tasks": tasks,
         "batches": batches,
@@ -235,6 +324,8 @@ def run_gradconf(model, config, out_dir, batches: int = 8, progress: bool = True
         "seed": config.train.seed,
         "loss_weights": {t: weights.get(t, 1.0) for t in tasks},
         "mean_loss": {t: float(np.mean(v)) for t, v in losses.items()},
+        "mean_loss_ci": loss_ci,
+        "intervals": interval_info(resamples, SEED, over="batches") if resamples > 0 else None,
         "components": {c: b - a for c, (a, b) in segments.items()},
         "excluded_components": sorted({model.component(n) for n, p in model.named_parameters() if p.requires_grad} - set(segments)),
         "overall": summary.pop("overall"),
@@ -246,27 +337,36 @@ def run_gradconf(model, config, out_dir, batches: int = 8, progress: bool = True
     ov = result["overall"]
     for i, a in enumerate(tasks):
         for j in range(i + 1, len(tasks)):
-            result["pairs"].append({"a": a, "b": tasks[j], **{m: ov[m][i, j] for m in ("cosine", "mean_batch_cosine", "conflict_frequency", "magnitude_similarity")}})
+            pair = {"a": a, "b": tasks[j], **{m: ov[m][i, j] for m in STATISTICS}}
+            if "ci" in ov:
+                pair["ci"] = {m: ov["ci"][m][i][j] for m in STATISTICS}
+            result["pairs"].append(pair)
+    ci = ov.get("ci", {})
     matrix_heatmaps(
         [
-            ("cosine of accumulated task gradients", ov["cosine"].tolist(), (-1.0, 1.0), "RdBu"),
-            (f"conflict frequency (cos < 0, {batches} batches)", ov["conflict_frequency"].tolist(), (0.0, 1.0), "Reds"),
+            ("cosine of accumulated task gradients", ov["cosine"].tolist(), (-1.0, 1.0), "RdBu", ci.get("cosine")),
+            (f"conflict frequency (cos < 0, {batches} batches)", ov["conflict_frequency"].tolist(), (0.0, 1.0), "Reds", ci.get("conflict_frequency")),
         ],
         tasks,
         out_dir / "gradconf.png",
     )
     result["figures"] = [str(out_dir / "gradconf.png")]
+    result["captions"] = {"gradconf": gradconf_caption(batches)}
     result["markdown"] = pairs_table(result)
     write_json(result, out_dir / "gradconf.json")
     (out_dir / "gradconf.md").write_text(markdown(result))
     return result
 
 
+STATISTICS = ("cosine", "mean_batch_cosine", "conflict_frequency", "magnitude_similarity")
+
+
 def pairs_table(result: dict) -> str:
-    """The overall statistics per task pair as one markdown table, for embedding in reports."""
+    """The overall statistics per task pair as one markdown table (value [95 % interval]), for embedding in reports."""
     lines = ["| pair | cosine | mean batch cosine | conflict frequency | magnitude similarity |", "|---|---|---|---|---|"]
     for r in result["pairs"]:
-        lines.append(f"| {r['a']} / {r['b']} | {fmt(r['cosine'], 3)} | {fmt(r['mean_batch_cosine'], 3)} | {fmt(r['conflict_frequency'], 3)} | {fmt(r['magnitude_similarity'], 3)} |")
+        ci = r.get("ci") or {}
+        lines.append(f"| {r['a']} / {r['b']} | " + " | ".join(fmt_ci(r[m], ci.get(m), 3) for m in STATISTICS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -277,7 +377,8 @@ def markdown(result: dict) -> str:
         "",
         f"{result['batches']} fixed multi-task batches of {result['batch_size']} samples per task (seed {result['seed']}); "
         f"gradients of each task's loss on the shared trainable parameters ({', '.join(f'{c}: {n:,}' for c, n in result['components'].items())}; "
-        f"excluded: {', '.join(result['excluded_components'])}).",
+        f"excluded: {', '.join(result['excluded_components'])}). Brackets: 95 % percentile bootstrap intervals over the batches"
+        + (f" ({result['intervals']['resamples']} resamples)." if result.get("intervals") else " (none computed)."),
         "",
         "## Overall cosine similarity of the accumulated task gradients",
         "",
@@ -292,47 +393,50 @@ def markdown(result: dict) -> str:
     for i, a in enumerate(tasks):
         for j in range(i + 1, len(tasks)):
             for scope, s in scopes.items():
-                lines.append(
-                    f"| {a} / {tasks[j]} | {scope} | {fmt(s['cosine'][i, j], 3)} | {fmt(s['mean_batch_cosine'][i, j], 3)} | "
-                    f"{fmt(s['conflict_frequency'][i, j], 3)} | {fmt(s['magnitude_similarity'][i, j], 3)} |"
-                )
+                ci = s.get("ci") or {}
+                cells = [fmt_ci(s[m][i, j], (ci.get(m) or [[None] * len(tasks)] * len(tasks))[i][j], 3) for m in STATISTICS]
+                lines.append(f"| {a} / {tasks[j]} | {scope} | " + " | ".join(cells) + " |")
     lines += ["", "Cosine < 0 means the two tasks pull the shared parameters in conflicting directions; a conflict frequency near 1 "
               "means they do so on almost every batch. A magnitude similarity far below 1 means one task's gradient dominates.", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="socialfusion gradconf", description="Gradient conflict between tasks on the shared trainable parameters.")
-    p.add_argument("args", nargs="*", help="CONFIG [overrides] (preset or YAML), or only overrides with --ckpt")
+    from ..errors import add_console_options
+
+    p = add_console_options(argparse.ArgumentParser(prog="socialfusion gradconf", description="Gradient conflict between tasks on the shared trainable parameters."))
+    p.add_argument("args", nargs="*", help="CONFIG [overrides key.sub=value] (preset or YAML), or only overrides with --ckpt; anywhere on the line")
     p.add_argument("--ckpt", help="a checkpoint directory (e.g. RUN/checkpoints/last); its config is used")
-    p.add_argument("--out", required=True)
-    p.add_argument("--batches", type=int, default=8, help="K multi-task batches (default 8)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    from ..config import ConfigError
-    from ..runtime import resolve_device
+    p.add_argument("--out", required=True, help="output folder (gradconf.json, gradconf.md, heatmap)")
+    p.add_argument("--batches", type=int, default=DEFAULT_BATCHES, help=f"K multi-task batches (default {DEFAULT_BATCHES}; the intervals are over them)")
+    p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the batches for the intervals (0: none)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     from ..config import apply_overrides, load_config
+    from ..data.pipeline import check_root
+    from ..models.checkpoint import load_model, read_checkpoint_config
+    from ..runtime import resolve_device
 
-    try:
-        if args.ckpt:
-            from ..models.checkpoint import load_model
+    # config, overrides and data roots are checked before a model is built; their errors (UserError) go to the
+    # dispatcher, one line, exit 2
+    if args.ckpt:
+        config = apply_overrides(read_checkpoint_config(args.ckpt)[0], args.args)
+    elif not args.args:
+        p.error("give a CONFIG (preset or YAML) or --ckpt DIR")
+    else:
+        config = load_config(args.args[0], args.args[1:])
+    for td in config.data.tasks:
+        check_root(td)
+    if args.ckpt:
+        model = load_model(args.ckpt)[0]
+    else:
+        from ..models.factory import build_model
+        from ..tasks import tasks_from_config
 
-            model, config = load_model(args.ckpt)
-            config = apply_overrides(config, args.args)
-        else:
-            if not args.args:
-                p.error("give a CONFIG (preset or YAML) or --ckpt DIR")
-            config = load_config(args.args[0], args.args[1:])
-            from ..models.factory import build_model
-            from ..tasks import tasks_from_config
-
-            model = build_model(config.model, tasks=tasks_from_config(config))
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+        model = build_model(config.model, tasks=tasks_from_config(config))
     model.to(resolve_device(args.device))
-    result = run_gradconf(model, config, args.out, batches=args.batches, progress=not args.no_progress)
+    result = run_gradconf(model, config, args.out, batches=args.batches, progress=not args.no_progress, resamples=args.resamples)
     print((Path(args.out) / "gradconf.md").read_text())
     return 0 if result else 1
 

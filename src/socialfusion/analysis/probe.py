@@ -8,7 +8,11 @@ classification: standardised features -> LogisticRegression (lbfgs, softmax), C 
 the primary metric, scored with `task.evaluate` on the test split if configured, else on the validation split
 (optimistic by the C selection); gaze: a linear patch-feature -> logit map, softmax over patches, KL to the Gaussian
 target, Adam, logits upsampled bilinearly to 64 x 64 as in the gaze head, scored with `gazefollow_metrics`.
+Every score carries a 95 % percentile bootstrap interval over the evaluation samples (`ci`, through the task's own
+`resampler`, i.e. its official metric recomputed per resample); the task's chance level is drawn in the figure.
 Outputs: probe.json, probe.md and probe.png (metric by layer, one line per encoder, one panel per task).
+The probes have no seed to repeat over: logistic regression (lbfgs) is a convex fit with one optimum, and the gaze
+probe trains full-batch up to 1024 samples, so the evaluation samples are the noise that matters.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ def fit_linear_probe(X_train, y_train, X_val, y_val, num_classes: int, score_fn=
     """Standardise, fit multinomial logistic regression for each C, keep the C best on (X_val, y_val).
 
     `score_fn(labels, probs) -> metrics dict` (default: accuracy) and `primary` its key to maximise. Returns
-    {"C", "val" (metrics), "test" (metrics or None), "per_C" ({C: val primary})}.
+    {"C", "val" (metrics), "test" (metrics or None), "per_C" ({C: val primary}), "val_probs", "test_probs" (the
+    chosen probe's class probabilities, for intervals; None without a test split)}.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -60,7 +65,8 @@ def fit_linear_probe(X_train, y_train, X_val, y_val, num_classes: int, score_fn=
     if len(np.unique(y_train)) < 2:  # nothing to separate: predict the one class seen
         const = lambda X: np.eye(num_classes)[np.full(len(X), int(y_train[0]))]  # noqa: E731
         test = score_fn(y_test, const(Xs)) if Xs is not None else None
-        return {"C": None, "val": score_fn(y_val, const(Xv)), "test": test, "per_C": {}, "degenerate": "one class in the training split"}
+        return {"C": None, "val": score_fn(y_val, const(Xv)), "test": test, "per_C": {}, "degenerate": "one class in the training split",
+                "val_probs": const(Xv), "test_probs": const(Xs) if Xs is not None else None}
     best, per_c = None, {}
     # ascending C with warm starts: each fit starts from the more regularised solution (same optimum, fewer steps)
     clf = LogisticRegression(max_iter=1000, random_state=seed, warm_start=True)
@@ -70,15 +76,17 @@ def fit_linear_probe(X_train, y_train, X_val, y_val, num_classes: int, score_fn=
             warnings.simplefilter("ignore", ConvergenceWarning)
             warnings.filterwarnings("ignore", message="The number of unique classes")  # small probe sets, many classes
             clf.fit(Xt, y_train)
-        metrics = score_fn(y_val, full_probs(clf, Xv, num_classes))
+        val_probs = full_probs(clf, Xv, num_classes)
+        metrics = score_fn(y_val, val_probs)
         value = metrics.get(primary, float("nan"))
         per_c[C] = value
         value = value if value is not None and math.isfinite(value) else -math.inf
         if best is None or value > best[0]:
-            best = (value, C, copy.deepcopy(clf), metrics)
-    _, C, clf, val_metrics = best
-    test = score_fn(y_test, full_probs(clf, Xs, num_classes)) if Xs is not None else None
-    return {"C": C, "val": val_metrics, "test": test, "per_C": per_c}
+            best = (value, C, copy.deepcopy(clf), metrics, val_probs)
+    _, C, clf, val_metrics, val_probs = best
+    test_probs = full_probs(clf, Xs, num_classes) if Xs is not None else None
+    test = score_fn(y_test, test_probs) if Xs is not None else None
+    return {"C": C, "val": val_metrics, "test": test, "per_C": per_c, "val_probs": val_probs, "test_probs": test_probs}
 
 
 def patch_targets(T64, grid: tuple[int, int]) -> torch.Tensor:
@@ -255,7 +263,21 @@ def _scalars(metrics: dict | None) -> dict:
     return {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _probe_task(task, data: dict, splits: dict, layer: int, pool: str, grid, gaze_sigma: float, gaze_steps: int, seed: int) -> dict | None:
+def _with_ci(task, out: dict, samples: list, predictions: list, metrics: dict | None, resamples: int) -> dict:
+    """The probe's result with its scalar metrics and their bootstrap intervals (`ci`: {metric: [lo, hi]}), and the
+    primary metric's interval as `ci` of the row."""
+    from ..eval.intervals import bootstrap_intervals
+
+    scalars = _scalars(metrics)
+    ci = {}
+    if scalars and samples and resamples > 0:
+        bounds = bootstrap_intervals(task.resampler(samples, predictions), len(samples), resamples)
+        ci = {k: bounds.get(k) for k in scalars if k in bounds}
+    return {**out, "metrics": scalars, "metric_ci": ci, "ci": ci.get(task.primary_metric)}
+
+
+def _probe_task(task, data: dict, splits: dict, layer: int, pool: str, grid, gaze_sigma: float, gaze_steps: int, seed: int,
+                resamples: int = 1000) -> dict | None:
     """One probe; `data` maps split name -> extracted entry, `splits` role ('train', 'val', 'test') -> split name."""
     from ..tasks.gaze import gaze_target
 
@@ -275,19 +297,24 @@ def _probe_task(task, data: dict, splits: dict, layer: int, pool: str, grid, gaz
         targets = np.stack([gaze_target(tr["samples"][j].points, sigma=gaze_sigma).numpy() for j in use])
         ev = te if te is not None else va
         heat = fit_gaze_probe(tr["feats"][k][use], targets, grid, ev["feats"][k], steps=gaze_steps, seed=seed)
-        metrics = task.evaluate(ev["samples"], [{"heatmap": h, "image_size": size} for h, size in zip(heat, ev["sizes"])])
-        return {**out, "metrics": _scalars(metrics), "n_train": len(use), "n_eval": len(ev["samples"])}
+        predictions = [{"heatmap": h, "image_size": size} for h, size in zip(heat, ev["sizes"])]
+        metrics = task.evaluate(ev["samples"], predictions)
+        return _with_ci(task, {**out, "n_train": len(use), "n_eval": len(ev["samples"])}, ev["samples"], predictions, metrics, resamples)
     labels = lambda e: np.array([s.label for s in e["samples"]])  # noqa: E731
     res = fit_linear_probe(tr["feats"][k], labels(tr), va["feats"][k], labels(va), task.num_classes,
                            score_fn=task.metrics, primary=task.primary_metric,
                            X_test=te["feats"][k] if te is not None else None, y_test=labels(te) if te is not None else None, seed=seed)
-    return {**out, "C": res["C"], "metrics": _scalars(res["test"] if te is not None else res["val"]), "selection_value": res["per_C"].get(res["C"]),
-            "n_train": len(tr["samples"]), "n_eval": len((te or va)["samples"])}
+    ev, probs = (te, res["test_probs"]) if te is not None else (va, res["val_probs"])
+    predictions = [{"probs": p, "index": int(p.argmax())} for p in probs]
+    return _with_ci(task, {**out, "C": res["C"], "selection_value": res["per_C"].get(res["C"]), "n_train": len(tr["samples"]), "n_eval": len(ev["samples"])},
+                    ev["samples"], predictions, res["test"] if te is not None else res["val"], resamples)
 
 
 def run_probe(config, out_dir, encoders=None, layers=None, pools=None, progress: bool = True, device: str = "auto",
-              max_samples: int | None = None, tasks=None, gaze_steps: int = 300, gaze_max_train: int | None = 2000) -> dict:
+              max_samples: int | None = None, tasks=None, gaze_steps: int = 300, gaze_max_train: int | None = 2000,
+              resamples: int = 1000) -> dict:
     """Probe every (encoder, layer, task, pool); write probe.json, probe.md, probe.png; return the result.
+    Each score has a 95 % bootstrap interval over the evaluation samples (`resamples` resamples; 0: none).
 
     `max_samples` caps every task's splits; `gaze_max_train` the gaze training set (its patch features are kept for
     every layer: N x h*w x d float16 each)."""
@@ -296,7 +323,8 @@ def run_probe(config, out_dir, encoders=None, layers=None, pools=None, progress:
     from ..models.encoder import VisionEncoder
     from ..tasks import tasks_from_config
     from ..runtime import resolve_device
-    from .plots import probe_figure, probe_markdown, probe_table
+    from ..eval.intervals import interval_info
+    from .plots import probe_caption, probe_figure, probe_markdown, probe_table
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -342,15 +370,20 @@ def run_probe(config, out_dir, encoders=None, layers=None, pools=None, progress:
             data = {s: feats[(task_name, s)] for (t, s) in samples if t == task_name}
             for layer in enc_layers:
                 for pool in (["patch"] if task.readout == "heatmap" else pools):
-                    res = _probe_task(task, data, split_names[task_name], layer, pool, encoder.grid, config.model.gaze.sigma, gaze_steps, config.train.seed)
+                    res = _probe_task(task, data, split_names[task_name], layer, pool, encoder.grid, config.model.gaze.sigma, gaze_steps, config.train.seed,
+                                      resamples)
                     if res is None:
                         continue
                     result["results"].append({"encoder": label, "layer": layer, "task": task_name, "pool": pool, "metric": task.primary_metric,
                                               "value": res["metrics"].get(task.primary_metric), **res})
         del encoder, feats
     result["skips"] = report.to_dict()
+    result["intervals"] = interval_info(resamples) if resamples > 0 else None
+    eval_split = {r["task"]: r["split"] for r in result["results"]}
+    result["chance"] = {t: task_defs[t].chance(samples[(t, split)]) for t, split in eval_split.items() if samples.get((t, split))}
     probe_figure(result, out_dir / "probe.png", {name: task.probe_pools[0] for name, task in task_defs.items()})
     result["figures"] = [str(out_dir / "probe.png")]
+    result["captions"] = {"probe": probe_caption(result)}
     result["markdown"] = probe_table(result)
     result["seconds"] = time.perf_counter() - t0
     write_json(result, out_dir / "probe.json")
@@ -367,31 +400,38 @@ def main(argv: list[str] | None = None) -> int:
     if "--layers" in argv[:-1]:  # `--layers -1,-4` would read as an unknown option to argparse: glue the value on
         i = argv.index("--layers")
         argv[i : i + 2] = [f"--layers={argv[i + 1]}"]
-    p = argparse.ArgumentParser(prog="socialfusion probe", description="Linear probes of frozen encoder features, per layer and pooling.")
+    from ..errors import add_console_options
+
+    p = add_console_options(argparse.ArgumentParser(prog="socialfusion probe", description="Linear probes of frozen encoder features, per layer and pooling."))
     p.add_argument("config", help="preset name (tiny, default, paper) or YAML file (gives the data and the default encoder)")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    p.add_argument("--out", required=True)
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line")
+    p.add_argument("--out", required=True, help="output folder (probe.json, probe.md, plots)")
     p.add_argument("--encoders", nargs="+", help="presets, YAML configs, HF ids or local paths (vlm:<id-or-path> for a VLM's vision tower); default: the config's")
     p.add_argument("--layers", help="comma-separated hidden-state indices, e.g. -1,-4,-8 (default: -1,-2,-4,-8,... within the depth)")
     p.add_argument("--pool", "--pools", dest="pools", help=f"comma-separated subset of {','.join(POOLS)} (default: all)")
     p.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     p.add_argument("--max-samples", type=int, help="at most N samples per task and split")
+    p.add_argument("--limit", type=int, dest="max_samples", help=argparse.SUPPRESS)  # eval's former name for it
     p.add_argument("--gaze-steps", type=int, default=300, help="Adam steps of the gaze probe")
     p.add_argument("--gaze-max-train", type=int, default=2000, help="cap on gaze training samples (0: none)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the evaluation samples for the intervals (0: none)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_intermixed_args(argv)
     from ..config import ConfigError
     from ..config import load_config
+    from ..data.pipeline import check_root
 
+    config = load_config(args.config, args.overrides)  # a ConfigError goes to the dispatcher (one line, exit 2)
     try:
-        config = load_config(args.config, args.overrides)
         layers = _split_list(args.layers, int)
-    except (ConfigError, ValueError) as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:
+        raise ConfigError(f"--layers {args.layers!r}: {err}") from err
+    for td in config.data.tasks:
+        check_root(td)
     run_probe(config, args.out, encoders=args.encoders, layers=layers, pools=_split_list(args.pools), progress=not args.no_progress,
-              device=args.device, max_samples=args.max_samples, tasks=_split_list(args.tasks), gaze_steps=args.gaze_steps, gaze_max_train=args.gaze_max_train or None)
+              device=args.device, max_samples=args.max_samples, tasks=_split_list(args.tasks), gaze_steps=args.gaze_steps, gaze_max_train=args.gaze_max_train or None,
+              resamples=args.resamples)
     print((Path(args.out) / "probe.md").read_text())
     return 0
 

@@ -4,14 +4,22 @@ For every model family (the configured model, plus any `--baseline NAME=override
 baseline with a trainable encoder) it trains one single-task model per configured task and one joint model with a
 comparable budget, evaluates each on the validation split with the official metrics (`evaluate_model`), and
 writes transfer.json, transfer.md and transfer.png (Figure-1 style: per task, the relative change of the primary
-metric joint vs single, green positive / red negative; one bar per family).
+metric joint vs single with its 95 % interval; one bar per family).
+
+Noise: the validation sets are small (~100 samples in the demo), so every difference comes with a 95 % interval.
+With one seed it is a *paired* percentile bootstrap over the validation samples (each resample scores both models
+on the same samples, `eval/intervals.py`); with `seeds` K >= 2 every run is repeated with K seeds (model and
+training seed + 0..K-1) and the interval is a Student-t interval of the per-seed differences, which also covers
+the training noise the bootstrap cannot see. A transfer is called "positive" or "negative" only when its interval
+excludes zero, otherwise "within noise".
 
 Budgets: `equal-total-steps` (default): every run, single or joint, gets train.steps optimiser steps.
 `equal-steps-per-task`: each single-task run gets train.steps, the joint run train.steps x number of tasks (so it
 sees each task about as often as its single-task model did, under a uniform sampler).
 
 Runs live in OUT/<family>/single-<task>/ and OUT/<family>/joint/ (each a normal training run directory with its
-checkpoints and eval/results.json); the last checkpoint of each run is evaluated (same budget for all).
+checkpoints and eval/results.json; OUT/<family>/seed-<s>/... with several seeds); the last checkpoint of each run is
+evaluated (same budget for all).
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..config import apply_overrides, select_tasks
+from ..eval.intervals import RESAMPLES, SEED, excludes_zero, fmt_ci, interval_info, paired_difference, percentile_interval, t_interval
 from . import fmt, write_json
 
 BUDGETS = ("equal-total-steps", "equal-steps-per-task")
@@ -70,19 +81,61 @@ def budget_steps(steps: int, n_tasks: int, budget: str) -> dict[str, int]:
     return {"single": steps, "joint": steps * n_tasks if budget == "equal-steps-per-task" else steps}
 
 
-def transfer_row(metric: str, single: dict | None, joint: dict | None) -> dict:
-    """Primary-metric comparison of one task (all primary metrics are higher-is-better)."""
+CALLS = {1: "positive", -1: "negative", 0: "within noise"}
+
+
+def transfer_row(metric: str, single: dict | None, joint: dict | None, paired: dict | None = None) -> dict:
+    """Primary-metric comparison of one task (all primary metrics are higher-is-better).
+
+    `paired`: `paired_difference` of the two models on the same validation samples ({"delta": [lo, hi],
+    "relative": [lo, hi], "n"}). The call is "positive" / "negative" only when the delta's interval excludes zero;
+    without an interval nothing is shown to differ, so it is "within noise". None when a metric is missing.
+    """
     s = None if not single else single.get(metric)
     j = None if not joint else joint.get(metric)
     ok = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
     delta = j - s if ok(s) and ok(j) else None
     rel = delta / abs(s) if delta is not None and s != 0 else None
-    sign = None if delta is None else "positive" if delta > 0 else "negative" if delta < 0 else "none"
-    return {"metric": metric, "single": s, "joint": j, "delta": delta, "relative": rel, "transfer": sign}
+    paired = paired or {}
+    ci = lambda m: ((m or {}).get("ci") or {}).get(metric)  # noqa: E731
+    return {"metric": metric, "single": s, "single_ci": ci(single), "joint": j, "joint_ci": ci(joint),
+            "delta": delta, "delta_ci": paired.get("delta") if delta is not None else None,
+            "relative": rel, "relative_ci": paired.get("relative") if rel is not None else None,
+            "transfer": None if delta is None else CALLS[excludes_zero(paired.get("delta"))],
+            "n": paired.get("n"), "interval": "paired bootstrap over val samples" if paired.get("delta") else None}
+
+
+def seeds_row(rows: list[dict]) -> dict:
+    """One task's rows from K seeds -> means and Student-t intervals across seeds; the call follows the delta's
+    t-interval. The per-seed rows are kept under "per_seed"."""
+    stats = {k: t_interval([r.get(k) for r in rows]) for k in ("single", "joint", "delta", "relative")}
+    delta = stats["delta"]
+    return {"metric": rows[0]["metric"], **{k: v["mean"] for k, v in stats.items()}, **{f"{k}_ci": v["ci"] for k, v in stats.items()},
+            "transfer": None if delta["mean"] is None else CALLS[excludes_zero(delta["ci"])], "n": rows[0].get("n"),
+            "seeds": delta["k"], "interval": f"t over {delta['k']} seeds", "per_seed": rows}
+
+
+def mean_relative(rows: dict[str, dict], relative_samples: dict[str, np.ndarray] | None = None) -> tuple[float | None, list[float] | None]:
+    """The mean relative change over tasks and its interval: bootstrap over the tasks' (independent) validation
+    sets when their per-resample relative changes are given, else None."""
+    rels = {t: r["relative"] for t, r in rows.items() if r["relative"] is not None}
+    if not rels:
+        return None, None
+    point = sum(rels.values()) / len(rels)
+    samples = [relative_samples[t] for t in rels if relative_samples and t in relative_samples]
+    if len(samples) != len(rels):
+        return point, None
+    stacked = np.stack(samples)
+    ok = np.isfinite(stacked)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample where no task defines it: NaN, left out
+        means = np.where(ok, stacked, 0.0).sum(0) / ok.sum(0)
+    return point, percentile_interval(means)
 
 
 # ------------------------------------------------------------------------------------------- runs
-def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resume: bool) -> dict:
+def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resume: bool, resamples: int) -> tuple[dict, dict]:
+    """Train (unless `resume` finds this run finished with the same config) and evaluate the last checkpoint on
+    val: (metrics with intervals, {task: (sample ids, bootstrap statistic)} for the paired comparison)."""
     from ..config import dump_yaml
     from ..eval.evaluate import evaluate_model
     from ..models.checkpoint import load_model
@@ -91,76 +144,130 @@ def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resu
 
     results_path = run_dir / "eval" / "results.json"
     cfg_path = run_dir / "config.yaml"
-    if resume and results_path.exists() and cfg_path.exists() and cfg_path.read_text() == dump_yaml(config):
-        return json.loads(results_path.read_text())["metrics"]
-    train(config, run_dir, resume=resume, progress=progress, device=device)
+    finished = resume and results_path.exists() and cfg_path.exists() and cfg_path.read_text() == dump_yaml(config)
+    if not finished:
+        train(config, run_dir, resume=resume, progress=progress, device=device)
+    # a finished run is evaluated again (no training): the paired bootstrap needs its per-sample predictions
     model, _ = load_model(run_dir / "checkpoints" / "last")
     dev = resolve_device(device)
     model.to(dev)
-    results = evaluate_model(model, config, run_dir / "eval", split="val", device=dev, progress=progress)
-    return results["metrics"]
+    results = evaluate_model(model, config, run_dir / "eval", split="val", device=dev, progress=progress, resamples=resamples, keep_resamplers=True)
+    return results["metrics"], results["resamplers"]
 
 
-def run_family(config, out_dir: Path, budget: str, progress: bool = True, device: str = "auto", resume: bool = False) -> dict:
-    """Single-task runs for every configured task and one joint run of one model family."""
+def seed_list(config, seeds: int) -> list[int]:
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    return [config.train.seed + k for k in range(seeds)]
+
+
+def _with_seed(config, k: int):
+    """The config of the k-th repeat: model initialisation and training order both move by k."""
+    return config if k == 0 else apply_overrides(config, [f"model.seed={config.model.seed + k}", f"train.seed={config.train.seed + k}"])
+
+
+def _one_seed(config, out_dir: Path, tasks: list[str], steps: dict, task_defs: dict, progress: bool, device: str, resume: bool,
+              resamples: int) -> dict:
+    plan = [(f"single-{t}", apply_overrides(select_tasks(config, [t]), [f"train.steps={steps['single']}"])) for t in tasks]
+    plan.append(("joint", apply_overrides(config, [f"train.steps={steps['joint']}"])))
+    runs, stats = {}, {}
+    for name, cfg in plan:
+        run_dir = out_dir / name
+        t0 = time.perf_counter()
+        metrics, stats[name] = _train_and_evaluate(cfg, run_dir, progress, device, resume, resamples)
+        runs[name] = {"dir": str(run_dir), "checkpoint": str(run_dir / "checkpoints" / "last"), "steps": cfg.train.steps,
+                      "seed": cfg.train.seed, "metrics": metrics, "seconds": time.perf_counter() - t0}
+    single = {t: runs[f"single-{t}"]["metrics"].get(t) for t in tasks}
+    joint = {t: runs["joint"]["metrics"].get(t) for t in tasks}
+    rows, rel_samples = {}, {}
+    for i, t in enumerate(tasks):
+        metric, paired = task_defs[t].primary_metric, None
+        a, b = stats[f"single-{t}"].get(t), stats["joint"].get(t)
+        if a is not None and b is not None and resamples > 0:
+            # the ids pair the two models' samples; a seed per task keeps the tasks' resamples independent, as their
+            # validation sets are (the mean relative change combines them resample by resample)
+            paired = paired_difference(a[1], a[0], b[1], b[0], metric, resamples, SEED + i, keep_samples=True)
+            rel_samples[t] = paired.pop("samples")["relative"]
+        rows[t] = transfer_row(metric, single[t], joint[t], paired)
+    mean, mean_ci = mean_relative(rows, rel_samples)
+    return {"tasks": rows, "single_metrics": single, "joint_metrics": joint, "mean_relative": mean, "mean_relative_ci": mean_ci, "runs": runs}
+
+
+def _counts(rows: dict) -> dict:
+    return {f"n_{k.replace(' ', '_')}": sum(r["transfer"] == k for r in rows.values()) for k in CALLS.values()}
+
+
+def run_family(config, out_dir: Path, budget: str, progress: bool = True, device: str = "auto", resume: bool = False,
+               seeds: int = 1, resamples: int = RESAMPLES) -> dict:
+    """Single-task runs for every configured task and one joint run of one model family, for each seed."""
     from ..tasks import tasks_from_config
 
     tasks = [td.task for td in config.data.tasks]
     steps = budget_steps(config.train.steps, len(tasks), budget)
     task_defs = tasks_from_config(config)
-    plan = [(f"single-{t}", apply_overrides(select_tasks(config, [t]), [f"train.steps={steps['single']}"])) for t in tasks]
-    plan.append(("joint", apply_overrides(config, [f"train.steps={steps['joint']}"])))
-    runs = {}
-    for name, cfg in plan:
-        run_dir = out_dir / name
-        t0 = time.perf_counter()
-        metrics = _train_and_evaluate(cfg, run_dir, progress, device, resume)
-        runs[name] = {"dir": str(run_dir), "checkpoint": str(run_dir / "checkpoints" / "last"), "steps": cfg.train.steps,
-                      "metrics": metrics, "seconds": time.perf_counter() - t0}
-    single = {t: runs[f"single-{t}"]["metrics"].get(t) for t in tasks}
-    joint = {t: runs["joint"]["metrics"].get(t) for t in tasks}
-    rows = {t: transfer_row(task_defs[t].primary_metric, single[t], joint[t]) for t in tasks}
-    rels = [r["relative"] for r in rows.values() if r["relative"] is not None]
-    return {
+    per_seed = {}
+    for k, seed in enumerate(seed_list(config, seeds)):
+        seed_dir = out_dir if seeds == 1 else out_dir / f"seed-{seed}"
+        per_seed[seed] = _one_seed(_with_seed(config, k), seed_dir, tasks, steps, task_defs, progress, device, resume, resamples)
+    first = next(iter(per_seed.values()))
+    if seeds == 1:
+        rows, mean, mean_ci = first["tasks"], first["mean_relative"], first["mean_relative_ci"]
+    else:
+        rows = {t: seeds_row([res["tasks"][t] for res in per_seed.values()]) for t in tasks}
+        across = t_interval([res["mean_relative"] for res in per_seed.values()])
+        mean, mean_ci = across["mean"], across["ci"]
+    out = {
         "steps": steps,
+        "seeds": list(per_seed),
         "tasks": rows,
-        "single_metrics": single,
-        "joint_metrics": joint,
-        "mean_relative": sum(rels) / len(rels) if rels else None,
-        "n_positive": sum(r["transfer"] == "positive" for r in rows.values()),
-        "n_negative": sum(r["transfer"] == "negative" for r in rows.values()),
-        "runs": runs,
+        "single_metrics": first["single_metrics"],
+        "joint_metrics": first["joint_metrics"],
+        "mean_relative": mean,
+        "mean_relative_ci": mean_ci,
+        **_counts(rows),
+        "runs": first["runs"],
     }
+    if seeds > 1:
+        out["runs_by_seed"] = {s: res["runs"] for s, res in per_seed.items()}
+    return out
 
 
-def run_transfer(config, out_dir, budget: str = "equal-total-steps", baselines=None, progress: bool = True, device: str = "auto", resume: bool = False) -> dict:
+def run_transfer(config, out_dir, budget: str = "equal-total-steps", baselines=None, progress: bool = True, device: str = "auto", resume: bool = False,
+                 seeds: int = 1, resamples: int = RESAMPLES) -> dict:
     """Train and evaluate every family's single-task and joint models; write transfer.json/.md/.png; return the result.
 
     `baselines`: None, {name: [overrides]} or ['NAME=override,override', ...]; each is applied to `config` to make
     a second model family (e.g. {'vlm_style': ['model.trainable.encoder=full', 'train.feature_cache=off']}).
-    With `resume`, runs whose directory already holds the same config and an evaluation are reused.
+    With `resume`, runs whose directory already holds the same config and an evaluation are reused (re-evaluated,
+    not retrained). `seeds`: repeats per run (K >= 2: t-intervals across seeds); `resamples`: bootstrap resamples.
     """
-    from .plots import transfer_bars
+    from .plots import transfer_bars, transfer_caption
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     budget_steps(config.train.steps, 1, budget)  # validate early
+    seed_list(config, seeds)
     families = {MAIN_FAMILY: (config, [])}
     for name, overrides in normalise_baselines(baselines).items():
         families[name] = (apply_overrides(config, overrides), overrides)
     tasks = [td.task for td in config.data.tasks]
     t0 = time.perf_counter()
-    result = {"config": config.name, "budget": budget, "split": "val", "tasks": tasks, "families": {}, "runs": {}}
+    interval = ("paired percentile bootstrap over val samples" if seeds == 1 else f"Student-t across {seeds} seeds") + ", 95 %"
+    result = {"config": config.name, "budget": budget, "split": "val", "tasks": tasks, "seeds": seeds, "interval": interval,
+              "bootstrap": interval_info(resamples, SEED), "families": {}, "runs": {}}
     for name, (cfg, overrides) in families.items():
         if progress:
-            print(f"[transfer] family {name}: {len(tasks)} single-task runs + 1 joint run", file=sys.stderr)
-        fam = run_family(cfg, out_dir / name, budget, progress, device, resume)
+            print(f"[transfer] family {name}: {len(tasks)} single-task runs + 1 joint run, {seeds} seed(s)", file=sys.stderr)
+        fam = run_family(cfg, out_dir / name, budget, progress, device, resume, seeds, resamples)
         result["runs"][name] = fam.pop("runs")
+        if "runs_by_seed" in fam:
+            result.setdefault("runs_by_seed", {})[name] = fam.pop("runs_by_seed")
         result["families"][name] = {"overrides": overrides, **fam}
     result["seconds"] = time.perf_counter() - t0
-    transfer_bars(tasks, {n: {t: f["tasks"][t]["relative"] for t in tasks} for n, f in result["families"].items()}, out_dir / "transfer.png",
+    transfer_bars(tasks, {n: f["tasks"] for n, f in result["families"].items()}, out_dir / "transfer.png",
                   title=f"Transfer (joint vs single-task, {budget}, {result['split']} split)")
     result["figures"] = [str(out_dir / "transfer.png")]
+    result["captions"] = {"transfer": transfer_caption(interval)}
     result["markdown"] = main_table(result)
     write_json(result, out_dir / "transfer.json")
     (out_dir / "transfer.md").write_text(markdown(result))
@@ -168,14 +275,14 @@ def run_transfer(config, out_dir, budget: str = "equal-total-steps", baselines=N
 
 
 def main_table(result: dict) -> str:
-    """The per-task transfer table alone (markdown), for embedding in reports."""
+    """The per-task transfer table alone (markdown), for embedding in reports: each value with its 95 % interval."""
     lines = ["| family | task | metric | single-task | multi-task | Δ abs | Δ rel | transfer |", "|---|---|---|---|---|---|---|---|"]
     for name, fam in result["families"].items():
         for task, r in fam["tasks"].items():
-            rel = "-" if r["relative"] is None else f"{100 * r['relative']:+.1f}%"
-            mark = {"positive": "positive ✅", "negative": "negative ❌", "none": "none"}.get(r["transfer"], "n/a")
-            delta = "-" if r["delta"] is None else f"{r['delta']:+.4f}"
-            lines.append(f"| {name} | {task} | {r['metric']} | {fmt(r['single'])} | {fmt(r['joint'])} | {delta} | {rel} | {mark} |")
+            rel = fmt_ci(r["relative"], r.get("relative_ci"), digits=1, scale=100.0, signed=True)
+            rel = rel if rel == "-" else rel.replace(" [", " % [") + ("" if "[" in rel else " %")
+            cells = [fmt_ci(r["single"], r.get("single_ci")), fmt_ci(r["joint"], r.get("joint_ci")), fmt_ci(r["delta"], r.get("delta_ci"), signed=True), rel]
+            lines.append(f"| {name} | {task} | {r['metric']} | " + " | ".join(cells) + f" | {r['transfer'] or 'n/a'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -184,46 +291,60 @@ def markdown(result: dict) -> str:
         "# Transfer: joint multi-task vs single-task training",
         "",
         f"Config `{result['config']}`, budget `{result['budget']}`, metrics on the {result['split']} split (official protocols). "
-        "Δ = multi-task − single-task on each task's primary metric (higher is better); relative Δ = Δ / |single-task|.",
+        "Δ = multi-task − single-task on each task's primary metric (higher is better); relative Δ = Δ / |single-task|. "
+        f"Brackets: 95 % intervals ({result.get('interval', '')}). A transfer is positive or negative only when the "
+        "interval of Δ excludes zero, otherwise within noise.",
         "",
         main_table(result).rstrip("\n"),
     ]
-    lines += ["", "| family | steps (single / joint) | positive | negative | mean relative Δ | overrides |", "|---|---|---|---|---|---|"]
+    lines += ["", "| family | seeds | steps (single / joint) | positive | negative | within noise | mean relative Δ | overrides |", "|---|---|---|---|---|---|---|---|"]
     for name, fam in result["families"].items():
-        mean = "-" if fam["mean_relative"] is None else f"{100 * fam['mean_relative']:+.1f}%"
+        mean = fmt_ci(fam["mean_relative"], fam.get("mean_relative_ci"), digits=1, scale=100.0, signed=True)
         ov = ", ".join(f"`{o}`" for o in fam["overrides"]) or "(the configured model)"
-        lines.append(f"| {name} | {fam['steps']['single']} / {fam['steps']['joint']} | {fam['n_positive']} | {fam['n_negative']} | {mean} | {ov} |")
+        seeds = ", ".join(str(s) for s in fam.get("seeds", [])) or "-"
+        lines.append(f"| {name} | {seeds} | {fam['steps']['single']} / {fam['steps']['joint']} | {fam['n_positive']} | {fam['n_negative']} | "
+                     f"{fam['n_within_noise']} | {mean} | {ov} |")
     lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="socialfusion transfer", description="Single-task vs joint training: the transfer table and figure.")
+    from ..errors import add_console_options
+
+    p = add_console_options(argparse.ArgumentParser(prog="socialfusion transfer", description="Single-task vs joint training: the transfer table and figure."))
     p.add_argument("config", help="preset name (tiny, default, paper) or YAML file")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    p.add_argument("--out", required=True)
-    p.add_argument("--budget", default="equal-total-steps", choices=BUDGETS)
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line (not right after --baseline)")
+    p.add_argument("--out", required=True, help="output folder (one run folder per model, transfer.json, transfer.md, figure)")
+    p.add_argument("--budget", default="equal-total-steps", choices=BUDGETS, help="how the joint model's steps compare with the single-task models'")
     p.add_argument("--baseline", nargs="+", action="extend", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
                    help="another model family through the same protocol, e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off")
     p.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     p.add_argument("--resume", action="store_true", help="reuse finished runs under --out (same config) and resume interrupted ones")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    p.add_argument("--seeds", type=int, default=1, help="repeat every run with K seeds; K >= 2 gives t-intervals across seeds")
+    p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the val samples (default 1000)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     from ..config import ConfigError
     from ..config import load_config
+    from ..data.pipeline import check_root
 
-    try:
+    try:  # everything is checked before any training; a ConfigError goes to the dispatcher (one line, exit 2)
         config = load_config(args.config, args.overrides)
         if args.tasks:
             config = select_tasks(config, args.tasks.split(","))
         baselines = normalise_baselines(args.baseline)
+        seed_list(config, args.seeds)
         for overrides in baselines.values():
-            apply_overrides(config, overrides)  # fail before any training
-    except (ConfigError, ValueError) as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    run_transfer(config, args.out, budget=args.budget, baselines=baselines, progress=not args.no_progress, device=args.device, resume=args.resume)
+            apply_overrides(config, overrides)
+    except ConfigError:
+        raise
+    except ValueError as err:  # a malformed --baseline or --seeds
+        raise ConfigError(str(err)) from err
+    for td in config.data.tasks:
+        check_root(td)
+    run_transfer(config, args.out, budget=args.budget, baselines=baselines, progress=not args.no_progress, device=args.device, resume=args.resume,
+                 seeds=args.seeds, resamples=args.resamples)
     print((Path(args.out) / "transfer.md").read_text())
     return 0
 

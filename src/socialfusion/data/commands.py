@@ -15,45 +15,41 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    from .schema import DataError
-
-    try:
-        return int(args.run(args) or 0)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return int(args.run(args) or 0)  # a DataError (a UserError) goes to the dispatcher: one line, exit 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="socialfusion data", description="Prepare and check datasets.")
+    from ..errors import add_console_options
+
+    p = add_console_options(argparse.ArgumentParser(prog="socialfusion data", description="Prepare and check datasets."))
     sub = p.add_subparsers(dest="command", metavar="{prepare,validate,stats,synth,extract-frames}")
 
     prep = sub.add_parser("prepare", help="read an official layout and write canonical JSONL records")
     prep.add_argument("dataset", help="ego4d_lam | affectnet | hagrid_v2 | pisc | gazefollow | jsonl")
     prep.add_argument("--root", required=True, help="the dataset root (the folder of the official layout)")
-    prep.add_argument("--split", required=True)
+    prep.add_argument("--split", required=True, help="the official split to read (e.g. train, val, test)")
     prep.add_argument("--out", required=True, help="output .jsonl file")
     prep.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option (repeatable)")
-    prep.add_argument("--on-bad-sample", choices=("skip", "error"), default="skip")
+    prep.add_argument("--on-bad-sample", choices=("skip", "error"), default="skip", help="skip a bad record (counted) or stop at it")
     prep.set_defaults(run=_prepare)
 
     val = sub.add_parser("validate", help="open every image and check every box and label of a JSONL file")
-    val.add_argument("file")
+    val.add_argument("file", help="a JSONL file of canonical records")
     val.add_argument("--max-bad-fraction", type=float, default=0.0, help="exit 1 when more records than this are bad")
     val.add_argument("--task-option", action="append", default=[], metavar="TASK.KEY=VALUE",
                      help="task option for the label check, e.g. expression.n_classes=7 or relation.level=coarse")  # fmt: skip
     val.set_defaults(run=_validate)
 
     st = sub.add_parser("stats", help="class histograms, boxes per sample and image sizes of a JSONL file")
-    st.add_argument("file")
+    st.add_argument("file", help="a JSONL file of canonical records")
     st.add_argument("--max-images", type=int, default=5000, help="read the size of at most this many images")
     st.add_argument("--json", action="store_true", help="print JSON instead of text")
     st.set_defaults(run=_stats)
 
     syn = sub.add_parser("synth", help="generate the synthetic benchmark in the official layouts")
-    syn.add_argument("--out", required=True)
-    syn.add_argument("--n", type=int, default=64)
-    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--out", required=True, help="output folder (one sub-folder per dataset, e.g. data/synth)")
+    syn.add_argument("--n", type=int, default=64, help="training samples per task (default 64)")
+    syn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     syn.set_defaults(run=_synth)
 
     ext = sub.add_parser("extract-frames", help="decode a dataset's videos into the frame images its adapter reads")
@@ -66,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     ext.add_argument("--fps", type=float, default=30.0, help="output frame rate (the baseline's ffmpeg -vf fps=30)")
     ext.add_argument("--no-progress", action="store_true", help="no progress bar")
     ext.set_defaults(run=_extract_frames)
+    for sub_parser in sub.choices.values():  # in each sub-command's --help too
+        add_console_options(sub_parser)
     return p
 
 

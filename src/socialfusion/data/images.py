@@ -136,6 +136,26 @@ def load_image(path: str | Path) -> Image.Image:
     return _decode(_open(path), path)
 
 
+def load_image_reduced(path: str | Path, side: int) -> tuple[Image.Image, tuple[int, int]]:
+    """For a model that resizes every image to `side` x `side`: the image as `load_image` gives it, except that a
+    JPEG is decoded at the smallest of libjpeg's scales (1/2, 1/4, 1/8) that keeps both sides >= 2 * side, and the
+    full image's upright (width, height), which is what boxes and predicted points refer to.
+
+    The scaling happens in the DCT domain while decoding: a full-HD JPEG decodes about 2x faster at 1/2 scale, and
+    the final resize still starts from at least twice the model's resolution, so it still antialiases (the
+    tensors differ from a full decode's by a few 1/255 steps at most; docs/DESIGN-CHANGES.md). Other formats
+    decode in full."""
+    path = Path(path)
+    image = _open(path)
+    full = image.size[::-1] if _orientation(image) in _SWAPPING_ORIENTATIONS else image.size
+    if image.format == "JPEG":
+        try:
+            image.draft("RGB", (2 * side, 2 * side))
+        except Exception:  # a JPEG the drafting path cannot handle still decodes in full below
+            pass
+    return _decode(image, path), full
+
+
 def load_image_bytes(data: bytes, name: str = "upload", max_pixels: int | None = None) -> Image.Image:
     """Encoded image bytes (an upload) -> what `load_image` gives for the same file, with the same errors.
 

@@ -7,15 +7,21 @@ import json
 from pathlib import Path
 
 from ..config import apply_overrides
-from ..data.pipeline import build_task_datasets, manifest
+from ..data.pipeline import batch_loader, build_task_datasets, manifest
 from ..data.skips import SkipReport
 from ..features.inputs import sample_inputs
 from ..models.checkpoint import load_model
 from ..runtime import device_for_rank, init_distributed, resolve_device, versions
+from .intervals import RESAMPLES, SEED, add_intervals, interval_info
 from .runner import gather_predictions, markdown_table, predict, score, write_predictions
 
 
-def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, device=None, rank=0, world=1, progress=True) -> dict:
+def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, device=None, rank=0, world=1, progress=True,
+                   resamples: int = RESAMPLES, ci_seed: int = SEED, keep_resamplers: bool = False) -> dict:
+    """Predict every configured task's `split`, score it with the official metrics, each with a 95 % percentile
+    bootstrap interval over the split's samples (`metrics[task]["ci"]`, `resamples` resamples, 0: none), and
+    write results.json / results.md / per-sample JSONL. With `keep_resamplers` the returned dict (not the files)
+    also holds {"resamplers": {task: (sample ids, statistic)}} for paired comparisons with another model."""
     out_dir = Path(out_dir)
     device = device or model.device
     config = copy.deepcopy(config)
@@ -23,12 +29,19 @@ def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, 
         for td in config.data.tasks:
             td.max_eval_samples = limit
     report = SkipReport(config.data.on_bad_sample)
-    _, input_fn = sample_inputs(model, config)
+    cache, input_fn = sample_inputs(model, config)
     datasets = build_task_datasets(config, model.tasks, split, input_fn, report, task_names=tasks)
-    metrics, files = {}, {}
+    metrics, files, resamplers = {}, {}, {}
+    loader = batch_loader(datasets, config.train, device, in_process=cache is not None)  # workers decode the pixels
     for name, ds in datasets.items():
-        pred = gather_predictions(predict(model, ds, config.train.eval_batch_size, device, config.train.precision, rank, world, progress))
+        pred = gather_predictions(predict(model, ds, config.train.eval_batch_size, device, config.train.precision, rank, world, progress, loader=loader))
         metrics[name] = score(ds.task, pred)
+        if rank == 0 and metrics[name] is not None and pred["samples"] and (resamples > 0 or keep_resamplers):
+            statistic = ds.task.resampler(pred["samples"], pred["predictions"])
+            if resamples > 0:
+                add_intervals(metrics[name], statistic, len(pred["samples"]), resamples, ci_seed)
+            if keep_resamplers:
+                resamplers[name] = (list(pred["ids"]), statistic)
         if rank == 0:
             files[name] = str(write_predictions(ds.task, pred, out_dir))
             submission = ds.task.submission(pred["samples"], pred["predictions"]) if metrics[name] is None else None
@@ -36,9 +49,11 @@ def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, 
                 path = out_dir / f"{name}_submission.json"
                 path.write_text(json.dumps(submission))
                 files[f"{name}_submission"] = str(path)
+    loader.close()
     results = {
         "split": split,
         "metrics": metrics,
+        "intervals": interval_info(resamples, ci_seed) if resamples > 0 else None,
         "skips": report.to_dict(),
         "manifest": manifest({k: v.samples for k, v in datasets.items()}),
         "config": config.to_dict(),
@@ -48,7 +63,10 @@ def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, 
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
-        (out_dir / "results.md").write_text(markdown_table(metrics) + ("\n" + report.summary() + "\n" if report.total else ""))
+        note = f"\nIntervals: 95 % percentile bootstrap over the {split} samples ({resamples} resamples, seed {ci_seed}).\n" if resamples > 0 else ""
+        (out_dir / "results.md").write_text(markdown_table(metrics) + note + ("\n" + report.summary() + "\n" if report.total else ""))
+    if keep_resamplers:
+        results["resamplers"] = resamplers
     return results
 
 

@@ -8,20 +8,28 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..data.pipeline import SampleDataset, collate
+from ..data.pipeline import BatchLoader, SampleDataset
 from ..runtime import autocast
 
 
 @torch.no_grad()
-def predict(model, dataset: SampleDataset, batch_size: int, device, precision: str = "fp32", rank: int = 0, world: int = 1, progress: bool = True) -> dict:
+def predict(model, dataset: SampleDataset, batch_size: int, device, precision: str = "fp32", rank: int = 0, world: int = 1, progress: bool = True,
+            loader: BatchLoader | None = None) -> dict:  # fmt: skip
     """Predictions for this rank's shard (samples rank, rank + world, ...): {"ids", "samples", "predictions"},
-    one decoded prediction per sample (`Task.decode`, with the image's "image_size" added)."""
+    one decoded prediction per sample (`Task.decode`, with the image's "image_size" added).
+
+    `loader` (a `BatchLoader` holding `dataset` under its task's name) builds the batches, in its worker processes
+    if it has any; without one they are built in this process."""
     task = dataset.task
     model.eval()
+    if loader is None:
+        loader = BatchLoader({task.name: dataset})
+    elif loader.datasets.get(task.name) is not dataset:
+        raise ValueError(f"the loader does not hold this {task.name!r} dataset")
     indices = list(range(rank, len(dataset), world))
+    plan = [(task.name, indices[start : start + batch_size]) for start in range(0, len(indices), batch_size)]
     out: dict = {"ids": [], "samples": [], "predictions": []}
-    for start in tqdm(range(0, len(indices), batch_size), desc=f"eval {task.name}", disable=not progress, leave=False):
-        batch = collate([dataset[i] for i in indices[start : start + batch_size]], task)
+    for batch in tqdm(loader.batches(plan), total=len(plan), desc=f"eval {task.name}", disable=not progress, leave=False):
         if batch is None:
             continue
         with autocast(device, precision):
@@ -80,6 +88,7 @@ def markdown_table(metrics_by_task: dict[str, dict | None]) -> str:
         if m is None:
             lines.append(f"| {name} | - | unlabelled: submission file written |")
             continue
-        scalars = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float))
+        ci = m.get("ci") or {}
+        scalars = ", ".join(f"{k} {v:.4f}" + (f" [{ci[k][0]:.4f}, {ci[k][1]:.4f}]" if ci.get(k) else "") for k, v in m.items() if isinstance(v, float))
         lines.append(f"| {name} | {m.get('n', '-')} | {scalars} |")
     return "\n".join(lines) + "\n"

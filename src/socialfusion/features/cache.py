@@ -1,11 +1,14 @@
 """The feature cache: a frozen encoder's features for an image never change, so compute them once.
 
 Entries are keyed by the image file's content hash under a directory named by the encoder's identity
-(weights, preprocessing, layer): any change to those is a different directory, never a stale hit. Each entry is
-one safetensors file written to a temporary name and renamed, so concurrent writers (several ranks) are safe and
-a reader never sees half a file; an unreadable entry is deleted, recomputed and counted. Safetensors does not
-checksum tensor bytes, so each entry's metadata holds the sha256 of its tensors, checked on every read (an entry
-whose tensors no longer match it is corrupt; entries written before this hash existed are read as before).
+(weights, preprocessing, layer) and the dtype the entries are stored in (the run's compute dtype: bf16 when its
+precision resolves to bf16, fp32 otherwise): any change to those is a different directory, never a stale hit
+and never a mix of fp32 and bf16 entries. Each entry is one safetensors file written to a temporary name and
+renamed, so concurrent writers (several ranks) are safe and a reader never sees half a file; an unreadable entry
+is deleted, recomputed and counted. Safetensors does not checksum tensor bytes, so each entry's metadata holds
+the sha256 of its tensors, checked the first time a FeatureCache reads the entry (once per entry per run; an
+entry whose tensors no longer match it is corrupt; entries written before this hash existed are read as before).
+`warm` hashes and decodes images in DataLoader worker processes while the encoder runs in this one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from safetensors.torch import save_file
 
 from ..data.schema import Sample
 from ..hashing import file_sha256
+from ..runtime import autocast
 
 log = logging.getLogger("socialfusion.features")
 
@@ -44,7 +48,7 @@ def _content_hash(features: torch.Tensor, image_size: torch.Tensor) -> str:
     for t in (features, image_size):
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")  # the buffer itself, no copy
     return h.hexdigest()
 
 
@@ -52,23 +56,67 @@ class CorruptEntry(ValueError):
     pass
 
 
-def _read_entry(entry: Path) -> tuple[torch.Tensor, tuple[int, int]]:
+DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+
+
+def _read_entry(entry: Path, verify: bool) -> tuple[torch.Tensor, tuple[int, int]]:
     with safe_open(str(entry), framework="pt") as f:
         recorded = (f.metadata() or {}).get("sha256")
         feats, size = f.get_tensor("features"), f.get_tensor("image_size")
-    if recorded is not None and _content_hash(feats, size) != recorded:  # None: written before content hashes
+    if verify and recorded is not None and _content_hash(feats, size) != recorded:  # None: written before content hashes
         raise CorruptEntry("content hash mismatch")
     return feats, tuple(int(v) for v in size.tolist())
 
 
+class _HashAndDecode(torch.utils.data.Dataset):
+    """One image per item, for `warm`'s worker processes: its content hash (the cache key) and, only when the
+    entry is missing, its pixels through the same `pixel_input` the model's pixel path uses (so cached and
+    computed-on-the-fly features come from identical pixels). Problems come back as values, never raised, so
+    one bad file does not stop the loader."""
+
+    def __init__(self, samples: list[Sample], cache_dir: Path, to_pixels):
+        self.samples, self.cache_dir, self.to_pixels = samples, cache_dir, to_pixels
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        from ..data.schema import DataError
+
+        sample = self.samples[i]
+        path = sample.image_path()
+        try:
+            st = path.stat()
+            key = file_hash(path)
+        except OSError as err:
+            return {"index": i, "unreadable": err.strerror or str(err)}
+        item = {"index": i, "memo": (str(path), st.st_size, st.st_mtime_ns), "key": key}
+        if (self.cache_dir / key[:2] / f"{key}.safetensors").exists():
+            return item
+        try:
+            return {**item, **self.to_pixels(sample)}
+        except (DataError, OSError):
+            return item  # counted as a skip when a sample asks for this image
+
+
+def _as_list(items: list) -> list:
+    return items
+
+
 class FeatureCache:
-    def __init__(self, root: str | Path, encoder):
+    def __init__(self, root: str | Path, encoder, dtype: torch.dtype = torch.float32, num_workers: int = 0):
+        if dtype not in DTYPES:
+            raise ValueError(f"feature cache entries are fp32 or bf16, not {dtype}")
+        self.root = Path(root)
         self.encoder = encoder
-        self.dir = Path(root) / encoder_fingerprint(encoder)
+        self.dtype = dtype
+        self.num_workers = num_workers
+        self.dir = self.root / f"{encoder_fingerprint(encoder)}-{DTYPES[dtype]}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "encoder.json").write_text(json.dumps(encoder.identity(), indent=2))
+        (self.dir / "encoder.json").write_text(json.dumps({**encoder.identity(), "dtype": DTYPES[dtype]}, indent=2))
         self._hashes: dict[tuple, str] = {}
-        self.stats = {"hits": 0, "misses": 0, "corrupt_recomputed": 0}
+        self._verified: set[str] = set()  # entries whose content hash this instance has checked
+        self.stats = {"hits": 0, "misses": 0, "corrupt_recomputed": 0, "verified": 0}
 
     def _key(self, path: Path) -> str:
         st = path.stat()
@@ -80,27 +128,35 @@ class FeatureCache:
     def _entry(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.safetensors"
 
-    def get(self, path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
-        entry = self._entry(self._key(path))
+    def read(self, key: str) -> tuple[torch.Tensor, tuple[int, int]] | None:
+        """The entry of an image content hash; None when absent or corrupt (then deleted and counted)."""
+        entry = self._entry(key)
         if not entry.exists():
             return None
+        verify = key not in self._verified
         try:
-            feats, size = _read_entry(entry)
+            feats, size = _read_entry(entry, verify)
         except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
             log.warning("%s: corrupt feature cache entry (%s: %s); deleted, the features are recomputed", entry, type(err).__name__, err)
             entry.unlink(missing_ok=True)
             self.stats["corrupt_recomputed"] += 1
             return None
+        if verify:
+            self._verified.add(key)
+            self.stats["verified"] += 1
         self.stats["hits"] += 1
         return feats, size
 
-    def put(self, path: Path, features: torch.Tensor, image_size: tuple[int, int]) -> None:
-        entry = self._entry(self._key(path))
+    def get(self, path: Path) -> tuple[torch.Tensor, tuple[int, int]] | None:
+        return self.read(self._key(path))
+
+    def put(self, path: Path, features: torch.Tensor, image_size: tuple[int, int], key: str | None = None) -> None:
+        entry = self._entry(key or self._key(path))
         entry.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=entry.parent)
         os.close(fd)
         try:
-            tensors = {"features": features.detach().cpu().contiguous(), "image_size": torch.tensor(image_size)}
+            tensors = {"features": features.detach().to("cpu", self.dtype).contiguous(), "image_size": torch.tensor(image_size)}
             save_file(tensors, tmp, metadata={"sha256": _content_hash(tensors["features"], tensors["image_size"])})
             os.replace(tmp, entry)
         finally:
@@ -108,49 +164,64 @@ class FeatureCache:
                 os.unlink(tmp)
 
     @torch.no_grad()
-    def compute(self, paths: list[Path]) -> list[tuple[torch.Tensor, tuple[int, int]]]:
-        from ..data.images import load_image
-
-        images = [load_image(p) for p in paths]
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         device = next(self.encoder.parameters()).device
-        feats = self.encoder(self.encoder.preprocess(images).to(device)).float().cpu()
+        with autocast(device, DTYPES[self.dtype]):
+            return self.encoder(pixels.to(device)).to("cpu", self.dtype)
+
+    def compute(self, samples: list[Sample]) -> list[tuple[torch.Tensor, tuple[int, int]]]:
+        from ..data.pipeline import pixel_input
+
+        to_pixels = pixel_input(self.encoder)
+        items = [to_pixels(s) for s in samples]
+        feats = self._encode(torch.stack([it["pixel_values"] for it in items]))
         out = []
-        for p, img, f in zip(paths, images, feats):
-            self.put(p, f, img.size)
-            out.append((f, img.size))
-        self.stats["misses"] += len(paths)
+        for s, it, f in zip(samples, items, feats):
+            size = tuple(int(v) for v in it["image_size"])
+            self.put(s.image_path(), f, size)
+            out.append((f, size))
+        self.stats["misses"] += len(samples)
         return out
 
     def warm(self, samples: list[Sample], report, batch_size: int = 16, desc: str = "caching features", progress: bool = True) -> None:
-        """Compute every missing entry for these samples (unreadable images become counted skips)."""
+        """Compute every missing entry for these samples: `num_workers` DataLoader workers hash and decode the
+        images, this process runs the encoder (unreadable images become counted skips; undecodable ones are
+        counted when a sample asks for them)."""
         from tqdm.auto import tqdm
 
         from ..data.schema import DataError
 
-        todo, seen = [], set()
+        unique, seen = [], set()
         for s in samples:
             try:
                 p = s.image_path()
             except DataError:  # a path escaping the dataset root: counted (or raised) when a sample asks for it
                 continue
-            if p in seen:
+            if p not in seen:
+                seen.add(p)
+                unique.append(s)
+        if not unique:
+            return
+        from ..data.pipeline import pixel_input
+
+        dataset = _HashAndDecode(unique, self.dir, pixel_input(self.encoder))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers, collate_fn=_as_list)
+        for items in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            todo = []
+            for it in items:
+                s = unique[it["index"]]
+                if "unreadable" in it:
+                    report.skip(f"{s.image} (sample {s.id})", f"unreadable image: {it['unreadable']}")
+                    continue
+                self._hashes[it["memo"]] = it["key"]
+                if "pixel_values" in it:
+                    todo.append(it)
+            if not todo:
                 continue
-            seen.add(p)
-            try:
-                if not self._entry(self._key(p)).exists():
-                    todo.append(p)
-            except OSError as err:
-                report.skip(f"{s.image} (sample {s.id})", f"unreadable image: {err.strerror}")
-        for i in tqdm(range(0, len(todo), batch_size), desc=desc, disable=not (todo and progress), leave=False):
-            chunk = todo[i : i + batch_size]
-            try:
-                self.compute(chunk)
-            except DataError:
-                for p in chunk:  # find the bad file(s); the rest still get cached
-                    try:
-                        self.compute([p])
-                    except DataError:
-                        pass  # reported as a counted skip when a sample asks for it
+            feats = self._encode(torch.stack([it["pixel_values"] for it in todo]))
+            for it, f in zip(todo, feats):
+                self.put(unique[it["index"]].image_path(), f, tuple(int(v) for v in it["image_size"]), key=it["key"])
+            self.stats["misses"] += len(todo)
 
     def input_fn(self):
         def fn(sample: Sample) -> dict:
@@ -161,7 +232,7 @@ class FeatureCache:
                 from ..data.schema import DataError
 
                 raise DataError(f"{path}: {err.strerror}") from err
-            feats, size = hit if hit is not None else self.compute([path])[0]
+            feats, size = hit if hit is not None else self.compute([sample])[0]
             return {"features": feats, "image_size": size}
 
         return fn

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..errors import UserError
 from ..hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ _PROBE_TEXT = "The quick brown fox jumps over the lazy dog. Social interactions 
 _LOGITS_TOLERANCE = 1e-4
 
 
-class BundledWeightsMissing(ImportError):
+class BundledWeightsMissing(UserError, ImportError):
     """The wheel carrying a bundled weight file (or a package its conversion needs) is not installed."""
 
 

@@ -4,7 +4,8 @@ a separate resumable state. `load_model` rebuilds the model from the config and 
 the LLM's adapters from that rebuilt model. Written atomically: a directory is
 complete only once its `COMPLETE` marker exists, and it appears under its final name by one rename (an atomic
 exchange with the previous checkpoint where the OS has one). `checksums.json` holds the sha256 of the weights and
-of the training state: safetensors does not checksum tensor bytes, so a flipped byte is caught only by this."""
+of the training state: safetensors does not checksum tensor bytes, so a flipped byte is caught only by this.
+`model_card.json` and `MODEL_CARD.md` (`models.card`) say what the checkpoint learned from and what it is for."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import Config, config_from_dict
+from ..errors import UserError
 from ..hashing import file_sha256
 from ..runtime import versions
+from .card import build_card, write_card
 
 MODEL_TYPE = "socialfusion"
 WEIGHTS = "trainable.safetensors"
@@ -31,7 +34,7 @@ CHECKSUMS = "checksums.json"
 CHECKSUMMED = (WEIGHTS, TRAINING_STATE)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     pass
 
 
@@ -107,16 +110,21 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def save_checkpoint(model, config: Config, out_dir: str | Path, extra: dict | None = None, training_state: dict | None = None) -> Path:
+def save_checkpoint(model, config: Config, out_dir: str | Path, extra: dict | None = None, training_state: dict | None = None,
+                    card: dict | None = None, tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the checkpoint into a temporary sibling, then rename it over `out_dir`. A failed write (e.g. a full
-    disk) raises CheckpointError naming `out_dir`, removes the temporary and leaves `out_dir` as it was."""
+    disk) raises CheckpointError naming `out_dir`, removes the temporary and leaves `out_dir` as it was.
+    `card`: what the model card says about the training run (`models.card.build_card`'s facts); every checkpoint
+    gets a card, one written without facts says its data are not recorded. `tensors`: the trained tensors when
+    the caller gathered them (`train.distributed.trained_state`, for sharded parameters); default: the model's."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         meta = {"model_type": MODEL_TYPE, "config": config.to_dict(), "versions": versions(), **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-        save_file(trainable_state_dict(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
+        write_card(build_card(model, config, card), tmp)
+        save_file(trainable_state_dict(model) if tensors is None else tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
         if training_state is not None:
             torch.save(training_state, tmp / TRAINING_STATE)
         sums = {name: _sha256(tmp / name) for name in CHECKSUMMED if (tmp / name).is_file()}
@@ -151,10 +159,29 @@ def save_checkpoint(model, config: Config, out_dir: str | Path, extra: dict | No
     return out_dir
 
 
+def _not_a_checkpoint(ckpt: Path) -> CheckpointError:
+    """Why `ckpt` (no COMPLETE marker) is not a checkpoint, with the path that probably was meant."""
+    if not ckpt.exists():
+        return CheckpointError(f"checkpoint {ckpt} does not exist")
+    if not ckpt.is_dir():
+        return CheckpointError(f"{ckpt} is a file; a checkpoint is a directory (e.g. RUN/checkpoints/last)")
+    for meant in (ckpt / "checkpoints" / "last", ckpt / "last"):  # a run folder, or its checkpoints folder
+        if (meant / MARKER).exists():
+            return CheckpointError(f"{ckpt} is not a checkpoint but holds one", hint=f"did you mean {meant}?")
+    where = "a checkpoint is a training run's RUN/checkpoints/last or RUN/checkpoints/best"
+    written = ("config.json", CHECKSUMS, *CHECKSUMMED, "model_card.json", "MODEL_CARD.md")  # what save_checkpoint writes
+    if any((ckpt / name).exists() for name in written):
+        return CheckpointError(f"{ckpt}: not a complete checkpoint (no {MARKER} marker; was the write interrupted?)",
+                               hint="resume the run with --resume, or use another checkpoint (e.g. RUN/checkpoints/best)")  # fmt: skip
+    if not any(ckpt.iterdir()):
+        return CheckpointError(f"{ckpt}: not a complete checkpoint (an empty directory)", hint=where)
+    return CheckpointError(f"{ckpt} is not a checkpoint (no config.json, no {MARKER} marker)", hint=where)
+
+
 def read_checkpoint_config(ckpt: str | Path) -> tuple[Config, dict]:
     ckpt = Path(ckpt)
     if not (ckpt / MARKER).exists():
-        raise CheckpointError(f"{ckpt}: not a complete checkpoint (no {MARKER} marker; was the write interrupted?)")
+        raise _not_a_checkpoint(ckpt)
     try:
         meta = json.loads((ckpt / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -183,6 +210,10 @@ def load_trainable(model, ckpt: str | Path, strict: bool = True) -> dict[str, li
             if name in targets:
                 if targets[name].shape != tensor.shape:
                     raise CheckpointError(f"{path}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(targets[name].shape)}")
+                if hasattr(targets[name], "device_mesh"):  # a DTensor, sharded by FSDP: this rank keeps its part
+                    from torch.distributed.tensor import distribute_tensor
+
+                    tensor = distribute_tensor(tensor.to(targets[name].to_local().device), targets[name].device_mesh, targets[name].placements, src_data_rank=None)
                 targets[name].copy_(tensor)
     return report
 

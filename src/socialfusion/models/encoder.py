@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..config import EncoderConfig
-from .loading import load_arch, resolve_pretrained
+from .loading import load_arch, quiet_loading, resolve_pretrained
 
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -54,7 +54,10 @@ class VisionEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig, model: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
-        self.model = model if model is not None else _build_vision_model(cfg)
+        if model is None:
+            with quiet_loading():  # transformers' load report and progress bar, unless --verbose
+                model = _build_vision_model(cfg)
+        self.model = model
         vc = self.model.config
         self.model_type = vc.model_type
         self.image_size = int(cfg.image_size or vc.image_size)

@@ -7,9 +7,11 @@ from ..config import ModelConfig
 
 def build_model(model_cfg: ModelConfig, tasks: dict | None = None, **kwargs):
     if model_cfg.type == "vlm":
+        from .loading import quiet_loading
         from .vlm import VLMBaseline
 
-        return VLMBaseline(model_cfg, tasks=tasks, **kwargs)
+        with quiet_loading():  # transformers' load report and progress bars, unless --verbose
+            return VLMBaseline(model_cfg, tasks=tasks, **kwargs)
     from .socialfusion import SocialFusionModel
 
     return SocialFusionModel(model_cfg, tasks=tasks, **kwargs)

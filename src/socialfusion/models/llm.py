@@ -9,7 +9,7 @@ from torch import nn
 
 from ..config import LLMConfig
 from ..tasks.base import IMAGE_PLACEHOLDER
-from .loading import load_arch, resolve_pretrained
+from .loading import load_arch, peft_model, quiet_loading, resolve_pretrained
 
 
 def build_tokenizer(cfg: LLMConfig, vocab_size: int | None = None):
@@ -20,7 +20,8 @@ def build_tokenizer(cfg: LLMConfig, vocab_size: int | None = None):
     from transformers import AutoTokenizer
 
     source = resolve_pretrained(cfg.tokenizer or cfg.pretrained or "")
-    tok = AutoTokenizer.from_pretrained(source)
+    with quiet_loading():
+        tok = AutoTokenizer.from_pretrained(source)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -63,7 +64,8 @@ def build_causal_lm(cfg: LLMConfig, vocab_size: int | None = None) -> nn.Module:
     first_n = keep is not None and keep == list(range(len(keep)))
     if first_n:
         _set_layer_count(config, keep)  # the weights of the dropped layers are simply not loaded
-    lm = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
+    with quiet_loading():  # the report would list every layer cut by `num_layers` as UNEXPECTED
+        lm = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32)
     if keep is None or first_n:
         return lm
     # other layers than the first N: all were loaded, keep the chosen ones (layer pruning, e.g. Gromov et al.
@@ -78,7 +80,7 @@ def build_causal_lm(cfg: LLMConfig, vocab_size: int | None = None) -> nn.Module:
 
 
 def apply_lora(model: nn.Module, cfg: LLMConfig) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     lora = LoraConfig(
         r=cfg.lora.r,
@@ -87,7 +89,7 @@ def apply_lora(model: nn.Module, cfg: LLMConfig) -> nn.Module:
         target_modules=list(cfg.lora.target_modules),
         bias="none",
     )
-    return get_peft_model(model, lora)
+    return peft_model(model, lora)
 
 
 def decoder_and_head(lm: nn.Module) -> tuple[nn.Module, nn.Module]:

@@ -3,10 +3,12 @@ architecture JSON shipped with the presets (random init, or the `meta` device fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 from ..config import PRESET_DIR, ConfigError
+from ..errors import verbose_requested
 
 
 def resolve_pretrained(name: str) -> str:
@@ -16,6 +18,41 @@ def resolve_pretrained(name: str) -> str:
 
         return str(resolve_bundled(name.split(":", 1)[1]))
     return name
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Around our own model loads: transformers' per-load report and its weight-loading progress bars are hidden
+    unless --verbose (SOCIALFUSION_VERBOSE=1). The report lists every decoder layer we cut on purpose
+    (`model.llm.num_layers`) as UNEXPECTED, which reads as a failure on every start. Errors still show. Scoped:
+    transformers' previous verbosity and progress-bar setting are restored on exit."""
+    if verbose_requested():
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def peft_model(model, lora_config):
+    """`peft.get_peft_model`, without the FutureWarning peft's own probe of transformers' deprecated
+    `is_gradient_checkpointing` alias raises on every call (transformers >= 5 names it `is_activation_checkpointing`):
+    the deprecated call is in peft's code, not ours, and the warning would repeat on every model build."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora_config)
 
 
 def load_arch(arch: str):

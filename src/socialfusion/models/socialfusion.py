@@ -43,7 +43,7 @@ class SocialFusionModel(TaskModel):
         if cfg.trainable.llm == "lora":
             lm = apply_lora(lm, cfg.llm)
         if cfg.llm.gradient_checkpointing:
-            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.llm = lm
         apply_trainability(self, cfg.trainable)
         self._prompts: dict[str, object] = {}

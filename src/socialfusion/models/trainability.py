@@ -32,10 +32,10 @@ def apply_trainability(model: nn.Module, plan: TrainableConfig, encoder_lora: Lo
     """Freeze or unfreeze each component as `plan` says. `encoder: lora` wraps the encoder with `encoder_lora`
     (default: the model's `cfg.encoder.lora`)."""
     if plan.encoder == "lora":
-        from peft import get_peft_model
+        from .loading import peft_model
 
         lora = encoder_lora if encoder_lora is not None else model.cfg.encoder.lora
-        model.encoder.model = get_peft_model(model.encoder.model, peft_lora_config(lora))
+        model.encoder.model = peft_model(model.encoder.model, peft_lora_config(lora))
     else:
         _set(model.encoder, plan.encoder == "full")
     _set(model.connector, plan.connector == "full")

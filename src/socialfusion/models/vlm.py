@@ -251,10 +251,12 @@ class VLMBaseline(TaskModel):
         if v.trainable.vision == "lora":
             targets.append(rf"model\.(?:vision_tower|visual)\..*(?:layers|blocks)\.\d+\..*\.(?:{VISION_LINEAR})")
         if targets:
-            from peft import LoraConfig, get_peft_model
+            from peft import LoraConfig
+
+            from .loading import peft_model
 
             lora = LoraConfig(r=v.lora.r, lora_alpha=v.lora.alpha, lora_dropout=v.lora.dropout, bias="none", target_modules="|".join(f"(?:{t})" for t in targets))
-            model = get_peft_model(model, lora)
+            model = peft_model(model, lora)
         self.llm = model
         if v.gradient_checkpointing:  # activation_checkpointing_enable is the transformers >= 5 name
             enable = getattr(self.hf_model, "activation_checkpointing_enable", None) or self.hf_model.gradient_checkpointing_enable

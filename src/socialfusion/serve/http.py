@@ -1,12 +1,23 @@
 """`socialfusion serve`: an HTTP service (FastAPI) and a web page around one SocialFusion model.
 
 Endpoints:
-  GET  /          the web page (upload an image, draw boxes, pick tasks, see labels and the gaze heatmap)
-  GET  /health    liveness and load
-  GET  /tasks     task names, kinds, classes and the box roles each task needs
-  POST /predict   multipart/form-data: `image` (file), `boxes` (JSON list of {xyxy, role, normalized}),
-                  `tasks` ("all" or a comma list) -> JSON results (gaze heatmap as a 64x64 list, 4 decimals)
-  GET  /docs      OpenAPI documentation (FastAPI's default)
+  GET  /          the web page (upload an image or pick an example, draw boxes by kind, pick tasks, see labels
+                  and the gaze heatmap)
+  GET  /health    liveness, load, the model card's line and any warning (an untrained preset)
+  GET  /model_card  the checkpoint's model card (`models.card`), or its absence
+  GET  /tasks     task names, classes and the box kinds (and roles) each task reads
+  GET  /examples  example scenes drawn by the synthetic painter, with a box of each kind; /examples/NAME.png
+  POST /predict   multipart/form-data: `image` (file), `boxes` (JSON list of {xyxy, kind, role, normalized}),
+                  `tasks` ("all" or a comma list), `detect` ("true": find the boxes of an image sent without any;
+                  501 when the detection extra is not installed) -> JSON results (gaze heatmap as a 64x64 list)
+  GET  /docs      OpenAPI documentation; Swagger UI's files come from the fastapi-offline wheel, so it works
+                  with no network
+
+Access: with an API key (`create_app(api_key=...)`, `--api-key` or SOCIALFUSION_API_KEY) every request needs
+`Authorization: Bearer KEY` or `X-API-Key: KEY` (401 otherwise), except the pages a browser opens by address,
+which cannot carry a header and hold no model output: the web page shell (/), /docs, /redoc and their static
+files, and /openapi.json (Swagger UI reads it before the key is entered through its Authorize button). `main`
+refuses to bind an address other than loopback without a key unless `--insecure` says so.
 
 Bad input always gets a 4xx with {"detail": "..."}: 400 malformed form or boxes JSON, 413 upload too large or
 decompression bomb, 415 not multipart / not an image, 422 missing image, corrupt or truncated image, boxes out
@@ -18,15 +29,21 @@ with Retry-After, so memory stays bounded (each admitted request holds at most o
 from __future__ import annotations
 
 import argparse
+import hmac
+import ipaddress
 import json
 import logging
+import os
+import socket
 import sys
 import threading
 import time
+import warnings
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -63,6 +80,64 @@ class _Gate:
             self.inside -= 1
 
 
+API_KEY_ENV = "SOCIALFUSION_API_KEY"
+DOCS_STATIC = "/static-offline-docs"
+# what a browser opens by address (no header possible) and that holds no model output: open without the key
+PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+def _presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value.decode("latin-1").strip()
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    return None
+
+
+class _RequireKey:
+    """ASGI middleware: every request but the public pages must present the key (compared in constant time)."""
+
+    def __init__(self, app, api_key: str):
+        self.app = app
+        self.key = api_key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(DOCS_STATIC + "/"):
+            return await self.app(scope, receive, send)
+        given = _presented_key(scope.get("headers") or [])
+        if given is not None and hmac.compare_digest(given.encode(), self.key):
+            return await self.app(scope, receive, send)
+        detail = "missing API key" if given is None else "wrong API key"
+        response = JSONResponse({"detail": f"{detail}: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        await response(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` names is on this machine only (127.0.0.0/8, ::1)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def bind_refusal(host: str, api_key: str | None, insecure: bool) -> str | None:
+    """Why `serve` must not start on `host`, or None: beyond loopback, anyone who can reach the port could use the
+    model, so it needs a key or an explicit --insecure."""
+    if api_key or insecure or is_loopback(host):
+        return None
+    return (f"refusing to listen on {host} without an API key: anyone on the network could use the service; "
+            f"set --api-key (or {API_KEY_ENV}), or pass --insecure to accept that")  # fmt: skip
+
+
 def _read_index_html() -> str:
     from importlib import resources
 
@@ -77,11 +152,16 @@ def create_app(
     max_boxes: int = DEFAULT_MAX_BOXES,
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     retry_after_s: int = 1,
+    api_key: str | None = None,
 ):
-    """The FastAPI app serving `predictor` (a `socialfusion.api.SocialFusion`)."""
-    from ..api import PredictInputError, load_image_bytes, result_to_json
+    """The FastAPI app serving `predictor` (a `socialfusion.api.SocialFusion`); with `api_key`, every request but
+    the public pages needs it (see the module docstring)."""
+    from ..api import BOX_KINDS, PredictInputError, load_image_bytes, result_to_json
+    from ..detect import EXTRA_HINT as DETECT_HINT, available as detect_available
     from ..data.images import ImageError
+    from .examples import example_png, list_examples
 
+    can_detect = detect_available()  # checked once: it looks the packages up on disk
     if max_concurrency < 1 or max_queue < 0 or max_upload_bytes < 1:
         raise ValueError("max_concurrency >= 1, max_queue >= 0 and max_upload_bytes >= 1 are required")
     gate = _Gate(max_concurrency + max_queue)
@@ -89,13 +169,17 @@ def create_app(
     index_html = _read_index_html()
     body_limit = max_upload_bytes + FORM_SLACK
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="SocialFusion",
         description="Social perception from an image and boxes: looking-at-me, expression, gesture, relation, gaze.",
         version="1",
+        static_url=DOCS_STATIC,
     )
     app.state.predictor = predictor
     app.state.gate = gate
+    if api_key:
+        app.add_middleware(_RequireKey, api_key=api_key)
+        _declare_key_in_openapi(app)
 
     def fail(status: int, detail: str, headers: dict | None = None):
         raise HTTPException(status_code=status, detail=detail, headers=headers)
@@ -110,11 +194,17 @@ def create_app(
         return {
             "status": "ok",
             "model": predictor.name,
+            "model_card": predictor.card_summary,
+            "warning": predictor.warning,
             "device": str(predictor.device),
             "tasks": predictor.task_names,
             "inside": gate.inside,
             "capacity": gate.limit,
         }
+
+    @app.get("/model_card")
+    def model_card() -> dict:
+        return {"summary": predictor.card_summary, "warning": predictor.warning, "card": predictor.card}
 
     @app.get("/tasks")
     def tasks() -> dict:
@@ -122,8 +212,21 @@ def create_app(
             "tasks": predictor.describe_tasks(),
             "max_upload_bytes": max_upload_bytes,
             "max_boxes": max_boxes,
-            "roles": {"0": "subject (face, hand, head, first person)", "1": "second person (relation)"},
+            "box_kinds": list(BOX_KINDS),
+            "detect": can_detect,  # whether POST /predict accepts detect=true here
+            "roles": {"0": "the box of a single-box task, or the first person of a pair", "1": "the second person (relation)"},
         }
+
+    @app.get("/examples")
+    def examples() -> dict:
+        return {"examples": list_examples()}
+
+    @app.get("/examples/{name}.png", response_class=Response, responses={200: {"content": {"image/png": {}}}, 404: {}})
+    def example_image(name: str) -> Response:
+        data = example_png(name)
+        if data is None:
+            fail(404, f"no example named {name!r}")
+        return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -156,11 +259,11 @@ def create_app(
         except StarletteHTTPException as err:  # Starlette's multipart errors: 400 with a terse message
             fail(err.status_code, f"malformed form body: {err.detail}")
 
-    def run(data: bytes, filename: str, boxes: Any, task_names: list[str]) -> dict:
+    def run(data: bytes, filename: str, boxes: Any, task_names: list[str], detect: bool = False) -> dict:
         with running:  # bounded: at most max_concurrency decoded images and inferences at a time
             t0 = time.perf_counter()
             image = load_image_bytes(data, filename, max_pixels=max_image_pixels)
-            [result] = predictor.predict(image, boxes=boxes, tasks=task_names)
+            [result] = predictor.predict(image, boxes=boxes, tasks=task_names, detect=detect)
             out = result_to_json(result, heatmap="list", decimals=4)
             out["image"] = filename
             out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
@@ -177,10 +280,15 @@ def create_app(
                         "image": {"type": "string", "format": "binary", "description": "the image file"},
                         "boxes": {
                             "type": "string",
-                            "description": 'JSON list of boxes, e.g. [{"xyxy": [10, 20, 110, 140], "role": 0}]; pixel '
+                            "description": 'JSON list of boxes, each with its kind (face, hand, head, person), e.g. '
+                            '[{"xyxy": [10, 20, 110, 140], "kind": "face"}, {"xyxy": [150, 90, 190, 140], "kind": "hand"}]; '
+                            "each task reads its own kind (relation: two person boxes, or the two with role 0 and 1); pixel "
                             "coordinates when any value > 1 unless \"normalized\" says otherwise; none: the whole image",
                         },
                         "tasks": {"type": "string", "default": "all", "description": '"all" or a comma list, e.g. "lam,gaze"'},
+                        "detect": {"type": "string", "enum": ["true", "false"], "default": "false",
+                                   "description": "true: when no boxes are sent, find them (face, head, hand, person); "
+                                   "the result's boxes carry kind, score and source \"detected\""},
                     },
                 }
             }
@@ -220,9 +328,15 @@ def create_app(
                 if tasks_field is not None and not isinstance(tasks_field, str):
                     fail(422, "'tasks' must be a text field")
                 task_names = predictor.resolve_tasks("all" if tasks_field is None else tasks_field)
+                detect_field = form.get("detect") or "false"
+                if not isinstance(detect_field, str) or detect_field.strip().lower() not in ("true", "false", "1", "0", "on"):
+                    fail(422, "'detect' must be true or false")
+                detect = detect_field.strip().lower() in ("true", "1", "on")
+                if detect and not can_detect:
+                    fail(501, f"box detection is not installed on this server ({DETECT_HINT})")
             finally:
                 await form.close()
-            return JSONResponse(await run_in_threadpool(run, data, filename, boxes, task_names))
+            return JSONResponse(await run_in_threadpool(run, data, filename, boxes, task_names, detect))
         except ImageError as err:
             fail(_STATUS_BY_REASON.get(err.reason, 422), str(err))
         except PredictInputError as err:
@@ -257,36 +371,67 @@ def create_app(
     return app
 
 
+def _declare_key_in_openapi(app) -> None:
+    """List the two ways to send the key in the OpenAPI document, so /docs has an Authorize button."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            schema["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="socialfusion serve", description="HTTP service and web page for a SocialFusion model")
+    from ..errors import add_console_options
+
+    parser = add_console_options(argparse.ArgumentParser(prog="socialfusion serve", description="HTTP service and web page for a SocialFusion model"))
     parser.add_argument("--ckpt", required=True, help="checkpoint directory or preset name (e.g. tiny)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-upload-mb", type=float, default=10.0)
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted image upload, in MB (default 10)")
     parser.add_argument("--max-concurrency", type=int, default=2, help="requests computed at once")
     parser.add_argument("--max-queue", type=int, default=8, help="requests allowed to wait; beyond: 503 + Retry-After")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="the server's log level")
+    parser.add_argument("--api-key", default=None, help=f"require this key on every request (default: ${API_KEY_ENV}); "
+                        "clients send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")  # fmt: skip
+    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
     args = parser.parse_args(argv)
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    refusal = bind_refusal(args.host, api_key, args.insecure)
+    if refusal:  # before loading the model: a refused start costs nothing
+        from ..errors import UserError
+
+        raise UserError(refusal, hint=f"socialfusion serve --host {args.host} --api-key KEY (clients send it as 'Authorization: Bearer KEY')")
 
     import uvicorn
 
-    from ..api import SocialFusion
+    from ..api import SocialFusion, UntrainedModelWarning
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        predictor = SocialFusion.from_pretrained(args.ckpt, device=args.device)
-    except Exception as err:  # a wrong path or preset: say so, no traceback
-        print(f"socialfusion serve: cannot load {args.ckpt!r}: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # printed below, once, in the service's words
+        warnings.simplefilter("ignore", UntrainedModelWarning)
+        predictor = SocialFusion.from_pretrained(args.ckpt, device=args.device)  # a wrong path: UserError, for the dispatcher
     app = create_app(
         predictor,
         max_upload_bytes=int(args.max_upload_mb * MB),
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
+        api_key=api_key,
     )
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}: the service has no authentication", file=sys.stderr)
+    if not api_key and not is_loopback(args.host):
+        print(f"warning: listening on {args.host} with no API key (--insecure): anyone who reaches it can use it", file=sys.stderr)
+    print(f"model card: {predictor.card_summary}", file=sys.stderr)
+    if predictor.warning:
+        print(f"WARNING: {predictor.warning}", file=sys.stderr)
     print(f"serving {predictor.name} on http://{args.host}:{args.port}/ (docs: /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -1,11 +1,14 @@
 """`socialfusion predict`: run a checkpoint (or preset) on image files; write predictions.jsonl (+ PNG overlays).
 
     socialfusion predict --ckpt DIR|PRESET (--images A.jpg B.png ... | --dir DIR) [--boxes boxes.json]
-                         [--tasks all|lam,gaze] --out DIR [--visualize] [--batch-size 8]
+                         [--tasks all|lam,gaze] --out DIR [--visualize] [--batch-size 8] [--detect]
 
 boxes.json maps an image file name (or the path as given) to its list of boxes
-``[{"xyxy": [x1, y1, x2, y2], "role": 0, "normalized": false}, ...]``; images it does not name use the whole
-image as the subject box. Unreadable images and invalid boxes are reported by file name and counted; they never
+``[{"xyxy": [x1, y1, x2, y2], "kind": "face", "normalized": false}, ...]`` (kinds face, hand, head, person; each
+task reads its own kind, see `socialfusion.api` and the README for a complete example); images it does not name
+use the whole image as the box of each single-box task, or with --detect get their boxes from the detectors
+(`socialfusion.detect`, the optional `detect` extra; detected boxes carry their score). The model card's line goes to stderr first, with a loud
+warning for an untrained preset. Unreadable images and invalid boxes are reported by file name and counted; they never
 stop the run. Outputs in --out: predictions.jsonl (one line per image; the gaze heatmap is omitted, its point
 kept), summary.json (counts and the skipped files with their reasons), vis/<name>.png with --visualize.
 """
@@ -15,14 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
+
+from ..errors import UserError, add_console_options
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ROLE_COLORS = ["#00b050", "#e0308a", "#f79009", "#2e90fa"]
+KIND_COLORS = {"face": "#00b050", "hand": "#f79009", "head": "#2e90fa", "person": "#e0308a"}
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="socialfusion predict", description="run a SocialFusion model on your images and boxes")
+    p = add_console_options(argparse.ArgumentParser(prog="socialfusion predict", description="run a SocialFusion model on your images and boxes"))
     p.add_argument("--ckpt", required=True, help="checkpoint directory or preset name (e.g. tiny)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", nargs="+", metavar="PATH", help="image files")
@@ -31,14 +38,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="all", help="all, or a comma list such as lam,gaze")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--visualize", action="store_true", help="also write PNG overlays to OUT/vis/")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--workers", default="auto", help="processes decoding the next images while the model runs: a count, 0 (none) or auto "
+                   "(min(4, cpus - 1), the default)")  # fmt: skip
+    p.add_argument("--detect", action="store_true",
+                   help="find face, head, hand and person boxes in images that --boxes does not name (extra: detect)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-class _UsageError(Exception):
+class _UsageError(UserError):
     pass
+
+
+def _check_tasks(ckpt: str, tasks: str) -> None:
+    """Unknown task names, found from the checkpoint's (or preset's) config before the model is built."""
+    from ..api import TaskError
+    from ..config import load_config
+    from ..models.checkpoint import read_checkpoint_config
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names or "all" in (n.lower() for n in names):
+        return
+    config = read_checkpoint_config(ckpt)[0] if Path(ckpt).is_dir() else load_config(ckpt)
+    known = [td.task for td in config.data.tasks]
+    unknown = [n for n in names if n not in known]
+    if known and unknown:
+        raise TaskError(f"unknown task(s) {', '.join(unknown)} (known: {', '.join(known)})")
 
 
 def _read_boxes_file(path: str) -> dict:
@@ -73,31 +100,32 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from tqdm.auto import tqdm
 
-    from ..api import PredictInputError, SocialFusion, parse_boxes, result_to_json
-    from ..data.images import ImageError, load_image
+    from ..api import PredictInputError, SocialFusion, UntrainedModelWarning, parse_boxes, result_to_json
+    from ..config import resolve_num_workers
+    from ..data.images import ImageError
+    from ..data.pipeline import decoded_images
 
+    # user errors (UserError) are printed by the dispatcher (socialfusion.cli), as one line, exit status 2
     if args.batch_size < 1:
-        print("socialfusion predict: --batch-size must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        table = _read_boxes_file(args.boxes) if args.boxes else {}
-        paths = _list_images(args)
-    except _UsageError as err:
-        print(f"socialfusion predict: {err}", file=sys.stderr)
-        return 2
+        raise _UsageError("--batch-size must be >= 1")
+    if not (args.workers == "auto" or args.workers.isdigit()):
+        raise _UsageError(f"--workers must be a count >= 0 or auto, got {args.workers!r}")
+    table = _read_boxes_file(args.boxes) if args.boxes else {}
+    paths = _list_images(args)
     if not paths:
-        print("socialfusion predict: no images to process", file=sys.stderr)
-        return 2
-    try:
+        raise _UsageError("no images to process", hint=f"image files end in {', '.join(sorted(IMAGE_SUFFIXES))}")
+    _check_tasks(args.ckpt, args.tasks)
+    if args.detect:  # before the model loads: a missing extra is a one-line error with the install hint
+        from ..detect import require
+
+        require()
+    with warnings.catch_warnings():  # the warning is printed below, once, in the CLI's words
+        warnings.simplefilter("ignore", UntrainedModelWarning)
         predictor = SocialFusion.from_pretrained(args.ckpt, device=args.device)
-    except Exception as err:  # a wrong path or preset: say so, no traceback
-        print(f"socialfusion predict: cannot load {args.ckpt!r}: {err}", file=sys.stderr)
-        return 2
-    try:
-        tasks = predictor.resolve_tasks(args.tasks)
-    except PredictInputError as err:
-        print(f"socialfusion predict: {err}", file=sys.stderr)
-        return 2
+    print(f"model card: {predictor.card_summary}", file=sys.stderr)
+    if predictor.warning:
+        print(f"WARNING: {predictor.warning}", file=sys.stderr)
+    tasks = predictor.resolve_tasks(args.tasks)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[dict] = []
     used_keys: set[str] = set()
     vis_names: set[str] = set()
-    n_done = 0
+    n_done = n_clipped = 0
     given_names = args.images or [str(p) for p in paths]
+    # workers decode the next batch's files during this batch's forward pass (with one batch there is nothing to overlap)
+    decoded = decoded_images(paths, resolve_num_workers(args.workers) if len(paths) > args.batch_size else 0)
 
     def skip(name: str, reason: str) -> None:
         skipped.append({"image": name, "reason": reason})
@@ -122,20 +152,25 @@ def main(argv: list[str] | None = None) -> int:
             good = []  # (given name, PIL image, parsed boxes)
             for path, given in chunk:
                 try:
-                    image = load_image(path)
+                    image = next(decoded)
+                    if isinstance(image, ImageError):
+                        raise image
                     raw, key = _boxes_for(path, table, given)
                     if key is not None:
                         used_keys.add(key)
-                    parse_boxes(raw, image.size, given)  # validate now: a bad box skips this image only
+                    # validate now: a bad box skips this image only
+                    predictor.check_untagged_boxes(parse_boxes(raw, image.size, given), tasks, given)
                     good.append((given, image, raw))
                 except ImageError as err:
                     skip(given, f"{err.reason}" + (f" ({err.detail})" if err.detail else ""))
                 except PredictInputError as err:
                     skip(given, str(err))
             if good:
-                results = predictor.predict([g[1] for g in good], boxes=[g[2] for g in good], tasks=tasks, batch_size=args.batch_size)
+                results = predictor.predict([g[1] for g in good], boxes=[g[2] for g in good], tasks=tasks, batch_size=args.batch_size,
+                                            detect=args.detect)  # fmt: skip
                 for (given, image, _), res in zip(good, results):
                     res["image"] = given
+                    n_clipped += sum(bool(b.get("clipped")) for b in res["boxes"])
                     fh.write(json.dumps(result_to_json(res, heatmap="omit")) + "\n")
                     if args.visualize:
                         stem = Path(given).stem
@@ -150,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
 
     unused = sorted(set(table) - used_keys)
     summary = {"images": len(paths), "predicted": n_done, "skipped": len(skipped), "skipped_files": skipped,
-               "tasks": tasks, "model": predictor.name, "boxes_file_unused_keys": unused}
+               "tasks": tasks, "model": predictor.name, "model_card": predictor.card_summary, "warning": predictor.warning,
+               "boxes_file_unused_keys": unused, "clipped_boxes": n_clipped}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if n_clipped:
+        print(f"note: {n_clipped} box(es) extended slightly past their image's border and were clipped to it", file=sys.stderr)
     if unused:
         print(f"warning: {len(unused)} entries of --boxes name no processed image: {unused[:5]}", file=sys.stderr)
     print(f"predicted {n_done} of {len(paths)} images, skipped {len(skipped)}; wrote {out / 'predictions.jsonl'}", file=sys.stderr)
@@ -179,10 +217,11 @@ def save_overlay(image, result: dict, path: Path) -> Path:
         ax.imshow(heat, extent=(0, w, h, 0), cmap="jet", alpha=0.45, interpolation="bilinear", vmin=0, vmax=1)
     for b in result["boxes"]:
         x1, y1, x2, y2 = b["xyxy"]
-        color = ROLE_COLORS[min(b["role"], len(ROLE_COLORS) - 1)]
+        color = KIND_COLORS.get(b.get("kind")) or ROLE_COLORS[min(b["role"] or 0, len(ROLE_COLORS) - 1)]
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2,
                                linestyle="--" if b.get("source") == "whole_image" else "-"))
-        ax.text(x1 + 2, y1 + 2, f"role {b['role']}", color="white", fontsize=8, va="top",
+        tag = (b.get("kind") or f"role {b['role']}") + (f" {b['score']:.2f}" if b.get("score") is not None else "")
+        ax.text(x1 + 2, y1 + 2, tag, color="white", fontsize=8, va="top",
                 bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
     if gaze and "point" in gaze:
         (hx, hy), (px, py) = gaze["head_center"], gaze["point"]

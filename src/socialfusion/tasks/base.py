@@ -23,6 +23,7 @@ import torch
 from ..data.schema import DataError, Sample
 
 IMAGE_PLACEHOLDER = "<image>"
+BOX_KINDS = ("face", "hand", "head", "person")  # what a box can mark; `Task.box_kinds` names them per role
 
 
 @dataclass
@@ -41,6 +42,10 @@ class Task:
     prompt_templates: ClassVar[dict[str, str]]
     # how many box roles a sample of this task carries (relation: two people)
     num_roles: ClassVar[int] = 1
+    # the kind of box each role is (one of BOX_KINDS), as the task's dataset annotates it: a caller's boxes are
+    # matched to a task by kind, so a face box never reaches the gesture task. Empty: the task names no kind and
+    # reads untagged boxes by role only.
+    box_kinds: ClassVar[tuple[str, ...]] = ()
     prompt_version: str = "v1"
 
     def __post_init__(self):
@@ -95,6 +100,14 @@ class Task:
         """The official metrics of `predictions` against `samples`; None when the split carries no labels."""
         raise NotImplementedError
 
+    def resampler(self, samples: list[Sample], predictions: list[dict]):
+        """The metrics of `evaluate` recomputed on bootstrap resamples: a function of indices (B, n) -> {metric: (B,)}
+        (`eval/intervals.py`). This default re-runs `evaluate` per resample; a task overrides it with an equivalent
+        that is fast enough for a thousand resamples."""
+        from ..eval.intervals import loop_statistic
+
+        return loop_statistic(lambda i: self.evaluate([samples[j] for j in i], [predictions[j] for j in i]))
+
     def chance(self, samples: list[Sample]) -> float:
         """The primary metric of a model that ignores the image, on these samples."""
         raise NotImplementedError
@@ -124,7 +137,8 @@ class Task:
     probe_pools: ClassVar[tuple[str, ...]] = ("box",)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "readout": self.readout, "prompt_version": self.prompt_version, "primary_metric": self.primary_metric}
+        return {"name": self.name, "readout": self.readout, "prompt_version": self.prompt_version, "primary_metric": self.primary_metric,
+                "box_kinds": list(self.box_kinds)}
 
 
 @dataclass
@@ -186,6 +200,17 @@ class ClassificationTask(Task):
             return None
         labels = np.asarray([s.label for s in samples], dtype=np.int64)
         return self.metrics(labels, np.stack([p["probs"] for p in predictions]))
+
+    def resampler(self, samples, predictions):
+        from ..eval.intervals import loop_statistic
+        from ..eval.metrics import classification_resampled
+
+        labels = np.asarray([s.label for s in samples], dtype=np.int64)
+        probs = np.stack([p["probs"] for p in predictions])
+        if type(self).metrics is ClassificationTask.metrics:  # the default metrics have a vectorised form
+            pred = probs.argmax(1)
+            return lambda idx: classification_resampled(labels, pred, self.num_classes, idx)
+        return loop_statistic(lambda i: self.metrics(labels[i], probs[i]))
 
     def chance(self, samples):
         """Accuracy: always predicting the majority class. mAP: random scores give each class an AP equal to its

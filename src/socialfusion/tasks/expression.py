@@ -16,6 +16,7 @@ class Expression(ClassificationTask):
     name = "expression"
     default_dataset = "affectnet"
     primary_metric = "accuracy"
+    box_kinds = ("face",)
     prompt_templates = {
         "v1": "<image>\nWhat is the facial expression of the face in the marked box? Answer with one word.",
     }

@@ -60,6 +60,7 @@ class Gaze(Task):
     readout = "heatmap"
     default_dataset = "gazefollow"
     primary_metric = "auc"
+    box_kinds = ("head",)
     probe_pools = ("patch",)
     prompt_templates = {
         "v1": "<image>\nWhere is the person whose head is in the marked box looking?",
@@ -116,6 +117,14 @@ class Gaze(Task):
             return None
         heat = np.stack([p["heatmap"] for p in predictions])
         return gazefollow_metrics(heat, [list(s.points) for s in samples], [p["image_size"] for p in predictions])
+
+    def resampler(self, samples, predictions):
+        from ..eval.intervals import mean_statistic
+        from ..eval.metrics import gazefollow_per_person
+
+        # the metrics are means over persons: each person's AUC and L2 once, then means per resample
+        heat = np.stack([p["heatmap"] for p in predictions])
+        return mean_statistic(gazefollow_per_person(heat, [list(s.points) for s in samples], [p["image_size"] for p in predictions]))
 
     def chance(self, samples):
         return 0.5  # AUC of a heatmap that ignores the image

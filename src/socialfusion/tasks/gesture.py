@@ -21,6 +21,7 @@ class Gesture(ClassificationTask):
     name = "gesture"
     default_dataset = "hagrid_v2"
     primary_metric = "accuracy"
+    box_kinds = ("hand",)  # one or both gesturing hands, all role 0
     prompt_templates = {
         "v1": "<image>\nWhich hand gesture is shown in the marked box? Answer with the gesture name.",
     }

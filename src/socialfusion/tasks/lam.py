@@ -14,6 +14,7 @@ class LookingAtMe(ClassificationTask):
     name = "lam"
     default_dataset = "ego4d_lam"
     primary_metric = "map"
+    box_kinds = ("face",)
     prompt_templates = {
         "v1": "<image>\nLook at the face in the marked box. Is this person looking at the camera wearer? Answer yes or no.",
     }

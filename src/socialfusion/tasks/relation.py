@@ -18,6 +18,7 @@ class Relation(ClassificationTask):
     default_dataset = "pisc"
     primary_metric = "map"
     num_roles = 2
+    box_kinds = ("person", "person")
     probe_pools = ("pair", "box")
     prompt_templates = {
         "v1": "<image>\nWhat is the social relationship between the two marked people? Answer with one relationship.",

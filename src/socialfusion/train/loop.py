@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, dump_yaml
-from ..data.pipeline import build_task_datasets, collate, manifest
+from ..config import Config, absolute_paths, dump_yaml
+from ..data.pipeline import BatchLoader, batch_loader, build_task_datasets, manifest
 from ..data.skips import SkipReport
 from ..eval.metrics import mean_primary
 from ..eval.runner import gather_predictions, predict, score
@@ -36,35 +36,39 @@ class TrainingError(RuntimeError):
     pass
 
 
-def fit_input_norm(model, train_sets: dict, config: Config, device, images_per_task: int = 256) -> int:
+def fit_input_norm(model, loader: BatchLoader, config: Config, device, images_per_task: int = 256) -> int:
     """Let the model measure its input statistics (`TaskModel.fit_statistics`) on up to `images_per_task` training
-    samples of each task, drawn with the run's seed, so every process of a distributed run measures the same
-    numbers. Returns the number of feature tokens measured (0 when the model has nothing to fit)."""
+    samples of each task (the datasets of `loader`, which builds the batches), drawn with the run's seed, so every
+    process of a distributed run measures the same numbers. Returns the number of feature tokens measured (0 when
+    the model has nothing to fit)."""
     g = torch.Generator().manual_seed(config.train.seed)
+    size = config.train.eval_batch_size
+    plan = []
+    for name, ds in loader.datasets.items():
+        chosen = torch.randperm(len(ds), generator=g)[:images_per_task].tolist()
+        plan += [(name, chosen[start : start + size]) for start in range(0, len(chosen), size)]
 
     def features():
-        for ds in train_sets.values():
-            chosen = torch.randperm(len(ds), generator=g)[:images_per_task].tolist()
-            for start in range(0, len(chosen), config.train.eval_batch_size):
-                batch = collate([ds[i] for i in chosen[start : start + config.train.eval_batch_size]], ds.task)
-                if batch is not None:
-                    yield model.prepare_inputs(batch)["features"]
+        for batch in loader.batches(plan):
+            if batch is not None:
+                yield model.prepare_inputs(batch)["features"]
 
     return model.fit_statistics(features())
 
 
-def evaluate_all(model, datasets, config: Config, device, rank: int, world: int, progress: bool = True) -> dict:
+def evaluate_all(model, datasets, config: Config, device, rank: int, world: int, progress: bool = True, loader: BatchLoader | None = None) -> dict:
+    """The official metrics of every dataset; `loader` (holding `datasets`) builds the batches."""
     metrics = {}
     for name, ds in datasets.items():
-        pred = gather_predictions(predict(model, ds, config.train.eval_batch_size, device, config.train.precision, rank, world, progress))
+        pred = gather_predictions(predict(model, ds, config.train.eval_batch_size, device, config.train.precision, rank, world, progress, loader=loader))
         metrics[name] = score(ds.task, pred)
     return metrics
 
 
-def _training_state(step, optimizer, scheduler, best, bad_evals) -> dict:
+def _training_state(step, optimizer_state: dict, scheduler, best, bad_evals) -> dict:
     return {
         "step": torch.tensor(step),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict(),
         "best": torch.tensor(best, dtype=torch.float64),
         "bad_evals": torch.tensor(bad_evals),
@@ -78,6 +82,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     `stop_after` ends this call after that many steps, as if the process had been stopped there.
     """
     out_dir = Path(out_dir)
+    config = absolute_paths(config)  # the saved config (run folder, checkpoints) must work from any directory
     rank, world = dist_utils.init()
     dev = resolve_device(device) if world == 1 else dist_utils.device_for_rank(device)
     last = out_dir / "checkpoints" / "last"
@@ -91,7 +96,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     if rank == 0:
         print(format_parameter_table(model.parameter_table()))
     report = SkipReport(policy=config.data.on_bad_sample)
-    cache, input_fn = sample_inputs(model, config)
+    cache, input_fn = sample_inputs(model, config, training=True, announce=rank == 0)
     train_sets = build_task_datasets(config, tasks, "train", input_fn, report)
     val_sets = build_task_datasets(config, tasks, "val", input_fn, report) if config.train.eval_every else {}
     if cache is not None:
@@ -99,8 +104,13 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             if rank == 0 or world == 1:
                 cache.warm(ds.samples, report, desc=f"caching features ({ds.task.name})", progress=progress)
         dist_utils.barrier()
+    # batches are built by DataLoader workers (train.num_workers) that persist for the run; cached features load in
+    # this process (`batch_loader`)
+    train_loader = batch_loader(train_sets, config.train, dev, in_process=cache is not None)
+    val_loader = batch_loader(val_sets, config.train, dev, in_process=cache is not None) if val_sets else None
     weights = {td.task: td.loss_weight for td in config.data.tasks}
     sampler = MultiTaskSampler({k: len(v) for k, v in train_sets.items()}, config.train.batch_size, config.data.sampler, config.data.temperature, config.train.seed)
+    train_module, model = dist_utils.wrap(model, config, dev)  # DDP or FSDP across processes; `model` stays plain
     optimizer = build_optimizer(model, config.train)
     scheduler = build_scheduler(optimizer, config.train)
     step, best, bad_evals = 0, -math.inf, 0
@@ -109,17 +119,20 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         if rank == 0:
             print(f"resumed from {last} at step {step}")
     else:
-        measured = fit_input_norm(model, train_sets, config, dev)
+        measured = fit_input_norm(model, train_loader, config, dev)
         if measured and rank == 0:
             print(f"connector input statistics measured on {measured} feature tokens")
         torch.manual_seed(config.train.seed)
-    if rank == 0:
-        _write_run_files(out_dir, config, train_sets, val_sets)
+    run_manifest = _write_run_files(out_dir, config, train_sets, val_sets) if rank == 0 else {}
+    # the model card's reference for each task: the primary metric of a model that ignores the image
+    chance = {name: ds.task.chance(ds.samples) for name, ds in val_sets.items()}
     log = open(out_dir / "log.jsonl", "a") if rank == 0 else None
 
     def save(path_name: str, extra: dict | None = None):
+        tensors, optimizer_state = dist_utils.trained_state(model), dist_utils.optimizer_state(model, optimizer)  # FSDP: every rank gathers
         if rank == 0:
-            save_checkpoint(model, config, out_dir / "checkpoints" / path_name, extra=extra, training_state=_training_state(step, optimizer, scheduler, best, bad_evals))
+            card = {"manifest": run_manifest, "step": step, "validation": summary.get("last_eval"), "validation_step": summary.get("last_eval_step"), "chance": chance}
+            save_checkpoint(model, config, out_dir / "checkpoints" / path_name, extra=extra, training_state=_training_state(step, optimizer_state, scheduler, best, bad_evals), card=card, tensors=tensors)
         dist_utils.barrier()
 
     def write(record: dict):
@@ -132,15 +145,13 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress or rank != 0, dynamic_ncols=True)
     t0, seen, summary = time.perf_counter(), 0, {}
     model.train()
+    # the micro-batches of steps step .. end - 1 as the sampler draws them (a resumed run starts at its step)
+    batches = train_loader.batches(sampler.micro_batches(step, end, cfg.grad_accum, rank, world))
     try:
         while step < end:
-            micro_batches = []
-            for micro in range(cfg.grad_accum):
-                task, idx = sampler.batch(step * cfg.grad_accum + micro, rank, world)
-                ds = train_sets[task]
-                micro_batches.append(collate([ds[i] for i in idx], ds.task))
+            micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
             try:
-                result = train_step(model, micro_batches, optimizer, scheduler, weights, dev, cfg.precision, cfg.grad_clip, cfg.grad_accum)
+                result = train_step(train_module, micro_batches, optimizer, scheduler, weights, dev, cfg.precision, cfg.grad_clip, cfg.grad_accum)
             except NonFiniteLoss as err:
                 raise TrainingError(f"step {step}: {err}; stopped. The last good checkpoint is {last}") from None
             step += 1
@@ -151,11 +162,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             if step % cfg.log_every == 0 or step == end:
                 write({"step": step, "loss": result.loss, "tasks": result.tasks, "n_supervised": result.n_supervised, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate})
             if cfg.eval_every and val_sets and (step % cfg.eval_every == 0 or step == cfg.steps):
-                metrics = evaluate_all(model, val_sets, config, dev, rank, world, progress=False)
+                with dist_utils.unsharded(model):  # FSDP: gathered, so ranks may run different batch counts
+                    metrics = evaluate_all(model, val_sets, config, dev, rank, world, progress=False, loader=val_loader)
                 value = mean_primary(metrics, tasks)
                 model.train()
                 write({"step": step, "eval": metrics, "mean_primary": value})
-                summary["last_eval"] = metrics
+                summary["last_eval"], summary["last_eval_step"] = metrics, step
                 if value > best:
                     best, bad_evals = value, 0
                     save("best", extra={"step": step, "val_metrics": metrics, "mean_primary": value})
@@ -170,6 +182,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
                 save("last")
     finally:
         bar.close()
+        batches.close()
+        for loader in (train_loader, val_loader):
+            if loader is not None:
+                loader.close()
         if log:
             log.write(json.dumps({"skips": report.to_dict(), **({"cache": cache.stats} if cache else {})}) + "\n")
             log.close()
@@ -177,7 +193,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         print(report.summary())
     if return_model:
         summary["model"] = model
-    summary.update(step=step, best=best, skips=report.to_dict(), out_dir=str(out_dir), samples_per_s=seen / max(1e-9, time.perf_counter() - t0))
+    # best is None when no evaluation ran (-inf is not JSON)
+    summary.update(step=step, best=best if math.isfinite(best) else None, skips=report.to_dict(), out_dir=str(out_dir), samples_per_s=seen / max(1e-9, time.perf_counter() - t0))
     return summary
 
 
@@ -185,15 +202,17 @@ def _restore(model, optimizer, scheduler, last: Path) -> tuple[int, float, int]:
     """Weights, optimizer, schedule and RNG from a checkpoint; returns (step, best, bad_evals)."""
     load_trainable(model, last)
     state = torch.load(last / "training_state.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    dist_utils.load_optimizer_state(model, optimizer, state["optimizer"], str(last / "training_state.pt"))
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["step"]), float(state["best"]), int(state["bad_evals"])
 
 
-def _write_run_files(out_dir: Path, config: Config, train_sets: dict, val_sets: dict) -> None:
+def _write_run_files(out_dir: Path, config: Config, train_sets: dict, val_sets: dict) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(dump_yaml(config))
     (out_dir / "versions.json").write_text(json.dumps({**versions(), "git": git_revision()}, indent=2))
     splits = {f"{k}/train": v.samples for k, v in train_sets.items()} | {f"{k}/val": v.samples for k, v in val_sets.items()}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest(splits), indent=2))
+    run_manifest = manifest(splits)
+    (out_dir / "manifest.json").write_text(json.dumps(run_manifest, indent=2))
+    return run_manifest

@@ -39,3 +39,11 @@ class MultiTaskSampler:
         total = self.batch_size * world
         idx = rng.choice(n, size=total, replace=total > n).tolist()
         return task, idx[rank * self.batch_size : (rank + 1) * self.batch_size]
+
+    def micro_batches(self, start_step: int, end_step: int, grad_accum: int = 1, rank: int = 0, world: int = 1):
+        """(task, indices) of every micro-batch of steps start_step .. end_step - 1, in training order: micro-batch
+        `m` of step `s` is draw `s * grad_accum + m`. The plan of a run's `BatchLoader`; a resumed run starts it at
+        its restored step, so it draws what the uninterrupted run drew, whatever the number of workers."""
+        for step in range(start_step, end_step):
+            for micro in range(grad_accum):
+                yield self.batch(step * grad_accum + micro, rank, world)

@@ -1,8 +1,9 @@
 """One training step, the only one: training, gradient conflict and the benchmarks all call these.
 
 `task_backward`: forward one task's batch, weight its loss, check it is finite, backward.
-`train_step`:    zero the gradients, `task_backward` each micro-batch, average the gradients across processes,
-                 clip, step the optimizer and the schedule.
+`train_step`:    zero the gradients, `task_backward` each micro-batch (the gradients are averaged across processes
+                 during the last one's backward, by DDP or FSDP: `distributed.wrap`), clip, step the optimizer
+                 and the schedule.
 """
 
 from __future__ import annotations
@@ -39,22 +40,22 @@ def task_backward(model, batch: dict, weight: float, device, precision: str, acc
     return {"loss": out["loss"].detach(), "scaled": loss.detach(), "n_supervised": out["n_supervised"]}
 
 
-def train_step(model, micro_batches: list[dict | None], optimizer, scheduler, weights: dict[str, float], device, precision: str,
+def train_step(module, micro_batches: list[dict | None], optimizer, scheduler, weights: dict[str, float], device, precision: str,
                grad_clip: float | None, accumulation: int) -> StepResult:  # fmt: skip
-    """One optimizer step over `micro_batches` (None = a micro-batch whose every sample was a skip)."""
+    """One optimizer step over `micro_batches` (None = a micro-batch whose every sample was a skip). `module`: the
+    model, or in a multi-process run the `train_module` of `distributed.wrap`."""
     optimizer.zero_grad(set_to_none=True)
     result = StepResult()
-    for batch in micro_batches:
-        if batch is None:
-            continue
-        out = task_backward(model, batch, weights[batch["task"]], device, precision, accumulation)
+    batches = dist_utils.common_micro_batches(micro_batches)
+    for i, batch in enumerate(batches):
+        with dist_utils.sync_gradients(module, sync=i == len(batches) - 1):
+            out = task_backward(module, batch, weights[batch["task"]], device, precision, accumulation)
         result.loss += out["scaled"].item()
         result.n_supervised += int(out["n_supervised"])
         result.tasks.append(batch["task"])
         result.samples += len(batch["ids"])
-    dist_utils.all_reduce_grads(model)
     if grad_clip:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+        torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], grad_clip)
     optimizer.step()
     scheduler.step()
     return result

@@ -62,6 +62,34 @@ def normalise_box(
     )
 
 
+# how far a user's box may stick out of the image, as a fraction of the image's side, and still be clipped to it
+# (a detector's box one pixel past the border); further out it is a mistake (wrong image, or pixels read as
+# normalised coordinates), refused with the box named
+BORDER_TOLERANCE = 0.05
+
+
+def clip_to_image(xyxy: Sequence[float], width: float, height: float, tolerance: float = BORDER_TOLERANCE) -> tuple[tuple[float, float, float, float], bool]:
+    """A user's xyxy box (pixels; pass width = height = 1 for normalised coordinates) -> (normalised xyxy clipped
+    to the image, whether it was clipped). A box may stick out of the image by `tolerance` of the image's side;
+    BoxError when it sticks out further or lies wholly outside (no area inside). Swapped corners are refused."""
+    x1, y1, x2, y2 = coords(xyxy)
+    if not (math.isfinite(width) and math.isfinite(height)) or width <= 0 or height <= 0:
+        raise BoxError("image size is not positive")
+    if x2 < x1 or y2 < y1:
+        raise BoxError("box has x2 < x1 or y2 < y1")
+    cx1, cx2 = _clip(x1, 0.0, width), _clip(x2, 0.0, width)
+    cy1, cy2 = _clip(y1, 0.0, height), _clip(y2, 0.0, height)
+    has_area = x2 > x1 and y2 > y1
+    if (has_area and (cx2 <= cx1 or cy2 <= cy1)) or x1 > width or y1 > height or x2 < 0 or y2 < 0:
+        raise BoxError("box lies wholly outside the image")
+    past = max(-x1 / width, -y1 / height, (x2 - width) / width, (y2 - height) / height)
+    if past > tolerance:
+        raise BoxError(f"box lies outside the image: it extends {past:.0%} of the image's side past the border "
+                       f"(up to {tolerance:.0%} is clipped)")  # fmt: skip
+    box = (_clip(cx1 / width, 0.0, 1.0), _clip(cy1 / height, 0.0, 1.0), _clip(cx2 / width, 0.0, 1.0), _clip(cy2 / height, 0.0, 1.0))
+    return box, (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
+
+
 def _clip(v: float, lo: float, hi: float) -> float:
     return lo if v < lo else hi if v > hi else v
 
