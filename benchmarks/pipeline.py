@@ -23,7 +23,6 @@ preset on a few small images, one round of two steps: its numbers are not measur
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -138,8 +137,9 @@ class Setup:
                 "unit_wall_s": t1 - t_begin, "last_loss": losses[-1]}  # fmt: skip
 
 
-def decode_times(roots: dict[str, Path], names: dict[str, list[str]], side: int, n: int = 8) -> dict:
-    """Milliseconds to decode + resize one image to side x side (one thread, this process): full vs reduced."""
+def decode_times(roots: dict[str, Path], names: dict[str, list[str]], side: int, n: int = 6, passes: int = 3) -> dict:
+    """CPU milliseconds of this process (one thread) to decode + resize one image to side x side, full vs reduced:
+    median, min, max over `passes` x `n` decodes. CPU time, so that other processes' load does not count."""
     from PIL import Image
 
     from socialfusion.data.images import load_image, load_image_reduced
@@ -148,12 +148,13 @@ def decode_times(roots: dict[str, Path], names: dict[str, list[str]], side: int,
     for size, root in roots.items():
         for how in ("full", "reduced"):
             times = []
-            for name in names[size][:n]:
-                t = time.perf_counter()
-                image = load_image(root / name) if how == "full" else load_image_reduced(root / name, side)[0]
-                image.resize((side, side), Image.Resampling.BICUBIC)
-                times.append(1000 * (time.perf_counter() - t))
-            out[f"{size}-{how}"] = statistics.median(times)
+            for _ in range(passes):
+                for name in names[size][:n]:
+                    t = time.process_time()
+                    image = load_image(root / name) if how == "full" else load_image_reduced(root / name, side)[0]
+                    image.resize((side, side), Image.Resampling.BICUBIC)
+                    times.append(1000 * (time.process_time() - t))
+            out[f"{size}-{how}"] = [statistics.median(times), min(times), max(times)]
     return out
 
 
@@ -238,6 +239,6 @@ def render(report: dict) -> str:
     for t in targets(report):
         L.append(f"| {t['config']}: from files with one worker / from memory | {t['ratio']:.2f}x | >= {TARGET}x | {'yes' if t['met'] else '**no**'} |")
     d = report["decode_ms"]
-    L += ["", "Decode + resize to the model's square, one image, this process (median ms): "
-          + ", ".join(f"{k} {v:.1f}" for k, v in d.items()) + "."]  # fmt: skip
+    L += ["", "Decode + resize to the model's square, one image, CPU ms of one thread, median [min-max]: "
+          + ", ".join(f"{k} {v[0]:.1f} [{v[1]:.1f}-{v[2]:.1f}]" if isinstance(v, list) else f"{k} {v:.1f} (wall)" for k, v in d.items()) + "."]  # fmt: skip
     return "\n".join(L)

@@ -74,9 +74,13 @@ def main_train(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="run directory (config, log, checkpoints/last and checkpoints/best)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last if it exists")
     _tasks_arg(p, "the config's tasks (single-task training)")
+    p.add_argument("--report-to", choices=["tensorboard", "none"],
+                   help="besides log.jsonl: TensorBoard event files in <out>/tensorboard (the config's train.report_to)")  # fmt: skip
     _device_arg(p)
     _progress_arg(p)
     args = p.parse_intermixed_args(argv)
+    if args.report_to:
+        args.overrides.append(f"train.report_to={args.report_to}")
     config = _load(args)
     check_data(config)
     from .train.loop import train
@@ -96,7 +100,8 @@ def train_summary(summary: dict) -> str:
     else:
         lines.append(f"best: mean primary metric {best:.4f} on val, {out / 'checkpoints' / 'best'}")
     skipped = (summary.get("skips") or {}).get("total", 0)
-    lines.append(f"report: {out / 'log.jsonl'} (loss, evaluations{f', {skipped} skipped records' if skipped else ''}); "
+    board = f"; TensorBoard: tensorboard --logdir {out / 'tensorboard'}" if (out / "tensorboard").is_dir() else ""
+    lines.append(f"report: {out / 'log.jsonl'} (loss, evaluations{f', {skipped} skipped records' if skipped else ''}){board}; "
                  f"evaluate with `socialfusion eval --ckpt {out / 'checkpoints' / 'last'} --out {out / 'eval'}`")  # fmt: skip
     return "\n".join(lines)
 

@@ -236,6 +236,8 @@ class TrainConfig:
     prefetch_factor: int = 2
     seed: int = 0
     log_every: int = 10
+    # besides log.jsonl (always): TensorBoard event files in <run>/tensorboard (train/tracking.py), or none
+    report_to: Literal["tensorboard", "none"] = "tensorboard"
 
 
 def resolve_num_workers(value: int | str, cpus: int | None = None) -> int:

@@ -48,15 +48,15 @@ def metric_bars(rows: list[dict], path: Path, title: str) -> Path:
             continue
         err = [[max(0.0, v - ci[0])], [max(0.0, ci[1] - v)]] if ci else None
         ax.bar(i, v, 0.6, color="#4c72b0", yerr=err, capsize=4, error_kw={"elinewidth": 0.8})
-        ax.text(i, 0.02, f"{v:.3f}", ha="center", va="bottom", fontsize=7, color="white")
+        ax.text(i + 0.05, (ci[1] if ci else v) + 0.01, f"{v:.3f}", ha="left", va="bottom", fontsize=7)
         if r.get("chance") is not None and math.isfinite(r["chance"]):
             ax.hlines(r["chance"], i - 0.4, i + 0.4, colors="black", linestyles="dashed", linewidth=1.2)
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([f"{r['task']}\n({r['metric']})" for r in rows], fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.2)
     ax.set_ylabel("primary metric")
     ax.set_title(title)
-    ax.legend(handles=[Line2D([0], [0], color="black", linestyle="dashed", label="chance level")], fontsize=7, loc="lower right")
+    ax.legend(handles=[Line2D([0], [0], color="black", linestyle="dashed", label="chance level")], fontsize=7, loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

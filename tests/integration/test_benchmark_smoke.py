@@ -50,11 +50,7 @@ def test_benchmark_smoke_runs_every_worker_kind(tmp_path):
 def test_cache_read_benchmark_smoke(tmp_path):
     """`run.py --cache-read --smoke`: every (dtype, checksum) row of the feature-cache read benchmark comes back
     with finite, positive rates, and the smoke run writes only to --out."""
-    results_md = ROOT / "benchmarks" / "RESULTS.md"
-    md_before = results_md.stat().st_mtime_ns if results_md.exists() else None
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(RUN), "--cache-read", "--smoke", "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_smoke("--cache-read", tmp_path, timeout=300)
     report = json.loads((tmp_path / "cache-read-smoke.json").read_text())
     assert {(r["dtype"], r["checksum"]) for r in report["rows"]} == {(d, c) for d in ("fp32", "bf16") for c in ("every read", "once per run")}
     for r in report["rows"]:
@@ -64,4 +60,29 @@ def test_cache_read_benchmark_smoke(tmp_path):
     fp32 = next(r for r in report["rows"] if r["dtype"] == "fp32")
     assert bf16["mb_per_entry"] == fp32["mb_per_entry"] / 2
     assert "| bf16 |" in (tmp_path / "cache-read-smoke.md").read_text()
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_smoke(tmp_path):
+    """`run.py --pipeline --smoke`: every configuration of the input-pipeline benchmark (from memory; from JPEG files
+    with one worker, with and without reduced decoding; in-process decoding) trains with a finite loss and comes
+    back with a finite rate and ratio, the target rows are there, and the smoke run writes only to --out."""
+    _run_smoke("--pipeline", tmp_path, timeout=600)
+    report = json.loads((tmp_path / "pipeline-smoke.json").read_text())
+    assert set(report["results"]) == {"memory", "hd-w1", "vga-w1", "hd-w1-full", "hd-w0"}
+    for name, units in report["results"].items():
+        assert units and all(math.isfinite(u["samples_per_s"]) and u["samples_per_s"] > 0 and math.isfinite(u["last_loss"]) for u in units), name
+        assert math.isfinite(report["summary"][name]["ratio_to_memory"]["median"])
+    assert all(math.isfinite(v[0]) and 0 < v[1] <= v[0] <= v[2] for v in report["decode_ms"].values())  # CPU ms: median, min, max
+    text = (tmp_path / "pipeline-smoke.md").read_text()
+    assert "hd-w1: from files with one worker / from memory" in text and "vga-w1" in text
+
+
+def _run_smoke(mode: str, out, timeout: int) -> None:
+    """`run.py <mode> --smoke --out OUT` succeeds and leaves RESULTS.md (the recorded figures) untouched."""
+    results_md = ROOT / "benchmarks" / "RESULTS.md"
+    md_before = results_md.stat().st_mtime_ns if results_md.exists() else None
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.run([sys.executable, str(RUN), mode, "--smoke", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert (results_md.stat().st_mtime_ns if results_md.exists() else None) == md_before

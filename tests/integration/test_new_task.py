@@ -78,7 +78,9 @@ def checkpoint(dataset, tmp_path_factory):
 def test_trains_and_evaluates_with_its_own_metric(checkpoint, tmp_path):
     results = evaluate_checkpoint(checkpoint, tmp_path / "eval", device="cpu")
     metrics = results["metrics"]["head_orientation"]
-    assert set(metrics) == {"balanced_accuracy", "n"} and metrics["n"] == 9 and 0.0 <= metrics["balanced_accuracy"] <= 1.0
+    assert set(metrics) == {"balanced_accuracy", "n", "ci"} and metrics["n"] == 9 and 0.0 <= metrics["balanced_accuracy"] <= 1.0
+    lo, hi = metrics["ci"]["balanced_accuracy"]  # the bootstrap interval works for a metric the library never saw
+    assert 0.0 <= lo <= metrics["balanced_accuracy"] <= hi <= 1.0
     rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions_head_orientation.jsonl").read_text().splitlines()]
     assert len(rows) == 9 and all(r["pred_name"] in CLASSES and len(r["probs"]) == 3 for r in rows)
 

@@ -4,6 +4,7 @@ two-process training and evaluation."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,9 +34,10 @@ def test_fixed_init_tiny_model_reproduces_the_stored_loss_sequence(synth_root, t
     """Catches silent changes in masking, loss weights, prompts or data order. To accept a deliberate change,
     rerun with SOCIALFUSION_UPDATE_GOLDEN=1 and commit tests/data/tiny_loss_sequence.json."""
     args = ["tiny", *synth_overrides(synth_root, tmp_path / "cache"), "train.steps=6", "train.log_every=1", "data.sampler=uniform"]
-    assert main_train([*args, "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert main_train([*args, "--out", str(tmp_path / "run"), "--no-progress", "--report-to", "none"]) == 0
     losses = _losses(tmp_path / "run")
     assert len(losses) == 6 and all(l > 0 for l in losses)
+    assert not (tmp_path / "run" / "tensorboard").exists()
     if os.environ.get("SOCIALFUSION_UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps({"losses": losses}, indent=1))
     expected = json.loads(GOLDEN.read_text())["losses"]
@@ -51,6 +53,21 @@ def test_single_task_run_completes_and_evaluates(synth_root, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "best" / "COMPLETE").exists()
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert set(manifest) == {"relation/train", "relation/val"}
+    # the same numbers in TensorBoard's event files (read back with TensorBoard's own reader)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    tags = set(board.Tags()["scalars"])
+    assert {"loss/relation", "lr", "samples_per_s", "val/relation/map", "val/mean_primary"} <= tags
+    assert [e.step for e in board.Scalars("val/relation/map")] == [3]
+    assert board.Scalars("val/relation/map")[0].value == pytest.approx(evals[-1]["eval"]["relation"]["map"])
+
+
+def _free_port() -> int:
+    """A port no other run on this machine (another test session, say) is listening on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _train_cmd(synth_root, cache, out, steps, extra=()):
@@ -100,7 +117,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(synth_root, 
     worker = Path(__file__).parent / "dist_worker.py"
     common = [str(synth_root), str(tmp_path / "cache")]
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(worker), *common, str(tmp_path / "two"), "2", "train.grad_accum=2"],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", str(worker), *common, str(tmp_path / "two"), "2", "train.grad_accum=2"],
         check=True, env=env, capture_output=True, timeout=600,
     )
     subprocess.run([sys.executable, str(worker), *common, str(tmp_path / "one"), "4", "train.grad_accum=2"], check=True, env=env, capture_output=True, timeout=600)

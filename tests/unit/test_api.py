@@ -387,7 +387,7 @@ def test_the_readme_boxes_json_example_is_valid_and_does_what_it_says(sf):
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Predict on your photo") :]
+    section = readme[readme.index("## Predicting on your own photo") :]
     table = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
     [family] = sf.predict(_image(1100, 1040, seed=8), boxes=table["family.jpg"], tasks="all")
     assert not [n for n, t in family["tasks"].items() if "skipped" in t], family["tasks"]

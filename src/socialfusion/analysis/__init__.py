@@ -11,30 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON data: NaN/inf become null (strict JSON), numpy scalars and arrays become Python values."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        np = None
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if np is not None and isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if np is not None and isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item):  # torch scalars
-        return jsonable(obj.item())
-    return str(obj)
+from ..strict_json import jsonable  # noqa: F401  (re-exported for the analyses)
 
 
 def write_json(data: Any, path: str | Path) -> Path:

@@ -26,7 +26,6 @@ floats for the intervals. The math is in pure functions (`cosine_matrix`, `confl
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path

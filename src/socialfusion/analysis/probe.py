@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import fmt, write_json
+from . import write_json
 
 POOLS = ("cls", "mean", "box", "pair")
 DEFAULT_LAYERS = (-1, -2, -4, -8, -12, -16, -24)

@@ -25,7 +25,6 @@ evaluated (same budget for all).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -36,7 +35,7 @@ import numpy as np
 
 from ..config import apply_overrides, select_tasks
 from ..eval.intervals import RESAMPLES, SEED, excludes_zero, fmt_ci, interval_info, paired_difference, percentile_interval, t_interval
-from . import fmt, write_json
+from . import write_json
 
 BUDGETS = ("equal-total-steps", "equal-steps-per-task")
 MAIN_FAMILY = "socialfusion"

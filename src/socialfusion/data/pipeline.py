@@ -206,6 +206,18 @@ class _PlanSampler:
                 yield [(task, int(i)) for i in indices]
 
 
+def _lower_priority(_worker_id: int) -> None:
+    """Worker start-up: a lower scheduling priority, so that decoding fills the cores the training step leaves idle
+    (its single-threaded stretches) instead of preempting one of its compute threads, which stalls the whole step
+    while the other threads wait for it."""
+    import os
+
+    try:
+        os.nice(10)
+    except (AttributeError, OSError):  # not on this platform, or not allowed: run at normal priority
+        pass
+
+
 class BatchLoader:
     """Batches of several tasks' datasets, built (decoded, preprocessed, collated) by `workers` DataLoader worker
     processes, or in this process when `workers` is 0; each worker keeps `prefetch_factor` batches ready. Workers
@@ -224,7 +236,7 @@ class BatchLoader:
         self._sampler = _PlanSampler()
         extra = {}
         if workers > 0:
-            extra = {"num_workers": workers, "prefetch_factor": prefetch_factor, "persistent_workers": True}
+            extra = {"num_workers": workers, "prefetch_factor": prefetch_factor, "persistent_workers": True, "worker_init_fn": _lower_priority}
             if sys.platform.startswith("linux"):
                 # fork: workers share the parent's datasets and encoder copy-on-write instead of unpickling them
                 extra["multiprocessing_context"] = "fork"

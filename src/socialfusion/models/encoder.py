@@ -84,7 +84,8 @@ class VisionEncoder(nn.Module):
             "image_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),
-            "resize": "bicubic-square-v1",
+            # v2: JPEGs decoded at a reduced DCT scale first (data/images.load_image_reduced); other pixels, other cache
+            "resize": "bicubic-square-v2-jpeg-draft",
         }
 
     def preprocess(self, images) -> torch.Tensor:

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"images": len(paths), "predicted": n_done, "skipped": len(skipped), "skipped_files": skipped,
                "tasks": tasks, "model": predictor.name, "model_card": predictor.card_summary, "warning": predictor.warning,
                "boxes_file_unused_keys": unused, "clipped_boxes": n_clipped}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
     if n_clipped:
         print(f"note: {n_clipped} box(es) extended slightly past their image's border and were clipped to it", file=sys.stderr)
     if unused:

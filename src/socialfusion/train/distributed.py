@@ -28,9 +28,6 @@ from ..models.checkpoint import trained_tensors
 from ..runtime import device_for_rank  # noqa: F401  (re-exported: the process setup lives in runtime)
 from ..runtime import init_distributed as init  # noqa: F401
 
-STRATEGIES = ("ddp", "fsdp")
-
-
 class DistributedError(RuntimeError):
     pass
 
@@ -63,12 +60,12 @@ def wrap(model: nn.Module, config: Config, device: torch.device) -> tuple[nn.Mod
         _fully_shard(model)
         return model, model
     # find_unused_parameters: a step's task leaves the other tasks' parameters (the gaze head, say) without a
-    # gradient, and which ones changes from step to step, so static_graph (one fixed set) would be wrong and
-    # without either DDP stops at the next step waiting for the missing gradients. The search walks the autograd
-    # graph once per backward, small beside the model's own backward. DDP leaves the gradient of a parameter no
-    # rank used at None, as one process does, so AdamW skips it in both.
-    # broadcast_buffers off: the only buffers that change are the fitted input statistics, measured identically on
-    # every rank before training and never updated by a forward.
+    # gradient, and which ones changes from step to step (even within a step, between accumulated micro-batches),
+    # so static_graph, which records one fixed set, would be wrong, and with neither DDP raises at the next step
+    # for the gradients it still waits for. Its price is one walk of the autograd graph per synchronised backward.
+    # DDP leaves the gradient of a parameter no rank used at None, as one process does, so AdamW skips it in both.
+    # broadcast_buffers off: no forward of these models changes a buffer (no batch norm); the fitted input
+    # statistics are measured identically on every rank before training.
     ids = [device.index] if device.type == "cuda" else None
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
     return ddp, model
@@ -89,6 +86,7 @@ def _blocks(model: nn.Module, skip: nn.Module | None) -> list[nn.Module]:
 
 def _fully_shard(model: nn.Module) -> None:
     from torch.distributed.fsdp import fully_shard
+
     frozen_encoder = getattr(model, "cacheable_encoder", None)
     blocks = _blocks(model, frozen_encoder)
     if not blocks:
@@ -127,14 +125,14 @@ def sync_gradients(train_module: nn.Module, sync: bool):
     yield
 
 
-def common_micro_batches(micro_batches: list[dict | None]) -> list[dict]:
+def common_micro_batches(micro_batches: list[dict | None], device: torch.device) -> list[dict]:
     """The micro-batches every rank can run: one whose every sample some rank skipped (None) is dropped on all
     ranks, since DDP and FSDP need each rank to run the same forwards and backwards (their collectives pair up).
-    One small all-reduce per step across ranks."""
+    One small all-reduce per step across ranks, on `device` (NCCL reduces only CUDA tensors)."""
     present = [b is not None for b in micro_batches]
     if world_size() > 1:
-        flags = torch.tensor(present, dtype=torch.int32)
-        dist.all_reduce(flags, op=dist.ReduceOp.MIN)  # gloo and NCCL alike; on CPU, which both accept
+        flags = torch.tensor(present, dtype=torch.int32, device=device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
         present = flags.bool().tolist()
     return [b for b, keep in zip(micro_batches, present) if keep]
 
@@ -163,7 +161,7 @@ def trained_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
     single process, the dict; on other ranks None. Under FSDP every rank must call it (it gathers each sharded
     tensor, one at a time, so no rank holds more than one gathered tensor beyond rank 0's CPU copy)."""
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
-    sharded = bool(_fsdp_units(model))
+    sharded = _sharded(model)
     if sharded:
         from torch.distributed.tensor import DTensor
     out = {}
@@ -196,7 +194,7 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
     if by_name != _sharded(model):
         written, now = ("fsdp", "ddp or one process") if by_name else ("ddp or one process", "fsdp")
         raise DistributedError(f"{source}: optimizer state written by a {written} run, this run uses {now}; "
-                               "resume with the same train.distributed and process count kind")  # fmt: skip
+                               "resume with the same train.distributed, on more than one process for fsdp")  # fmt: skip
     if not by_name:
         optimizer.load_state_dict(state)
         return

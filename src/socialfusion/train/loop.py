@@ -30,6 +30,7 @@ from . import distributed as dist_utils
 from .optim import build_optimizer, build_scheduler
 from .sampler import MultiTaskSampler
 from .step import NonFiniteLoss, train_step
+from .tracking import RunLog
 
 
 class TrainingError(RuntimeError):
@@ -126,7 +127,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     run_manifest = _write_run_files(out_dir, config, train_sets, val_sets) if rank == 0 else {}
     # the model card's reference for each task: the primary metric of a model that ignores the image
     chance = {name: ds.task.chance(ds.samples) for name, ds in val_sets.items()}
-    log = open(out_dir / "log.jsonl", "a") if rank == 0 else None
+    log = RunLog(out_dir, config.train.report_to) if rank == 0 else None
 
     def save(path_name: str, extra: dict | None = None):
         tensors, optimizer_state = dist_utils.trained_state(model), dist_utils.optimizer_state(model, optimizer)  # FSDP: every rank gathers
@@ -137,8 +138,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
 
     def write(record: dict):
         if log:
-            log.write(json.dumps(record, default=float) + "\n")
-            log.flush()
+            log.write(record)
 
     cfg = config.train
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
@@ -187,7 +187,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             if loader is not None:
                 loader.close()
         if log:
-            log.write(json.dumps({"skips": report.to_dict(), **({"cache": cache.stats} if cache else {})}) + "\n")
+            log.write({"skips": report.to_dict(), **({"cache": cache.stats} if cache else {})})
             log.close()
     if rank == 0 and report.total:
         print(report.summary())

@@ -46,7 +46,7 @@ def train_step(module, micro_batches: list[dict | None], optimizer, scheduler, w
     model, or in a multi-process run the `train_module` of `distributed.wrap`."""
     optimizer.zero_grad(set_to_none=True)
     result = StepResult()
-    batches = dist_utils.common_micro_batches(micro_batches)
+    batches = dist_utils.common_micro_batches(micro_batches, device)
     for i, batch in enumerate(batches):
         with dist_utils.sync_gradients(module, sync=i == len(batches) - 1):
             out = task_backward(module, batch, weights[batch["task"]], device, precision, accumulation)
