@@ -112,6 +112,50 @@ def _md_to_html_table(md: str) -> str:
     return f"<table><tr>{th}</tr>{trs}</table>"
 
 
+def training_losses(log: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """{task: [(fraction of the run, loss)]} from a run's log.jsonl: each logged step's loss under the task its
+    batch held (a step that mixed tasks through accumulation is left out: its loss belongs to no one task)."""
+    rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    steps = [r for r in rows if isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"]) and len(set(r.get("tasks") or [])) == 1]
+    last = max((r["step"] for r in steps), default=1)
+    out: dict[str, list[tuple[float, float]]] = {}
+    for r in steps:
+        out.setdefault(r["tasks"][0], []).append((r["step"] / last, r["loss"]))
+    return out
+
+
+def loss_curves(single: dict[str, str | Path], joint: str | Path, path: str | Path) -> Path:
+    """One panel per task: the training loss of its single-task run and the joint run's loss on that task's
+    batches, against the fraction of each run done (the runs have different lengths)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    tasks = list(single)
+    joint_losses = training_losses(joint)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 2.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for label, points, style in (("single-task", training_losses(single[task]).get(task, []), "-"),
+                                     ("joint", joint_losses.get(task, []), "--")):  # fmt: skip
+            if points:
+                ax.plot(*zip(*points), style, marker=".", label=label)
+        ax.set_title(task)
+        ax.set_xlabel("fraction of the run")
+        ax.set_ylabel("training loss")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def loss_curves_caption(log_every: int) -> str:
+    return (f"Training loss per task, logged every {log_every} steps: the single-task run (solid) and the joint run on "
+            "that task's batches (dashed), against the fraction of each run done. Losses of a task's own logged steps "
+            "only; the joint run logs whichever task its logged step drew, so its curve has fewer points.")
+
+
 def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf: dict, data_summary: dict, timings: dict) -> dict:
     from .config import dump_yaml
     from .data.pipeline import build_task_datasets
@@ -140,6 +184,11 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
     figures["metrics"] = metric_bars(rows, figs / "metrics.png", "Joint five-task model on the validation split")
     captions["metrics"] = ("Primary metric of the joint five-task model on each task's validation split. Error bars: 95 % percentile "
                            "bootstrap intervals over the validation samples; dashed line: the chance level (a model that ignores the image).")
+    family = transfer["runs"]["socialfusion"]
+    single_logs = {t: Path(family[f"single-{t}"]["dir"]) / "log.jsonl" for t in val_sets if f"single-{t}" in family}
+    if single_logs and all(p.exists() for p in single_logs.values()) and (Path(family["joint"]["dir"]) / "log.jsonl").exists():
+        figures["loss_curves"] = loss_curves(single_logs, Path(family["joint"]["dir"]) / "log.jsonl", figs / "loss_curves.png")
+        captions["loss_curves"] = loss_curves_caption(config.train.log_every)
     for name, ds in val_sets.items():
         samples, predictions = example_predictions(model, ds)
         figures.update(ds.task.figures(joint.get(name), samples, predictions, figs))

@@ -37,7 +37,7 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
     html = (out / "report.html").read_text()
     for section in ("Per-task metrics", "Transfer", "Linear probes", "Gradient conflict", "Timings", "Config"):
         assert section in html
-    for figure in ("confusion_expression", "confusion_gesture", "gaze_examples", "transfer", "probe", "gradconf"):
+    for figure in ("confusion_expression", "confusion_gesture", "gaze_examples", "transfer", "probe", "gradconf", "loss_curves"):
         assert f"<h3>{figure}" in html
     assert html.count('<img src="data:image/png;base64,') >= 6
     assert (out / "report.md").read_text().count("|") > 20  # its tables
