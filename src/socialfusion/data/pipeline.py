@@ -72,7 +72,8 @@ def load_split(td: TaskDataConfig, task: Task, split: str, report: SkipReport, r
 class SampleDataset(torch.utils.data.Dataset):
     """Items are dicts; an image that fails to load becomes a counted skip (None), dropped by `collate`."""
 
-    def __init__(self, samples: list[Sample], task: Task, image_to_input: Callable[[Sample], dict], report: SkipReport):
+    def __init__(self, samples: list[Sample], task: Task, image_to_input: Callable[[Sample], dict] | None, report: SkipReport):
+        # image_to_input None: only the samples are wanted (counting), or it is set once the input is chosen
         self.samples = samples
         self.task = task
         self.image_to_input = image_to_input
@@ -341,7 +342,7 @@ def manifest(samples_by_split: dict[str, list[Sample]]) -> dict:
     return out
 
 
-def build_task_datasets(config, tasks: dict[str, Task], which: str, input_fn: Callable[[Sample], dict], report: SkipReport, task_names=None) -> dict[str, SampleDataset]:
+def build_task_datasets(config, tasks: dict[str, Task], which: str, input_fn: Callable[[Sample], dict] | None, report: SkipReport, task_names=None) -> dict[str, SampleDataset]:
     """One dataset per configured task for `which` in ("train", "val", "test"), capped as configured.
 
     A cap keeps a deterministic subset (a seeded shuffle), so a capped run is reproducible.

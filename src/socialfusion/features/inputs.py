@@ -53,10 +53,6 @@ class SplitEntries:
     how: str  # how `entries` was obtained, for people
 
 
-def _no_input(sample) -> dict:
-    return {}
-
-
 def split_entries(config: Config, which: str, tasks: dict | None = None) -> list[SplitEntries]:
     """Distinct images per configured task in one split after the caps (`max_train_samples`, ...): counted
     through the adapter where the data root exists (annotations only, no image is opened), else the cap as an
@@ -76,11 +72,11 @@ def split_entries(config: Config, which: str, tasks: dict | None = None) -> list
         cap_name = "max_train_samples" if which == "train" else "max_eval_samples"
         if td.root and Path(td.root).is_dir():
             try:
-                ds = build_task_datasets(config, tasks, which, _no_input, SkipReport("skip"), task_names=[td.task])[td.task]
+                ds = build_task_datasets(config, tasks, which, None, SkipReport("skip"), task_names=[td.task])[td.task]
             except (DataError, OSError, ValueError) as err:
                 out.append(SplitEntries(td.task, which, split, cap, f"{td.root}: unreadable ({err})" + (f"; at most {cap_name}" if cap else "")))
                 continue
-            n = len({(s.root, s.image) for s in ds.samples})
+            n = distinct_images([ds])
             out.append(SplitEntries(td.task, which, split, n, f"counted in {td.root}"))
         elif cap is not None:
             out.append(SplitEntries(td.task, which, split, cap, f"at most {cap_name} ({td.root} not found)"))
@@ -98,12 +94,18 @@ class CacheDecision:
         return f"feature cache: {'on' if self.use else 'off (pixels)'}: {self.reason}"
 
 
-def cache_decision(model, config: Config, world: int | None = None) -> CacheDecision:
+def distinct_images(datasets) -> int:
+    """Distinct image files of several datasets' samples (what the cache would hold for them)."""
+    return sum(len({(s.root, s.image) for s in ds.samples}) for ds in datasets)
+
+
+def cache_decision(model, config: Config, world: int | None = None, images: dict[str, int] | None = None) -> CacheDecision:
     """Whether a training run reads cached features or pixels. `auto`: the cache when the run reads each
     training image more than once in all (steps x batch x grad_accum x processes x `feature_cache_runs` /
     distinct training images > 1) and its entries (training images, plus validation images when the run
     evaluates) fit in `feature_cache_max_gb`; otherwise writing an entry costs more than the decoding it saves,
-    or the disk it takes."""
+    or the disk it takes. `images` ({"train": n, "val": n} distinct images, from datasets already read) spares
+    reading the annotations again; without it they are counted through the adapters (`split_entries`)."""
     t = config.train
     encoder = model.cacheable_encoder
     if encoder is None:
@@ -113,11 +115,14 @@ def cache_decision(model, config: Config, world: int | None = None) -> CacheDeci
     world = world if world is not None else int(os.environ.get("WORLD_SIZE", "1"))
     dtype = compute_dtype(next(encoder.parameters()).device, t.precision)
     per_entry = entry_bytes(encoder, dtype)
-    train = split_entries(config, "train")
-    unknown = [f"{c.task}: {c.how}" for c in train if c.entries is None]
-    if unknown:
-        return CacheDecision(False, f"the training images cannot be counted ({'; '.join(unknown)})")
-    n_train = sum(c.entries for c in train)
+    if images is None:
+        train = split_entries(config, "train")
+        unknown = [f"{c.task}: {c.how}" for c in train if c.entries is None]
+        if unknown:
+            return CacheDecision(False, f"the training images cannot be counted ({'; '.join(unknown)})")
+        n_train = sum(c.entries for c in train)
+    else:
+        n_train = images["train"]
     if n_train == 0:
         return CacheDecision(False, "no training images")
     reads = t.steps * t.batch_size * t.grad_accum * world * t.feature_cache_runs
@@ -125,7 +130,8 @@ def cache_decision(model, config: Config, world: int | None = None) -> CacheDeci
     runs = f" x {t.feature_cache_runs} runs" if t.feature_cache_runs > 1 else ""
     procs = f" x {world} processes" if world > 1 else ""
     why = f"{reuse:.2f} reads per training image ({t.steps} steps x {t.batch_size} x {t.grad_accum} accum{procs}{runs} / {n_train} images)"
-    entries = n_train + (sum(c.entries or 0 for c in split_entries(config, "val")) if t.eval_every else 0)
+    n_val = (images["val"] if images is not None else sum(c.entries or 0 for c in split_entries(config, "val"))) if t.eval_every else 0
+    entries = n_train + n_val
     size_gb = entries * per_entry / 1e9
     size = f"{entries} entries x {per_entry / 1e6:.3g} MB {'bf16' if dtype == torch.bfloat16 else 'fp32'} = {size_gb:.3g} GB"
     if reuse <= 1:
@@ -135,13 +141,13 @@ def cache_decision(model, config: Config, world: int | None = None) -> CacheDeci
     return CacheDecision(True, f"{why}; {size} <= train.feature_cache_max_gb {t.feature_cache_max_gb:g}")
 
 
-def input_function(model, config: Config, training: bool = False, announce: bool = False):
+def input_function(model, config: Config, training: bool = False, announce: bool = False, images: dict[str, int] | None = None):
     """The feature cache, or None (the model reads pixels). A training run follows `cache_decision` (printed in
-    one line when `announce`); other callers use the cache whenever the encoder is frozen and the cache is not
-    `off`."""
+    one line when `announce`; `images` as there); other callers use the cache whenever the encoder is frozen and
+    the cache is not `off`."""
     encoder = model.cacheable_encoder
     if training:
-        decision = cache_decision(model, config)
+        decision = cache_decision(model, config, images=images)
         if announce:
             print(decision.line(), flush=True)
         use = decision.use
@@ -150,10 +156,10 @@ def input_function(model, config: Config, training: bool = False, announce: bool
     return open_cache(config, encoder) if use else None
 
 
-def sample_inputs(model, config: Config, training: bool = False, announce: bool = False):
+def sample_inputs(model, config: Config, training: bool = False, announce: bool = False, images: dict[str, int] | None = None):
     """(cache or None, the function that turns a Sample into the model's input item): cached features where
     `input_function` gives a cache, the model's pixel inputs otherwise."""
     from ..data.pipeline import pixel_input
 
-    cache = input_function(model, config, training, announce)
+    cache = input_function(model, config, training, announce, images)
     return cache, (cache.input_fn() if cache is not None else pixel_input(model.image_input))

@@ -20,7 +20,7 @@ from ..data.pipeline import BatchLoader, batch_loader, build_task_datasets, mani
 from ..data.skips import SkipReport
 from ..eval.metrics import mean_primary
 from ..eval.runner import gather_predictions, predict, score
-from ..features.inputs import sample_inputs
+from ..features.inputs import distinct_images, sample_inputs
 from ..models.checkpoint import load_trainable, read_checkpoint_config, save_checkpoint
 from ..models.factory import build_model
 from ..models.trainability import format_parameter_table
@@ -97,9 +97,14 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     if rank == 0:
         print(format_parameter_table(model.parameter_table()))
     report = SkipReport(policy=config.data.on_bad_sample)
-    cache, input_fn = sample_inputs(model, config, training=True, announce=rank == 0)
-    train_sets = build_task_datasets(config, tasks, "train", input_fn, report)
-    val_sets = build_task_datasets(config, tasks, "val", input_fn, report) if config.train.eval_every else {}
+    # the samples first (their input function is set below): the cache decision counts their images instead of
+    # reading every annotation file a second time
+    train_sets = build_task_datasets(config, tasks, "train", None, report)
+    val_sets = build_task_datasets(config, tasks, "val", None, report) if config.train.eval_every else {}
+    images = {"train": distinct_images(train_sets.values()), "val": distinct_images(val_sets.values())}
+    cache, input_fn = sample_inputs(model, config, training=True, announce=rank == 0, images=images)
+    for ds in list(train_sets.values()) + list(val_sets.values()):
+        ds.image_to_input = input_fn
     if cache is not None:
         for ds in list(train_sets.values()) + list(val_sets.values()):
             if rank == 0 or world == 1:
