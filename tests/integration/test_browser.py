@@ -97,7 +97,8 @@ def _scene(path: Path) -> Path:
     return path
 
 
-def _drag(page, box, x0, y0, x1, y1):
+def _drag(page, canvas, x0, y0, x1, y1):
+    box = canvas.bounding_box()  # where the canvas is now: the page above it may have re-laid out since the last drag
     page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
     page.mouse.down()
     page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=6)
@@ -118,14 +119,13 @@ def test_upload_draw_boxes_by_kind_run_and_see_labels(server, page, tmp_path):
     page.wait_for_selector("#hint", state="hidden", timeout=15000)
     canvas = page.locator("#canvas")
     assert canvas.evaluate("c => [c.width, c.height]") == [400, 300]
-    box = canvas.bounding_box()
     page.select_option("#kind", "face")
-    _drag(page, box, 0.15, 0.2, 0.35, 0.5)  # the face
+    _drag(page, canvas, 0.15, 0.2, 0.35, 0.5)  # the face
     page.wait_for_selector("#box-0")
     page.select_option("#kind", "person")
-    _drag(page, box, 0.1, 0.15, 0.4, 0.95)  # the first person
+    _drag(page, canvas, 0.1, 0.15, 0.4, 0.95)  # the first person
     page.wait_for_selector("#box-1")
-    _drag(page, box, 0.62, 0.27, 0.85, 0.87)  # the second person
+    _drag(page, canvas, 0.62, 0.27, 0.85, 0.87)  # the second person
     page.wait_for_selector("#box-2")
     kinds = [page.locator(f"#box-kind-{i}").input_value() for i in range(3)]
     assert kinds == ["face", "person", "person"]
