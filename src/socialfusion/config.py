@@ -192,7 +192,9 @@ class TaskDataConfig:
 @dataclass
 class DataConfig:
     tasks: list[TaskDataConfig] = field(default_factory=list)
-    sampler: Literal["proportional", "uniform", "temperature"] = "proportional"
+    # the task of each batch (train/sampler.py); round_robin with train.grad_accum = number of tasks puts every
+    # task in every optimizer step
+    sampler: Literal["proportional", "uniform", "temperature", "round_robin"] = "proportional"
     temperature: float = 2.0
     on_bad_sample: Literal["skip", "error"] = "skip"
 

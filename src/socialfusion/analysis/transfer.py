@@ -143,7 +143,7 @@ def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resu
 
     results_path = run_dir / "eval" / "results.json"
     cfg_path = run_dir / "config.yaml"
-    finished = resume and results_path.exists() and cfg_path.exists() and cfg_path.read_text() == dump_yaml(config)
+    finished = resume and results_path.exists() and cfg_path.exists() and _same_config(cfg_path, config)
     if not finished:
         train(config, run_dir, resume=resume, progress=progress, device=device)
     # a finished run is evaluated again (no training): the paired bootstrap needs its per-sample predictions
@@ -152,6 +152,22 @@ def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resu
     model.to(dev)
     results = evaluate_model(model, config, run_dir / "eval", split="val", device=dev, progress=progress, resamples=resamples, keep_resamplers=True)
     return results["metrics"], results["resamplers"]
+
+
+def _same_config(saved: Path, config) -> bool:
+    """Whether a run's saved config is `config`; read back through the config schema, so that a field added to the
+    schema since (with its default) does not make a finished run look different."""
+    from ..config import config_from_dict, dump_yaml
+
+    text = saved.read_text()
+    if text == dump_yaml(config):
+        return True
+    try:
+        import yaml
+
+        return dump_yaml(config_from_dict(yaml.safe_load(text))) == dump_yaml(config)
+    except Exception:  # noqa: BLE001 - an unreadable or outdated config is simply not the same run
+        return False
 
 
 def seed_list(config, seeds: int) -> list[int]:
@@ -165,17 +181,17 @@ def _with_seed(config, k: int):
     return config if k == 0 else apply_overrides(config, [f"model.seed={config.model.seed + k}", f"train.seed={config.train.seed + k}"])
 
 
-def _one_seed(config, out_dir: Path, tasks: list[str], steps: dict, task_defs: dict, progress: bool, device: str, resume: bool,
-              resamples: int) -> dict:
-    plan = [(f"single-{t}", apply_overrides(select_tasks(config, [t]), [f"train.steps={steps['single']}"])) for t in tasks]
-    plan.append(("joint", apply_overrides(config, [f"train.steps={steps['joint']}"])))
-    runs, stats = {}, {}
-    for name, cfg in plan:
-        run_dir = out_dir / name
-        t0 = time.perf_counter()
-        metrics, stats[name] = _train_and_evaluate(cfg, run_dir, progress, device, resume, resamples)
-        runs[name] = {"dir": str(run_dir), "checkpoint": str(run_dir / "checkpoints" / "last"), "steps": cfg.train.steps,
-                      "seed": cfg.train.seed, "metrics": metrics, "seconds": time.perf_counter() - t0}
+def _run(name: str, cfg, out_dir: Path, progress: bool, device: str, resume: bool, resamples: int) -> tuple[dict, dict]:
+    run_dir = out_dir / name
+    t0 = time.perf_counter()
+    metrics, stats = _train_and_evaluate(cfg, run_dir, progress, device, resume, resamples)
+    run = {"dir": str(run_dir), "checkpoint": str(run_dir / "checkpoints" / "last"), "steps": cfg.train.steps,
+           "seed": cfg.train.seed, "metrics": metrics, "seconds": time.perf_counter() - t0}
+    return run, stats
+
+
+def _compare(tasks: list[str], task_defs: dict, runs: dict, stats: dict, resamples: int) -> dict:
+    """The transfer rows of one seed from its single-task runs and its joint run (names single-<task>, joint)."""
     single = {t: runs[f"single-{t}"]["metrics"].get(t) for t in tasks}
     joint = {t: runs["joint"]["metrics"].get(t) for t in tasks}
     rows, rel_samples = {}, {}
@@ -192,53 +208,79 @@ def _one_seed(config, out_dir: Path, tasks: list[str], steps: dict, task_defs: d
     return {"tasks": rows, "single_metrics": single, "joint_metrics": joint, "mean_relative": mean, "mean_relative_ci": mean_ci, "runs": runs}
 
 
-def _counts(rows: dict) -> dict:
-    return {f"n_{k.replace(' ', '_')}": sum(r["transfer"] == k for r in rows.values()) for k in CALLS.values()}
+def _one_seed(config, out_dir: Path, tasks: list[str], steps: dict, task_defs: dict, progress: bool, device: str, resume: bool,
+              resamples: int, variants: dict[str, list[str]]) -> dict:
+    """One seed of a family: its single-task runs, its joint run, and the joint run of every variant (compared with
+    the same single-task runs). {"family": rows..., "variants": {name: rows...}}."""
+    plan = [(f"single-{t}", apply_overrides(select_tasks(config, [t]), [f"train.steps={steps['single']}"])) for t in tasks]
+    plan.append(("joint", apply_overrides(config, [f"train.steps={steps['joint']}"])))
+    runs, stats = {}, {}
+    for name, cfg in plan:
+        runs[name], stats[name] = _run(name, cfg, out_dir, progress, device, resume, resamples)
+    out = {"family": _compare(tasks, task_defs, runs, stats, resamples), "variants": {}}
+    for vname, overrides in variants.items():
+        cfg = apply_overrides(plan[-1][1], overrides)
+        v_runs, v_stats = dict(runs), dict(stats)
+        v_runs["joint"], v_stats["joint"] = _run(f"joint-{vname}", cfg, out_dir, progress, device, resume, resamples)
+        out["variants"][vname] = _compare(tasks, task_defs, v_runs, v_stats, resamples)
+    return out
 
 
-def run_family(config, out_dir: Path, budget: str, progress: bool = True, device: str = "auto", resume: bool = False,
-               seeds: int = 1, resamples: int = RESAMPLES) -> dict:
-    """Single-task runs for every configured task and one joint run of one model family, for each seed."""
-    from ..tasks import tasks_from_config
-
-    tasks = [td.task for td in config.data.tasks]
-    steps = budget_steps(config.train.steps, len(tasks), budget)
-    task_defs = tasks_from_config(config)
-    per_seed = {}
-    for k, seed in enumerate(seed_list(config, seeds)):
-        seed_dir = out_dir if seeds == 1 else out_dir / f"seed-{seed}"
-        per_seed[seed] = _one_seed(_with_seed(config, k), seed_dir, tasks, steps, task_defs, progress, device, resume, resamples)
+def _summarise(per_seed: dict, tasks: list[str], steps: dict) -> dict:
+    """A family's (or variant's) result over its seeds: the rows of the one seed, or means and t-intervals."""
     first = next(iter(per_seed.values()))
-    if seeds == 1:
+    if len(per_seed) == 1:
         rows, mean, mean_ci = first["tasks"], first["mean_relative"], first["mean_relative_ci"]
     else:
         rows = {t: seeds_row([res["tasks"][t] for res in per_seed.values()]) for t in tasks}
         across = t_interval([res["mean_relative"] for res in per_seed.values()])
         mean, mean_ci = across["mean"], across["ci"]
-    out = {
-        "steps": steps,
-        "seeds": list(per_seed),
-        "tasks": rows,
-        "single_metrics": first["single_metrics"],
-        "joint_metrics": first["joint_metrics"],
-        "mean_relative": mean,
-        "mean_relative_ci": mean_ci,
-        **_counts(rows),
-        "runs": first["runs"],
-    }
-    if seeds > 1:
+    out = {"steps": steps, "seeds": list(per_seed), "tasks": rows, "single_metrics": first["single_metrics"], "joint_metrics": first["joint_metrics"],
+           "mean_relative": mean, "mean_relative_ci": mean_ci, **_counts(rows), "runs": first["runs"]}
+    if len(per_seed) > 1:
         out["runs_by_seed"] = {s: res["runs"] for s, res in per_seed.items()}
     return out
 
 
+def _counts(rows: dict) -> dict:
+    return {f"n_{k.replace(' ', '_')}": sum(r["transfer"] == k for r in rows.values()) for k in CALLS.values()}
+
+
+def run_family(config, out_dir: Path, budget: str, progress: bool = True, device: str = "auto", resume: bool = False,
+               seeds: int = 1, resamples: int = RESAMPLES, variants: dict[str, list[str]] | None = None) -> dict:
+    """Single-task runs for every configured task and one joint run of one model family, for each seed; plus the
+    joint run of each variant (its overrides applied to the joint config only) against the same single-task runs.
+    Returns the family's result, with the variants' results under "variants"."""
+    from ..tasks import tasks_from_config
+
+    tasks = [td.task for td in config.data.tasks]
+    steps = budget_steps(config.train.steps, len(tasks), budget)
+    task_defs = tasks_from_config(config)
+    variants = variants or {}
+    per_seed = {}
+    for k, seed in enumerate(seed_list(config, seeds)):
+        seed_dir = out_dir if seeds == 1 else out_dir / f"seed-{seed}"
+        per_seed[seed] = _one_seed(_with_seed(config, k), seed_dir, tasks, steps, task_defs, progress, device, resume, resamples, variants)
+    out = _summarise({s: r["family"] for s, r in per_seed.items()}, tasks, steps)
+    out["variants"] = {}
+    for vname in variants:
+        v = _summarise({s: r["variants"][vname] for s, r in per_seed.items()}, tasks, steps)
+        v["steps"] = {"single": steps["single"], "joint": v["runs"]["joint"]["steps"]}
+        out["variants"][vname] = v
+    return out
+
+
 def run_transfer(config, out_dir, budget: str = "equal-total-steps", baselines=None, progress: bool = True, device: str = "auto", resume: bool = False,
-                 seeds: int = 1, resamples: int = RESAMPLES) -> dict:
+                 seeds: int = 1, resamples: int = RESAMPLES, variants=None) -> dict:
     """Train and evaluate every family's single-task and joint models; write transfer.json/.md/.png; return the result.
 
     `baselines`: None, {name: [overrides]} or ['NAME=override,override', ...]; each is applied to `config` to make
     a second model family (e.g. {'vlm_style': ['model.trainable.encoder=full', 'train.feature_cache=off']}).
     With `resume`, runs whose directory already holds the same config and an evaluation are reused (re-evaluated,
     not retrained). `seeds`: repeats per run (K >= 2: t-intervals across seeds); `resamples`: bootstrap resamples.
+    `variants` (same forms as `baselines`): ways to train the configured model's *joint* run (e.g. {'mixed':
+    ['data.sampler=round_robin', 'train.grad_accum=5', 'train.steps=90']}); each is compared with the same
+    single-task runs and reported as the family "socialfusion:NAME".
     """
     from .plots import transfer_bars, transfer_caption
 
@@ -249,6 +291,9 @@ def run_transfer(config, out_dir, budget: str = "equal-total-steps", baselines=N
     families = {MAIN_FAMILY: (config, [])}
     for name, overrides in normalise_baselines(baselines).items():
         families[name] = (apply_overrides(config, overrides), overrides)
+    variants = normalise_baselines(variants)
+    for overrides in variants.values():
+        apply_overrides(config, overrides)  # validate early
     tasks = [td.task for td in config.data.tasks]
     t0 = time.perf_counter()
     interval = ("paired percentile bootstrap over val samples" if seeds == 1 else f"Student-t across {seeds} seeds") + ", 95 %"
@@ -257,11 +302,13 @@ def run_transfer(config, out_dir, budget: str = "equal-total-steps", baselines=N
     for name, (cfg, overrides) in families.items():
         if progress:
             print(f"[transfer] family {name}: {len(tasks)} single-task runs + 1 joint run, {seeds} seed(s)", file=sys.stderr)
-        fam = run_family(cfg, out_dir / name, budget, progress, device, resume, seeds, resamples)
-        result["runs"][name] = fam.pop("runs")
-        if "runs_by_seed" in fam:
-            result.setdefault("runs_by_seed", {})[name] = fam.pop("runs_by_seed")
-        result["families"][name] = {"overrides": overrides, **fam}
+        fam = run_family(cfg, out_dir / name, budget, progress, device, resume, seeds, resamples, variants if name == MAIN_FAMILY else None)
+        entries = [(name, overrides, fam)] + [(f"{name}:{v}", variants[v], res) for v, res in fam.pop("variants").items()]
+        for key, ov, res in entries:
+            result["runs"][key] = res.pop("runs")
+            if "runs_by_seed" in res:
+                result.setdefault("runs_by_seed", {})[key] = res.pop("runs_by_seed")
+            result["families"][key] = {"overrides": ov, **({"joint_variant_of": name} if key != name else {}), **res}
     result["seconds"] = time.perf_counter() - t0
     transfer_bars(tasks, {n: f["tasks"] for n, f in result["families"].items()}, out_dir / "transfer.png",
                   title=f"Transfer (joint vs single-task, {budget}, {result['split']} split)")
@@ -300,6 +347,8 @@ def markdown(result: dict) -> str:
     for name, fam in result["families"].items():
         mean = fmt_ci(fam["mean_relative"], fam.get("mean_relative_ci"), digits=1, scale=100.0, signed=True)
         ov = ", ".join(f"`{o}`" for o in fam["overrides"]) or "(the configured model)"
+        if fam.get("joint_variant_of"):
+            ov = f"joint run only: {ov}"
         seeds = ", ".join(str(s) for s in fam.get("seeds", [])) or "-"
         lines.append(f"| {name} | {seeds} | {fam['steps']['single']} / {fam['steps']['joint']} | {fam['n_positive']} | {fam['n_negative']} | "
                      f"{fam['n_within_noise']} | {mean} | {ov} |")
@@ -317,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", default="equal-total-steps", choices=BUDGETS, help="how the joint model's steps compare with the single-task models'")
     p.add_argument("--baseline", nargs="+", action="extend", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
                    help="another model family through the same protocol, e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off")
+    p.add_argument("--variant", nargs="+", action="extend", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
+                   help="another way to train the joint model, compared with the same single-task models, e.g. mixed=data.sampler=round_robin,train.grad_accum=5,train.steps=90")
     p.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     p.add_argument("--resume", action="store_true", help="reuse finished runs under --out (same config) and resume interrupted ones")
     p.add_argument("--seeds", type=int, default=1, help="repeat every run with K seeds; K >= 2 gives t-intervals across seeds")
@@ -333,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.tasks:
             config = select_tasks(config, args.tasks.split(","))
         baselines = normalise_baselines(args.baseline)
+        variants = normalise_baselines(args.variant)
         seed_list(config, args.seeds)
-        for overrides in baselines.values():
+        for overrides in [*baselines.values(), *variants.values()]:
             apply_overrides(config, overrides)
     except ConfigError:
         raise
@@ -343,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     for td in config.data.tasks:
         check_root(td)
     run_transfer(config, args.out, budget=args.budget, baselines=baselines, progress=not args.no_progress, device=args.device, resume=args.resume,
-                 seeds=args.seeds, resamples=args.resamples)
+                 seeds=args.seeds, resamples=args.resamples, variants=variants)
     print((Path(args.out) / "transfer.md").read_text())
     return 0
 

@@ -1,5 +1,9 @@
 """Multi-task batch sampling. Every batch holds one task; which task and which samples depend only on
-(seed, step), so a resumed run draws exactly the batches the uninterrupted run would have drawn."""
+(seed, step), so a resumed run draws exactly the batches the uninterrupted run would have drawn.
+
+`round_robin` gives draw d the task d mod T instead of a random one: with `train.grad_accum` = T, every optimizer
+step sums one batch of every task (a mixed-task step, as a pooled multi-task dataset gives), instead of stepping on
+one task at a time."""
 
 from __future__ import annotations
 
@@ -7,14 +11,15 @@ import numpy as np
 
 
 def task_probabilities(sizes: dict[str, int], mode: str, temperature: float = 2.0) -> dict[str, float]:
-    """proportional: p ~ n; uniform: p = 1/T; temperature: p ~ n^(1/t) (t = 1 proportional, large t uniform)."""
+    """proportional: p ~ n; uniform: p = 1/T; temperature: p ~ n^(1/t) (t = 1 proportional, large t uniform);
+    round_robin: 1/T (over a cycle of T draws each task comes once)."""
     names = [k for k, n in sizes.items() if n > 0]
     if not names:
         raise ValueError("no task has any training sample")
     n = np.array([sizes[k] for k in names], dtype=np.float64)
     if mode == "proportional":
         w = n
-    elif mode == "uniform":
+    elif mode in ("uniform", "round_robin"):
         w = np.ones_like(n)
     elif mode == "temperature":
         w = n ** (1.0 / temperature)
@@ -28,13 +33,17 @@ class MultiTaskSampler:
         self.sizes = sizes
         self.batch_size = batch_size
         self.probs = task_probabilities(sizes, mode, temperature)
+        self.mode = mode
         self.seed = seed
 
     def batch(self, step: int, rank: int = 0, world: int = 1) -> tuple[str, list[int]]:
         """The task and this rank's sample indices for global step `step` (global batch = batch_size * world)."""
         rng = np.random.default_rng([self.seed, step])
         names = list(self.probs)
-        task = names[rng.choice(len(names), p=[self.probs[k] for k in names])]
+        if self.mode == "round_robin":
+            task = names[step % len(names)]
+        else:
+            task = names[rng.choice(len(names), p=[self.probs[k] for k in names])]
         n = self.sizes[task]
         total = self.batch_size * world
         idx = rng.choice(n, size=total, replace=total > n).tolist()
