@@ -17,6 +17,7 @@ from .errors import DEBUG_ENV, VERBOSE_ENV, UserError, debug_requested, format_u
 
 VERBS = {
     "demo": ("socialfusion.demo", "run the main job: synthetic benchmark, train, evaluate, analyse, report"),
+    "study": ("socialfusion.study", "the paper's study for any config: transfer (+ baselines, seeds), gradient conflict, probes, report"),
     "data": ("socialfusion.data.commands", "prepare | validate | stats | synth datasets"),
     "train": ("socialfusion.commands", "train a single-task or joint multi-task model"),
     "eval": ("socialfusion.commands", "evaluate a checkpoint with the official metrics"),

@@ -42,22 +42,23 @@ MAIN_FAMILY = "socialfusion"
 
 
 # ------------------------------------------------------------------------------------------- pure helpers
-def parse_baseline(text: str) -> tuple[str, list[str]]:
+def parse_baseline(text: str, flag: str = "--baseline") -> tuple[str, list[str]]:
     """'NAME=key.a=v,key.b=w' -> ('NAME', ['key.a=v', 'key.b=w']); commas inside values (lists) are kept."""
     if "=" not in text:
-        raise ValueError(f"--baseline {text!r} must look like NAME=key.sub=value[,key.sub=value...]")
+        raise ValueError(f"{flag} {text!r} must look like NAME=key.sub=value[,key.sub=value...]")
     name, rest = text.split("=", 1)
     name = name.strip()
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
-        raise ValueError(f"--baseline name {name!r}: use letters, digits, '_', '-', '.'")
+        raise ValueError(f"{flag} name {name!r}: use letters, digits, '_', '-', '.'")
     overrides = [o.strip() for o in re.split(r",(?=\s*[A-Za-z_][\w.\-]*=)", rest) if o.strip()]
     if not overrides or any("=" not in o for o in overrides):
-        raise ValueError(f"--baseline {text!r}: expected key.sub=value overrides after the name")
+        raise ValueError(f"{flag} {text!r}: expected key.sub=value overrides after the name")
     return name, overrides
 
 
-def normalise_baselines(baselines) -> dict[str, list[str]]:
-    """None, a mapping name -> overrides, or a list of 'NAME=override,...' strings -> {name: [overrides]}."""
+def normalise_baselines(baselines, flag: str = "--baseline") -> dict[str, list[str]]:
+    """None, a mapping name -> overrides, or a list of 'NAME=override,...' strings -> {name: [overrides]}
+    (also the joint-run variants, `flag` "--variant")."""
     if not baselines:
         return {}
     if isinstance(baselines, dict):
@@ -65,9 +66,9 @@ def normalise_baselines(baselines) -> dict[str, list[str]]:
     else:
         out = {}
         for text in baselines:
-            name, overrides = parse_baseline(text)
+            name, overrides = parse_baseline(text, flag)
             if name in out:
-                raise ValueError(f"--baseline {name!r} given twice")
+                raise ValueError(f"{flag} {name!r} given twice")
             out[name] = overrides
     if MAIN_FAMILY in out:
         raise ValueError(f"{MAIN_FAMILY!r} names the configured model; pick another baseline name")
@@ -291,7 +292,7 @@ def run_transfer(config, out_dir, budget: str = "equal-total-steps", baselines=N
     families = {MAIN_FAMILY: (config, [])}
     for name, overrides in normalise_baselines(baselines).items():
         families[name] = (apply_overrides(config, overrides), overrides)
-    variants = normalise_baselines(variants)
+    variants = normalise_baselines(variants, "--variant")
     for overrides in variants.values():
         apply_overrides(config, overrides)  # validate early
     tasks = [td.task for td in config.data.tasks]
@@ -361,13 +362,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = add_console_options(argparse.ArgumentParser(prog="socialfusion transfer", description="Single-task vs joint training: the transfer table and figure."))
     p.add_argument("config", help="preset name (tiny, default, paper) or YAML file")
-    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line (not right after --baseline)")
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line ")
     p.add_argument("--out", required=True, help="output folder (one run folder per model, transfer.json, transfer.md, figure)")
     p.add_argument("--budget", default="equal-total-steps", choices=BUDGETS, help="how the joint model's steps compare with the single-task models'")
-    p.add_argument("--baseline", nargs="+", action="extend", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
-                   help="another model family through the same protocol, e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off")
-    p.add_argument("--variant", nargs="+", action="extend", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
-                   help="another way to train the joint model, compared with the same single-task models, e.g. mixed=data.sampler=round_robin,train.grad_accum=5,train.steps=90")
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
+                   help="another model family through the same protocol (repeat the flag for more), e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
+                   help="another way to train the joint model, compared with the same single-task models (repeat the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5,train.steps=90")
     p.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     p.add_argument("--resume", action="store_true", help="reuse finished runs under --out (same config) and resume interrupted ones")
     p.add_argument("--seeds", type=int, default=1, help="repeat every run with K seeds; K >= 2 gives t-intervals across seeds")
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tasks:
             config = select_tasks(config, args.tasks.split(","))
         baselines = normalise_baselines(args.baseline)
-        variants = normalise_baselines(args.variant)
+        variants = normalise_baselines(args.variant, "--variant")
         seed_list(config, args.seeds)
         for overrides in [*baselines.values(), *variants.values()]:
             apply_overrides(config, overrides)

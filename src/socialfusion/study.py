@@ -1,0 +1,246 @@
+"""`socialfusion study CONFIG`: the paper's study in one command, for any config and dataset roots.
+
+Stages, in order (each writes its own folder under OUT and its result JSON):
+
+1. **transfer** (`analysis/transfer.py`): a single-task model per task and a joint model, for the configured model
+   and every `--baseline` family (e.g. a VLM-style model with its encoder trained), every `--variant` of the joint
+   run, over `--seeds` seeds; official metrics on val with 95 % intervals; the positive / negative / within-noise
+   call per task.
+2. **gradconf** (`analysis/gradconf.py`): gradient conflict between the tasks at the joint model's final weights,
+   over `--gradconf-batches` batches (>= 16 for conflict frequencies that mean something).
+3. **probe** (`analysis/probe.py`): linear probes of the frozen features of any `--encoders` (presets, HF ids,
+   `vlm:<id>` for a VLM's vision tower; default: the config's encoder).
+4. **report** (`report.py`): report.md / report.html, opening with the question, what was run and the answer per
+   task against the paper's claim.
+
+Resumable stage by stage: OUT/study.json records each finished stage with the parameters it ran with; running the
+same command again reuses finished stages (a stage whose parameters changed runs again), and the transfer stage
+reuses every finished training run and resumes an interrupted one from its last checkpoint. `socialfusion demo` is
+this study on the synthetic benchmark with the `default` preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STAGES = ("transfer", "gradconf", "probe", "report")
+# the timing labels of the stages (the demo prints them; tests look for them)
+LABELS = {"transfer": "transfer: single-task and joint training + evaluation", "gradconf": "gradient conflict", "probe": "linear probes", "report": "report"}
+
+
+@dataclass
+class StudyPlan:
+    """What a study runs besides the config: the protocol of each stage."""
+
+    budget: str = "equal-steps-per-task"
+    seeds: int = 1
+    baselines: dict[str, list[str]] = field(default_factory=dict)
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    gradconf_batches: int = 16
+    encoders: list[str] | None = None
+    probe_layers: list[int] | None = None
+    probe_pools: list[str] | None = None
+    probe_samples: int | None = None
+    probe_gaze_steps: int = 300
+    resamples: int = 1000
+
+    def stage_params(self, stage: str) -> dict:
+        """The parameters a stage's result depends on (besides the config), as recorded in study.json."""
+        keys = {"transfer": ("budget", "seeds", "baselines", "variants", "resamples"), "gradconf": ("gradconf_batches", "resamples"),
+                "probe": ("encoders", "probe_layers", "probe_pools", "probe_samples", "probe_gaze_steps", "resamples"), "report": ()}[stage]
+        return {k: v for k, v in asdict(self).items() if k in keys}
+
+
+class StudyState:
+    """OUT/study.json: the finished stages with the config and parameters they ran with, and their timings."""
+
+    def __init__(self, out: Path, config_text: str):
+        self.path = out / "study.json"
+        self.config_text = config_text
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data.setdefault("stages", {})
+        self.reused: dict[str, bool] = {}  # stage -> reused in this invocation (a stage after a rerun one runs again)
+
+    def done(self, stage: str, params: dict, upstream: list[str]) -> bool:
+        """Finished with the same config and parameters, after the stages it depends on (which must all be reused)."""
+        rec = self.data["stages"].get(stage)
+        return bool(rec and rec["config"] == self.config_text and rec["params"] == json.loads(json.dumps(params)) and all(self.reused.get(u) for u in upstream))
+
+    def finish(self, stage: str, params: dict, seconds: float, result_file: str | None):
+        self.data["stages"][stage] = {"config": self.config_text, "params": params, "seconds": round(seconds, 1), "result": result_file}
+        self.path.write_text(json.dumps(self.data, indent=2))
+
+
+def _load_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def run_study(config, out, plan: StudyPlan | None = None, progress: bool = True, device: str = "auto", data_summary: dict | None = None,
+              timings: dict | None = None, stages=STAGES, data_key: dict | None = None) -> dict:
+    """Run (or reuse) each stage in `stages`; return {"transfer", "gradconf", "probe", "report", "timings"}.
+
+    A stage is reused when study.json records it finished with the same config, parameters and `data_key` (what
+    identifies the data beyond the roots in the config, e.g. the synthetic benchmark's n and seed). A dataset
+    changed in place under the same root is not detected: use a new OUT."""
+    from .analysis.gradconf import run_gradconf
+    from .analysis.probe import run_probe
+    from .analysis.transfer import run_transfer
+    from .config import dump_yaml
+    from .models.checkpoint import load_model
+    from .report import write_report
+    from .runtime import resolve_device
+
+    plan = plan or StudyPlan()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings = dict(timings or {})
+    state = StudyState(out, dump_yaml(config) + json.dumps(data_key or {}, sort_keys=True))
+    results: dict = {}
+    model = None
+    files = {"transfer": out / "transfer" / "transfer.json", "gradconf": out / "gradconf" / "gradconf.json", "probe": out / "probe" / "probe.json"}
+    upstream = {"transfer": [], "gradconf": ["transfer"], "probe": [], "report": ["transfer", "gradconf", "probe"]}
+
+    def joint_model():
+        nonlocal model
+        if model is None:
+            model, _ = load_model(Path(results["transfer"]["runs"]["socialfusion"]["joint"]["checkpoint"]))
+            model.to(resolve_device(device))
+        return model
+
+    for stage in STAGES:
+        params = plan.stage_params(stage)
+        label = LABELS[stage]
+        wanted = stage in stages
+        reusable = stage != "report" and files[stage].exists() and state.done(stage, params, upstream[stage])
+        if reusable or (not wanted and stage != "report" and files[stage].exists()):
+            results[stage] = _load_json(files[stage])
+            state.reused[stage] = reusable
+            rec = state.data["stages"].get(stage) or {}
+            timings[label] = rec.get("seconds", 0.0)
+            print(f"== {label}: finished earlier with the same config and parameters, reused ({files[stage]})", flush=True)
+            continue
+        if not wanted:
+            results[stage] = {}
+            continue
+        print(f"== {label}", flush=True)
+        t0 = time.perf_counter()
+        if stage == "transfer":
+            results[stage] = run_transfer(config, out / "transfer", budget=plan.budget, baselines=plan.baselines, progress=progress, device=device,
+                                          resume=True, seeds=plan.seeds, resamples=plan.resamples, variants=plan.variants)
+        elif stage == "gradconf":
+            results[stage] = run_gradconf(joint_model(), config, out / "gradconf", batches=plan.gradconf_batches, progress=progress, resamples=plan.resamples)
+        elif stage == "probe":
+            results[stage] = run_probe(config, out / "probe", encoders=plan.encoders, layers=plan.probe_layers, pools=plan.probe_pools, progress=progress,
+                                       device=device, max_samples=plan.probe_samples, gaze_steps=plan.probe_gaze_steps, resamples=plan.resamples)
+        else:
+            timings = {k: v for k, v in timings.items() if k != "total"}
+            results[stage] = write_report(out, config=config, model=joint_model(), transfer=results["transfer"], probe=results["probe"],
+                                          gradconf=results["gradconf"], data_summary=data_summary, timings=timings, plan=asdict(plan))
+        seconds = time.perf_counter() - t0
+        timings[label] = round(seconds, 1)
+        print(f"   {label}: {timings[label]} s", flush=True)
+        state.finish(stage, params, seconds, str(files[stage]) if stage in files else str(out / "report.html"))
+        state.reused[stage] = False
+    timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 1)
+    results["timings"] = timings
+    return results
+
+
+def _ints(text: str | None) -> list[int] | None:
+    return [int(x) for x in text.split(",") if x.strip()] if text else None
+
+
+def _strs(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def add_plan_options(p: argparse.ArgumentParser, defaults: StudyPlan) -> argparse.ArgumentParser:
+    """The options that fill a StudyPlan (shared by `study` and `demo`); an option left out takes `defaults`' value
+    (`plan_from_args`), so the demo can default to its own scale."""
+    from .analysis.transfer import BUDGETS
+
+    d = defaults
+    p.add_argument("--seeds", type=int, help=f"repeat every training run with K seeds (K >= 2: t-intervals across seeds; default {d.seeds})")
+    p.add_argument("--budget", choices=BUDGETS, help=f"the joint model's steps against the single-task models' (default {d.budget})")
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
+                   help="another model family through the same protocol (repeat the flag for more), e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
+                   help="another way to train the joint model, against the same single-task models (repeat the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5")
+    p.add_argument("--gradconf-batches", type=int, help=f"batches of the gradient-conflict analysis (default {d.gradconf_batches})")
+    p.add_argument("--encoders", nargs="+", help="encoders to probe: presets, YAML configs, HF ids or local paths, vlm:<id> (default: the config's)")
+    p.add_argument("--probe-layers", help=f"comma-separated hidden-state indices to probe, e.g. -1,-6 (default {d.probe_layers or 'the probe verb default'})")
+    p.add_argument("--probe-pools", help=f"comma-separated feature poolings to probe (default {d.probe_pools or 'all'})")
+    p.add_argument("--probe-samples", type=int, help=f"at most N samples per task and split for the probes (default {d.probe_samples or 'all'})")
+    p.add_argument("--probe-gaze-steps", type=int, help=f"Adam steps of the gaze probe (default {d.probe_gaze_steps})")
+    p.add_argument("--resamples", type=int, help=f"bootstrap resamples for every interval (default {d.resamples})")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated stages to run (default all: {','.join(STAGES)}); finished ones are reused")
+    return p
+
+
+def plan_from_args(args, defaults: StudyPlan) -> StudyPlan:
+    from .analysis.transfer import normalise_baselines
+    from .config import ConfigError
+
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    try:
+        plan = StudyPlan(budget=pick(args.budget, defaults.budget), seeds=pick(args.seeds, defaults.seeds),
+                         baselines=normalise_baselines(args.baseline) or dict(defaults.baselines), variants=normalise_baselines(args.variant, "--variant") or dict(defaults.variants),
+                         gradconf_batches=pick(args.gradconf_batches, defaults.gradconf_batches), encoders=args.encoders or defaults.encoders,
+                         probe_layers=_ints(args.probe_layers) or defaults.probe_layers, probe_pools=_strs(args.probe_pools) or defaults.probe_pools,
+                         probe_samples=pick(args.probe_samples, defaults.probe_samples), probe_gaze_steps=pick(args.probe_gaze_steps, defaults.probe_gaze_steps),
+                         resamples=pick(args.resamples, defaults.resamples))
+        if plan.seeds < 1 or plan.gradconf_batches < 1 or plan.resamples < 0:
+            raise ValueError("--seeds and --gradconf-batches must be >= 1, --resamples >= 0")
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    unknown = set(_strs(args.stages) or []) - set(STAGES)
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {sorted(unknown)}; the stages are {', '.join(STAGES)}")
+    return plan
+
+
+def check_plan(config, plan: StudyPlan):
+    """Every override of the baselines and variants applies to the config (before anything trains)."""
+    from .config import apply_overrides
+
+    for overrides in [*plan.baselines.values(), *plan.variants.values()]:
+        apply_overrides(config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import add_console_options
+
+    p = add_console_options(argparse.ArgumentParser(prog="socialfusion study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    p.add_argument("config", help="preset name (default, paper, ...) or YAML file with your dataset roots")
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line")
+    p.add_argument("--out", required=True, help="output folder: transfer/, gradconf/, probe/, report.html, study.json")
+    p.add_argument("--tasks", help="comma-separated subset of the config's tasks")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_plan_options(p, StudyPlan())
+    args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
+
+    from .config import load_config, select_tasks
+    from .data.pipeline import check_root
+
+    config = load_config(args.config, args.overrides)
+    if args.tasks:
+        config = select_tasks(config, _strs(args.tasks))
+    plan = plan_from_args(args, StudyPlan())
+    check_plan(config, plan)
+    for td in config.data.tasks:
+        check_root(td)
+    res = run_study(config, args.out, plan, progress=not args.no_progress, device=args.device, stages=_strs(args.stages))
+    if res.get("report"):
+        print(res["report"]["summary_text"])
+        print(f"report: {Path(args.out) / 'report.html'}  (total {res['timings']['total']} s)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
