@@ -84,8 +84,9 @@ class VisionEncoder(nn.Module):
             "image_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),
-            # v2: JPEGs decoded at a reduced DCT scale first (data/images.load_image_reduced); other pixels, other cache
-            "resize": "bicubic-square-v2-jpeg-draft",
+            # v3: JPEGs decoded at the smallest DCT scale >= the side first (data/images.load_image_reduced); v2 kept
+            # >= 2x the side. Other pixels, other cache
+            "resize": "bicubic-square-v3-jpeg-draft",
         }
 
     def preprocess(self, images) -> torch.Tensor:
