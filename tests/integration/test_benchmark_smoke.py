@@ -86,3 +86,17 @@ def _run_smoke(mode: str, out, timeout: int) -> None:
     proc = subprocess.run([sys.executable, str(RUN), mode, "--smoke", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (results_md.stat().st_mtime_ns if results_md.exists() else None) == md_before
+
+
+def test_lr_encoder_selection_smoke(tmp_path):
+    """benchmarks/lr_encoder.py (the VLM-style baseline's encoder learning rate, chosen on val) still runs."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    out = tmp_path / "lr.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lr_encoder.py"), "--smoke", "--json", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["smoke"] and result["chosen"] in result["candidates"] == [1e-5, 1e-4]
+    assert [(r["lr_encoder"], r["task"]) for r in result["rows"]] == [(1e-5, "expression"), (1e-4, "expression")]
+    assert all(0.0 <= r["value"] <= 1.0 and r["n"] > 0 for r in result["rows"])
+    assert "Chosen: lr_encoder =" in proc.stdout
