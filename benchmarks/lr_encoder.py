@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-VLM_STYLE = ["model.trainable.encoder=full", "train.feature_cache=off"]
 
 
 def cpu_model() -> str:
@@ -37,6 +36,7 @@ def cpu_model() -> str:
 
 def select(config, out: Path, tasks: list[str], candidates: list[float], progress: bool = False) -> dict:
     """Train and evaluate one single-task VLM-style model per (candidate, task); the best candidate by mean val metric."""
+    from socialfusion.analysis.transfer import VLM_STYLE
     from socialfusion.config import apply_overrides, select_tasks
     from socialfusion.eval.evaluate import evaluate_model
     from socialfusion.models.checkpoint import load_model

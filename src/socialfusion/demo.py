@@ -24,6 +24,11 @@ SCALES = {
 }
 
 
+# the VLM-style family's encoder learning rate, chosen on val among 2e-6, 2e-5, 2e-4 (benchmarks/lr_encoder.py,
+# benchmarks/RESULTS.md "VLM-style baseline")
+DEMO_LR_ENCODER = 2e-5
+
+
 def demo_plan(scale: str) -> "StudyPlan":
     from .study import StudyPlan
 
@@ -53,9 +58,10 @@ def ensure_data(data_dir: Path, n: int, seed: int) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None):
+    """The demo's options -> (args, StudyPlan): the study's options at the demo's scale."""
     from .errors import add_console_options
-    from .study import add_plan_options, check_plan, plan_from_args, run_study
+    from .study import add_plan_options, plan_from_args
 
     p = add_console_options(argparse.ArgumentParser(prog="socialfusion demo", description=__doc__))
     p.add_argument("--out", default="runs/demo", help="output folder: data, runs, report.html (default runs/demo)")
@@ -65,23 +71,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="training steps per model")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--with-baseline", action="store_true",
+                   help=f"also the VLM-style family (encoder trained at train.lr_encoder={DEMO_LR_ENCODER:g}, chosen on val) through the same protocol; slow (docs/DEMO.md)")
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line")
     add_plan_options(p, demo_plan("full"))  # the study's options (--seeds, --baseline, --variant, ...)
     args = p.parse_intermixed_args(argv)
-
-    scale = SCALES["quick" if args.quick else "full"]
     plan = plan_from_args(args, demo_plan("quick" if args.quick else "full"))
+    if args.with_baseline:
+        from .analysis.transfer import VLM_STYLE
+
+        plan.baselines.setdefault("vlm_style", [*VLM_STYLE, f"train.lr_encoder={DEMO_LR_ENCODER:g}"])
+    return args, plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .study import check_plan, run_study
+
+    args, plan = parse_args(argv)
+    scale = SCALES["quick" if args.quick else "full"]
+    n = args.n or scale["n"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print("== synthetic benchmark", flush=True)
     t0 = time.perf_counter()
-    data_summary = ensure_data(out / "data", args.n or scale["n"], args.seed)
+    data_summary = ensure_data(out / "data", n, args.seed)
     timings = {"synthetic benchmark": round(time.perf_counter() - t0, 1)}
     print(f"   synthetic benchmark: {timings['synthetic benchmark']} s", flush=True)
     config = demo_config(args.config, out / "data", args.steps or scale["steps"], args.overrides)
     check_plan(config, plan)
-    res = run_study(config, out, plan, progress=not args.no_progress, data_summary=data_summary, timings=timings, data_key={"synthetic": {"n": args.n or scale["n"], "seed": args.seed}},
-                    stages=[s.strip() for s in args.stages.split(",") if s.strip()])
+    res = run_study(config, out, plan, progress=not args.no_progress, data_summary=data_summary, timings=timings,
+                    data_key={"synthetic": {"n": n, "seed": args.seed}}, stages=[s.strip() for s in args.stages.split(",") if s.strip()])
     if res.get("report"):
         print(res["report"]["summary_text"])
         print(f"report: {out / 'report.html'}  (total {res['timings']['total']} s)")

@@ -41,3 +41,16 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
         assert f"<h3>{figure}" in html
     assert html.count('<img src="data:image/png;base64,') >= 6
     assert (out / "report.md").read_text().count("|") > 20  # its tables
+
+
+def test_demo_options_are_the_study_options_at_the_demo_scale():
+    from socialfusion.analysis.transfer import VLM_STYLE
+    from socialfusion.demo import DEMO_LR_ENCODER, SCALES, parse_args
+
+    _, plan = parse_args([])
+    assert plan.seeds == 1 and plan.baselines == {} and plan.gradconf_batches == SCALES["full"]["plan"]["gradconf_batches"] == 16
+    _, quick = parse_args(["--quick", "--seeds", "3"])
+    assert quick.seeds == 3 and quick.gradconf_batches == SCALES["quick"]["plan"]["gradconf_batches"]
+    _, with_baseline = parse_args(["--with-baseline", "--variant", "mixed=data.sampler=round_robin,train.grad_accum=5"])
+    assert with_baseline.baselines == {"vlm_style": [*VLM_STYLE, f"train.lr_encoder={DEMO_LR_ENCODER:g}"]}
+    assert with_baseline.variants == {"mixed": ["data.sampler=round_robin", "train.grad_accum=5"]}

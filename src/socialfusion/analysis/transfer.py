@@ -39,6 +39,8 @@ from . import write_json
 
 BUDGETS = ("equal-total-steps", "equal-steps-per-task")
 MAIN_FAMILY = "socialfusion"
+# the VLM-style family: the same model with its visual encoder trained (at train.lr_encoder) from pixels, as VLMs are
+VLM_STYLE = ["model.trainable.encoder=full", "train.feature_cache=off"]
 
 
 # ------------------------------------------------------------------------------------------- pure helpers
