@@ -215,6 +215,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 10
     grad_clip: float = 1.0
+    # "pcgrad": combine the tasks of a step by gradient surgery (train/surgery.py); needs several tasks per step
+    # (data.sampler: round_robin, grad_accum = number of tasks) and DDP or one process (not FSDP's shards)
+    gradient_surgery: Literal["none", "pcgrad"] = "none"
     eval_every: int = 0
     save_every: int = 0
     early_stop_patience: int = 0
@@ -535,6 +538,9 @@ def validate(config: Config) -> None:
     for name in ("steps", "batch_size", "grad_accum", "eval_batch_size"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name} must be >= 1")
+    if t.gradient_surgery != "none" and t.grad_accum < 2:
+        raise ConfigError(f"train.gradient_surgery={t.gradient_surgery} needs several tasks in a step: set train.grad_accum >= 2 "
+                          "(data.sampler: round_robin with grad_accum = the number of tasks puts every task in every step)")
     if t.num_workers != "auto" and t.num_workers < 0:
         raise ConfigError(f"train.num_workers must be >= 0 or 'auto', got {t.num_workers}")
     if t.prefetch_factor < 1:

@@ -127,6 +127,11 @@ def run_study(config, out, plan: StudyPlan | None = None, progress: bool = True,
         if not wanted:
             results[stage] = {}
             continue
+        if stage in ("gradconf", "report") and not results.get("transfer"):
+            from .errors import UserError
+
+            raise UserError(f"the {stage} stage needs the transfer stage's joint model, and {files['transfer']} does not exist",
+                            hint="run the transfer stage first (--stages transfer,...)")
         print(f"== {label}", flush=True)
         t0 = time.perf_counter()
         if stage == "transfer":

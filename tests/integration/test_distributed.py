@@ -59,7 +59,7 @@ def _micro_batch(step: int, micro: int, rows: slice) -> dict:
     return {"task": "ab"[(step + micro) % 2], "x": x[rows], "y": y[rows], "ids": list(range(2 * PER_RANK))[rows]}
 
 
-def _train_toy(model, module, rank: int | None) -> dict:
+def _train_toy(model, module, rank: int | None, surgery: str = "none") -> dict:
     """STEPS steps of ACCUM micro-batches; `rank` None: one process with both ranks' rows."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
@@ -71,7 +71,8 @@ def _train_toy(model, module, rank: int | None) -> dict:
                 micro.append(None)  # one process: the whole micro-batch gone, as the two ranks agree it is
             else:
                 micro.append(_micro_batch(step, m, rows))
-        train_step(module, micro, optimizer, scheduler, {"a": 1.0, "b": 0.5}, torch.device("cpu"), "fp32", 0.5, ACCUM)
+        order = torch.Generator().manual_seed(step)
+        train_step(module, micro, optimizer, scheduler, {"a": 1.0, "b": 0.5}, torch.device("cpu"), "fp32", 0.5, ACCUM, surgery, order)
     return {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone() for n, p in model.named_parameters()}
 
 
@@ -79,15 +80,15 @@ def _toy_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     distributed.init()
-    for kind in ("ddp", "fsdp"):  # one pair of processes for both: starting them is most of the test's time
+    for kind in ("ddp", "fsdp", "ddp-pcgrad"):  # one pair of processes for all: starting them is most of the test's time
         config = Config()
-        config.train.distributed = kind
+        config.train.distributed = kind.split("-")[0]
         model = Toy()
         module, plain = distributed.wrap(model, config, torch.device("cpu"))
         assert plain is model
-        assert isinstance(module, nn.parallel.DistributedDataParallel) == (kind == "ddp")
+        assert isinstance(module, nn.parallel.DistributedDataParallel) == kind.startswith("ddp")
         assert isinstance(model, FSDPModule) == (kind == "fsdp")
-        torch.save(_train_toy(model, module, rank), Path(out) / f"{kind}_rank{rank}.pt")
+        torch.save(_train_toy(model, module, rank, "pcgrad" if kind.endswith("pcgrad") else "none"), Path(out) / f"{kind}_rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -98,18 +99,22 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_one_process_on_a_two_task_model(tmp_path):
-    """DDP and FSDP: gradient accumulation over two tasks (each micro-batch leaves one head unused, one head is
+    """DDP, FSDP and DDP with PCGrad: gradient accumulation over two tasks (each micro-batch leaves one head unused, one head is
     never used), clipping, weight decay, and a micro-batch one rank lost to skips: both ranks end with the weights
     of one process that saw both ranks' rows, without that micro-batch."""
     torch.multiprocessing.spawn(_toy_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     model = Toy()
     single = _train_toy(model, model, None)
     assert torch.equal(single["heads.unused.weight"], Toy().heads.unused.weight), "a never-used head must not move"
-    for kind in ("ddp", "fsdp"):
+    # gradient surgery: each task's gradient averaged across ranks by hand, then PCGrad, as in one process
+    model = Toy()
+    surgery = _train_toy(model, model, None, "pcgrad")
+    assert any(not torch.equal(surgery[n], single[n]) for n in single), "PCGrad changed nothing on conflicting tasks"
+    for kind, reference in (("ddp", single), ("fsdp", single), ("ddp-pcgrad", surgery)):
         ranks = [torch.load(tmp_path / f"{kind}_rank{r}.pt", weights_only=True) for r in range(2)]
-        for name in single:
+        for name in reference:
             assert torch.equal(ranks[0][name], ranks[1][name]), f"{kind}: ranks diverged on {name}"
-            torch.testing.assert_close(ranks[0][name], single[name], rtol=1e-4, atol=1e-5, msg=f"{kind}: {name}")
+            torch.testing.assert_close(ranks[0][name], reference[name], rtol=1e-4, atol=1e-5, msg=f"{kind}: {name}")
 
 
 def test_the_strategy_follows_the_trained_components():

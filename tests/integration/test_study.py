@@ -82,6 +82,14 @@ def test_a_second_run_reuses_finished_stages_and_reruns_what_changed(study, caps
     assert after["transfer"] == before["transfer"] and after["gradconf"]["params"]["gradconf_batches"] == 3
 
 
+def test_a_stage_without_its_transfer_is_one_error_line(study, tmp_path, capsys):
+    _, argv = study
+    i = argv.index("--out")
+    rc = cli_main([*argv[:i + 1], str(tmp_path / "empty"), *argv[i + 2:], "--stages", "gradconf"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "the gradconf stage needs the transfer stage's joint model" in err and "hint: run the transfer stage first" in err
+
+
 def test_study_refuses_a_bad_variant_before_training(tmp_path, capsys):
     rc = cli_main(["study", "tiny", "--out", str(tmp_path / "o"), "--variant", "x=train.no_such_key=1"])
     err = capsys.readouterr().err

@@ -41,6 +41,15 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
+def average(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` averaged across processes (itself in one process); for gradients kept outside DDP's buckets."""
+    if world_size() > 1:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor /= world_size()
+    return tensor
+
+
 def strategy(config: Config) -> str:
     """ddp or fsdp, as `train.distributed` asks; "auto": fsdp when an LLM or image encoder is fully fine-tuned
     (the baselines whose weights, gradients and Adam moments outgrow one device at 7B), ddp otherwise."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, absolute_paths, dump_yaml
+from ..config import Config, ConfigError, absolute_paths, dump_yaml
 from ..data.pipeline import BatchLoader, batch_loader, build_task_datasets, manifest
 from ..data.skips import SkipReport
 from ..eval.metrics import mean_primary
@@ -116,6 +116,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     val_loader = batch_loader(val_sets, config.train, dev, in_process=cache is not None) if val_sets else None
     weights = {td.task: td.loss_weight for td in config.data.tasks}
     sampler = MultiTaskSampler({k: len(v) for k, v in train_sets.items()}, config.train.batch_size, config.data.sampler, config.data.temperature, config.train.seed)
+    if config.train.gradient_surgery != "none" and world > 1 and dist_utils.strategy(config) == "fsdp":
+        raise ConfigError("train.gradient_surgery needs whole gradients: use train.distributed=ddp (FSDP keeps shards)")
     train_module, model = dist_utils.wrap(model, config, dev)  # DDP or FSDP across processes; `model` stays plain
     optimizer = build_optimizer(model, config.train)
     scheduler = build_scheduler(optimizer, config.train)
@@ -156,7 +158,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         while step < end:
             micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
             try:
-                result = train_step(train_module, micro_batches, optimizer, scheduler, weights, dev, cfg.precision, cfg.grad_clip, cfg.grad_accum)
+                # the surgery's projection order depends only on (seed, step), so a resumed run repeats it
+                order = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step) if cfg.gradient_surgery != "none" else None
+                result = train_step(train_module, micro_batches, optimizer, scheduler, weights, dev, cfg.precision, cfg.grad_clip, cfg.grad_accum,
+                                    cfg.gradient_surgery, order)
             except NonFiniteLoss as err:
                 raise TrainingError(f"step {step}: {err}; stopped. The last good checkpoint is {last}") from None
             step += 1
