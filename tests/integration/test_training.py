@@ -142,3 +142,16 @@ def test_mixed_task_steps_with_pcgrad_train_every_task_in_every_step(synth_root,
     steps = [r for r in (json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(steps) == 2 and all(sorted(r["tasks"]) == ["expression", "gaze", "gesture", "lam", "relation"] for r in steps)
     assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in steps)
+
+
+def test_a_trained_encoder_with_standardised_connector_inputs_trains(synth_root, tmp_path):
+    """The VLM-style baseline of the default preset: the connector's standardisation is measured on the encoder's
+    output from pixels (no cached features), before the encoder starts to move."""
+    args = ["tiny", *synth_overrides(synth_root, tmp_path / "cache"), "train.steps=1", "model.connector.input_norm=standardize",
+            "model.trainable.encoder=full", "train.feature_cache=off"]
+    assert main_train([*args, "--tasks", "expression", "--out", str(tmp_path / "run"), "--no-progress", "--report-to", "none"]) == 0
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "run" / "checkpoints" / "last" / "trainable.safetensors"))
+    mean = next(v for k, v in weights.items() if k.endswith("feature_mean"))
+    assert torch.isfinite(mean).all() and mean.abs().sum() > 0  # measured, not the zeros it starts from

@@ -59,9 +59,10 @@ class TaskModel(nn.Module):
         """The frozen image encoder whose features may be cached on disk (`features/cache.py`), or None."""
         return None
 
-    def fit_statistics(self, feature_batches) -> int:
-        """Measure input statistics on training batches before training (SocialFusion's connector
-        standardisation); returns how many feature tokens were measured (0: nothing to fit)."""
+    def fit_statistics(self, batches) -> int:
+        """Measure input statistics on training batches (as the loader builds them: pixels or cached features)
+        before training (SocialFusion's connector standardisation); returns how many feature tokens were measured
+        (0: nothing to fit)."""
         return 0
 
     def shared_components(self) -> list[str]:

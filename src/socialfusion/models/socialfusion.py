@@ -74,9 +74,17 @@ class SocialFusionModel(TaskModel):
         rest = {k: v for k, v in batch.items() if k != "pixel_values"}
         return {**rest, "features": self.encode(batch["pixel_values"].to(self.device))}
 
-    def fit_statistics(self, feature_batches) -> int:
+    def fit_statistics(self, batches) -> int:
         norm = self.connector.norm
-        return norm.fit(feature_batches) if isinstance(norm, Standardize) else 0
+        if not isinstance(norm, Standardize):
+            return 0
+
+        def features():  # cached features, or the encoder's output on the pixels (a trained encoder: as it starts)
+            for batch in batches:
+                yield batch["features"] if "features" in batch else self.encode(batch["pixel_values"].to(self.device))
+
+        with torch.no_grad():
+            return norm.fit(features())
 
     @property
     def num_visual_tokens(self) -> int:

@@ -49,12 +49,7 @@ def fit_input_norm(model, loader: BatchLoader, config: Config, device, images_pe
         chosen = torch.randperm(len(ds), generator=g)[:images_per_task].tolist()
         plan += [(name, chosen[start : start + size]) for start in range(0, len(chosen), size)]
 
-    def features():
-        for batch in loader.batches(plan):
-            if batch is not None:
-                yield model.prepare_inputs(batch)["features"]
-
-    return model.fit_statistics(features())
+    return model.fit_statistics(batch for batch in loader.batches(plan) if batch is not None)
 
 
 def evaluate_all(model, datasets, config: Config, device, rank: int, world: int, progress: bool = True, loader: BatchLoader | None = None) -> dict:
