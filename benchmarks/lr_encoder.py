@@ -16,22 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from detect import cpu_model  # benchmarks/detect.py: the CPU's name from lscpu
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def select(config, out: Path, tasks: list[str], candidates: list[float], progress: bool = False) -> dict:

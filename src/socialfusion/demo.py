@@ -85,6 +85,7 @@ def parse_args(argv: list[str] | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .analysis import split_list
     from .study import check_plan, run_study
 
     args, plan = parse_args(argv)
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     config = demo_config(args.config, out / "data", args.steps or scale["steps"], args.overrides)
     check_plan(config, plan)
     res = run_study(config, out, plan, progress=not args.no_progress, data_summary=data_summary, timings=timings,
-                    data_key={"synthetic": {"n": n, "seed": args.seed}}, stages=[s.strip() for s in args.stages.split(",") if s.strip()])
+                    data_key={"synthetic": {"n": n, "seed": args.seed}}, stages=split_list(args.stages) or [])
     if res.get("report"):
         print(res["report"]["summary_text"])
         print(f"report: {out / 'report.html'}  (total {res['timings']['total']} s)")

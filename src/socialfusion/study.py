@@ -28,6 +28,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .analysis import split_list
+
 STAGES = ("transfer", "gradconf", "probe", "report")
 # the timing labels of the stages (the demo prints them; tests look for them)
 LABELS = {"transfer": "transfer: single-task and joint training + evaluation", "gradconf": "gradient conflict", "probe": "linear probes", "report": "report"}
@@ -156,14 +158,6 @@ def run_study(config, out, plan: StudyPlan | None = None, progress: bool = True,
     return results
 
 
-def _ints(text: str | None) -> list[int] | None:
-    return [int(x) for x in text.split(",") if x.strip()] if text else None
-
-
-def _strs(text: str | None) -> list[str] | None:
-    return [x.strip() for x in text.split(",") if x.strip()] if text else None
-
-
 def add_plan_options(p: argparse.ArgumentParser, defaults: StudyPlan) -> argparse.ArgumentParser:
     """The options that fill a StudyPlan (shared by `study` and `demo`); an option left out takes `defaults`' value
     (`plan_from_args`), so the demo can default to its own scale."""
@@ -196,14 +190,14 @@ def plan_from_args(args, defaults: StudyPlan) -> StudyPlan:
         plan = StudyPlan(budget=pick(args.budget, defaults.budget), seeds=pick(args.seeds, defaults.seeds),
                          baselines=normalise_baselines(args.baseline) or dict(defaults.baselines), variants=normalise_baselines(args.variant, "--variant") or dict(defaults.variants),
                          gradconf_batches=pick(args.gradconf_batches, defaults.gradconf_batches), encoders=args.encoders or defaults.encoders,
-                         probe_layers=_ints(args.probe_layers) or defaults.probe_layers, probe_pools=_strs(args.probe_pools) or defaults.probe_pools,
+                         probe_layers=split_list(args.probe_layers, int) or defaults.probe_layers, probe_pools=split_list(args.probe_pools) or defaults.probe_pools,
                          probe_samples=pick(args.probe_samples, defaults.probe_samples), probe_gaze_steps=pick(args.probe_gaze_steps, defaults.probe_gaze_steps),
                          resamples=pick(args.resamples, defaults.resamples))
         if plan.seeds < 1 or plan.gradconf_batches < 1 or plan.resamples < 0:
             raise ValueError("--seeds and --gradconf-batches must be >= 1, --resamples >= 0")
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    unknown = set(_strs(args.stages) or []) - set(STAGES)
+    unknown = set(split_list(args.stages) or []) - set(STAGES)
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; the stages are {', '.join(STAGES)}")
     return plan
@@ -235,12 +229,12 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_config(args.config, args.overrides)
     if args.tasks:
-        config = select_tasks(config, _strs(args.tasks))
+        config = select_tasks(config, split_list(args.tasks))
     plan = plan_from_args(args, StudyPlan())
     check_plan(config, plan)
     for td in config.data.tasks:
         check_root(td)
-    res = run_study(config, args.out, plan, progress=not args.no_progress, device=args.device, stages=_strs(args.stages))
+    res = run_study(config, args.out, plan, progress=not args.no_progress, device=args.device, stages=split_list(args.stages) or [])
     if res.get("report"):
         print(res["report"]["summary_text"])
         print(f"report: {Path(args.out) / 'report.html'}  (total {res['timings']['total']} s)")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import write_json
+from . import split_list, write_json
 
 POOLS = ("cls", "mean", "box", "pair")
 DEFAULT_LAYERS = (-1, -2, -4, -8, -12, -16, -24)
@@ -391,10 +391,6 @@ def run_probe(config, out_dir, encoders=None, layers=None, pools=None, progress:
     return result
 
 
-def _split_list(text: str | None, cast=str) -> list | None:
-    return [cast(x.strip()) for x in text.split(",") if x.strip()] if text else None
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--layers" in argv[:-1]:  # `--layers -1,-4` would read as an unknown option to argparse: glue the value on
@@ -424,13 +420,13 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_config(args.config, args.overrides)  # a ConfigError goes to the dispatcher (one line, exit 2)
     try:
-        layers = _split_list(args.layers, int)
+        layers = split_list(args.layers, int)
     except ValueError as err:
         raise ConfigError(f"--layers {args.layers!r}: {err}") from err
     for td in config.data.tasks:
         check_root(td)
-    run_probe(config, args.out, encoders=args.encoders, layers=layers, pools=_split_list(args.pools), progress=not args.no_progress,
-              device=args.device, max_samples=args.max_samples, tasks=_split_list(args.tasks), gaze_steps=args.gaze_steps, gaze_max_train=args.gaze_max_train or None,
+    run_probe(config, args.out, encoders=args.encoders, layers=layers, pools=split_list(args.pools), progress=not args.no_progress,
+              device=args.device, max_samples=args.max_samples, tasks=split_list(args.tasks), gaze_steps=args.gaze_steps, gaze_max_train=args.gaze_max_train or None,
               resamples=args.resamples)
     print((Path(args.out) / "probe.md").read_text())
     return 0
