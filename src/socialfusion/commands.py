@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from .analysis import split_list
 from .errors import add_console_options
 
 OVERRIDES_HELP = "config overrides key.sub=value, anywhere on the line (tasks by index or name: data.tasks.expression.root=/data)"
@@ -43,29 +44,16 @@ def _tasks_arg(p: argparse.ArgumentParser, what: str = "the config's tasks") -> 
     p.add_argument("--tasks", help=f"comma-separated subset of {what}, e.g. lam,gaze")
 
 
-def _names(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
-
-
-def _load(args):
-    """The config of `args.config` with `args.overrides` and `--tasks` applied (ConfigError on any mistake)."""
-    from .config import ConfigError, load_config, select_tasks
+def _load(args, data: bool = True):
+    """The config of `args.config` with `args.overrides` and `--tasks` applied and, for a verb that reads `data`,
+    the kept tasks' data roots checked (ConfigError / DataError on any mistake)."""
+    from .config import ConfigError, load_config
+    from .data.pipeline import narrow_to_tasks
 
     if "=" in args.config and not Path(args.config).exists():
         raise ConfigError(f"the first argument is the config (a preset or YAML file), got the override {args.config!r}",
                           hint="put the preset first, e.g. `socialfusion train default key.sub=value ...`")  # fmt: skip
-    config = load_config(args.config, args.overrides)
-    tasks = _names(getattr(args, "tasks", None))
-    return select_tasks(config, tasks) if tasks else config
-
-
-def check_data(config, tasks: list[str] | None = None) -> None:
-    """Every (selected) task's data root exists (the adapters check the rest when they read)."""
-    from .data.pipeline import check_root
-
-    for td in config.data.tasks:
-        if tasks is None or td.task in tasks:
-            check_root(td)
+    return narrow_to_tasks(load_config(args.config, args.overrides), split_list(getattr(args, "tasks", None)), check_roots=data)
 
 
 def main_train(argv: list[str]) -> int:
@@ -82,7 +70,6 @@ def main_train(argv: list[str]) -> int:
     if args.report_to:
         args.overrides.append(f"train.report_to={args.report_to}")
     config = _load(args)
-    check_data(config)
     from .train.loop import train
 
     summary = train(config, args.out, resume=args.resume, progress=not args.no_progress, device=args.device)
@@ -118,16 +105,14 @@ def main_eval(argv: list[str]) -> int:
     _device_arg(p)
     _progress_arg(p)
     args = p.parse_intermixed_args(argv)
-    from .config import apply_overrides, select_tasks
+    from .config import apply_overrides
+    from .data.pipeline import narrow_to_tasks
     from .models.checkpoint import read_checkpoint_config
 
     overrides = [*args.overrides, *args.data]
     config, _ = read_checkpoint_config(args.ckpt)  # the checks below run before the model is built
-    config = apply_overrides(config, overrides)
-    tasks = _names(args.tasks)
-    if tasks:
-        select_tasks(config, tasks)
-    check_data(config, tasks)
+    tasks = split_list(args.tasks)
+    narrow_to_tasks(apply_overrides(config, overrides), tasks)
     from .eval.evaluate import evaluate_checkpoint
 
     results = evaluate_checkpoint(args.ckpt, args.out, split=args.split, tasks=tasks, overrides=overrides, limit=args.max_samples, device=args.device)
@@ -143,7 +128,7 @@ def main_plan(argv: list[str]) -> int:
     args = p.parse_intermixed_args(argv)
     from .plan import estimate, format_plan
 
-    plan = estimate(_load(args), batch_size=args.batch_size)
+    plan = estimate(_load(args, data=False), batch_size=args.batch_size)
     print(json.dumps(plan, indent=2, allow_nan=False) if args.json else format_plan(plan))
     return 0
 
@@ -156,7 +141,6 @@ def main_cache_features(argv: list[str]) -> int:
     _progress_arg(p)
     args = p.parse_intermixed_args(argv)
     config = _load(args)
-    check_data(config)
     from .data.pipeline import build_task_datasets
     from .data.skips import SkipReport
     from .features.cache import FeatureCache

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 DEBUG_ENV = "SOCIALFUSION_DEBUG"
 VERBOSE_ENV = "SOCIALFUSION_VERBOSE"
@@ -52,9 +53,24 @@ def verbose_requested() -> bool:
     return _flag(VERBOSE_ENV)
 
 
+_MARKDOWN = [(re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)"), r"\1 (\2)"), (re.compile(r"\*\*(.+?)\*\*", re.S), r"\1"),
+             (re.compile(r"`([^`]+)`"), r"\1")]  # fmt: skip
+
+
+def plain_text(text: str) -> str:
+    """A docstring written in markdown (bold, code spans, links) as a terminal shows it: the marks removed, a
+    link's address kept in brackets. Verb descriptions are module docstrings, which the docs render as markdown."""
+    for pattern, repl in _MARKDOWN:
+        text = pattern.sub(repl, text)
+    return text
+
+
 def add_console_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The two options every verb has. The dispatcher takes them from anywhere on the line before the verb's
-    parser runs; declaring them here puts them in each verb's --help and lets `python -m <module>` accept them."""
+    parser runs; declaring them here puts them in each verb's --help and lets `python -m <module>` accept them.
+    The description is made plain text here too, so every verb's --help is free of markdown marks."""
+    if parser.description:
+        parser.description = plain_text(parser.description)
     group = parser.add_argument_group("console")
     group.add_argument("--verbose", action="store_true", help="show third-party load reports, progress bars and warnings")
     group.add_argument("--debug", action="store_true", help="show the traceback of an error (or set SOCIALFUSION_DEBUG=1)")

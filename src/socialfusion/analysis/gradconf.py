@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..eval.intervals import RESAMPLES, SEED, fmt_ci, interval_info, percentile_interval
-from . import fmt, write_json
+from . import fmt, split_list, write_json
 
 DEFAULT_BATCHES = 16
 SKETCH_DIM = 65536
@@ -407,13 +407,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("args", nargs="*", help="CONFIG [overrides key.sub=value] (preset or YAML), or only overrides with --ckpt; anywhere on the line")
     p.add_argument("--ckpt", help="a checkpoint directory (e.g. RUN/checkpoints/last); its config is used")
     p.add_argument("--out", required=True, help="output folder (gradconf.json, gradconf.md, heatmap)")
+    p.add_argument("--tasks", help="comma-separated subset of the config's tasks (at least two)")
     p.add_argument("--batches", type=int, default=DEFAULT_BATCHES, help=f"K multi-task batches (default {DEFAULT_BATCHES}; the intervals are over them)")
     p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the batches for the intervals (0: none)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     from ..config import apply_overrides, load_config
-    from ..data.pipeline import check_root
+    from ..data.pipeline import narrow_to_tasks
     from ..models.checkpoint import load_model, read_checkpoint_config
     from ..runtime import resolve_device
 
@@ -425,8 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give a CONFIG (preset or YAML) or --ckpt DIR")
     else:
         config = load_config(args.args[0], args.args[1:])
-    for td in config.data.tasks:
-        check_root(td)
+    config = narrow_to_tasks(config, split_list(args.tasks))
     if args.ckpt:
         model = load_model(args.ckpt)[0]
     else:

@@ -416,15 +416,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_intermixed_args(argv)
     from ..config import ConfigError
     from ..config import load_config
-    from ..data.pipeline import check_root
+    from ..data.pipeline import narrow_to_tasks
 
     config = load_config(args.config, args.overrides)  # a ConfigError goes to the dispatcher (one line, exit 2)
     try:
         layers = split_list(args.layers, int)
     except ValueError as err:
         raise ConfigError(f"--layers {args.layers!r}: {err}") from err
-    for td in config.data.tasks:
-        check_root(td)
+    config = narrow_to_tasks(config, split_list(args.tasks))
     run_probe(config, args.out, encoders=args.encoders, layers=layers, pools=split_list(args.pools), progress=not args.no_progress,
               device=args.device, max_samples=args.max_samples, tasks=split_list(args.tasks), gaze_steps=args.gaze_steps, gaze_max_train=args.gaze_max_train or None,
               resamples=args.resamples)

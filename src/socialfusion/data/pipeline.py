@@ -45,6 +45,20 @@ def check_root(td: TaskDataConfig) -> None:
     raise DataError(f"data root of task {td.task!r} does not exist: {root}", hint=hint)
 
 
+def narrow_to_tasks(config, tasks: list[str] | None = None, check_roots: bool = True):
+    """`config` keeping only `tasks` (all of them when None or empty), with each kept task's data root checked.
+
+    Every verb with `--tasks` calls this before it builds a model, so that `--tasks expression` with only the
+    expression dataset at hand never fails on another task's missing root (one rule for every verb)."""
+    from ..config import select_tasks
+
+    if tasks:
+        config = select_tasks(config, tasks)
+    for td in config.data.tasks if check_roots else ():
+        check_root(td)
+    return config
+
+
 def load_split(td: TaskDataConfig, task: Task, split: str, report: SkipReport, require_labels: bool = False) -> list[Sample]:
     """Samples of one split through the task's adapter, checked against the task (bad ones counted).
 
