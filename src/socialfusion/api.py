@@ -255,11 +255,13 @@ class _DetectedBoxes(list):
     """An image's boxes found by detection; empty means nothing was found, not "use the whole image"."""
 
 
-def _detected_boxes(pil) -> tuple[_DetectedBoxes, str]:
+def _detected_boxes(pil, threads: int | None = None) -> tuple[_DetectedBoxes, str, list[dict]]:
+    """The boxes the tasks read, the note saying what was found, and every detection (`detect.listing`)."""
     from . import detect as detection  # the optional extra: loaded only when asked for
 
-    boxes, note = detection.boxes_for_tasks(detection.detect(pil), pil.size)
-    return _DetectedBoxes(boxes), note
+    found = detection.detect(pil, threads=threads)
+    boxes, note = detection.boxes_for_tasks(found, pil.size)
+    return _DetectedBoxes(boxes), note, detection.listing(found, boxes, pil.size)
 
 
 class SocialFusion:
@@ -269,10 +271,12 @@ class SocialFusion:
     answers are not to be trusted at all (an untrained preset)."""
 
     def __init__(self, model, config=None, device: str | torch.device = "auto", precision: str = "auto", name: str | None = None,
-                 card: dict | None = None):  # fmt: skip
+                 card: dict | None = None, threads: int | str | None = "auto"):  # fmt: skip
         from .models.card import NO_CARD
-        from .runtime import resolve_device
+        from .runtime import resolve_device, set_threads
 
+        # torch's CPU threads are per process: "auto" is half the cores (1 on 2 cores), measured in docs/USAGE.md
+        self.threads = set_threads(threads)
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
@@ -284,28 +288,33 @@ class SocialFusion:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, path_or_preset: str | Path, device: str = "auto", precision: str = "auto") -> "SocialFusion":
+    def from_pretrained(cls, path_or_preset: str | Path, device: str = "auto", precision: str = "auto",
+                        threads: int | str | None = "auto") -> "SocialFusion":  # fmt: skip
         """A checkpoint directory (`load_model`) or a preset name / YAML config (random init where it says so);
         either model type (`model.type`: socialfusion or a VLM baseline) through the one factory. A preset warns
-        (UntrainedModelWarning), and every answer it gives carries that warning."""
+        (UntrainedModelWarning), and every answer it gives carries that warning. `threads`: torch's (and the
+        detectors') CPU threads for this process: a count, "auto" (half the cores, at least 1) or None (unchanged)."""
         import warnings
 
         from .config import load_config
         from .models.card import read_card, untrained_card
         from .models.checkpoint import load_model
         from .models.factory import build_model
+        from .runtime import set_threads
         from .tasks import tasks_from_config
+
+        set_threads(threads)  # before loading: the load itself computes
 
         path = Path(path_or_preset)
         # a directory, or a path that is no preset or YAML: a checkpoint (load_model says what is wrong with it)
         if path.is_dir() or (len(path.parts) > 1 and path.suffix not in (".yaml", ".yml")):
             model, config = load_model(path)
-            return cls(model, config, device=device, precision=precision, name=str(path), card=read_card(path))
+            return cls(model, config, device=device, precision=precision, name=str(path), card=read_card(path), threads=threads)
         config = load_config(str(path_or_preset))
         model = build_model(config.model, tasks=tasks_from_config(config))
         card = untrained_card(config)
         warnings.warn(card["summary"], UntrainedModelWarning, stacklevel=2)
-        return cls(model, config, device=device, precision=precision, name=config.name, card=card)
+        return cls(model, config, device=device, precision=precision, name=config.name, card=card, threads=threads)
 
     # ------------------------------------------------------------------ tasks
 
@@ -389,7 +398,7 @@ class SocialFusion:
             pil = to_pil(image, label)
             pils.append(pil)
             parsed.append(parse_boxes(b, pil.size, label))
-            found.append(_detected_boxes(pil) if detect and not parsed[-1] else None)
+            found.append(_detected_boxes(pil, self.threads) if detect and not parsed[-1] else None)
             if found[-1] is not None:
                 parsed[-1] = found[-1][0]
             self.check_untagged_boxes(parsed[-1], names, label)
@@ -398,6 +407,7 @@ class SocialFusion:
         for start in range(0, len(pils), batch_size):
             results.extend(self._predict_batch(pils[start : start + batch_size], parsed[start : start + batch_size], names))
         for r, det in zip(results, found):
+            r["detections"] = None if det is None else det[2]
             if det is not None:
                 r["notes"].append(det[1])
             if det is not None and not det[0]:  # nothing found: no task has its box (and no whole-image fallback)
@@ -411,6 +421,18 @@ class SocialFusion:
             if clipped:
                 r["notes"].append(f"box(es) {clipped} extended slightly past the image border and were clipped to it")
         return results
+
+    def predict_video(self, clip: str | Path | list, tasks: str | Iterable[str] = "all", fps: float = 2.0, on_frame=None,
+                      progress: bool = False) -> dict | list[dict]:  # fmt: skip
+        """A clip (video file or folder of frames; a list of them gives a list) sampled at `fps`: detection per
+        frame, boxes linked into tracks, every task per track and frame. Returns the clip's summary (per track:
+        frames seen, label fractions, the dominant label, gaze targets) with "frames", the per-frame rows, unless
+        `on_frame(row, image)` takes each row as it comes (constant memory). See `socialfusion.clips`."""
+        from .clips import predict_clip
+
+        if isinstance(clip, (list, tuple)):
+            return [self.predict_video(c, tasks, fps, on_frame, progress) for c in clip]
+        return predict_clip(self, clip, tasks=tasks, fps=fps, on_frame=on_frame, progress=progress, threads=self.threads)
 
     def _task_boxes(self, task, boxes: list[dict]) -> tuple[list[dict] | None, str | None]:
         """The boxes `task` reads among an image's boxes, each with the role the task gives it (and its index in the
@@ -457,9 +479,12 @@ class SocialFusion:
                 key = (tuple(rows), tuple(tuple((tuple(b["xyxy_normalized"]), b["role"]) for b in c) for c in row_boxes))
                 groups.setdefault(key, (rows, row_boxes, []))[2].append(name)
         model, images = self.model, self.model.image_input
+        # the same image object given several times (a video frame, once per tracked person) is encoded once
+        unique = list({id(p): p for p in pils}.values())
+        slot = {id(p): k for k, p in enumerate(unique)}
         with self._lock, torch.no_grad(), autocast(self.device, self.precision):
             # one image pass for every task of this batch, unless the model draws the boxes into the pixels
-            shared = None if images.wants_boxes else model.prepare_inputs({"pixel_values": images.preprocess(pils).to(self.device)})
+            shared = None if images.wants_boxes else model.prepare_inputs({"pixel_values": images.preprocess(unique).to(self.device)})
             for rows, row_boxes, group in groups.values():
                 items = []
                 for i, chosen in zip(rows, row_boxes):
@@ -468,7 +493,7 @@ class SocialFusion:
                     if shared is None:
                         item["pixel_values"] = images.preprocess([pils[i]], boxes=[sample.boxes])[0]
                     else:
-                        item.update({k: shared[k][i] for k in ("pixel_values", "features") if k in shared})
+                        item.update({k: shared[k][slot[id(pils[i])]] for k in ("pixel_values", "features") if k in shared})
                     items.append(item)
                 predictions = model.predict(collate(items, model.tasks[group[0]]), group)
                 for name in group:
@@ -481,12 +506,39 @@ class SocialFusion:
         return results
 
 
+PIXEL_DECIMALS = 2  # 1/100 pixel: finer than any box or point means, and no 505.00000000000006
+
+
+def _normalized_decimals(width: int, height: int) -> int:
+    """Decimals of a normalised coordinate that resolve 1/100 pixel of the image's longer side (5 for 640 px)."""
+    return PIXEL_DECIMALS + max(1, math.ceil(math.log10(max(width, height, 1))))
+
+
+def _rounded(values, decimals: int) -> list[float]:
+    return [round(float(v), decimals) for v in values]
+
+
+def _round_boxes(boxes: list[dict] | None, nd: int) -> list[dict] | None:
+    if boxes is None:
+        return None
+    return [{**b, "xyxy": _rounded(b["xyxy"], PIXEL_DECIMALS), "xyxy_normalized": _rounded(b["xyxy_normalized"], nd)} for b in boxes]
+
+
 def result_to_json(result: dict, heatmap: str = "list", decimals: int = 4) -> dict:
-    """A predict() result as JSON-ready data. heatmap: "list" (64 x 64 nested lists rounded) or "omit"."""
+    """A predict() result as JSON-ready data. heatmap: "list" (64 x 64 nested lists rounded) or "omit". Pixel
+    coordinates (boxes, gaze point and head centre) are rounded to 1/100 pixel, normalised ones to the same
+    resolution of the image's longer side."""
     out = {k: v for k, v in result.items() if k != "tasks"}
+    nd = _normalized_decimals(result["width"], result["height"])
+    out["boxes"] = _round_boxes(result["boxes"], nd)
+    if "detections" in result:
+        out["detections"] = _round_boxes(result["detections"], nd)
     out["tasks"] = {}
     for name, t in result["tasks"].items():
         t = dict(t)
+        for key, places in (("point", PIXEL_DECIMALS), ("head_center", PIXEL_DECIMALS), ("point_normalized", nd)):
+            if t.get(key) is not None:
+                t[key] = _rounded(t[key], places)
         if "heatmap" in t:
             if heatmap == "omit":
                 del t["heatmap"]

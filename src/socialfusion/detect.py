@@ -20,7 +20,10 @@ Heavy packages are imported lazily; without them `detect` raises DetectorUnavail
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -90,13 +93,35 @@ def model_path(name: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """LiteRT's C++ runtime prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to file
+    descriptor 2 when a model is allocated; loads are quiet unless --verbose, so fd 2 goes to /dev/null meanwhile.
+    Process-wide for that moment: a model is allocated once per process (and thread count)."""
+    from .errors import verbose_requested
+
+    if verbose_requested():
+        yield
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 class _Model:
     """One TFLite model; LiteRT interpreters are not thread-safe, so each call holds the model's lock."""
 
     def __init__(self, name: str, threads: int | None):
         self.name, (_, self.size, self.range) = name, _MODELS[name]
-        self.interp = _interpreter_class()(model_path=str(model_path(name)), num_threads=threads)
-        self.interp.allocate_tensors()
+        with _native_stderr_silenced():
+            self.interp = _interpreter_class()(model_path=str(model_path(name)), num_threads=threads)
+            self.interp.allocate_tensors()
         self.lock = threading.Lock()
 
     def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -409,3 +434,17 @@ def boxes_for_tasks(detections, size: tuple[int, int]) -> tuple[list[dict], str]
     if counts["person"] == 1:
         missing.append("one person found: relation needs two")
     return boxes, note + ("; " + "; ".join(missing) if missing else "")
+
+
+def listing(detections, boxes: list[dict], size: tuple[int, int]) -> list[dict]:
+    """Every detection of an image, for the result's "detections": pixel and normalised xyxy, kind, score, and
+    "box", the index in `boxes` (what `boxes_for_tasks` chose) of the box the tasks read, with its "role"; a
+    detection no task reads (a second face, a lone person) has "box" None, so what the note counts is all there."""
+    w, h = size
+    where = {(b["kind"], tuple(b["xyxy_normalized"])): i for i, b in enumerate(boxes)}
+    out = []
+    for d in sorted(detections, key=lambda d: (KINDS.index(d.kind), -d.score)):
+        i = where.get((d.kind, tuple(d.xyxy)))
+        out.append({"xyxy": [d.xyxy[0] * w, d.xyxy[1] * h, d.xyxy[2] * w, d.xyxy[3] * h], "xyxy_normalized": list(d.xyxy),
+                    "kind": d.kind, "score": round(d.score, 4), "box": i, "role": None if i is None else boxes[i]["role"]})  # fmt: skip
+    return out

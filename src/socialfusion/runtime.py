@@ -21,6 +21,50 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a container's or `taskset`'s limit, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(cores: int | None = None) -> int:
+    """Intra-op threads for inference when none are asked for: half the cores, at least one. On the shared 2-core
+    machine this is 1: a 640x480 prediction took about the same time with 1 or 2 threads on a quiet machine and
+    several times longer with 2 when other jobs held the cores (benchmarks/threads.py, docs/USAGE.md "Threads")."""
+    return max(1, (available_cores() if cores is None else cores) // 2)
+
+
+def set_threads(threads: int | str | None = "auto") -> int:
+    """Set torch's intra-op CPU threads for this process (a process-wide setting) and return the count in effect:
+    an int >= 1, "auto" (`default_threads`) or None (leave torch's current setting)."""
+    if threads is None:
+        return torch.get_num_threads()
+    if threads == "auto":
+        threads = default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, 'auto' or None, got {threads!r}")
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return threads
+
+
+THREADS_HELP = ("CPU threads for the model and the detectors: a count or auto (half the cores, at least 1; the "
+                "default, measured in docs/USAGE.md 'Threads')")
+
+
+def parse_threads(text: str) -> int | str:
+    """A --threads value: "auto" or an integer >= 1 (argparse `type=`: a bad value is a one-line usage error)."""
+    import argparse
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a count >= 1 or auto, got {text!r}")
+    return int(text)
+
+
 def init_distributed() -> tuple[int, int]:
     """(rank, world size) of this process; joins the process group when torchrun (or `accelerate launch`) started
     several processes (WORLD_SIZE > 1)."""

@@ -225,7 +225,7 @@ def test_burst_of_valid_and_hostile_requests_on_a_real_socket(server, capsys):
                     assert out["probs"] == pytest.approx(want["probs"], abs=1e-6), (i, task)
                 elif "heatmap" in want:
                     assert np.allclose(out["heatmap"], want["heatmap"], atol=6e-5), (i, task)
-                    assert out["point"] == pytest.approx(want["point"], abs=1e-6)
+                    assert out["point"] == pytest.approx(want["point"], abs=0.005)  # JSON points are rounded to 1/100 px
                 else:
                     assert out == json.loads(json.dumps(want)), (i, task)
         elif status is not None:

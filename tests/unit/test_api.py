@@ -288,7 +288,7 @@ def test_predict_verb_writes_jsonl_overlays_and_counts_bad_images(tmp_path, caps
     assert "broken.png" in err and "two.jpg" in err
     assert "WARNING: UNTRAINED: 'tiny' is a preset" in err, "an untrained preset is announced loudly on stderr"
     png = Image.open(out / "vis" / "one.png")
-    assert png.size[0] == 800 and png.size[1] == 600
+    assert png.size[0] == 800 and png.size[1] > 600  # the 800x600 picture, the answers in a panel below it
     # the older role-only form still works for one task
     (tmp_path / "roles.json").write_text(json.dumps({"three.png": [{"xyxy": [4, 4, 20, 20], "role": 0}]}))
     assert main(["predict", "--ckpt", "tiny", "--images", str(src / "three.png"), "--boxes", str(tmp_path / "roles.json"),

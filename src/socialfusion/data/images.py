@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .schema import DataError
 
@@ -23,6 +23,10 @@ _max_pixels = DEFAULT_MAX_PIXELS
 # EXIF orientations 5-8 rotate by 90 or 270 degrees, so width and height swap
 _ORIENTATION_TAG = 0x0112
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+_SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF, ..."
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}  # what a folder of images holds
 
 
 class ImageError(DataError):
@@ -70,7 +74,9 @@ def _open_stream(source, name, limit: int) -> Image.Image:
         image = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # the warning if -W error
         raise ImageError(path, "refused as a decompression bomb", str(err)) from err
-    except Exception as err:  # UnidentifiedImageError, OSError, SyntaxError, ...: all mean "not a usable image"
+    except UnidentifiedImageError as err:  # its message names the source object (`<_io.BytesIO object at 0x...>`)
+        raise ImageError(path, "not a readable image", f"not a format Pillow reads ({_SUPPORTED})") from err
+    except Exception as err:  # OSError, SyntaxError, ...: all mean "not a usable image"
         raise ImageError(path, "not a readable image", f"{type(err).__name__}: {err}") from err
     # Pillow only warns between 1x and 2x its own limit and errors above; this check makes our limit a hard one
     # (without touching the process-wide warning filters, which other threads share)

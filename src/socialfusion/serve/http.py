@@ -391,6 +391,7 @@ def _declare_key_in_openapi(app) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from ..errors import add_console_options
+    from ..runtime import THREADS_HELP, parse_threads
 
     parser = add_console_options(argparse.ArgumentParser(prog="socialfusion serve", description="HTTP service and web page for a SocialFusion model"))
     parser.add_argument("--ckpt", required=True, help="checkpoint directory or preset name (e.g. tiny)")
@@ -400,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrency", type=int, default=2, help="requests computed at once")
     parser.add_argument("--max-queue", type=int, default=8, help="requests allowed to wait; beyond: 503 + Retry-After")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
+    parser.add_argument("--threads", type=parse_threads, default="auto", metavar="N", help=THREADS_HELP)
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="the server's log level")
     parser.add_argument("--api-key", default=None, help=f"require this key on every request (default: ${API_KEY_ENV}); "
                         "clients send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")  # fmt: skip
@@ -419,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with warnings.catch_warnings():  # printed below, once, in the service's words
         warnings.simplefilter("ignore", UntrainedModelWarning)
-        predictor = SocialFusion.from_pretrained(args.ckpt, device=args.device)  # a wrong path: UserError, for the dispatcher
+        predictor = SocialFusion.from_pretrained(args.ckpt, device=args.device, threads=args.threads)  # a wrong path: UserError, for the dispatcher
     app = create_app(
         predictor,
         max_upload_bytes=int(args.max_upload_mb * MB),
@@ -432,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model card: {predictor.card_summary}", file=sys.stderr)
     if predictor.warning:
         print(f"WARNING: {predictor.warning}", file=sys.stderr)
-    print(f"serving {predictor.name} on http://{args.host}:{args.port}/ (docs: /docs)", file=sys.stderr)
+    print(f"serving {predictor.name} on http://{args.host}:{args.port}/ (docs: /docs; {predictor.threads} CPU threads)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
