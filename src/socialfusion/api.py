@@ -426,7 +426,7 @@ class SocialFusion:
                       progress: bool = False) -> dict | list[dict]:  # fmt: skip
         """A clip (video file or folder of frames; a list of them gives a list) sampled at `fps`: detection per
         frame, boxes linked into tracks, every task per track and frame. Returns the clip's summary (per track:
-        frames seen, label fractions, the dominant label, gaze targets) with "frames", the per-frame rows, unless
+        frames seen, label fractions, the dominant label, gaze targets) with "rows", the per-frame rows, unless
         `on_frame(row, image)` takes each row as it comes (constant memory). See `socialfusion.clips`."""
         from .clips import predict_clip
 

@@ -1,7 +1,7 @@
 """A clip in, answers per person and frame: sampled frames -> detection -> IoU tracks -> every task per track.
 
     summary = predict_clip(predictor, "street.mp4", tasks=["lam", "expression", "gaze"], fps=2)
-    summary["frames"][0]["tracks"]   # per frame: each tracked face / hand / person with its boxes and answers
+    summary["rows"][0]["tracks"]     # per frame: each tracked face / hand / person with its boxes and answers
     summary["tracks"]                # per track: frames seen, label fractions, dominant label, gaze targets
 
 A clip is a video file (decoded with PyAV, the `video` extra) sampled at `fps` frames per second the way ffmpeg's
@@ -69,7 +69,14 @@ def probe(path: str | Path, fps: float = DEFAULT_FPS) -> ClipInfo:
         files = _frame_files(path)
         if not files:
             raise ClipError(f"{path}: a folder of frames with no image in it (image files end in {', '.join(sorted(IMAGE_SUFFIXES))})")
-        w, h = image_size(files[0])
+        for file in files:  # the first frame that opens gives the size (a broken one is skipped when read)
+            try:
+                w, h = image_size(file)
+                break
+            except ImageError:
+                continue
+        else:
+            raise ClipError(f"{path}: none of its {len(files)} image files opens as an image")
         _check_size(path, w, h)
         return ClipInfo(str(path), "frames", w, h, None, None, len(files))
     if not path.is_file():
@@ -204,7 +211,7 @@ def predict_frame(predictor, image, dets, ids, groups: dict[str, list[str]]) -> 
 def predict_clip(predictor, clip: str | Path, tasks="all", fps: float = DEFAULT_FPS, on_frame: Callable | None = None,
                  progress: bool = False, threads: int | None = None) -> dict:  # fmt: skip
     """Every sampled frame of `clip` through detection, tracking and the tasks; the clip's summary (module
-    docstring). `on_frame(row, image)` receives each frame's row as it is made (the rows are then not kept)."""
+    docstring), with the frames' rows in "rows" unless `on_frame(row, image)` receives each row as it is made."""
     from tqdm.auto import tqdm
 
     from . import detect as detection
@@ -236,7 +243,7 @@ def predict_clip(predictor, clip: str | Path, tasks="all", fps: float = DEFAULT_
     summary.check_length()
     out = summary.result()
     if on_frame is None:
-        out["frames"] = kept
+        out["rows"] = kept
     return out
 
 

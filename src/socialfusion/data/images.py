@@ -25,7 +25,7 @@ _ORIENTATION_TAG = 0x0112
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
 
-_SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF, ..."
+_SUPPORTED = "not JPEG, PNG, WebP, GIF, BMP, TIFF or another format Pillow reads"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}  # what a folder of images holds
 
 
@@ -75,7 +75,7 @@ def _open_stream(source, name, limit: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:  # the warning if -W error
         raise ImageError(path, "refused as a decompression bomb", str(err)) from err
     except UnidentifiedImageError as err:  # its message names the source object (`<_io.BytesIO object at 0x...>`)
-        raise ImageError(path, "not a readable image", f"not a format Pillow reads ({_SUPPORTED})") from err
+        raise ImageError(path, "not a readable image", _SUPPORTED) from err
     except Exception as err:  # OSError, SyntaxError, ...: all mean "not a usable image"
         raise ImageError(path, "not a readable image", f"{type(err).__name__}: {err}") from err
     # Pillow only warns between 1x and 2x its own limit and errors above; this check makes our limit a hard one
