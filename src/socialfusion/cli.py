@@ -3,6 +3,11 @@
 This dispatcher is the one place that turns a user error (`socialfusion.errors.UserError`: a wrong path, a missing
 dataset, an unknown key or task...) into `error: ...` (+ `hint: ...`) and exit status 2. Anything else is a bug
 and keeps its traceback. `--debug` and `--verbose` work anywhere on the line, for every verb.
+
+Exit status, the same rule for every verb (docs/USAGE.md, "Exit status"): 0 the verb did its work; 1 it ran to the
+end but produced nothing (every input skipped) or a check it runs failed (`data validate` over its bad fraction);
+2 a user error (this module's one line, or argparse's usage message); 3 a bug: the traceback, then a line saying
+so (only from the console script; an in-process caller of `main(argv)` gets the exception itself).
 """
 
 from __future__ import annotations
@@ -66,8 +71,22 @@ def _console_env(flags: set[str]):
                 os.environ[var] = value
 
 
+BUG_STATUS = 3
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # the console script: a bug is exit status 3 (1 already means "nothing came out")
+        try:
+            return _main(sys.argv[1:])
+        except Exception:
+            traceback.print_exc()
+            print("socialfusion: internal error (a bug, not a problem with your input): please report it with the traceback above",
+                  file=sys.stderr)  # fmt: skip
+            return BUG_STATUS
+    return _main(list(argv))
+
+
+def _main(argv: list[str]) -> int:
     flags = {a for a in argv if a in CONSOLE_FLAGS}
     argv = [a for a in argv if a not in CONSOLE_FLAGS]
     if not argv or argv[0] in ("-h", "--help"):
