@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     from socialfusion.config import select_tasks
 
-    config = select_tasks(demo_config(preset, data, steps, ["train.warmup_steps=1"] if args.smoke else []), tasks)
+    fixed = {"steps": steps, "eval_every": 0, "patience": 0}  # each candidate trains a fixed number of steps
+    config = select_tasks(demo_config(preset, data, fixed, ["train.warmup_steps=1"] if args.smoke else []), tasks)
     result = select(config, out, tasks, candidates)
     result["smoke"] = args.smoke
     text = markdown(result)

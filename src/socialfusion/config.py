@@ -178,9 +178,15 @@ class TaskDataConfig:
     # adapter name (registry); None = the task's default dataset
     dataset: str | None = None
     root: str | None = None
+    # The three roles of a study (docs/DATASETS.md "Splits"): train_split trains, val_split *selects* (evaluation
+    # during training, early stopping, checkpoints/best, the probes' regularisation), test_split *reports* (scored
+    # once, by nothing chosen on it). HOLDOUT ("holdout") names a selection split carved from train_split for a
+    # benchmark without public test labels, where the official val reports (`data/holdout.py`).
     train_split: str = "train"
     val_split: str = "val"
     test_split: str | None = None
+    # share of train_split's groups (a clip, a HaGRID user, else an image) held out when a split is "holdout"
+    holdout_fraction: float = 0.15
     adapter_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
     loss_weight: float = 1.0
@@ -535,6 +541,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{where}: task {td.task!r} has no default dataset; set `dataset` (e.g. jsonl)")
         if td.loss_weight < 0:
             raise ConfigError(f"{where}.loss_weight must be >= 0")
+        _check_splits(td, where)
     for name in ("steps", "batch_size", "grad_accum", "eval_batch_size"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name} must be >= 1")
@@ -547,6 +554,17 @@ def validate(config: Config) -> None:
         raise ConfigError(f"train.prefetch_factor must be >= 1, got {t.prefetch_factor}")
     if t.feature_cache_max_gb < 0 or t.feature_cache_runs < 1:
         raise ConfigError("train.feature_cache_max_gb must be >= 0 and train.feature_cache_runs >= 1")
+
+
+def _check_splits(td: TaskDataConfig, where: str) -> None:
+    """The roles stay apart: nothing selected on a split is reported on it, and a holdout never trains."""
+    if td.train_split == "holdout":
+        raise ConfigError(f"{where}.train_split: 'holdout' is carved from the training split; it cannot be one")
+    if td.test_split is not None and td.test_split == td.val_split:
+        raise ConfigError(f"{where}: val_split (selection) and test_split (report) are both {td.val_split!r}; a reported score "
+                          "must come from a split no choice has seen (set val_split: holdout to carve a selection split from train)")
+    if not 0.0 < td.holdout_fraction < 1.0:
+        raise ConfigError(f"{where}.holdout_fraction must be in (0, 1), got {td.holdout_fraction}")
 
 
 def dump_yaml(config: Config) -> str:

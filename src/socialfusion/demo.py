@@ -15,12 +15,15 @@ from pathlib import Path
 
 DATASET_DIRS = {"lam": "ego4d_lam", "expression": "affectnet", "gesture": "hagrid", "relation": "pisc", "gaze": "gazefollow_extended"}
 SCALES = {
-    # n: synthetic training samples per task; steps: optimisation steps of each single-task model (the joint
-    # model gets steps x 5: the same number of its own batches per task, "equal-steps-per-task"). The full scale
-    # is sized for the 15-minute budget on 2 cores: at n=160 the single-task models memorised their training set
-    # (expression val at chance while its train loss fell); at n=400 each training sample is drawn about twice.
-    "quick": {"n": 32, "steps": 10, "plan": {"probe_layers": [-1], "probe_samples": 32, "gradconf_batches": 2, "probe_gaze_steps": 30}},
-    "full": {"n": 400, "steps": 90, "plan": {"probe_layers": [-1, -6], "probe_samples": 100, "gradconf_batches": 16, "probe_gaze_steps": 100}},
+    # n: synthetic training samples per task (a 15 % holdout of lam's clips, expression's and gaze's images selects,
+    # docs/DATASETS.md "Splits"); steps: the cap of each single-task model (the joint model's is steps x 5, the sum
+    # of the single-task caps); eval_every / patience: the plateau rule (an evaluation on the selection split every
+    # eval_every steps, a stop after `patience` evaluations without a new best; the joint model evaluates every
+    # eval_every x 5 steps). The full scale is sized for the 15-minute budget on 2 cores (docs/DEMO.md).
+    "quick": {"n": 32, "steps": 10, "eval_every": 5, "patience": 1,
+              "plan": {"probe_layers": [-1], "probe_samples": 32, "gradconf_batches": 2, "probe_gaze_steps": 30}},
+    "full": {"n": 400, "steps": 300, "eval_every": 25, "patience": 3,
+             "plan": {"probe_layers": [-1, -6], "probe_samples": 100, "gradconf_batches": 16, "probe_gaze_steps": 100}},
 }
 
 
@@ -32,14 +35,16 @@ DEMO_LR_ENCODER = 2e-5
 def demo_plan(scale: str) -> "StudyPlan":
     from .study import StudyPlan
 
-    return StudyPlan(budget="equal-steps-per-task", probe_pools=["box", "pair"], **SCALES[scale]["plan"])
+    return StudyPlan(budget="plateau", probe_pools=["box", "pair"], **SCALES[scale]["plan"])
 
 
-def demo_config(preset: str, data_dir: Path, steps: int, overrides: list[str]):
+def demo_config(preset: str, data_dir: Path, scale: dict, overrides: list[str]):
+    """The preset on the synthetic benchmark at `scale` (its step cap and plateau rule), then the user's overrides."""
     from .config import load_config
 
     roots = [f"data.tasks.{i}.root={data_dir / DATASET_DIRS[t]}" for i, t in enumerate(DATASET_DIRS)]
-    config = load_config(preset, roots + [f"train.steps={steps}"] + list(overrides))
+    protocol = [f"train.steps={scale['steps']}", f"train.eval_every={scale['eval_every']}", f"train.early_stop_patience={scale['patience']}"]
+    config = load_config(preset, roots + protocol + list(overrides))
     if [td.task for td in config.data.tasks] != list(DATASET_DIRS):
         raise ValueError(f"the demo expects the five tasks in the order {list(DATASET_DIRS)}")
     return config
@@ -68,7 +73,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--config", default="default", help="preset or YAML (default: the embedded default)")
     p.add_argument("--quick", action="store_true", help="a smaller run (under 3 minutes)")
     p.add_argument("--n", type=int, help="synthetic training samples per task")
-    p.add_argument("--steps", type=int, help="training steps per model")
+    p.add_argument("--steps", type=int, help="the step cap of each single-task model (the joint model's: x 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--with-baseline", action="store_true",
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     data_summary = ensure_data(out / "data", n, args.seed)
     timings = {"synthetic benchmark": round(time.perf_counter() - t0, 1)}
     print(f"   synthetic benchmark: {timings['synthetic benchmark']} s", flush=True)
-    config = demo_config(args.config, out / "data", args.steps or scale["steps"], args.overrides)
+    config = demo_config(args.config, out / "data", {**scale, "steps": args.steps or scale["steps"]}, args.overrides)
     check_plan(config, plan)
     res = run_study(config, out, plan, progress=not args.no_progress, data_summary=data_summary, timings=timings,
                     data_key={"synthetic": {"n": n, "seed": args.seed}}, stages=split_list(args.stages) or [])

@@ -16,7 +16,7 @@ from .eval.intervals import fmt_ci
 
 
 def chance_levels(val_sets: dict) -> dict[str, dict]:
-    """What a model that ignores the image scores on each validation split, for the primary metric (`Task.chance`)."""
+    """What a model that ignores the image scores on each evaluated split, for the primary metric (`Task.chance`)."""
     return {name: {"metric": ds.task.primary_metric, "chance": ds.task.chance(ds.samples)} for name, ds in val_sets.items()}
 
 
@@ -34,8 +34,9 @@ def example_predictions(model, dataset, k: int = 4) -> tuple[list, list]:
 
 
 def metric_bars(rows: list[dict], path: Path, title: str) -> Path:
-    """One bar per task: its primary metric with the 95 % interval as an error bar and the chance level as a dashed
-    line across the bar (drawn here: the report sits beside the analyses, not above their plotting module)."""
+    """One bar per task: its primary metric with the 95 % interval as an error bar, the chance level as a dashed
+    line across the bar and, where a row has one, the best linear probe of the frozen features as a dotted line
+    (drawn here: the report sits beside the analyses, not above their plotting module)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -53,12 +54,17 @@ def metric_bars(rows: list[dict], path: Path, title: str) -> Path:
         ax.text(i + 0.05, (ci[1] if ci else v) + 0.01, f"{v:.3f}", ha="left", va="bottom", fontsize=7)
         if r.get("chance") is not None and math.isfinite(r["chance"]):
             ax.hlines(r["chance"], i - 0.4, i + 0.4, colors="black", linestyles="dashed", linewidth=1.2)
+        if r.get("probe") is not None and math.isfinite(r["probe"]):
+            ax.hlines(r["probe"], i - 0.4, i + 0.4, colors="#c44e52", linestyles="dotted", linewidth=1.6)
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([f"{r['task']}\n({r['metric']})" for r in rows], fontsize=8)
     ax.set_ylim(0, 1.2)
     ax.set_ylabel("primary metric")
     ax.set_title(title)
-    ax.legend(handles=[Line2D([0], [0], color="black", linestyle="dashed", label="chance level")], fontsize=7, loc="upper right")
+    handles = [Line2D([0], [0], color="black", linestyle="dashed", label="chance level")]
+    if any(r.get("probe") is not None for r in rows):
+        handles.append(Line2D([0], [0], color="#c44e52", linestyle="dotted", label="best linear probe"))
+    ax.legend(handles=handles, fontsize=7, loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -159,6 +165,72 @@ def loss_curves_caption(log_every: int) -> str:
             "only; the joint run logs whichever task its logged step drew, so its curve has fewer points.")
 
 
+def selection_curves(runs: dict, tasks: list[str], primary: dict[str, str], probe_floor: dict[str, float], path: str | Path) -> Path:
+    """One panel per task: its primary metric on the selection split during training, for its single-task run and
+    for the joint run, against the batches of that task seen (the joint run's steps / number of tasks, which is
+    what a uniform sampler gives each task), a marker at each run's selected step, and the best linear probe of the
+    frozen features (on the report split) as a dotted line."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 2.9), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for name, style, scale in ((f"single-{task}", "-", 1), ("joint", "--", len(tasks))):
+            run = runs.get(name)
+            points = _eval_points(Path(run["dir"]) / "log.jsonl", task, primary[task]) if run else []
+            if not points:
+                continue
+            xs, ys = [p[0] / scale for p in points], [p[1] for p in points]
+            line, = ax.plot(xs, ys, style, marker=".", label="single-task" if scale == 1 else "joint")
+            best = (run.get("fit") or {}).get("best_step")
+            if best is not None and best in [p[0] for p in points]:
+                ax.plot(best / scale, dict(points)[best], "o", ms=9, mfc="none", color=line.get_color())
+        if probe_floor.get(task) is not None:
+            ax.axhline(probe_floor[task], color="#c44e52", linestyle="dotted", label="best linear probe")
+        ax.set_title(task)
+        ax.set_xlabel("batches of this task")
+        ax.set_ylabel(f"{primary[task]} (selection split)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def _eval_points(log: Path, task: str, metric: str) -> list[tuple[int, float]]:
+    """(step, the task's primary metric) of every evaluation in a run's log.jsonl."""
+    if not log.exists():
+        return []
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    points = {}
+    for r in rows:
+        value = ((r.get("eval") or {}).get(task) or {}).get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            points[r["step"]] = value  # a resumed run repeats an evaluation: the last one counts
+    return sorted(points.items())
+
+
+SELECTION_CAPTION = ("Learning curves: each task's primary metric on its selection split at every evaluation, the "
+                     "single-task run (solid) and the joint run (dashed, against its steps / number of tasks: the batches "
+                     "of this task it has seen); circled: the step each model was selected at (its best evaluation), whose "
+                     "weights are scored on the report split. Dotted: the best linear probe of the frozen encoder on the "
+                     "report split, the floor a trained model should reach.")
+
+
+def probe_floor(probe: dict, encoder: str | None = None) -> dict[str, float]:
+    """{task: the best probe value of the config's encoder over layers and poolings} (the probe's first encoder)."""
+    results = (probe or {}).get("results") or []
+    encoder = encoder or next(iter((probe or {}).get("encoders") or {}), None)
+    out: dict[str, float] = {}
+    for r in results:
+        v = r.get("value")
+        if r.get("encoder") == encoder and isinstance(v, (int, float)) and math.isfinite(v):
+            out[r["task"]] = max(out.get(r["task"], -math.inf), v)
+    return out
+
+
 PAPER_CLAIM = ("The paper (Tahboub et al., arXiv 2512.01148) reports positive transfer on all five tasks for SocialFusion "
                "(frozen encoder, connector, box mask, LoRA) and negative transfer for VLMs trained on the same tasks.")
 QUESTION = ("Does training one model on all five social tasks make each task better (positive transfer) or worse (negative "
@@ -166,8 +238,8 @@ QUESTION = ("Does training one model on all five social tasks make each task bet
 
 
 def _run_counts(transfer: dict) -> dict[str, dict[str, int]]:
-    """{task: {"train": n, "val": n, "synthetic": bool}}: training samples from the joint run's manifest.json (what it
-    read), evaluated samples from its metrics."""
+    """{task: {"train": n, "selection": n, "report": n, "synthetic": bool}}: training and selection samples from the
+    joint run's manifest.json (what it read), reported samples from its metrics."""
     joint = transfer["runs"]["socialfusion"]["joint"]
     path = Path(joint["dir"]) / "manifest.json"
     out: dict[str, dict] = {}
@@ -175,9 +247,27 @@ def _run_counts(transfer: dict) -> dict[str, dict[str, int]]:
         task, split = key.split("/", 1)
         if split == "train":
             out.setdefault(task, {}).update(train=rec.get("n"), synthetic=rec.get("synthetic"))
+        elif split == "val":
+            out.setdefault(task, {})["selection"] = rec.get("n")
     for task, m in (joint.get("metrics") or {}).items():
-        out.setdefault(task, {})["val"] = (m or {}).get("n")
+        out.setdefault(task, {})["report"] = (m or {}).get("n")
     return out
+
+
+def _training_words(transfer: dict, seeds: list) -> str:
+    """How the models were trained and scored: the budget, and per run how long it trained and why it stopped."""
+    steps = transfer.get("families", {}).get("socialfusion", {}).get("steps", {})
+    runs = transfer.get("runs", {}).get("socialfusion", {})
+    if transfer.get("budget") == "plateau":
+        fits = "; ".join(f"{name} {(r.get('fit') or {}).get('steps')} steps (selected at {(r.get('fit') or {}).get('best_step')}, "
+                         f"{((r.get('fit') or {}).get('stop_reason') or '?').split(':')[0]})" for name, r in runs.items())
+        how = (f"each model trained until its mean primary metric on the selection split stopped improving (at most {steps.get('single')} "
+               f"steps per single-task model, {steps.get('joint')} for the joint one), scored at its best evaluation; seed {seeds[0] if seeds else '?'}: {fits}")
+    else:
+        how = f"{steps.get('single')} steps per single-task model, {steps.get('joint')} for the joint one, scored at the last step"
+    return (f"Training: config `{transfer.get('config')}`, budget `{transfer.get('budget')}`: {how}. {len(seeds)} seed(s) "
+            f"({', '.join(map(str, seeds))}); scores on each task's report split, which no choice has seen, with the official protocols; "
+            f"intervals: {transfer.get('interval', '95 %')}.")
 
 
 def study_overview(transfer: dict, plan: dict | None = None) -> str:
@@ -188,13 +278,12 @@ def study_overview(transfer: dict, plan: dict | None = None) -> str:
     seeds = transfer.get("families", {}).get("socialfusion", {}).get("seeds") or []
     lines = [f"**Question.** {QUESTION} {PAPER_CLAIM}", ""]
     data = "synthetic social scenes in the five official layouts (labels decidable from the pixels)" if synthetic else "the datasets at the config's roots"
-    sizes = "; ".join(f"{t} {c.get('train', '?')} train / {c.get('val', '?')} val" for t, c in counts.items())
+    splits = transfer.get("splits") or {}
+    sizes = "; ".join(f"{t} {c.get('train', '?')} train / {c.get('selection', '?')} selection ({(splits.get(t) or {}).get('selection', '?')}) / "
+                      f"{c.get('report', '?')} report ({(splits.get(t) or {}).get('report', '?')})" for t, c in counts.items())
     fams = transfer.get("families", {})
     lines.append(f"**What was run.** Data: {data}" + (f" ({sizes})." if sizes else "."))
-    steps = fams.get("socialfusion", {}).get("steps", {})
-    lines.append(f"Training: config `{transfer.get('config')}`, budget `{transfer.get('budget')}` ({steps.get('single')} steps per single-task "
-                 f"model, {steps.get('joint')} for the joint one), {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); metrics on the "
-                 f"{transfer.get('split', 'val')} split with the official protocols; intervals: {transfer.get('interval', '95 %')}.")
+    lines.append(_training_words(transfer, seeds))
     others = [f"`{name}` ({'joint run only: ' if f.get('joint_variant_of') else ''}{', '.join(f['overrides'])})" for name, f in fams.items() if name != "socialfusion"]
     if others:
         lines.append("Also run through the same protocol: " + "; ".join(others) + ".")
@@ -237,8 +326,9 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
     figs.mkdir(parents=True, exist_ok=True)
     report = SkipReport()
     _, input_fn = sample_inputs(model, config)
-    val_sets = build_task_datasets(config, model.tasks, "val", input_fn, report)
+    val_sets = build_task_datasets(config, model.tasks, "test", input_fn, report)  # the report split (transfer.REPORT_ROLE)
     chance = chance_levels(val_sets)
+    floor = probe_floor(probe)
     joint = transfer["runs"]["socialfusion"]["joint"]["metrics"]
     rows, ok = [], True
     for name, ch in chance.items():
@@ -249,12 +339,17 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
         ok &= above
         rows.append({"task": name, "metric": ch["metric"], "value": value, "ci": ci, "chance": ch["chance"], "above_chance": above,
                      # "clearly": the whole 95 % interval lies above chance, not just the point estimate
-                     "clearly_above_chance": bool(ci and ci[0] > ch["chance"]), "n": m.get("n")})
+                     "clearly_above_chance": bool(ci and ci[0] > ch["chance"]), "n": m.get("n"), "probe": floor.get(name)})
     figures, captions = {}, {}
-    figures["metrics"] = metric_bars(rows, figs / "metrics.png", "Joint five-task model on the validation split")
-    captions["metrics"] = ("Primary metric of the joint five-task model on each task's validation split. Error bars: 95 % percentile "
-                           "bootstrap intervals over the validation samples; dashed line: the chance level (a model that ignores the image).")
+    figures["metrics"] = metric_bars(rows, figs / "metrics.png", "Joint five-task model on the report split")
+    captions["metrics"] = ("Primary metric of the joint five-task model on each task's report split, at its selected step. Error bars: 95 % "
+                           "percentile bootstrap intervals over the report samples; dashed line: the chance level (a model that ignores the "
+                           "image); dotted line: the best linear probe of the frozen encoder's features on the same split.")
     family = transfer["runs"]["socialfusion"]
+    if any((run.get("fit") or {}).get("curve") for run in family.values()):
+        primary = {name: ds.task.primary_metric for name, ds in val_sets.items()}
+        figures["learning_curves"] = selection_curves(family, list(val_sets), primary, floor, figs / "learning_curves.png")
+        captions["learning_curves"] = SELECTION_CAPTION
     single_logs = {t: Path(family[f"single-{t}"]["dir"]) / "log.jsonl" for t in val_sets if f"single-{t}" in family}
     if single_logs and all(p.exists() for p in single_logs.values()) and (Path(family["joint"]["dir"]) / "log.jsonl").exists():
         figures["loss_curves"] = loss_curves(single_logs, Path(family["joint"]["dir"]) / "log.jsonl", figs / "loss_curves.png")
@@ -268,13 +363,14 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
         captions.update(res.get("captions", {}) if isinstance(res, dict) else {})
     captions = {k: captions.get(k) or _task_figure_caption(k) for k in figures}
 
-    metric_md = "| task | primary metric | joint model (val) [95 % interval] | chance | above chance | n |\n|---|---|---|---|---|---|\n"
-    metric_md += "".join(f"| {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | {r['chance']:.4f} | {_above_words(r)} | {r['n']} |\n" for r in rows)
-    metric_md += ("\nIntervals: 95 % percentile bootstrap over the validation samples. \"yes\": the whole interval lies above "
+    metric_md = "| task | primary metric | joint model (report split) [95 % interval] | best linear probe | chance | above chance | n |\n|---|---|---|---|---|---|---|\n"
+    metric_md += "".join(f"| {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | {fmt_ci(r['probe'], None)} | {r['chance']:.4f} | {_above_words(r)} | {r['n']} |\n"
+                         for r in rows)
+    metric_md += ("\nIntervals: 95 % percentile bootstrap over the report split's samples. \"yes\": the whole interval lies above "
                   "chance; \"within noise\": the value is above chance but the interval reaches it; \"no\": at or below chance.\n")
     sections = [
         ("The question and the answer", study_overview(transfer, plan)),
-        ("Per-task metrics of the joint five-task model (official metrics, held-out split)", metric_md),
+        ("Per-task metrics of the joint five-task model (official metrics, report split)", metric_md),
         ("Transfer: single-task vs joint training", transfer.get("markdown", "")),
         ("Linear probes of the frozen encoder (decodability)", probe.get("markdown", "")),
         ("Gradient conflict between tasks (compatibility)", gradconf.get("markdown", "")),

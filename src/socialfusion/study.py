@@ -4,12 +4,14 @@ Stages, in order (each writes its own folder under OUT and its result JSON):
 
 1. **transfer** (`analysis/transfer.py`): a single-task model per task and a joint model, for the configured model
    and every `--baseline` family (e.g. a VLM-style model with its encoder trained), every `--variant` of the joint
-   run, over `--seeds` seeds; official metrics on val with 95 % intervals; the positive / negative / within-noise
-   call per task.
+   run, over `--seeds` seeds. Under `--budget plateau` (the default) every model trains until its metric on the
+   selection split (val_split) stops improving and is scored once, at its best step, on the report split
+   (test_split) with the official metrics and 95 % intervals; the positive / negative / within-noise call per task.
 2. **gradconf** (`analysis/gradconf.py`): gradient conflict between the tasks at the joint model's final weights,
    over `--gradconf-batches` batches (>= 16 for conflict frequencies that mean something).
 3. **probe** (`analysis/probe.py`): linear probes of the frozen features of any `--encoders` (presets, HF ids,
-   `vlm:<id>` for a VLM's vision tower; default: the config's encoder).
+   `vlm:<id>` for a VLM's vision tower; default: the config's encoder), regularisation chosen on each task's
+   selection split, scored on its report split.
 4. **report** (`report.py`): report.md / report.html, opening with the question, what was run and the answer per
    task against the paper's claim.
 
@@ -39,7 +41,7 @@ LABELS = {"transfer": "transfer: single-task and joint training + evaluation", "
 class StudyPlan:
     """What a study runs besides the config: the protocol of each stage."""
 
-    budget: str = "equal-steps-per-task"
+    budget: str = "plateau"
     seeds: int = 1
     baselines: dict[str, list[str]] = field(default_factory=dict)
     variants: dict[str, list[str]] = field(default_factory=dict)

@@ -13,7 +13,7 @@ TASKS = ["lam", "expression", "gesture", "relation", "gaze"]
 
 def test_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = demo_main(["--out", str(out), "--config", "tiny", "--quick", "--n", "8", "--steps", "2", "--no-progress",
+    rc = demo_main(["--out", str(out), "--config", "tiny", "--quick", "--n", "24", "--steps", "2", "--no-progress",
                     f"train.cache_dir={tmp_path / 'cache'}"])
     assert rc == 0
     printed = capsys.readouterr().out

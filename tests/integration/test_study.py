@@ -25,7 +25,8 @@ def study(tmp_path_factory):
     argv = ["study", "tiny", "--out", str(out), "--tasks", "lam,expression", "--seeds", "2", "--gradconf-batches", "2",
             "--probe-samples", "16", "--probe-layers", "-1", "--probe-gaze-steps", "5", "--resamples", "50", "--no-progress",
             "--variant", "mixed=data.sampler=round_robin,train.grad_accum=2,train.steps=2",
-            "train.steps=2", "train.warmup_steps=1", f"train.cache_dir={root / 'cache'}", "train.eval_batch_size=8"]
+            "train.steps=2", "train.warmup_steps=1", f"train.cache_dir={root / 'cache'}", "train.eval_batch_size=8",
+            "train.eval_every=1", "train.early_stop_patience=1"]  # the plateau protocol at the tiny scale
     argv += [f"data.tasks.{t}.root={root / 'data' / d}" for t, d in DIRS.items()]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models run fastest single-threaded
@@ -58,7 +59,9 @@ def test_study_runs_every_stage_and_opens_with_the_answer(study):
     opening = md.split("## The question and the answer", 1)[1].split("\n## ", 1)[0]
     assert "**Question.**" in opening and "**What was run.**" in opening and "**Answer.**" in opening
     assert "synthetic social scenes" in opening
-    assert re.search(r"lam \d+ train / \d+ val; expression \d+ train / \d+ val", opening)  # from the runs' manifest and metrics
+    # from the runs' manifest and metrics: lam and expression select on a holdout of train and report on val
+    assert re.search(r"lam \d+ train / \d+ selection \(holdout\) / \d+ report \(val\); expression \d+ train / \d+ selection \(holdout\) / \d+ report \(val\)", opening)
+    assert "scored at its best evaluation" in opening
     for family in ("| socialfusion |", "| socialfusion:mixed |"):
         assert family in opening
     assert "Against the paper's claim: SocialFusion here shows positive transfer on" in opening

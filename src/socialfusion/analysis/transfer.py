@@ -13,18 +13,27 @@ training seed + 0..K-1) and the interval is a Student-t interval of the per-seed
 the training noise the bootstrap cannot see. A transfer is called "positive" or "negative" only when its interval
 excludes zero, otherwise "within noise".
 
-Budgets: `equal-total-steps` (default): every run, single or joint, gets train.steps optimiser steps.
-`equal-steps-per-task`: each single-task run gets train.steps, the joint run train.steps x number of tasks (so it
-sees each task about as often as its single-task model did, under a uniform sampler).
+Splits: every model is *selected* on each task's val_split and *reported* once on its test_split (docs/DATASETS.md
+"Splits"; for Ego4D LAM, AffectNet and GazeFollow the selection split is a holdout carved from train and the report
+split the official val / test), so no reported score comes from a split any choice has seen.
+
+Budgets: `plateau` (default): each model trains until its mean primary metric on the selection split stops
+improving (evaluation every train.eval_every steps, stop after train.early_stop_patience evaluations without a new
+best, at most train.steps) and is reported at its best evaluation (checkpoints/best); the joint model's cap is the
+sum of the single-task caps (train.steps x tasks) and it evaluates every train.eval_every x tasks steps, i.e. after
+as many batches of each task as a single-task model between its evaluations. `equal-steps-per-task`: each
+single-task run gets train.steps, the joint run train.steps x number of tasks (it sees each task about as often as
+its single-task model did, under a uniform sampler), no early stopping, the last checkpoint reported (the paper's
+alternative reading). `equal-total-steps`: every run gets train.steps, last checkpoint reported.
 
 Runs live in OUT/<family>/single-<task>/ and OUT/<family>/joint/ (each a normal training run directory with its
-checkpoints and eval/results.json; OUT/<family>/seed-<s>/... with several seeds); the last checkpoint of each run is
-evaluated (same budget for all).
+checkpoints, fit.json and eval/results.json; OUT/<family>/seed-<s>/... with several seeds).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -37,7 +46,8 @@ from ..config import apply_overrides, select_tasks
 from ..eval.intervals import RESAMPLES, SEED, excludes_zero, fmt_ci, interval_info, paired_difference, percentile_interval, t_interval
 from . import write_json
 
-BUDGETS = ("equal-total-steps", "equal-steps-per-task")
+BUDGETS = ("plateau", "equal-steps-per-task", "equal-total-steps")
+REPORT_ROLE = "test"  # the split role every transfer score is reported on (TaskDataConfig.test_split)
 MAIN_FAMILY = "socialfusion"
 # the VLM-style family: the same model with its visual encoder trained (at train.lr_encoder) from pixels, as VLMs are
 VLM_STYLE = ["model.trainable.encoder=full", "train.feature_cache=off"]
@@ -78,9 +88,38 @@ def normalise_baselines(baselines, flag: str = "--baseline") -> dict[str, list[s
 
 
 def budget_steps(steps: int, n_tasks: int, budget: str) -> dict[str, int]:
+    """The step count (under `plateau`: the cap) of a single-task run and of the joint run."""
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
-    return {"single": steps, "joint": steps * n_tasks if budget == "equal-steps-per-task" else steps}
+    return {"single": steps, "joint": steps * n_tasks if budget != "equal-total-steps" else steps}
+
+
+def check_protocol(config, budget: str) -> None:
+    """Every task has a report split apart from its selection split, and `plateau` has what it stops on."""
+    from ..config import ConfigError
+
+    missing = [td.task for td in config.data.tasks if td.test_split is None]
+    if missing:
+        raise ConfigError(f"task(s) {', '.join(missing)} have no report split (data.tasks.<task>.test_split): a transfer reports every model on a "
+                          "split that nothing was selected on", hint="for a dataset without public test labels report on its val and select on a "
+                          "holdout carved from train: data.tasks.<task>.val_split=holdout data.tasks.<task>.test_split=val")
+    if budget == "plateau" and not (config.train.eval_every >= 1 and config.train.early_stop_patience >= 1):
+        raise ConfigError(f"budget plateau stops on the selection split: it needs train.eval_every >= 1 and train.early_stop_patience >= 1 "
+                          f"(got {config.train.eval_every} and {config.train.early_stop_patience})", hint="or use --budget equal-steps-per-task")
+
+
+def run_configs(config, tasks: list[str], steps: dict, budget: str) -> list[tuple[str, object]]:
+    """(run name, config) of one seed's single-task runs and its joint run under `budget`."""
+    n = len(tasks)
+    if budget == "plateau":
+        t = config.train
+        single = [f"train.steps={steps['single']}"]
+        joint = [f"train.steps={steps['joint']}", f"train.eval_every={t.eval_every * n}"]
+    else:  # a fixed number of steps, reported at the last one
+        single = [f"train.steps={steps['single']}", "train.early_stop_patience=0"]
+        joint = [f"train.steps={steps['joint']}", "train.early_stop_patience=0"]
+    plan = [(f"single-{t}", apply_overrides(select_tasks(config, [t]), single)) for t in tasks]
+    return plan + [("joint", apply_overrides(config, joint))]
 
 
 CALLS = {1: "positive", -1: "negative", 0: "within noise"}
@@ -104,7 +143,7 @@ def transfer_row(metric: str, single: dict | None, joint: dict | None, paired: d
             "delta": delta, "delta_ci": paired.get("delta") if delta is not None else None,
             "relative": rel, "relative_ci": paired.get("relative") if rel is not None else None,
             "transfer": None if delta is None else CALLS[excludes_zero(paired.get("delta"))],
-            "n": paired.get("n"), "interval": "paired bootstrap over val samples" if paired.get("delta") else None}
+            "n": paired.get("n"), "interval": "paired bootstrap over report-split samples" if paired.get("delta") else None}
 
 
 def seeds_row(rows: list[dict]) -> dict:
@@ -135,9 +174,10 @@ def mean_relative(rows: dict[str, dict], relative_samples: dict[str, np.ndarray]
 
 
 # ------------------------------------------------------------------------------------------- runs
-def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resume: bool, resamples: int) -> tuple[dict, dict]:
-    """Train (unless `resume` finds this run finished with the same config) and evaluate the last checkpoint on
-    val: (metrics with intervals, {task: (sample ids, bootstrap statistic)} for the paired comparison)."""
+def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resume: bool, resamples: int) -> tuple[dict, dict, dict]:
+    """Train (unless `resume` finds this run finished with the same config) and evaluate its selected checkpoint
+    (best under early stopping, else last) on the report split: (metrics with intervals, {task: (sample ids,
+    bootstrap statistic)} for the paired comparison, the run's fit record with the checkpoint evaluated)."""
     from ..config import dump_yaml
     from ..eval.evaluate import evaluate_model
     from ..models.checkpoint import load_model
@@ -149,12 +189,15 @@ def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resu
     finished = resume and results_path.exists() and cfg_path.exists() and _same_config(cfg_path, config)
     if not finished:
         train(config, run_dir, resume=resume, progress=progress, device=device)
+    fit = json.loads((run_dir / "fit.json").read_text())
+    selected = "best" if config.train.early_stop_patience and (run_dir / "checkpoints" / "best" / "COMPLETE").exists() else "last"
+    fit["checkpoint"] = str(run_dir / "checkpoints" / selected)
     # a finished run is evaluated again (no training): the paired bootstrap needs its per-sample predictions
-    model, _ = load_model(run_dir / "checkpoints" / "last")
+    model, _ = load_model(Path(fit["checkpoint"]))
     dev = resolve_device(device)
     model.to(dev)
-    results = evaluate_model(model, config, run_dir / "eval", split="val", device=dev, progress=progress, resamples=resamples, keep_resamplers=True)
-    return results["metrics"], results["resamplers"]
+    results = evaluate_model(model, config, run_dir / "eval", split=REPORT_ROLE, device=dev, progress=progress, resamples=resamples, keep_resamplers=True)
+    return results["metrics"], results["resamplers"], fit
 
 
 def _same_config(saved: Path, config) -> bool:
@@ -187,9 +230,9 @@ def _with_seed(config, k: int):
 def _run(name: str, cfg, out_dir: Path, progress: bool, device: str, resume: bool, resamples: int) -> tuple[dict, dict]:
     run_dir = out_dir / name
     t0 = time.perf_counter()
-    metrics, stats = _train_and_evaluate(cfg, run_dir, progress, device, resume, resamples)
-    run = {"dir": str(run_dir), "checkpoint": str(run_dir / "checkpoints" / "last"), "steps": cfg.train.steps,
-           "seed": cfg.train.seed, "metrics": metrics, "seconds": time.perf_counter() - t0}
+    metrics, stats, fit = _train_and_evaluate(cfg, run_dir, progress, device, resume, resamples)
+    run = {"dir": str(run_dir), "checkpoint": fit.pop("checkpoint"), "steps": fit["steps"], "cap": cfg.train.steps, "seed": cfg.train.seed,
+           "metrics": metrics, "fit": fit, "seconds": time.perf_counter() - t0}
     return run, stats
 
 
@@ -211,12 +254,11 @@ def _compare(tasks: list[str], task_defs: dict, runs: dict, stats: dict, resampl
     return {"tasks": rows, "single_metrics": single, "joint_metrics": joint, "mean_relative": mean, "mean_relative_ci": mean_ci, "runs": runs}
 
 
-def _one_seed(config, out_dir: Path, tasks: list[str], steps: dict, task_defs: dict, progress: bool, device: str, resume: bool,
+def _one_seed(config, out_dir: Path, tasks: list[str], steps: dict, budget: str, task_defs: dict, progress: bool, device: str, resume: bool,
               resamples: int, variants: dict[str, list[str]]) -> dict:
     """One seed of a family: its single-task runs, its joint run, and the joint run of every variant (compared with
     the same single-task runs). {"family": rows..., "variants": {name: rows...}}."""
-    plan = [(f"single-{t}", apply_overrides(select_tasks(config, [t]), [f"train.steps={steps['single']}"])) for t in tasks]
-    plan.append(("joint", apply_overrides(config, [f"train.steps={steps['joint']}"])))
+    plan = run_configs(config, tasks, steps, budget)
     runs, stats = {}, {}
     for name, cfg in plan:
         runs[name], stats[name] = _run(name, cfg, out_dir, progress, device, resume, resamples)
@@ -263,7 +305,7 @@ def run_family(config, out_dir: Path, budget: str, progress: bool = True, device
     per_seed = {}
     for k, seed in enumerate(seed_list(config, seeds)):
         seed_dir = out_dir if seeds == 1 else out_dir / f"seed-{seed}"
-        per_seed[seed] = _one_seed(_with_seed(config, k), seed_dir, tasks, steps, task_defs, progress, device, resume, resamples, variants)
+        per_seed[seed] = _one_seed(_with_seed(config, k), seed_dir, tasks, steps, budget, task_defs, progress, device, resume, resamples, variants)
     out = _summarise({s: r["family"] for s, r in per_seed.items()}, tasks, steps)
     out["variants"] = {}
     for vname in variants:
@@ -273,7 +315,7 @@ def run_family(config, out_dir: Path, budget: str, progress: bool = True, device
     return out
 
 
-def run_transfer(config, out_dir, budget: str = "equal-total-steps", baselines=None, progress: bool = True, device: str = "auto", resume: bool = False,
+def run_transfer(config, out_dir, budget: str = "plateau", baselines=None, progress: bool = True, device: str = "auto", resume: bool = False,
                  seeds: int = 1, resamples: int = RESAMPLES, variants=None) -> dict:
     """Train and evaluate every family's single-task and joint models; write transfer.json/.md/.png; return the result.
 
@@ -290,6 +332,7 @@ def run_transfer(config, out_dir, budget: str = "equal-total-steps", baselines=N
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     budget_steps(config.train.steps, 1, budget)  # validate early
+    check_protocol(config, budget)
     seed_list(config, seeds)
     families = {MAIN_FAMILY: (config, [])}
     for name, overrides in normalise_baselines(baselines).items():
@@ -299,8 +342,9 @@ def run_transfer(config, out_dir, budget: str = "equal-total-steps", baselines=N
         apply_overrides(config, overrides)  # validate early
     tasks = [td.task for td in config.data.tasks]
     t0 = time.perf_counter()
-    interval = ("paired percentile bootstrap over val samples" if seeds == 1 else f"Student-t across {seeds} seeds") + ", 95 %"
-    result = {"config": config.name, "budget": budget, "split": "val", "tasks": tasks, "seeds": seeds, "interval": interval,
+    interval = ("paired percentile bootstrap over the report split's samples" if seeds == 1 else f"Student-t across {seeds} seeds") + ", 95 %"
+    splits = {td.task: {"train": td.train_split, "selection": td.val_split, "report": td.test_split} for td in config.data.tasks}
+    result = {"config": config.name, "budget": budget, "split": "report", "splits": splits, "tasks": tasks, "seeds": seeds, "interval": interval,
               "bootstrap": interval_info(resamples, SEED), "families": {}, "runs": {}}
     for name, (cfg, overrides) in families.items():
         if progress:
@@ -317,10 +361,27 @@ def run_transfer(config, out_dir, budget: str = "equal-total-steps", baselines=N
                   title=f"Transfer (joint vs single-task, {budget}, {result['split']} split)")
     result["figures"] = [str(out_dir / "transfer.png")]
     result["captions"] = {"transfer": transfer_caption(interval)}
-    result["markdown"] = main_table(result)
+    result["markdown"] = main_table(result) + "\n" + splits_line(result) + "\n\n" + fit_table(result)
     write_json(result, out_dir / "transfer.json")
     (out_dir / "transfer.md").write_text(markdown(result))
     return result
+
+
+def splits_line(result: dict) -> str:
+    """Which split selected and which reported, per task, and how each model's training ended."""
+    parts = [f"{t}: selected on `{r['selection']}`, reported on `{r['report']}`" for t, r in result.get("splits", {}).items()]
+    return "Splits (train / selection / report roles, docs/DATASETS.md): " + "; ".join(parts) + "."
+
+
+def fit_table(result: dict) -> str:
+    """Per run: steps trained, the cap, the selected step and why training stopped (the first seed's runs)."""
+    lines = ["| family | run | steps trained / cap | selected at step | stopped because |", "|---|---|---|---|---|"]
+    for name, runs in result.get("runs", {}).items():
+        for run_name, run in runs.items():
+            fit = run.get("fit") or {}
+            lines.append(f"| {name} | {run_name} | {fit.get('steps', run.get('steps'))} / {run.get('cap', '-')} | "
+                         f"{fit.get('best_step') if fit.get('best_step') is not None else 'last'} | {fit.get('stop_reason', '-')} |")
+    return "\n".join(lines) + "\n"
 
 
 def main_table(result: dict) -> str:
@@ -345,6 +406,8 @@ def markdown(result: dict) -> str:
         "interval of Δ excludes zero, otherwise within noise.",
         "",
         main_table(result).rstrip("\n"),
+        "",
+        splits_line(result),
     ]
     lines += ["", "| family | seeds | steps (single / joint) | positive | negative | within noise | mean relative Δ | overrides |", "|---|---|---|---|---|---|---|---|"]
     for name, fam in result["families"].items():
@@ -355,7 +418,7 @@ def markdown(result: dict) -> str:
         seeds = ", ".join(str(s) for s in fam.get("seeds", [])) or "-"
         lines.append(f"| {name} | {seeds} | {fam['steps']['single']} / {fam['steps']['joint']} | {fam['n_positive']} | {fam['n_negative']} | "
                      f"{fam['n_within_noise']} | {mean} | {ov} |")
-    lines.append("")
+    lines += ["", fit_table(result).rstrip("\n"), ""]
     return "\n".join(lines)
 
 
@@ -366,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="preset name (tiny, default, paper) or YAML file")
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line ")
     p.add_argument("--out", required=True, help="output folder (one run folder per model, transfer.json, transfer.md, figure)")
-    p.add_argument("--budget", default="equal-total-steps", choices=BUDGETS, help="how the joint model's steps compare with the single-task models'")
+    p.add_argument("--budget", default="plateau", choices=BUDGETS, help="plateau: every model trains until its selection metric stops improving (default); "
+                   "equal-steps-per-task / equal-total-steps: fixed step counts")
     p.add_argument("--baseline", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
                    help="another model family through the same protocol (repeat the flag for more), e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",

@@ -22,6 +22,7 @@ import torch
 
 from ..config import TaskDataConfig, TrainConfig, resolve_num_workers
 from ..tasks.base import Task
+from .holdout import HOLDOUT, carve
 from .schema import DataError, Sample
 from .skips import SkipReport
 
@@ -68,7 +69,9 @@ def load_split(td: TaskDataConfig, task: Task, split: str, report: SkipReport, r
 
     check_root(td)
     dataset = td.dataset or task.default_dataset
-    samples, _ = read_dataset(dataset, td.root, split, report=report, **adapter_options(td, task))
+    carved = HOLDOUT in (td.val_split, td.test_split) and split in (HOLDOUT, td.train_split)
+    source = td.train_split if split == HOLDOUT else split
+    samples, _ = read_dataset(dataset, td.root, source, report=report, **adapter_options(td, task))
     kept = []
     for s in samples:
         if s.task != task.name:
@@ -80,6 +83,8 @@ def load_split(td: TaskDataConfig, task: Task, split: str, report: SkipReport, r
             report.skip(f"{dataset}:{s.id}", str(err).split(": ", 1)[-1])
             continue
         kept.append(s)
+    if carved:  # the holdout's groups leave the training split (`data/holdout.py`)
+        kept = carve(samples, kept, td.holdout_fraction, HOLDOUT if split == HOLDOUT else "train", f"{dataset} {td.root} split {source!r}")
     return kept
 
 

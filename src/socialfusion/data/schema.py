@@ -40,7 +40,9 @@ class Sample:
 
     `image` is relative to `root` (the dataset root); `label` is a class index for classification tasks;
     `points` are normalised (x, y) gaze targets, one per annotator, for `gaze`; `inout` is 1 (target in frame),
-    0 (out of frame) or None (unknown); `meta` carries provenance (clip, frame, track, user id...).
+    0 (out of frame) or None (unknown); `meta` carries provenance (clip, frame, track, user id...). `meta["group"]`,
+    where an adapter sets it, names what stays on one side of a split carved from it (a clip, a user;
+    `data/holdout.py`).
     """
 
     id: str

@@ -107,9 +107,9 @@ def _unit(v) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------------- LAM
-def _lam_clip(root: Path, rng: np.random.Generator, video_uid: str, W: int, H: int) -> tuple[dict, int, int]:
+def _lam_clip(root: Path, rng: np.random.Generator, video_uid: str, W: int, H: int, max_frames: int = 12) -> tuple[dict, int, int]:
     clip_uid = _uuid(rng)
-    T = int(rng.integers(8, 13))
+    T = min(max_frames, int(rng.integers(8, 13)))
     n_persons = 1 if rng.random() < 0.4 else 2
     v0 = int(rng.integers(0, 40000))
     persons = []
@@ -208,7 +208,8 @@ def write_lam(root: Path, rng: np.random.Generator, n: int, S: int) -> dict:
             for _ in range(int(rng.integers(1, 3))):
                 if count >= target:
                     break
-                clip, c, p = _lam_clip(root, rng, video_uid, W, H)
+                # shorter clips for a small n, so even a small split has several clips to carve a holdout from
+                clip, c, p = _lam_clip(root, rng, video_uid, W, H, max_frames=max(3, target // 4))
                 clips.append(clip)
                 uids.append(clip["clip_uid"])
                 count, pos = count + c, pos + p

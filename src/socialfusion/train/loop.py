@@ -1,8 +1,11 @@
 """`socialfusion train`: single-task and joint multi-task training with exact resume.
 
 The run directory holds config.yaml, versions.json (+ git revision), manifest.json, log.jsonl, checkpoints/last
-(trainable weights, training state) and checkpoints/best (by the mean primary validation metric). One step is
-`step.train_step`; this module draws its batches, logs, evaluates and checkpoints around it.
+(trainable weights, training state), checkpoints/best (by the mean primary metric on the selection split,
+`val_split`) and fit.json (the selection curve, the best step and why training stopped). With
+`train.early_stop_patience` P a run stops once P evaluations in a row have not improved on the best (a plateau),
+else at `train.steps` (the cap); a stopped run stays stopped when resumed. One step is `step.train_step`; this
+module draws its batches, logs, evaluates and checkpoints around it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -61,13 +65,44 @@ def evaluate_all(model, datasets, config: Config, device, rank: int, world: int,
     return metrics
 
 
-def _training_state(step, optimizer_state: dict, scheduler, best, bad_evals) -> dict:
+@dataclass
+class Selection:
+    """The early-stopping state: the best mean primary metric on the selection split, its step, the evaluations
+    since it last improved, and whether the run has stopped on a plateau. Saved with every checkpoint, so a
+    resumed run stops where the uninterrupted one would."""
+
+    best: float = -math.inf
+    best_step: int = 0
+    bad_evals: int = 0
+    plateaued: bool = False
+
+    def update(self, step: int, value: float, patience: int) -> bool:
+        """Record an evaluation; True when it is the new best."""
+        improved = value > self.best
+        if improved:
+            self.best, self.best_step, self.bad_evals = value, step, 0
+        else:
+            self.bad_evals += 1
+        self.plateaued = bool(patience) and self.bad_evals >= patience
+        return improved
+
+    def to_tensors(self) -> dict:
+        return {"best": torch.tensor(self.best, dtype=torch.float64), "best_step": torch.tensor(self.best_step),
+                "bad_evals": torch.tensor(self.bad_evals), "plateaued": torch.tensor(self.plateaued)}
+
+    @classmethod
+    def from_tensors(cls, state: dict) -> "Selection":
+        # checkpoints written before best_step/plateaued existed resume as "not stopped, best step unknown"
+        return cls(float(state["best"]), int(state.get("best_step", torch.tensor(0))), int(state["bad_evals"]),
+                   bool(state.get("plateaued", torch.tensor(False))))
+
+
+def _training_state(step, optimizer_state: dict, scheduler, selection: Selection) -> dict:
     return {
         "step": torch.tensor(step),
         "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict(),
-        "best": torch.tensor(best, dtype=torch.float64),
-        "bad_evals": torch.tensor(bad_evals),
+        **selection.to_tensors(),
         "torch_rng": torch.get_rng_state(),
     }
 
@@ -116,9 +151,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     train_module, model = dist_utils.wrap(model, config, dev)  # DDP or FSDP across processes; `model` stays plain
     optimizer = build_optimizer(model, config.train)
     scheduler = build_scheduler(optimizer, config.train)
-    step, best, bad_evals = 0, -math.inf, 0
+    step, selection = 0, Selection()
     if resuming:
-        step, best, bad_evals = _restore(model, optimizer, scheduler, last)
+        step, selection = _restore(model, optimizer, scheduler, last)
         if rank == 0:
             print(f"resumed from {last} at step {step}")
     else:
@@ -135,7 +170,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         tensors, optimizer_state = dist_utils.trained_state(model), dist_utils.optimizer_state(model, optimizer)  # FSDP: every rank gathers
         if rank == 0:
             card = {"manifest": run_manifest, "step": step, "validation": summary.get("last_eval"), "validation_step": summary.get("last_eval_step"), "chance": chance}
-            save_checkpoint(model, config, out_dir / "checkpoints" / path_name, extra=extra, training_state=_training_state(step, optimizer_state, scheduler, best, bad_evals), card=card, tensors=tensors)
+            save_checkpoint(model, config, out_dir / "checkpoints" / path_name, extra=extra, training_state=_training_state(step, optimizer_state, scheduler, selection), card=card, tensors=tensors)
         dist_utils.barrier()
 
     def write(record: dict):
@@ -143,9 +178,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             log.write(record)
 
     cfg = config.train
-    end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    end = step if selection.plateaued else cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress or rank != 0, dynamic_ncols=True)
     t0, seen, summary = time.perf_counter(), 0, {}
+    curve = _selection_curve(out_dir / "log.jsonl", upto=step) if resuming else []
     model.train()
     # the micro-batches of steps step .. end - 1 as the sampler draws them (a resumed run starts at its step)
     batches = train_loader.batches(sampler.micro_batches(step, end, cfg.grad_accum, rank, world))
@@ -172,15 +208,14 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
                 value = mean_primary(metrics, tasks)
                 model.train()
                 write({"step": step, "eval": metrics, "mean_primary": value})
+                curve.append([step, value])
                 summary["last_eval"], summary["last_eval_step"] = metrics, step
-                if value > best:
-                    best, bad_evals = value, 0
+                if selection.update(step, value, cfg.early_stop_patience):
                     save("best", extra={"step": step, "val_metrics": metrics, "mean_primary": value})
-                else:
-                    bad_evals += 1
-                if cfg.early_stop_patience and bad_evals >= cfg.early_stop_patience:
+                if selection.plateaued:
                     if rank == 0:
-                        print(f"early stop at step {step}: no improvement in {bad_evals} evaluations")
+                        print(f"early stop at step {step}: no improvement in {selection.bad_evals} evaluations "
+                              f"(best {selection.best:.4f} at step {selection.best_step})")
                     save("last")
                     break
             if (cfg.save_every and step % cfg.save_every == 0) or step == end:
@@ -198,19 +233,46 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
         print(report.summary())
     if return_model:
         summary["model"] = model
-    # best is None when no evaluation ran (-inf is not JSON)
-    summary.update(step=step, best=best if math.isfinite(best) else None, skips=report.to_dict(), out_dir=str(out_dir), samples_per_s=seen / max(1e-9, time.perf_counter() - t0))
+    fit = _fit_record(config, step, selection, curve, stop_after)
+    if rank == 0:
+        (out_dir / "fit.json").write_text(json.dumps(fit, indent=2))
+    summary.update(step=step, best=fit["best_value"], fit=fit, skips=report.to_dict(), out_dir=str(out_dir), samples_per_s=seen / max(1e-9, time.perf_counter() - t0))
     return summary
 
 
-def _restore(model, optimizer, scheduler, last: Path) -> tuple[int, float, int]:
-    """Weights, optimizer, schedule and RNG from a checkpoint; returns (step, best, bad_evals)."""
+def _fit_record(config: Config, step: int, selection: Selection, curve: list, stop_after: int | None) -> dict:
+    """fit.json: how long the run trained, why it stopped and where it was selected."""
+    cfg = config.train
+    if selection.plateaued:
+        reason = f"plateau: no improvement in {selection.bad_evals} evaluations"
+    elif step >= cfg.steps:
+        reason = "cap: train.steps reached"
+    else:
+        reason = "interrupted"  # stop_after or an error: a resumed run goes on
+    return {"steps": step, "cap": cfg.steps, "stop_reason": reason, "plateaued": selection.plateaued, "eval_every": cfg.eval_every,
+            "patience": cfg.early_stop_patience, "selection_split": {td.task: td.val_split for td in config.data.tasks},
+            "best_step": selection.best_step if curve else None,
+            "best_value": selection.best if math.isfinite(selection.best) else None,  # None when no evaluation ran (-inf is not JSON)
+            "curve": curve}
+
+
+def _selection_curve(log_path: Path, upto: int) -> list:
+    """The [step, mean primary] evaluations in a run's log up to the resumed step (a run killed after an
+    evaluation but before its checkpoint repeats that evaluation)."""
+    if not log_path.exists():
+        return []
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    return [[r["step"], r["mean_primary"]] for r in rows if "mean_primary" in r and r["step"] <= upto]
+
+
+def _restore(model, optimizer, scheduler, last: Path) -> tuple[int, Selection]:
+    """Weights, optimizer, schedule and RNG from a checkpoint; returns (step, early-stopping state)."""
     load_trainable(model, last)
     state = torch.load(last / "training_state.pt", weights_only=True)
     dist_utils.load_optimizer_state(model, optimizer, state["optimizer"], str(last / "training_state.pt"))
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
-    return int(state["step"]), float(state["best"]), int(state["bad_evals"])
+    return int(state["step"]), Selection.from_tensors(state)
 
 
 def _write_run_files(out_dir: Path, config: Config, train_sets: dict, val_sets: dict) -> dict:

@@ -142,7 +142,7 @@ def _clip_samples(root, clip, report, stride, respect_is_at_me, frames, seen) ->
                 out.append(Sample(
                     id=sample_id, task="lam", image=image, boxes=[Box(box, 0)],
                     label=int((pid, frame) in positives), root=str(root),
-                    meta={"clip_uid": uid, "video_uid": clip.get("_video_uid"), "frame": frame, "track_id": track_id,
+                    meta={"group": f"clip:{uid}", "clip_uid": uid, "video_uid": clip.get("_video_uid"), "frame": frame, "track_id": track_id,
                           "person_id": pid, "interpolated": interpolated, "box_px": [round(v, 6) for v in xyxy],
                           "empty_box": box[2] <= box[0] or box[3] <= box[1]},
                 ))  # fmt: skip

@@ -112,7 +112,7 @@ def _sample(key: str, record, folder_class: str, image: str, root: Path) -> Samp
     user_id = record.get("user_id")
     return Sample(
         id=key, task="gesture", image=image, boxes=[Box(b, 0) for b in boxes], label=CLASS_INDEX[target], root=str(root),
-        meta={"user_id": None if user_id is None else str(user_id), "class_folder": folder_class, "labels": labels,
+        meta={"group": None if user_id is None else f"user:{user_id}", "user_id": None if user_id is None else str(user_id), "class_folder": folder_class, "labels": labels,
               "hand_boxes": [_rounded(b) for b, _ in hands], "gesture_boxes": [_rounded(b) for b, _ in detection],
               "gesture_labels": [label for _, label in detection]},
     )  # fmt: skip
