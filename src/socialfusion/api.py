@@ -26,13 +26,18 @@ Without boxes, the whole image is the box of each single-box task (a crop of a f
 relation is skipped (it needs two people). With ``detect=True`` an image without boxes gets them from
 `socialfusion.detect` (the optional ``detect`` extra; docs/DETECTION.md): the largest face, the head made from it,
 the best hand and the two largest persons, each with its "score" and "source": "detected"; a task whose kind was
-not found is skipped ("no hand box"), and a note says what was found.
+not found is skipped ("no hand box"), and a note says what was found; the result's "detections" lists every
+detection, those no task reads included.
+
+Clips: `predict_video(clip, tasks, fps)` runs a video file or a folder of frames through detection, IoU tracks and
+every task per track and frame (`socialfusion.clips`). `threads` (from_pretrained): the process's CPU threads.
 
 All tasks asked for one batch of images share one encoder pass, and the tasks that use the same boxes share one
 decoder pass (`SocialFusionModel.infer_tasks`).
 
 Result per image: {"image": path or None, "width", "height", "boxes": [{"xyxy" (pixels), "xyxy_normalized",
-"kind", "role", "source": "given" | "whole_image"}], "notes": [...], "model_card": the checkpoint's one-line
+"kind", "role", "source": "given" | "detected" | "whole_image"}], "detections": None or every detection,
+"notes": [...], "model_card": the checkpoint's one-line
 summary, "warning": None or why not to trust the answers (an untrained preset, a task this checkpoint never
 trained), "tasks": {name: ...}} where a classification task gives {"label", "probs": {class: p}} (probabilities
 sum to 1), gaze gives {"heatmap": 64x64 float32 numpy array summing to 1, "point": [x, y] in image pixels,
