@@ -74,7 +74,9 @@ def main_train(argv: list[str]) -> int:
 
     summary = train(config, args.out, resume=args.resume, progress=not args.no_progress, device=args.device)
     print(train_summary(summary))
-    return 0
+    from .train.distributed import finish_process
+
+    return finish_process(0)  # under torchrun: leaves the process group and ends the process cleanly
 
 
 def train_summary(summary: dict) -> str:

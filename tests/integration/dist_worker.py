@@ -49,3 +49,4 @@ if resume_check:
     train(config, out / "resumed", progress=False, stop_after=config.train.steps // 2)
     resumed = train(config, out / "resumed", resume=True, progress=False, return_model=True)["model"]
     torch.save(full_weights(resumed), out / "resumed" / f"weights_rank{rank}.pt")
+distributed.finish_process(0)  # the clean end of a multi-process run (not a plain exit: docs/RELIABILITY.md)

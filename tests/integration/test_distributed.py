@@ -12,7 +12,7 @@ average (a factor of 2 in a gradient moves the first Adam steps by up to lr, i.e
 
 import json
 import os
-import socket
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +77,10 @@ def _train_toy(model, module, rank: int | None, surgery: str = "none") -> dict:
 
 
 def _toy_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    # every rank a client of the parent's store (TORCHELASTIC_USE_AGENT_STORE, as torchrun's agent does): the port
+    # stays bound from the moment it is chosen, so no other process can take it before rank 0 listens on it
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      TORCHELASTIC_USE_AGENT_STORE="True")  # fmt: skip
     torch.set_num_threads(1)
     distributed.init()
     for kind in ("ddp", "fsdp", "ddp-pcgrad"):  # one pair of processes for all: starting them is most of the test's time
@@ -89,20 +92,35 @@ def _toy_worker(rank: int, world: int, port: int, out: str) -> None:
         assert isinstance(module, nn.parallel.DistributedDataParallel) == kind.startswith("ddp")
         assert isinstance(model, FSDPModule) == (kind == "fsdp")
         torch.save(_train_toy(model, module, rank, "pcgrad" if kind.endswith("pcgrad") else "none"), Path(out) / f"{kind}_rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+    distributed.finish_process(0)  # ended by destroy_process_group alone, this aborted under late_gil.so 3 runs of 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def late_gil(tmp_path_factory) -> str | None:
+    """late_gil.c built for LD_PRELOAD (None without a C compiler: the test then runs without it): it delays the
+    GIL for every thread but the main one, which turns the race behind the two-process abort from rare into
+    certain, so a test that ends its processes unsafely fails every time instead of once in a while."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    lib = tmp_path_factory.mktemp("late_gil") / "late_gil.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(lib), str(Path(__file__).with_name("late_gil.c")), "-ldl"], check=True)
+    return str(lib)
 
 
-def test_two_processes_match_one_process_on_a_two_task_model(tmp_path):
+def test_two_processes_match_one_process_on_a_two_task_model(tmp_path, late_gil, monkeypatch):
     """DDP, FSDP and DDP with PCGrad: gradient accumulation over two tasks (each micro-batch leaves one head unused, one head is
     never used), clipping, weight decay, and a micro-batch one rank lost to skips: both ranks end with the weights
-    of one process that saw both ranks' rows, without that micro-batch."""
-    torch.multiprocessing.spawn(_toy_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    of one process that saw both ranks' rows, without that micro-batch. The processes run with late gloo threads
+    (`late_gil`) and must still exit cleanly."""
+    if late_gil:
+        # the spawned processes start with it; this process is already running, so it is unaffected
+        monkeypatch.setenv("LD_PRELOAD", ":".join(filter(None, [late_gil, os.environ.get("LD_PRELOAD")])))
+    store = torch.distributed.TCPStore("127.0.0.1", 0, world_size=2, is_master=True, wait_for_workers=False)
+    try:
+        torch.multiprocessing.spawn(_toy_worker, args=(2, store.port, str(tmp_path)), nprocs=2, join=True)
+    finally:
+        del store
     model = Toy()
     single = _train_toy(model, model, None)
     assert torch.equal(single["heads.unused.weight"], Toy().heads.unused.weight), "a never-used head must not move"
@@ -178,7 +196,8 @@ def test_fsdp_full_fine_tuning_on_two_processes(synth_root, tmp_path):
     worker = Path(__file__).parent / "dist_worker.py"
     common = [str(synth_root), str(tmp_path / "cache")]
     extra = ["model.trainable.llm=full", "train.eval_every=2"]
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", str(worker),
+    # --standalone: torchrun's agent binds the store's port itself and keeps it (no free-port-then-bind race)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
                     *common, str(tmp_path / "two"), "2", "--resume-check", *extra], check=True, env=env, capture_output=True, timeout=600)  # fmt: skip
     subprocess.run([sys.executable, str(worker), *common, str(tmp_path / "one"), "4", *extra], check=True, env=env, capture_output=True, timeout=600)
     two = torch.load(tmp_path / "two" / "weights_rank0.pt", weights_only=True)

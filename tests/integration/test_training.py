@@ -5,7 +5,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -64,13 +63,6 @@ def test_single_task_run_completes_and_evaluates(synth_root, tmp_path):
     assert board.Scalars("val/relation/map")[0].value == pytest.approx(evals[-1]["eval"]["relation"]["map"])
 
 
-def _free_port() -> int:
-    """A port no other run on this machine (another test session, say) is listening on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _train_cmd(synth_root, cache, out, steps, extra=()):
     return [sys.executable, "-m", "socialfusion.cli", "train", "tiny", *synth_overrides(synth_root, cache), f"train.steps={steps}", "train.save_every=1", "train.log_every=1", *extra, "--out", str(out), "--no-progress"]
 
@@ -118,7 +110,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(synth_root, 
     worker = Path(__file__).parent / "dist_worker.py"
     common = [str(synth_root), str(tmp_path / "cache")]
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", str(worker), *common, str(tmp_path / "two"), "2", "train.grad_accum=2"],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker), *common, str(tmp_path / "two"), "2", "train.grad_accum=2"],
         check=True, env=env, capture_output=True, timeout=600,
     )
     subprocess.run([sys.executable, str(worker), *common, str(tmp_path / "one"), "4", "train.grad_accum=2"], check=True, env=env, capture_output=True, timeout=600)

@@ -18,6 +18,9 @@ parameter table). One process: both are the model. Several processes, `train.dis
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -39,6 +42,29 @@ def barrier() -> None:
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def finish_process(code: int = 0) -> int:
+    """The last call of a multi-process program that succeeded, made by every rank: returns `code` in one process;
+    in several, leaves the process group and ends the process with `code` (it does not return).
+
+    Why it ends the process itself: a gloo worker thread releases a finished collective's tensors just after the
+    caller has been told the collective is done, and releasing a tensor that Python also references takes the
+    GIL. If the interpreter has begun finalizing by then, CPython ends that thread with pthread_exit inside a
+    noexcept destructor and libstdc++ aborts the whole process: "terminate called without an active exception",
+    SIGABRT, after all the work was done (the backtrace: docs/RELIABILITY.md, "Two-process abort").
+    destroy_process_group joins those threads only when nothing else holds the group, and DDP's reducer holds it
+    for the rest of the process, so after a DDP run they outlive it. Skipping interpreter finalization (os._exit)
+    is what removes the race; the barrier first means no rank closes its end of the store or of the gloo pairs
+    while another still uses them. Everything a run writes is closed by then; the streams are flushed here."""
+    if not dist.is_initialized():
+        return code
+    dist.barrier()
+    dist.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def average(tensor: torch.Tensor) -> torch.Tensor:
