@@ -197,7 +197,7 @@ def predict_frame(predictor, image, dets, ids, groups: dict[str, list[str]]) -> 
     pair = largest(dets, "person", 2)
     if groups["pair"] and len(pair) == 2:
         boxes = [_box(d.xyxy, "person", size, role) for role, d in enumerate(pair)]
-        row["pair"] = {"tracks": [ids[dets.index(d)] for d in pair], "boxes": boxes, "tasks": {}}
+        row["pair"] = {"tracks": [next(t for x, t in zip(dets, ids) if x is d) for d in pair], "boxes": boxes, "tasks": {}}
         entries.append((row["pair"]["tasks"], groups["pair"], _for_predict(boxes)))
     if entries:
         names = groups["face"] + groups["hand"] + groups["pair"]
@@ -226,7 +226,8 @@ def predict_clip(predictor, clip: str | Path, tasks="all", fps: float = DEFAULT_
     bar = tqdm(total=info.expected_frames, desc=Path(info.path).name, unit="frame", disable=not progress, dynamic_ncols=True)
     try:
         for index, time_s, image in frames(info, report=summary.notes.append):
-            dets = [d for d in detection.detect(image, threads=threads) if d.kind != "head"]  # heads follow faces
+            found = detection.detect(image, kinds=("face", "hand", "person"), threads=threads)
+            dets = [d for d in found if d.kind != "head"]  # a face track makes its own head
             ids = [0] * len(dets)
             for kind in ("face", "hand", "person"):
                 which = [i for i, d in enumerate(dets) if d.kind == kind]
@@ -234,7 +235,10 @@ def predict_clip(predictor, clip: str | Path, tasks="all", fps: float = DEFAULT_
                     ids[i] = track
             row = {"clip": info.path, "frame": index, "time_s": time_s, **predict_frame(predictor, image, dets, ids, groups)}
             summary.add(row)
-            on_frame(row, image) if on_frame else kept.append(row)
+            if on_frame is None:
+                kept.append(row)
+            else:
+                on_frame(row, image)
             bar.update(1)
     except VideoError as err:  # a truncated or damaged file: what decoded so far stands, and the summary says so
         summary.stopped(str(err))
