@@ -29,7 +29,7 @@ VERBS = {
     "plan": ("socialfusion.commands", "parameters, visual tokens, memory and FLOPs of a config (meta device)"),
     "cache-features": ("socialfusion.commands", "compute the frozen encoder's features once"),
     "merge-lora": ("socialfusion.commands", "write a standalone Hugging Face LLM with the LoRA adapter merged"),
-    "predict": ("socialfusion.serve.predict_cli", "run a checkpoint on your images and boxes"),
+    "predict": ("socialfusion.serve.predict_cli", "run a checkpoint on your images (and boxes) or clips"),
     "serve": ("socialfusion.serve.http", "HTTP service and web page"),
     "probe": ("socialfusion.analysis.probe", "linear probing of encoder features (decodability)"),
     "gradconf": ("socialfusion.analysis.gradconf", "gradient conflict between tasks (compatibility)"),

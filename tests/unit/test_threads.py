@@ -64,4 +64,4 @@ def test_serve_threads_option(monkeypatch, capsys):
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
     assert main(["--ckpt", "tiny", "--device", "cpu", "--threads", "2"]) == 0
-    assert torch.get_num_threads() == 2 and "2 CPU threads" in capsys.readouterr().err
+    assert torch.get_num_threads() == 2 and "CPU threads: 2" in capsys.readouterr().err

@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model card: {predictor.card_summary}", file=sys.stderr)
     if predictor.warning:
         print(f"WARNING: {predictor.warning}", file=sys.stderr)
-    print(f"serving {predictor.name} on http://{args.host}:{args.port}/ (docs: /docs; {predictor.threads} CPU threads)", file=sys.stderr)
+    print(f"serving {predictor.name} on http://{args.host}:{args.port}/ (docs: /docs; CPU threads: {predictor.threads})", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
