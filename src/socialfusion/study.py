@@ -7,7 +7,7 @@ Stages, in order (each writes its own folder under OUT and its result JSON):
    run, over `--seeds` seeds. Under `--budget plateau` (the default) every model trains until its metric on the
    selection split (val_split) stops improving and is scored once, at its best step, on the report split
    (test_split) with the official metrics and 95 % intervals; the positive / negative / within-noise call per task.
-2. **gradconf** (`analysis/gradconf.py`): gradient conflict between the tasks at the joint model's final weights,
+2. **gradconf** (`analysis/gradconf.py`): gradient conflict between the tasks at the joint model's selected weights,
    over `--gradconf-batches` batches (>= 16 for conflict frequencies that mean something).
 3. **probe** (`analysis/probe.py`): linear probes of the frozen features of any `--encoders` (presets, HF ids,
    `vlm:<id>` for a VLM's vision tower; default: the config's encoder), regularisation chosen on each task's

@@ -2,6 +2,7 @@
 plus the transfer protocol's pure helpers."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,7 +86,7 @@ def test_transfer_over_seeds_reports_t_intervals(bench, tmp_path, one_thread):
     root, overrides = bench
     out = tmp_path / "transfer"
     argv = ["tiny", *overrides, "train.steps=1", "train.warmup_steps=1", "--out", str(out), "--tasks", "expression,gesture",
-            "--seeds", "2", "--resamples", "200", "--no-progress"]
+            "--seeds", "2", "--resamples", "200", "--no-progress", "train.eval_every=1", "train.early_stop_patience=1"]
     assert main(argv) == 0
     result, md = _read(out, "transfer")
     fam = result["families"]["socialfusion"]
@@ -101,6 +102,46 @@ def test_transfer_over_seeds_reports_t_intervals(bench, tmp_path, one_thread):
 
     with pytest.raises(ConfigError, match="seeds must be >= 1"):
         main(["tiny", "--out", str(tmp_path / "x"), "--seeds", "0"])
+
+
+def test_plateau_transfer_selects_on_one_split_and_reports_on_another(bench, tmp_path, one_thread):
+    """--budget plateau (the default): each run early-stops on its selection split, is scored at its best step on
+    the report split, and no reported sample belongs to the selection split."""
+    from socialfusion.analysis.transfer import main
+    from socialfusion.config import ConfigError, load_config, select_tasks
+    from socialfusion.data.pipeline import load_split
+    from socialfusion.data.skips import SkipReport
+    from socialfusion.tasks import tasks_from_config
+
+    root, overrides = bench
+    out = tmp_path / "transfer"
+    protocol = ["train.steps=4", "train.warmup_steps=1", "train.eval_every=1", "train.early_stop_patience=1"]
+    assert main(["tiny", *overrides, *protocol, "--out", str(out), "--tasks", "lam,expression", "--resamples", "50", "--no-progress"]) == 0
+    result, md = _read(out, "transfer")
+    assert result["budget"] == "plateau" and result["split"] == "report"
+    assert result["splits"]["lam"] == {"train": "train", "selection": "holdout", "report": "val"}
+    assert result["families"]["socialfusion"]["steps"] == {"single": 4, "joint": 8}
+    config = select_tasks(load_config("tiny", overrides), ["lam", "expression"])
+    defs = tasks_from_config(config)
+    for name, run in result["runs"]["socialfusion"].items():
+        fit = run["fit"]
+        assert fit["eval_every"] == (2 if name == "joint" else 1) and run["cap"] == (8 if name == "joint" else 4)
+        assert fit["steps"] <= run["cap"] and fit["best_step"] in [s for s, _ in fit["curve"]]
+        assert fit["stop_reason"].split(":")[0] in ("plateau", "cap")
+        assert run["checkpoint"].endswith("checkpoints/best")
+        results = json.loads((Path(run["dir"]) / "eval" / "results.json").read_text())
+        assert results["split"] == "test"
+        for task in run["metrics"]:
+            td = next(t for t in config.data.tasks if t.task == task)
+            selection = {s.id for s in load_split(td, defs[task], td.val_split, SkipReport())}
+            reported = [json.loads(line)["id"] for line in Path(results["files"][task]).read_text().splitlines()]
+            assert reported and not selection & set(reported), f"{name}/{task}: a selection sample was reported"
+    assert "reported on `val`" in md and "| socialfusion | joint |" in md
+
+    with pytest.raises(ConfigError, match="needs train.eval_every >= 1 and train.early_stop_patience >= 1"):
+        main(["tiny", *overrides, "--out", str(tmp_path / "x"), "--tasks", "lam"])
+    with pytest.raises(ConfigError, match="no report split"):
+        main(["tiny", *overrides, *protocol, "data.tasks.lam.test_split=null", "--out", str(tmp_path / "y"), "--tasks", "lam"])
 
 
 def test_probe_end_to_end(bench, tmp_path, one_thread):
@@ -129,7 +170,10 @@ def test_probe_end_to_end(bench, tmp_path, one_thread):
     assert "probe" in result["captions"]
     gaze = [r for r in result["results"] if r["task"] == "gaze"]
     assert gaze[0]["split"] == "test" and gaze[0]["metric"] == "auc" and "min_l2" in gaze[0]["metrics"]
-    assert "## relation (map, val split)" in md and "Best probe" in md
+    # C is chosen on the selection split (PISC val) and the probe reported on the report split (PISC test)
+    assert "## relation (map, test split)" in md and "Best probe" in md
+    relation = [r for r in result["results"] if r["task"] == "relation" and r["C"] is not None]
+    assert relation and all(r["split"] == "test" for r in relation)
 
 
 def test_gradconf_end_to_end_from_config_and_checkpoint(bench, tmp_path, one_thread):
@@ -187,6 +231,7 @@ def test_baseline_parsing_keeps_list_values_and_rejects_bad_input():
 def test_budgets_and_transfer_rows():
     assert budget_steps(10, 5, "equal-total-steps") == {"single": 10, "joint": 10}
     assert budget_steps(10, 5, "equal-steps-per-task") == {"single": 10, "joint": 50}
+    assert budget_steps(10, 5, "plateau") == {"single": 10, "joint": 50}  # caps: the joint one is the sum
     with pytest.raises(ValueError):
         budget_steps(10, 5, "whatever")
     up = transfer_row("map", {"map": 0.5}, {"map": 0.6}, {"delta": [0.05, 0.15], "relative": [0.1, 0.3]})

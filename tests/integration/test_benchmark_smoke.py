@@ -100,3 +100,18 @@ def test_lr_encoder_selection_smoke(tmp_path):
     assert [(r["lr_encoder"], r["task"]) for r in result["rows"]] == [(1e-5, "expression"), (1e-4, "expression")]
     assert all(0.0 <= r["value"] <= 1.0 and r["n"] > 0 for r in result["rows"])
     assert "Chosen: lr_encoder =" in proc.stdout
+
+
+def test_learning_curves_smoke(tmp_path):
+    """benchmarks/learning_curves.py (the selection metric against step and seconds per variant) still runs."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    out = tmp_path / "curves.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_curves.py"), "--smoke", "--json", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["smoke"] and "native_bf16" in result and result["cpu"]
+    assert [(r["task"], r["variant"]) for r in result["records"]] == [("expression", "base"), ("expression", "lr")]
+    for r in result["records"]:
+        assert [p["step"] for p in r["curve"]] == [1, 2] and all(0.0 <= p["value"] <= 1.0 and p["seconds"] > 0 for p in r["curve"])
+    assert "| expression | base | 1 |" in proc.stdout

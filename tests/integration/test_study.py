@@ -66,6 +66,9 @@ def test_study_runs_every_stage_and_opens_with_the_answer(study):
         assert family in opening
     assert "Against the paper's claim: SocialFusion here shows positive transfer on" in opening
     assert "2 seed(s) (0, 1)" in opening
+    # the learning curves (selection metric against step, single-task vs joint, the selected step) and the probe floor
+    assert "![learning_curves](figures/learning_curves.png)" in md and "best linear probe" in md
+    assert (out / "figures" / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_second_run_reuses_finished_stages_and_reruns_what_changed(study, capsys):

@@ -207,7 +207,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
                     metrics = evaluate_all(model, val_sets, config, dev, rank, world, progress=False, loader=val_loader)
                 value = mean_primary(metrics, tasks)
                 model.train()
-                write({"step": step, "eval": metrics, "mean_primary": value})
+                # seconds since this call started (a resumed run restarts the clock): learning curves against time
+                write({"step": step, "eval": metrics, "mean_primary": value, "seconds": time.perf_counter() - t0})
                 curve.append([step, value])
                 summary["last_eval"], summary["last_eval_step"] = metrics, step
                 if selection.update(step, value, cfg.early_stop_patience):
