@@ -25,9 +25,9 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
 def test_threads_benchmark_smoke(tmp_path):
     out = tmp_path / "threads.json"
     proc = _run("threads.py", "--smoke", "--json", str(out))
-    assert "| 1 | default |" in proc.stdout and "| 1 | PASSIVE |" in proc.stdout
+    assert "| 1 | PASSIVE |" in proc.stdout
     result = json.loads(out.read_text())
-    assert [(r["threads"], r["omp_wait_policy"]) for r in result["rows"]] == [(1, "default"), (1, "PASSIVE")]
+    assert [(r["threads"], r["omp_wait_policy"]) for r in result["rows"]] == [(1, "PASSIVE")]
     assert all(len(r["predict_s"]) == 2 and min(r["predict_s"]) > 0 for r in result["rows"])
 
 
