@@ -250,3 +250,23 @@ def test_overrides_keep_yaml_boolean_words_as_strings_where_a_string_is_expected
     assert cfg.train.feature_cache == "off" and cfg.model.trainable.encoder == "full"
     assert cfg.model.gaze.inout is False  # a real boolean stays a boolean
     assert json.dumps(jsonable({"a": float("nan"), "b": [1.5, float("inf")]}), allow_nan=False) == '{"a": null, "b": [1.5, null]}'
+
+
+def test_transfer_resume_reuses_runs_given_relative_paths(bench, tmp_path, monkeypatch, one_thread):
+    """A run saves its config with absolute paths; `--resume` from a relative --out and relative data roots (as
+    `make demo` gives them) must still recognise the finished runs instead of training them again."""
+    import shutil
+
+    from socialfusion.analysis.transfer import main
+
+    root, overrides = bench
+    shutil.copytree(root / "data" / "ego4d_lam", tmp_path / "data" / "ego4d_lam")
+    monkeypatch.chdir(tmp_path)
+    relative = [o for o in overrides if not o.startswith("data.tasks.0.root=")] + ["data.tasks.0.root=data/ego4d_lam"]
+    argv = ["tiny", *relative, "train.steps=1", "train.warmup_steps=1", "--out", "out", "--tasks", "lam", "--resume", "--no-progress",
+            "--budget", "equal-steps-per-task", "--resamples", "20"]
+    assert main(argv) == 0
+    weights = Path("out/socialfusion/joint/checkpoints/last/trainable.safetensors")
+    mtime = weights.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert weights.stat().st_mtime_ns == mtime, "the finished joint run was trained again"

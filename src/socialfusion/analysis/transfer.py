@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import apply_overrides, select_tasks
+from ..config import absolute_paths, apply_overrides, select_tasks
 from ..eval.intervals import RESAMPLES, SEED, excludes_zero, fmt_ci, interval_info, paired_difference, percentile_interval, t_interval
 from . import write_json
 
@@ -186,7 +186,8 @@ def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resu
 
     results_path = run_dir / "eval" / "results.json"
     cfg_path = run_dir / "config.yaml"
-    finished = resume and results_path.exists() and cfg_path.exists() and _same_config(cfg_path, config)
+    # a run saves its config with absolute paths (train.loop), so a relative --out must compare the same way
+    finished = resume and results_path.exists() and cfg_path.exists() and _same_config(cfg_path, absolute_paths(config))
     if not finished:
         train(config, run_dir, resume=resume, progress=progress, device=device)
     fit = json.loads((run_dir / "fit.json").read_text())
