@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from socialfusion.numerics import cpu_name, precision_facts
 
 HERE = Path(__file__).resolve().parent
 BOXES = HERE / "detect_eval" / "boxes.json"
@@ -125,11 +125,7 @@ def evaluate(images: list[dict], repeats: int, threads: int | None) -> dict:
 
 
 def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), platform.processor())
-    except OSError:
-        return platform.processor()
+    return cpu_name()
 
 
 def _ms(values) -> str:
@@ -174,6 +170,7 @@ def main(argv=None) -> int:
         ap.error("--repeats must be >= 1")
     result = evaluate(images, repeats, args.threads or None)
     result["cpu"] = cpu_model()
+    result["precision"] = precision_facts()  # native bf16 or not, and what precision auto is here
     result["command"] = " ".join([Path(sys.executable).name, "benchmarks/detect.py", *(argv if argv is not None else sys.argv[1:])])
     print(tables(result))
     if args.json:

@@ -249,6 +249,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the JSON here and the markdown block next to it (.md)")
     args = ap.parse_args(argv)
 
+    from socialfusion.numerics import precision_facts
     from socialfusion.plan import estimate
     from socialfusion.runtime import compute_dtype, resolve_device, resolve_precision
 
@@ -276,6 +277,7 @@ def main(argv=None) -> int:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if on_gpu else "CPU",
         "precision": precision,
+        "machine_precision": precision_facts(),  # the CPU's native bf16 and what auto resolves to, CPU and GPU
         "lora_r": config.model.llm.lora.r,
         "gradient_checkpointing": config.model.llm.gradient_checkpointing,
         "torch": torch.__version__,

@@ -21,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from detect import cpu_model  # benchmarks/detect.py: the CPU's name from lscpu
+from detect import cpu_model  # benchmarks/detect.py: the CPU's name
+
+from socialfusion.numerics import precision_facts
 
 
 
@@ -50,7 +52,8 @@ def select(config, out: Path, tasks: list[str], candidates: list[float], progres
     means = {lr: sum(r["value"] for r in rows if r["lr_encoder"] == lr) / len(tasks) for lr in candidates}
     best = max(candidates, key=lambda lr: means[lr])
     return {"tasks": tasks, "candidates": candidates, "rows": rows, "mean_by_candidate": {f"{lr:g}": v for lr, v in means.items()},
-            "chosen": best, "connector_lr": config.train.lr_connector or config.train.lr, "steps": config.train.steps, "cpu": cpu_model()}
+            "chosen": best, "connector_lr": config.train.lr_connector or config.train.lr, "steps": config.train.steps, "cpu": cpu_model(),
+            "precision": precision_facts()}
 
 
 def markdown(result: dict) -> str:

@@ -815,6 +815,9 @@ def machine_info() -> dict:
     info["torch_threads"] = torch.get_num_threads()
     info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     info["mkldnn_bf16_supported"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    from socialfusion.numerics import precision_facts
+
+    info["precision"] = precision_facts()  # the same facts `socialfusion --version` prints
     import importlib.metadata as md
 
     for pkg in ("transformers", "peft", "numpy"):
@@ -1055,7 +1058,8 @@ def render(report: dict) -> str:
                  "process); its times are not measurements and its targets mean nothing.")  # fmt: skip
         L.append("")
     L.append(f"Machine: {m.get('Model name')} ({m.get('CPU(s)')} CPUs, {m.get('Hypervisor vendor', 'bare metal')} guest), SIMD flags {', '.join(m.get('simd_flags', []))}; "
-             f"torch {m['torch']} ({m['torch_cpu_capability']}, {m['torch_threads']} threads, mkldnn bf16 supported: {m['mkldnn_bf16_supported']}), "
+             f"torch {m['torch']} ({m['torch_cpu_capability']}, {m['torch_threads']} threads, mkldnn bf16 supported: {m['mkldnn_bf16_supported']}, "
+             f"precision auto -> {m.get('precision', {}).get('cpu_auto_precision', '?')}), "
              f"transformers {m['transformers']}, peft {m['peft']}; git {m.get('git_revision')}{' + uncommitted src changes' if m.get('src_uncommitted_changes') else ''}.")
     L.append("")
     L.append("Times are medians over the measured rounds with [min-max]; every ratio is a ratio of medians from the same interleaved run. "

@@ -105,8 +105,10 @@ def measure(ckpt: str, thread_counts: list[int], rounds: int, load: int, policie
     sys.path.insert(0, str(HERE))
     from detect import cpu_model
 
+    from socialfusion.numerics import precision_facts
+
     return {"ckpt": ckpt, "rounds": rounds, "busy_processes": load, "cpu": cpu_model(), "cores": os.cpu_count(),
-            "loadavg_start": load_start, "loadavg_end": load_end, "rows": rows}  # fmt: skip
+            "precision": precision_facts(), "loadavg_start": load_start, "loadavg_end": load_end, "rows": rows}  # fmt: skip
 
 
 def table(result: dict) -> str:

@@ -10,6 +10,51 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def pytest_configure(config):
+    # the bf16 variants run on every CPU; where bf16 is emulated, runtime.autocast says (once) that it is slow
+    config.addinivalue_line("filterwarnings", "ignore:precision bf16 was asked for on a CPU without native bf16:RuntimeWarning")
+    config.addinivalue_line("markers", "precision: runs in fp32 and in bf16 (the `precision` fixture); `-m precision` selects them")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "precision" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.precision)
+
+
+@pytest.fixture(params=PRECISIONS)
+def precision(request) -> str:
+    """A test that takes this runs twice, in fp32 and in bf16, on every machine: where the CPU has no native bf16,
+    bf16 is emulated (slower, the same rounding to 8 significant bits), so such a CPU checks what a bf16 one
+    computes. Its tolerances: `socialfusion.numerics.tolerance(precision)`."""
+    return request.param
+
+
+def as_served(result: dict) -> dict:
+    """A Python API result's task answers as the HTTP service sends them (its rounding, through JSON)."""
+    import json
+
+    from socialfusion.api import result_to_json
+
+    return json.loads(json.dumps(result_to_json(result, heatmap="list", decimals=4)["tasks"]))
+
+
+def in_precision(sf, precision: str):
+    """The same `SocialFusion` model computing in `precision` (its torch threads left as they are)."""
+    from socialfusion.api import SocialFusion
+
+    return SocialFusion(sf.model, sf.config, device=sf.device, precision=precision, name=sf.name, card=sf.card, threads=None)
+
+
+def computing_in(precision: str):
+    """What the library runs under for `precision` on the CPU (bf16 autocast, or nothing for fp32)."""
+    from socialfusion.runtime import autocast
+
+    return autocast(torch.device("cpu"), precision)
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():

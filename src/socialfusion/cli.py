@@ -94,8 +94,9 @@ def _main(argv: list[str]) -> int:
         return 0
     if argv[0] in ("-V", "--version"):
         from . import __version__
+        from .numerics import format_precision_facts, precision_facts
 
-        print(f"socialfusion {__version__}")
+        print("\n".join([f"socialfusion {__version__}", *format_precision_facts(precision_facts())]))  # the CPU is part of every figure
         return 0
     verb, rest = argv[0], argv[1:]
     with _console_env(flags):

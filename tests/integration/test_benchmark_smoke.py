@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "benchmarks" / "run.py"
@@ -115,3 +116,33 @@ def test_learning_curves_smoke(tmp_path):
     for r in result["records"]:
         assert [p["step"] for p in r["curve"]] == [1, 2] and all(0.0 <= p["value"] <= 1.0 and p["seconds"] > 0 for p in r["curve"])
     assert "| expression | base | 1 |" in proc.stdout
+
+
+@pytest.mark.precision
+def test_batching_benchmark_smoke_measures_both_precisions_and_records_the_cpu(tmp_path, one_torch_thread):
+    """benchmarks/batching.py --smoke (the measurements behind the batching promise): every grouping in both
+    precisions stays within `numerics.TOLERANCES` here, and the result records the CPU's bf16 facts."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("batching_benchmark", ROOT / "benchmarks" / "batching.py")
+    batching = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batching)
+    threads = torch.get_num_threads()
+    try:
+        assert batching.main(["--smoke", "--json", str(tmp_path / "batching.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "batching.json").read_text())
+    from socialfusion.numerics import TOLERANCES, precision_facts
+
+    assert report["machine"]["cpu_native_bf16"] == precision_facts()["cpu_native_bf16"]
+    assert report["machine"]["cpu_auto_precision"] in ("fp32", "bf16")
+    [row] = report["rows"]
+    for precision in ("fp32", "bf16"):
+        for grouping in ("tasks", "images"):
+            measured = row[precision][grouping]
+            assert measured["labels"] > 0
+            assert measured["max_probability_diff"] <= TOLERANCES[precision].probability, (precision, grouping, measured)
+            assert measured["max_heatmap_cell_diff"] <= TOLERANCES[precision].heatmap, (precision, grouping, measured)
+    assert row["precision"]["max_probability_diff"] > 0, "bf16 and fp32 computed the same numbers: bf16 did not run"
+    assert "native bf16" in (tmp_path / "batching.md").read_text()

@@ -17,6 +17,7 @@ from socialfusion.serve.http import create_app
 from socialfusion.tasks import TASKS
 from socialfusion.tasks.base import ClassificationTask
 from socialfusion.train.loop import train
+from tests.conftest import PRECISIONS, as_served, in_precision
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -85,6 +86,7 @@ def test_trains_and_evaluates_with_its_own_metric(checkpoint, tmp_path):
     assert len(rows) == 9 and all(r["pred_name"] in CLASSES and len(r["probs"]) == 3 for r in rows)
 
 
+@pytest.mark.precision  # the API and the service in both, within the test
 def test_predicts_through_the_api_and_the_service(checkpoint):
     sf = SocialFusion.from_pretrained(checkpoint, device="cpu")
     assert "head_orientation" in sf.task_names
@@ -97,12 +99,13 @@ def test_predicts_through_the_api_and_the_service(checkpoint):
 
     buf = io.BytesIO()
     _head(2, seed=7).save(buf, format="PNG")
-    with TestClient(create_app(sf)) as client:
-        listed = client.get("/tasks").json()
-        assert any(t["name"] == "head_orientation" and t["classes"] == CLASSES for t in listed["tasks"])
-        resp = client.post("/predict", files={"image": ("h.png", buf.getvalue(), "image/png")},
-                           data={"boxes": json.dumps([box]), "tasks": "head_orientation"})  # fmt: skip
-    assert resp.status_code == 200, resp.text
-    served = resp.json()["tasks"]["head_orientation"]
-    assert served["label"] == answer["label"]
-    assert served["probs"] == pytest.approx(answer["probs"], abs=1e-5)
+    for precision in PRECISIONS:  # the service computes what the API does, bit for bit, in either precision
+        sfp = in_precision(sf, precision)
+        [direct] = sfp.predict(_head(2, seed=7), boxes=[box], tasks=["head_orientation"])
+        with TestClient(create_app(sfp)) as client:
+            listed = client.get("/tasks").json()
+            assert any(t["name"] == "head_orientation" and t["classes"] == CLASSES for t in listed["tasks"])
+            resp = client.post("/predict", files={"image": ("h.png", buf.getvalue(), "image/png")},
+                               data={"boxes": json.dumps([box]), "tasks": "head_orientation"})  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["tasks"] == as_served(direct), precision

@@ -15,7 +15,8 @@ from socialfusion.models.vlm import VLMBaseline
 from socialfusion.serve.http import create_app
 from socialfusion.serve.predict_cli import main as predict_main
 from socialfusion.train.loop import train
-from tests.conftest import synth_overrides
+from socialfusion.runtime import resolve_precision
+from tests.conftest import PRECISIONS, as_served, in_precision, synth_overrides
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,6 +28,7 @@ def _image() -> Image.Image:
     return Image.fromarray(np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8))
 
 
+@pytest.mark.precision  # the API and the service in both, within the test (one training for both)
 @pytest.mark.parametrize("preset", ["vlm-tiny-llava", "vlm-tiny-qwen2vl"])
 def test_a_trained_vlm_baseline_predicts_through_api_cli_and_service(preset, synth_root, tmp_path):
     config = load_config(preset, [*synth_overrides(synth_root, tmp_path / "cache"), "train.steps=2", "train.warmup_steps=1"])
@@ -36,7 +38,17 @@ def test_a_trained_vlm_baseline_predicts_through_api_cli_and_service(preset, syn
 
     sf = SocialFusion.from_pretrained(ckpt, device="cpu")
     assert isinstance(sf.model, VLMBaseline)
-    [result] = sf.predict(_image(), boxes=BOXES, tasks="all")
+    # the Python API and the service in both precisions: the same computation, so the same answers, bit for bit
+    buf = io.BytesIO()
+    _image().save(buf, format="PNG")
+    results = {}
+    for precision in PRECISIONS:
+        [results[precision]] = in_precision(sf, precision).predict(_image(), boxes=BOXES, tasks="all")
+        with TestClient(create_app(in_precision(sf, precision))) as client:
+            resp = client.post("/predict", files={"image": ("photo.png", buf.getvalue(), "image/png")}, data={"boxes": json.dumps(BOXES), "tasks": "all"})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["tasks"] == as_served(results[precision]), precision
+    result = results[resolve_precision("cpu", "auto")]  # what the CLI computes in
     assert list(result["tasks"]) == ["lam", "expression", "gesture", "relation", "gaze"]
     for name, answer in result["tasks"].items():
         if name == "gaze":
@@ -56,13 +68,3 @@ def test_a_trained_vlm_baseline_predicts_through_api_cli_and_service(preset, syn
         assert row["tasks"][name]["probs"] == pytest.approx(result["tasks"][name]["probs"], abs=1e-5)
     assert row["tasks"]["gaze"]["point"] == pytest.approx(result["tasks"]["gaze"]["point"], abs=1e-6)
 
-    # the service
-    buf = io.BytesIO()
-    _image().save(buf, format="PNG")
-    with TestClient(create_app(sf)) as client:
-        resp = client.post("/predict", files={"image": ("photo.png", buf.getvalue(), "image/png")}, data={"boxes": json.dumps(BOXES), "tasks": "all"})
-    assert resp.status_code == 200, resp.text
-    served = resp.json()["tasks"]
-    for name in ("lam", "expression", "gesture", "relation"):
-        assert served[name]["probs"] == pytest.approx(result["tasks"][name]["probs"], abs=1e-5), name
-    assert served["gaze"]["point"] == pytest.approx(result["tasks"]["gaze"]["point"], abs=1e-6)

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from socialfusion import __version__, cli
 from socialfusion.config import ConfigError, apply_overrides, load_config
@@ -108,7 +109,23 @@ def test_unknown_verb_and_version(capsys):
     assert_user_error(rc, err, "frobnicate", hint="train")
     for flag in ("--version", "-V"):
         rc, out, _ = run_cli(capsys, flag)
-        assert rc == 0 and out.strip() == f"socialfusion {__version__}"
+        assert rc == 0 and out.splitlines()[0] == f"socialfusion {__version__}"
+
+
+def test_version_says_whether_this_cpu_has_native_bf16_and_what_auto_resolves_to(capsys, monkeypatch):
+    from socialfusion import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, auto in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(runtime, "cpu_has_bf16", lambda native=native: native)
+        rc, out, _ = run_cli(capsys, "--version")
+        cpu = next(line for line in out.splitlines() if line.startswith("cpu: "))
+        assert rc == 0 and f"native bf16: {'yes' if native else 'no'}" in cpu and cpu.endswith(f"precision auto -> {auto}"), out
+        assert "cuda: none" in out
+    # and on this machine, what runtime decides
+    monkeypatch.undo()
+    rc, out, _ = run_cli(capsys, "--version")
+    assert f"precision auto -> {runtime.resolve_precision('cpu', 'auto')}" in out
 
 
 def test_debug_anywhere_or_in_the_environment_shows_the_traceback(capsys, tmp_path, monkeypatch):

@@ -159,6 +159,7 @@ def create_app(
     from ..api import BOX_KINDS, PredictInputError, load_image_bytes, result_to_json
     from ..detect import EXTRA_HINT as DETECT_HINT, available as detect_available
     from ..data.images import ImageError
+    from ..runtime import resolve_precision
     from .examples import example_png, list_examples
 
     can_detect = detect_available()  # checked once: it looks the packages up on disk
@@ -197,6 +198,7 @@ def create_app(
             "model_card": predictor.card_summary,
             "warning": predictor.warning,
             "device": str(predictor.device),
+            "precision": resolve_precision(predictor.device, predictor.precision),  # which batching bound applies (docs/USAGE.md)
             "tasks": predictor.task_names,
             "inside": gate.inside,
             "capacity": gate.limit,
