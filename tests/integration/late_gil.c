@@ -1,8 +1,10 @@
-/* LD_PRELOAD shim for the two-process tests (tests/integration/test_distributed.py): every GIL acquisition by a
-   thread other than the process's main thread waits LATE_GIL_MS (default 100) first, as a thread that the
-   scheduler runs late on a loaded machine does. It makes the race behind the two-process abort certain instead of
-   rare: a gloo worker thread that takes the GIL to release a finished collective's tensor after the interpreter
-   has begun finalizing aborts the process (docs/RELIABILITY.md, "Two-process abort"). */
+/* LD_PRELOAD shim for the two-process test (tests/integration/test_distributed.py). Once armed, a thread other than
+   the process's main thread that asks for the GIL first waits until the interpreter begins finalizing (or the
+   armed number of milliseconds pass): the worst a loaded machine's scheduler can do to it. That turns the race
+   behind the two-process abort from rare into certain: a gloo worker thread that takes the GIL to release a
+   finished collective's tensor once the interpreter is finalizing aborts the process (docs/RELIABILITY.md,
+   "Two-process abort"). Armed from Python with ctypes.CDLL(None).late_gil_arm(ms), or for the whole run with
+   LATE_GIL_MS in the environment. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -10,12 +12,25 @@
 #include <time.h>
 #include <unistd.h>
 
+static volatile long armed_ms = -1; /* -1: LATE_GIL_MS not read yet; 0: off */
+
+void late_gil_arm(long ms) { armed_ms = ms; }
+
+static int finalizing(void) {
+    static int (*is_finalizing)(void) = NULL;
+    if (!is_finalizing) is_finalizing = (int (*)(void))dlsym(RTLD_DEFAULT, "Py_IsFinalizing");
+    if (!is_finalizing) is_finalizing = (int (*)(void))dlsym(RTLD_DEFAULT, "_Py_IsFinalizing");
+    return is_finalizing ? is_finalizing() : 0;
+}
+
 static void late(void) {
-    if (syscall(SYS_gettid) == getpid()) return;
-    const char *ms = getenv("LATE_GIL_MS");
-    long n = ms ? atol(ms) : 100;
-    struct timespec t = {n / 1000, (n % 1000) * 1000000L};
-    nanosleep(&t, NULL);
+    if (armed_ms < 0) {
+        const char *env = getenv("LATE_GIL_MS");
+        armed_ms = env ? atol(env) : 0;
+    }
+    if (armed_ms <= 0 || syscall(SYS_gettid) == getpid()) return;
+    struct timespec tick = {0, 1000000L};
+    for (long waited = 0; waited < armed_ms && !finalizing(); waited++) nanosleep(&tick, NULL);
 }
 
 void PyEval_AcquireThread(void *tstate) {

@@ -3,12 +3,14 @@ one process with the same global batch, on a toy two-task model (fast) and on th
 training, in-loop evaluation, the rank-0 checkpoint loaded into one process, resume); the shipped Accelerate
 configs load; the strategy choice and a cross-strategy resume are refused clearly.
 
-Tolerances: the processes compute the same sums as one process, in another order (each rank's mean over its half
-of the batch, then the average of the two, vs one mean over the whole batch), so the gradients agree to fp32
-rounding (~1e-7 relative). AdamW divides by sqrt(second moment), which keeps that relative size per step; over a
-few steps of lr 1e-2 (toy) or 1e-3 (tiny) the weights agree to ~1e-7 absolute (measured: 9e-8 on the tiny
-preset under FSDP). rtol 1e-4 / atol 1e-5 leaves room for that and still catches a missing or double
-average (a factor of 2 in a gradient moves the first Adam steps by up to lr, i.e. 1e-3 to 1e-2)."""
+Tolerances (`socialfusion.numerics`, weight_step): the processes compute the same sums as one process, in
+another order (each rank's mean over its half of the batch, then the average of the two, vs one mean over the
+whole batch), so the gradients agree to the precision's rounding: ~1e-7 relative in fp32, 2^-8 in bf16 (each
+matmul's output is rounded to bf16). AdamW divides by sqrt(second moment), which keeps that relative size per
+step, so a weight differs by about that fraction of lr per step: bounded by weight_step x lr x steps (fp32 1e-3,
+bf16 3e-2 of the distance AdamW can move a weight; measured on the toy: 3e-8 and 9.7e-5 absolute over 3 steps of
+lr 1e-2, on the tiny preset under FSDP 9e-8). That still catches a missing or double average (a factor of 2 in
+a gradient moves the first Adam steps by up to lr); ranks that diverge at all fail the exact comparison."""
 
 import json
 import os
@@ -25,12 +27,13 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from socialfusion.config import Config
+from socialfusion.numerics import tolerance
 from socialfusion.train import distributed
 from socialfusion.train.step import train_step
 from tests.conftest import synth_overrides
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS, ACCUM, PER_RANK = 3, 2, 2
+STEPS, ACCUM, PER_RANK, LR = 3, 2, 2, 1e-2
 DROPPED = (1, 0, 1)  # (step, micro-batch, rank): every sample of it skipped, so every rank must drop it
 
 
@@ -59,9 +62,16 @@ def _micro_batch(step: int, micro: int, rows: slice) -> dict:
     return {"task": "ab"[(step + micro) % 2], "x": x[rows], "y": y[rows], "ids": list(range(2 * PER_RANK))[rows]}
 
 
-def _train_toy(model, module, rank: int | None, surgery: str = "none") -> dict:
+# the runs of one pair of processes (strategy, gradient surgery, precision): starting them is most of the test's
+# time. DDP with PCGrad goes last: its hand-made all-reduces of tensors Python holds are what a late gloo thread
+# trips over at exit (`late_gil`)
+KINDS = {"ddp-bf16": ("ddp", "none", "bf16"), "fsdp-bf16": ("fsdp", "none", "bf16"), "ddp": ("ddp", "none", "fp32"),
+         "fsdp": ("fsdp", "none", "fp32"), "ddp-pcgrad": ("ddp", "pcgrad", "fp32")}  # fmt: skip
+
+
+def _train_toy(model, module, rank: int | None, surgery: str = "none", precision: str = "fp32") -> dict:
     """STEPS steps of ACCUM micro-batches; `rank` None: one process with both ranks' rows."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1, foreach=True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1, foreach=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     rows = slice(None) if rank is None else slice(rank * PER_RANK, (rank + 1) * PER_RANK)
     for step in range(STEPS):
@@ -72,7 +82,7 @@ def _train_toy(model, module, rank: int | None, surgery: str = "none") -> dict:
             else:
                 micro.append(_micro_batch(step, m, rows))
         order = torch.Generator().manual_seed(step)
-        train_step(module, micro, optimizer, scheduler, {"a": 1.0, "b": 0.5}, torch.device("cpu"), "fp32", 0.5, ACCUM, surgery, order)
+        train_step(module, micro, optimizer, scheduler, {"a": 1.0, "b": 0.5}, torch.device("cpu"), precision, 0.5, ACCUM, surgery, order)
     return {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone() for n, p in model.named_parameters()}
 
 
@@ -83,23 +93,41 @@ def _toy_worker(rank: int, world: int, port: int, out: str) -> None:
                       TORCHELASTIC_USE_AGENT_STORE="True")  # fmt: skip
     torch.set_num_threads(1)
     distributed.init()
-    for kind in ("ddp", "fsdp", "ddp-pcgrad"):  # one pair of processes for all: starting them is most of the test's time
+    for kind, (strategy, surgery, precision) in KINDS.items():
         config = Config()
-        config.train.distributed = kind.split("-")[0]
+        config.train.distributed = strategy
         model = Toy()
         module, plain = distributed.wrap(model, config, torch.device("cpu"))
         assert plain is model
-        assert isinstance(module, nn.parallel.DistributedDataParallel) == kind.startswith("ddp")
-        assert isinstance(model, FSDPModule) == (kind == "fsdp")
-        torch.save(_train_toy(model, module, rank, "pcgrad" if kind.endswith("pcgrad") else "none"), Path(out) / f"{kind}_rank{rank}.pt")
-    distributed.finish_process(0)  # ended by destroy_process_group alone, this aborted under late_gil.so 3 runs of 3
+        assert isinstance(module, nn.parallel.DistributedDataParallel) == (strategy == "ddp")
+        assert isinstance(model, FSDPModule) == (strategy == "fsdp")
+        torch.save(_train_toy(model, module, rank, surgery, precision), Path(out) / f"{kind}_rank{rank}.pt")
+    # the abort's trigger made likely (`late_gil`): a last collective whose handle is dropped at once, so that the
+    # gloo thread usually holds the last reference to its work and releases its tensor (taking the GIL) only once
+    # the interpreter ends, or after 2 s. Ended by destroy_process_group alone, this test aborted (SIGABRT) in most
+    # runs (docs/RELIABILITY.md has the counts); finish_process's barrier waits for that release
+    _arm_late_gil(2000)
+    torch.distributed.barrier()  # both ranks issue it together, so it completes while both are still running
+    torch.distributed.all_reduce(torch.ones(8), async_op=True)
+    distributed.finish_process(0)
+
+
+def _arm_late_gil(ms: int) -> None:
+    """With late_gil.so preloaded, every later GIL acquisition by a thread other than the main one waits until the
+    interpreter finalizes, `ms` at most."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).late_gil_arm(ctypes.c_long(ms))
+    except AttributeError:  # not preloaded: no C compiler on this machine
+        pass
 
 
 @pytest.fixture(scope="module")
 def late_gil(tmp_path_factory) -> str | None:
-    """late_gil.c built for LD_PRELOAD (None without a C compiler: the test then runs without it): it delays the
-    GIL for every thread but the main one, which turns the race behind the two-process abort from rare into
-    certain, so a test that ends its processes unsafely fails every time instead of once in a while."""
+    """late_gil.c built for LD_PRELOAD (None without a C compiler: the test then runs without it). Armed, it delays
+    the GIL for every thread but the main one, which turns the race behind the two-process abort from rare into
+    certain, so a worker that ends its process unsafely fails every time instead of once in a while."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
@@ -108,11 +136,13 @@ def late_gil(tmp_path_factory) -> str | None:
     return str(lib)
 
 
+@pytest.mark.precision  # fp32 and bf16 runs within the test (one pair of processes for all)
 def test_two_processes_match_one_process_on_a_two_task_model(tmp_path, late_gil, monkeypatch):
     """DDP, FSDP and DDP with PCGrad: gradient accumulation over two tasks (each micro-batch leaves one head unused, one head is
     never used), clipping, weight decay, and a micro-batch one rank lost to skips: both ranks end with the weights
-    of one process that saw both ranks' rows, without that micro-batch. The processes run with late gloo threads
-    (`late_gil`) and must still exit cleanly."""
+    of one process that saw both ranks' rows, without that micro-batch; DDP and FSDP again in bf16 (within the bf16
+    weight tolerance of one bf16 process). The processes run with late gloo threads (`late_gil`) and must still
+    exit cleanly."""
     if late_gil:
         # the spawned processes start with it; this process is already running, so it is unaffected
         monkeypatch.setenv("LD_PRELOAD", ":".join(filter(None, [late_gil, os.environ.get("LD_PRELOAD")])))
@@ -128,11 +158,15 @@ def test_two_processes_match_one_process_on_a_two_task_model(tmp_path, late_gil,
     model = Toy()
     surgery = _train_toy(model, model, None, "pcgrad")
     assert any(not torch.equal(surgery[n], single[n]) for n in single), "PCGrad changed nothing on conflicting tasks"
-    for kind, reference in (("ddp", single), ("fsdp", single), ("ddp-pcgrad", surgery)):
+    model = Toy()
+    single_bf16 = _train_toy(model, model, None, "none", "bf16")
+    references = {"ddp": single, "fsdp": single, "ddp-pcgrad": surgery, "ddp-bf16": single_bf16, "fsdp-bf16": single_bf16}
+    for kind, reference in references.items():
         ranks = [torch.load(tmp_path / f"{kind}_rank{r}.pt", weights_only=True) for r in range(2)]
+        atol = tolerance(KINDS[kind][2]).weight_step * LR * STEPS
         for name in reference:
             assert torch.equal(ranks[0][name], ranks[1][name]), f"{kind}: ranks diverged on {name}"
-            torch.testing.assert_close(ranks[0][name], reference[name], rtol=1e-4, atol=1e-5, msg=f"{kind}: {name}")
+            torch.testing.assert_close(ranks[0][name], reference[name], rtol=0, atol=atol, msg=f"{kind}: {name}")
 
 
 def test_the_strategy_follows_the_trained_components():
@@ -165,6 +199,8 @@ def test_one_process_is_left_unwrapped_and_resumes_only_its_own_optimizer_state(
     distributed.load_optimizer_state(model, optimizer, optimizer.state_dict(), "ckpt/training_state.pt")
 
 
+# the tiny preset's lr 1e-3 over dist_worker.py's 4 steps, in fp32 (the preset's precision)
+TINY_WEIGHT_ATOL = tolerance("fp32").weight_step * 1e-3 * 4
 ACCELERATE = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
 
 
@@ -209,7 +245,7 @@ def test_fsdp_full_fine_tuning_on_two_processes(synth_root, tmp_path):
     loaded, _ = load_model(tmp_path / "two" / "checkpoints" / "last")
     from_checkpoint = trained_tensors(loaded)
     for name in single:
-        torch.testing.assert_close(two[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(two[name], single[name], rtol=0, atol=TINY_WEIGHT_ATOL, msg=name)
         torch.testing.assert_close(resumed[name], two[name], rtol=1e-5, atol=1e-6, msg=name)
         assert torch.equal(from_checkpoint[name], two[name]), f"checkpoint differs from the trained weights on {name}"
     assert (tmp_path / "two" / "checkpoints" / "best" / "COMPLETE").exists()
