@@ -201,5 +201,5 @@ def test_plan_reports_the_configured_models_cache(expression_config, model):
     fc = plan["feature_cache"]
     assert fc["tokens_per_entry"] == model.encoder.num_patches and fc["dim"] == model.encoder.hidden_size
     assert fc["bytes_per_entry"] == entry_bytes(model.encoder, torch.float32)
-    assert {r["split"] for r in fc["rows"]} == {"train", "val"} and fc["all_counted"]
+    assert {r["split"] for r in fc["rows"]} == {"train", "val", "test"} and fc["all_counted"]  # train, selection, report
     assert "feature cache:" in format_plan(plan)
