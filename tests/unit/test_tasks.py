@@ -45,3 +45,26 @@ def test_gaze_target_is_a_distribution_peaked_at_the_point():
     assert abs(float(t.sum()) - 1.0) < 1e-6
     row, col = divmod(int(t.argmax()), 64)
     assert (row, col) == (48, 16)
+
+
+def test_gaze_scores_in_frame_persons_and_counts_the_rest():
+    """A selection split carved from GazeFollow train holds out-of-frame persons (no points): AUC and L2 are
+    defined on in-frame targets, so those are scored and the rest counted (it was None: no selection metric)."""
+    import numpy as np
+
+    from socialfusion.data.schema import Box, Sample
+    from socialfusion.tasks.gaze import gaze_target
+
+    task = build_task("gaze")
+    head = [Box((0.1, 0.1, 0.2, 0.2), 0)]
+    inside = Sample(id="a", task="gaze", image="a.jpg", boxes=head, points=[(0.7, 0.3)], inout=1)
+    outside = Sample(id="b", task="gaze", image="b.jpg", boxes=head, points=None, inout=0)
+    right = {"heatmap": gaze_target([(0.7, 0.3)]).numpy(), "image_size": (640, 480), "point": [0.7, 0.3], "inout": 1.0}
+    wrong = {"heatmap": gaze_target([(0.1, 0.9)]).numpy(), "image_size": (640, 480), "point": [0.1, 0.9], "inout": 1.0}
+    alone = task.evaluate([inside], [right])
+    mixed = task.evaluate([inside, outside], [right, wrong])
+    assert mixed["auc"] == alone["auc"] > 0.9 and mixed["n"] == 1 and mixed["n_out_of_frame"] == 1
+    assert task.evaluate([outside], [wrong]) is None
+    statistic = task.resampler([inside, outside], [right, wrong])
+    values = statistic(np.array([[0, 1], [1, 1]]))
+    assert values["auc"][0] == pytest.approx(alone["auc"]) and np.isnan(values["auc"][1])

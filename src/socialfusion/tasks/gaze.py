@@ -113,18 +113,29 @@ class Gaze(Task):
 
         if not samples:
             return {"n": 0}
-        if any(not s.points for s in samples):
+        # AUC and L2 are defined on in-frame targets (the official test split has only those); a split carved from
+        # train also holds out-of-frame persons (inout 0, no points): they are counted, not scored. No point at all:
+        # an unlabelled split (None).
+        scored = [j for j, s in enumerate(samples) if s.points]
+        if not scored:
             return None
-        heat = np.stack([p["heatmap"] for p in predictions])
-        return gazefollow_metrics(heat, [list(s.points) for s in samples], [p["image_size"] for p in predictions])
+        heat = np.stack([predictions[j]["heatmap"] for j in scored])
+        metrics = gazefollow_metrics(heat, [list(samples[j].points) for j in scored], [predictions[j]["image_size"] for j in scored])
+        return {**metrics, "n_out_of_frame": len(samples) - len(scored)} if len(scored) < len(samples) else metrics
 
     def resampler(self, samples, predictions):
         from ..eval.intervals import mean_statistic
         from ..eval.metrics import gazefollow_per_person
 
         # the metrics are means over persons: each person's AUC and L2 once, then means per resample
-        heat = np.stack([p["heatmap"] for p in predictions])
-        return mean_statistic(gazefollow_per_person(heat, [list(s.points) for s in samples], [p["image_size"] for p in predictions]))
+        # an out-of-frame person is NaN (left out of every resample's mean, as `evaluate` leaves it out)
+        scored = [j for j, s in enumerate(samples) if s.points]
+        heat = np.stack([predictions[j]["heatmap"] for j in scored])
+        values = gazefollow_per_person(heat, [list(samples[j].points) for j in scored], [predictions[j]["image_size"] for j in scored])
+        full = {k: np.full(len(samples), np.nan) for k in values}
+        for k, v in values.items():
+            full[k][scored] = v
+        return mean_statistic(full)
 
     def chance(self, samples):
         return 0.5  # AUC of a heatmap that ignores the image
