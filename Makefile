@@ -38,7 +38,7 @@ FLAKE_TESTS ?= tests/integration/test_distributed.py \
 	tests/integration/test_http.py tests/reliability/test_service_burst.py tests/integration/test_browser.py
 flake-check: install
 	@mkdir -p runs; for i in $$(seq 1 $(N)); do \
-		HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest $(FLAKE_TESTS) -q -p no:cacheprovider $(ARGS) > runs/flake-check.log 2>&1 \
+		HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest $(FLAKE_TESTS) -p no:cacheprovider $(ARGS) > runs/flake-check.log 2>&1 \
 			|| { tail -n 40 runs/flake-check.log; echo "flake-check: run $$i of $(N) FAILED (log: runs/flake-check.log)"; exit 1; }; \
 		echo "flake-check: run $$i of $(N) passed: $$(tail -n 1 runs/flake-check.log)"; \
 	done; echo "flake-check: $(N) consecutive runs passed"

@@ -104,5 +104,5 @@ def format_precision_facts(facts: dict) -> list[str]:
         lines.append(f"cuda: {cuda['name']} (compute {cuda['capability']}); native bf16: {'yes' if cuda['native_bf16'] else 'no'}; "
                      f"precision auto -> {cuda['auto_precision']}")  # fmt: skip
     else:
-        lines.append("cuda: none (device auto -> cpu)")
+        lines.append("cuda: none")
     return lines
