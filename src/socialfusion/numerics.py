@@ -41,11 +41,10 @@ TOLERANCES = {
     "fp32": Tolerance(probability=1e-5, heatmap=1e-5, log_prob=1e-5, loss=1e-4, weight_step=1e-3),
     # bf16: a rounding flipped by the other grouping, carried through the network. Measured: probabilities up to
     # 1.5e-2 on the default preset (32 scenes, 128 answers; bf16 against fp32 differs by as much, 1.8e-2; 2.6e-2
-    # in a run before its LLM was cut from 8 layers to 4) and 6.9e-4 on the tiny one, heatmap cells 6.4e-6 (1.1e-5 then),
-    # class log-probabilities 2.0e-3 (tiny), the 6-step loss
-    # sequence 1.9e-4 relative to fp32, two processes against one 9.7e-5 = 3.2e-3 x lr x steps. Each bound is
-    # about twice (probability, over the earlier run) to ten times the largest measured; the loss bound is one
-    # bf16 rounding (2^-8).
+    # in a run before its LLM was cut from 8 layers to 4) and 6.9e-4 on the tiny one, heatmap cells 6.4e-6
+    # (1.1e-5 then), class log-probabilities 2.0e-3 (tiny), the 6-step loss sequence 1.9e-4 relative to fp32,
+    # two processes against one 9.7e-5 = 3.2e-3 x lr x steps. Each bound is about twice (probability, over the
+    # earlier run) to ten times the largest measured; the loss bound is one bf16 rounding (2^-8).
     "bf16": Tolerance(probability=5e-2, heatmap=1e-4, log_prob=2e-2, loss=4e-3, weight_step=3e-2),
 }
 
