@@ -89,14 +89,19 @@ def _run_smoke(mode: str, out, timeout: int) -> None:
     assert (results_md.stat().st_mtime_ns if results_md.exists() else None) == md_before
 
 
-def test_lr_encoder_selection_smoke(tmp_path):
-    """benchmarks/lr_encoder.py (the VLM-style baseline's encoder learning rate, chosen on val) still runs."""
+def _smoke(tmp_path, script: str):
+    """Run benchmarks/SCRIPT --smoke --json OUT offline; (the finished process, the JSON it wrote)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    out = tmp_path / "lr.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lr_encoder.py"), "--smoke", "--json", str(out)], cwd=ROOT, env=env,
+    out = tmp_path / "smoke.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--json", str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+def test_lr_encoder_selection_smoke(tmp_path):
+    """benchmarks/lr_encoder.py (the VLM-style baseline's encoder learning rate, chosen on val) still runs."""
+    proc, result = _smoke(tmp_path, "lr_encoder.py")
     assert result["smoke"] and result["chosen"] in result["candidates"] == [1e-5, 1e-4]
     assert [(r["lr_encoder"], r["task"]) for r in result["rows"]] == [(1e-5, "expression"), (1e-4, "expression")]
     assert all(0.0 <= r["value"] <= 1.0 and r["n"] > 0 for r in result["rows"])
@@ -105,12 +110,7 @@ def test_lr_encoder_selection_smoke(tmp_path):
 
 def test_learning_curves_smoke(tmp_path):
     """benchmarks/learning_curves.py (the selection metric against step and seconds per variant) still runs."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    out = tmp_path / "curves.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning_curves.py"), "--smoke", "--json", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    proc, result = _smoke(tmp_path, "learning_curves.py")
     assert result["smoke"] and "native_bf16" in result and result["cpu"]
     assert [(r["task"], r["variant"]) for r in result["records"]] == [("expression", "base"), ("expression", "lr")]
     for r in result["records"]:
