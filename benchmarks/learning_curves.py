@@ -7,7 +7,7 @@ seed, on the synthetic benchmark (docs/DESIGN-CHANGES.md item 24 records what th
 
 Every run trains with the plateau protocol's evaluations (train.eval_every) but no early stopping, so each curve
 covers the whole cap; a finished run under --out is read back instead of retrained. Each record keeps the CPU model
-and whether it has native bf16 (figures differ by CPU).
+and its precision facts (`numerics.precision_facts`: native bf16 or not, what `auto` resolves to).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-
-from detect import cpu_model  # benchmarks/detect.py: the CPU's name from lscpu
 
 DIRS = {"lam": "ego4d_lam", "expression": "affectnet", "gesture": "hagrid", "relation": "pisc", "gaze": "gazefollow_extended"}
 
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         data, out, preset, steps, every = Path(args.data), Path(args.out), args.config, args.steps, args.eval_every
         tasks = [t for t in args.tasks.split(",") if t]
         variants = normalise_baselines(args.variant or ["base=train.warmup_steps=10"], "--variant")
-    from socialfusion.runtime import cpu_has_bf16
+    from socialfusion.numerics import precision_facts
 
     records = []
     for task in tasks:
@@ -91,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 run = out / f"{task}-{name}-seed{seed}"
                 points = run_one(preset, data, task, [f"train.steps={steps}", f"train.eval_every={every}", *overrides], seed, run)
                 records.append({"task": task, "variant": name, "overrides": overrides, "seed": seed, "curve": points})
-    result = {"cpu": cpu_model(), "native_bf16": cpu_has_bf16(), "config": preset, "steps": steps, "eval_every": every, "smoke": args.smoke, "records": records}
+    facts = precision_facts()
+    result = {"cpu": facts["cpu"], "native_bf16": facts["cpu_native_bf16"], "precision": facts, "config": preset, "steps": steps, "eval_every": every, "smoke": args.smoke, "records": records}
     print(summarise(records))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
