@@ -116,6 +116,10 @@ class GazeHeadConfig:
     loss: Literal["kl", "bce"] = "kl"
     sigma: float = 3.0
     inout: bool = True
+    # SocialFusion only: add to the heatmap a term on the encoder's full patch grid (a query from the prompt's last
+    # hidden state against keys of the standardised patch features), for a connector that pools the grid; 0: off,
+    # else the width of the query and the keys (models/heads.py, DESIGN-CHANGES 25)
+    patch_keys: int = 0
 
 
 @dataclass
@@ -505,6 +509,8 @@ def validate(config: Config) -> None:
         raise ConfigError("model.llm: set `pretrained` or `arch`")
     if m.llm.num_layers is not None and m.llm.num_layers < 1:
         raise ConfigError(f"model.llm.num_layers must be >= 1, got {m.llm.num_layers}")
+    if m.gaze.patch_keys < 0 or (m.type == "vlm" and m.gaze.patch_keys):
+        raise ConfigError("model.gaze.patch_keys: a width >= 0, and 0 for a VLM baseline (its head reads the image positions only)")
     if m.type == "vlm" and m.answer_loss != "lm":
         raise ConfigError("model.answer_loss: the VLM baselines train with 'lm' only (the verbalizer loss is SocialFusion's)")
     if m.llm.layers is not None and (m.llm.num_layers is not None or not m.llm.layers):

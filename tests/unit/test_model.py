@@ -33,6 +33,43 @@ def test_trainable_parameters_get_finite_gradients_and_frozen_ones_none(tiny_mod
     assert not any(p.requires_grad for p in tiny_model.encoder.parameters())
 
 
+def test_gaze_patch_keys_add_a_term_on_the_full_patch_grid(tiny_config):
+    """model.gaze.patch_keys: on a pooled grid the heatmap also reads every patch (a query from the prompt's last
+    hidden state against a key per patch): the head's query and keys learn, and moving one patch's feature moves
+    the heatmap most in that patch's cell, which the pooled tokens alone cannot resolve."""
+    from socialfusion.models.socialfusion import SocialFusionModel
+
+    cfg = copy.deepcopy(tiny_config.model)
+    cfg.connector.pool, cfg.gaze.patch_keys = 2, 8
+    model = SocialFusionModel(cfg)
+    assert model.grid != model.encoder.grid  # pooled: the image positions are coarser than the patches
+    batch = make_batch("gaze")
+    model(batch)["loss"].backward()
+    for name in ("gaze_head.query.weight", "gaze_head.key.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    model.eval()
+    with torch.no_grad():
+        feats = model.encode(batch["pixel_values"])
+        head = model.gaze_head
+        image = torch.zeros(3, model.num_visual_tokens, model.llm.config.hidden_size)
+        last = torch.randn(3, model.llm.config.hidden_size)
+        base = head(image, last, feats)["heatmap_logits"]
+        moved = feats.clone()
+        moved[:, 0] += 10 * head.key.weight.T @ head.query(last)[0] / head.query(last)[0].norm()  # patch (0, 0) only
+        change = (head(image, last, moved)["heatmap_logits"] - base).abs()[0]
+    h, w = model.encoder.grid
+    corner = change[: 64 // h, : 64 // w].mean()
+    assert corner > 5 * change[64 // 2 :, 64 // 2 :].mean()
+
+
+def test_gaze_patch_keys_are_checked():
+    from socialfusion.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="patch_keys"):
+        load_config("tiny", ["model.gaze.patch_keys=-1"])
+
+
 @pytest.mark.parametrize(
     "box, cells",
     [
@@ -175,15 +212,18 @@ def test_verbalizer_loss_is_minus_the_scorers_log_probability_of_the_label(tiny_
     assert abs(model(batch)["loss"].item() - expected.item()) > 1e-3
 
 
-@pytest.mark.parametrize("box_tokens, box_tokens_at", [(0, "image"), (2, "image"), (2, "answer")])
-def test_tasks_run_together_equal_each_task_alone(tiny_config, box_tokens, box_tokens_at, precision):
+@pytest.mark.parametrize("box_tokens, box_tokens_at, patch_keys", [(0, "image", 0), (2, "image", 0), (2, "answer", 0), (2, "answer", 8)])
+def test_tasks_run_together_equal_each_task_alone(tiny_config, box_tokens, box_tokens_at, patch_keys, precision):
     """infer_tasks packs the tasks that share the [text + image] prefix into one decoder call; with region tokens
-    (one set per role the task uses) relation's visual tokens differ, so it gets its own call."""
+    (one set per role the task uses) relation's visual tokens differ, so it gets its own call. With `patch_keys`
+    (on a pooled grid) the gaze head reads the patch features too."""
     from socialfusion.models.llm import decoder_and_head
     from socialfusion.models.socialfusion import SocialFusionModel
 
     cfg = copy.deepcopy(tiny_config.model)
     cfg.connector.box_tokens, cfg.connector.box_tokens_at = box_tokens, box_tokens_at
+    if patch_keys:
+        cfg.connector.pool, cfg.gaze.patch_keys = 2, patch_keys
     model = SocialFusionModel(cfg).eval()
     _randomise(model, ("box_embed",))  # so that adapters and boxes take part
     batch = make_batch("gaze", b=2)  # rows with a role-0 and a role-1 box

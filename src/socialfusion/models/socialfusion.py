@@ -1,6 +1,6 @@
 """SocialFusion: frozen encoder -> connector (+ box embedding mask) -> LLM with LoRA -> class text or gaze heatmap.
 
-Batches are dicts (see `data/collate.py`): every batch holds samples of one task, so they share one prompt and
+Batches are dicts (see `data/schema.py`): every batch holds samples of one task, so they share one prompt and
 the image tokens sit at the same positions for every row.
 """
 
@@ -39,7 +39,8 @@ class SocialFusionModel(TaskModel):
         self.connector = Connector(cfg.connector, self.encoder.hidden_size, d_llm, self.encoder.grid)
         self.grid = self.connector.grid
         self.box_embed = BoxEmbedding(cfg.box.roles, d_llm, self.grid, enabled=cfg.box.enabled)
-        self.gaze_head = GazeHead(d_llm, self.grid, inout=cfg.gaze.inout)
+        self.gaze_head = GazeHead(d_llm, self.grid, inout=cfg.gaze.inout, patch_grid=self.encoder.grid, d_patch=self.encoder.hidden_size,
+                                  patch_keys=cfg.gaze.patch_keys)  # fmt: skip
         if cfg.trainable.llm == "lora":
             lm = apply_lora(lm, cfg.llm)
         if cfg.llm.gradient_checkpointing:
@@ -125,11 +126,16 @@ class SocialFusionModel(TaskModel):
         with torch.no_grad() if frozen else nullcontext():
             return self.encoder(pixel_values)
 
-    def visual_tokens(self, batch: dict) -> torch.Tensor:
+    def features(self, batch: dict) -> torch.Tensor:
+        """The encoder's patch features of the batch's images (cached, or encoded now), on the connector's device
+        and dtype."""
         feats = batch.get("features")
         if feats is None:
             feats = self.encode(batch["pixel_values"].to(self.device))
-        feats = feats.to(self.device, self.connector_dtype)
+        return feats.to(self.device, self.connector_dtype)
+
+    def visual_tokens(self, batch: dict, feats: torch.Tensor | None = None) -> torch.Tensor:
+        feats = self.features(batch) if feats is None else feats
         boxes, roles = batch["boxes"].to(self.device), batch["box_roles"].to(self.device)
         tokens = self.box_embed(self.connector(feats), boxes, roles)
         n_roles = self._region_roles(batch["task"])
@@ -166,18 +172,23 @@ class SocialFusionModel(TaskModel):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         task = self.tasks[batch["task"]]
-        visual = self.visual_tokens(batch)
-        prefix, image_start = self._prefix(task.name, visual)
+        feats = self.features(batch)
+        prefix, image_start = self._prefix(task.name, self.visual_tokens(batch, feats))
         readout = self._heatmap_readout if task.readout == "heatmap" else self._answer_readout
-        return task.loss(readout(batch, prefix, image_start), batch)
+        return task.loss(readout(batch, prefix, image_start, feats), batch)
 
-    def _heatmap_readout(self, batch: dict, prefix: torch.Tensor, image_start: int) -> dict[str, torch.Tensor]:
-        """The gaze head's logits over the image positions' final hidden states."""
+    def _patches(self, feats: torch.Tensor) -> torch.Tensor | None:
+        """The gaze head's view of the full patch grid (standardised like the connector's input), when it has one."""
+        return self.connector.norm(feats) if self.cfg.gaze.patch_keys else None
+
+    def _heatmap_readout(self, batch: dict, prefix: torch.Tensor, image_start: int, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The gaze head's logits over the image positions' final hidden states (and the patch grid)."""
         decoder, _ = decoder_and_head(self.llm)
         hidden = decoder(inputs_embeds=prefix, use_cache=False).last_hidden_state  # no cache: nothing reads one
-        return self.gaze_head(hidden[:, image_start : image_start + self.num_visual_tokens], hidden[:, -1])
+        image = hidden[:, image_start : image_start + self.num_visual_tokens]
+        return self.gaze_head(image, hidden[:, -1], self._patches(feats))
 
-    def _answer_readout(self, batch: dict, prefix: torch.Tensor, image_start: int) -> dict[str, torch.Tensor]:
+    def _answer_readout(self, batch: dict, prefix: torch.Tensor, image_start: int, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         """The negative log-likelihood of each row's class verbalizer after the prompt (`model.answer_loss`)."""
         task = batch["task"]
         decoder, head = decoder_and_head(self.llm)
@@ -234,10 +245,10 @@ class SocialFusionModel(TaskModel):
         groups: dict[tuple, list[str]] = {}
         for name in tasks:
             groups.setdefault((tuple(self.prompt(name).pre), self._region_roles(name)), []).append(name)
-        out = {}
+        out, feats = {}, self.features(batch)
         for (pre, _), names in groups.items():
-            visual = self.visual_tokens({**batch, "task": names[0]})  # once per group
-            out.update(self._infer_shared_prefix(list(pre), visual, names, method))
+            visual = self.visual_tokens({**batch, "task": names[0]}, feats)  # once per group
+            out.update(self._infer_shared_prefix(list(pre), visual, names, method, self._patches(feats)))
         return {name: out[name] for name in tasks}
 
     def _region_roles(self, task: str) -> int:
@@ -246,7 +257,7 @@ class SocialFusionModel(TaskModel):
         It is all `visual_tokens` takes from the task, so tasks with the same value share their visual tokens."""
         return min(self.tasks[task].num_roles, self.box_embed.roles) if self.cfg.connector.box_tokens else 0
 
-    def _infer_shared_prefix(self, pre: list[int], visual: torch.Tensor, names: list[str], method: str) -> dict:
+    def _infer_shared_prefix(self, pre: list[int], visual: torch.Tensor, names: list[str], method: str, patches: torch.Tensor | None) -> dict:
         b = visual.shape[0]
         pieces = [self._embed(torch.tensor(pre, device=self.device)).expand(b, -1, -1)]
         image, tail = self._split_visual(visual.to(pieces[0].dtype))
@@ -285,7 +296,7 @@ class SocialFusionModel(TaskModel):
         out = {}
         for name, (last, plan, tree_start) in reads.items():
             if plan is None:
-                out[name] = heatmap_prediction(self.gaze_head(image, hidden[:, last]))
+                out[name] = heatmap_prediction(self.gaze_head(image, hidden[:, last], patches))
             else:
                 tree = hidden[:, tree_start : tree_start + len(plan.nodes)] if plan.nodes else None
                 out[name] = class_scores(plan, head, hidden[:, last], tree)
