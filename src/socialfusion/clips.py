@@ -226,7 +226,7 @@ def predict_clip(predictor, clip: str | Path, tasks="all", fps: float = DEFAULT_
     bar = tqdm(total=info.expected_frames, desc=Path(info.path).name, unit="frame", disable=not progress, dynamic_ncols=True)
     try:
         for index, time_s, image in frames(info, report=summary.notes.append):
-            found = detection.detect(image, kinds=("face", "hand", "person"), threads=threads)
+            found = detection.detect(image, kinds=("face", "hand", "person"), threads=threads, settings=detection.FRAME_SETTINGS)
             dets = [d for d in found if d.kind != "head"]  # a face track makes its own head
             ids = [0] * len(dets)
             for kind in ("face", "hand", "person"):

@@ -65,6 +65,7 @@ class Detection:
 _MODELS = {  # file in the mediapipe wheel, input size, input value range
     "face": ("face_detection/face_detection_full_range_sparse.tflite", 192, (-1.0, 1.0)),
     "palm": ("palm_detection/palm_detection_full.tflite", 192, (0.0, 1.0)),
+    "palm_lite": ("palm_detection/palm_detection_lite.tflite", 192, (0.0, 1.0)),
     "hand_landmark": ("hand_landmark/hand_landmark_full.tflite", 224, (0.0, 1.0)),
     "pose": ("pose_detection/pose_detection.tflite", 224, (-1.0, 1.0)),
     "pose_landmark": ("pose_landmark/pose_landmark_full.tflite", 256, (0.0, 1.0)),
@@ -173,7 +174,7 @@ def _anchors(size: int, strides: tuple[int, ...], per_layer: int) -> np.ndarray:
 
 
 # anchor options of MediaPipe's face_detection_full_range, palm_detection and pose_detection graphs
-_SSD = {"face": ((4,), 1), "palm": ((8, 16, 16, 16), 2), "pose": ((8, 16, 32, 32, 32), 2)}
+_SSD = {"face": ((4,), 1), "palm": ((8, 16, 16, 16), 2), "palm_lite": ((8, 16, 16, 16), 2), "pose": ((8, 16, 32, 32, 32), 2)}
 
 
 def _decode(raw: np.ndarray, logits: np.ndarray, size: int, name: str, min_score: float):
@@ -231,16 +232,47 @@ def _to_pixels(points: np.ndarray, frame) -> np.ndarray:
     return (points * size - pad) / scale
 
 
-def _run_ssd(image: Image.Image, name: str, min_score: float, threads: int | None):
+def _tiles(size: tuple[int, int], n: int) -> list[tuple[int, int, int, int]]:
+    """The whole image, plus for n > 1 an n x n grid of overlapping tiles: each 2/(n+1) of the image's width and
+    height, neighbours overlapping by half a tile, so an object of up to half a tile lies whole in one of them."""
+    w, h = size
+    out = [(0, 0, w, h)]
+    if n > 1:
+        tw, th = round(w * 2 / (n + 1)), round(h * 2 / (n + 1))
+        for i in range(n):
+            for j in range(n):
+                x0, y0 = round(j * (w - tw) / (n - 1)), round(i * (h - th) / (n - 1))
+                out.append((x0, y0, x0 + tw, y0 + th))
+    return out
+
+
+def _run_ssd(image: Image.Image, name: str, min_score: float, threads: int | None, tiles: int = 1, nms_iou: float = 0.3):
+    """One SSD detector on the image (and on its tiles when tiles > 1): [(score, xyxy, keypoints)] in image
+    pixels after weighted NMS over every candidate from every tile."""
     model = _model(name, threads)
-    pixels, frame = _letterbox(image, model.size)
-    out = model(pixels)
-    raw, logits = sorted(out.values(), key=lambda a: -a.shape[-1])  # regressors are wider than the 1 score
-    scores, boxes, kps = _decode(raw, logits, model.size, name, min_score)
-    return [
-        (s, _to_pixels(b.reshape(2, 2), frame).reshape(4), _to_pixels(k, frame))
-        for s, b, k in _weighted_nms(scores, boxes, kps)
-    ]
+    scores, boxes, kps = [], [], []
+    for x0, y0, x1, y1 in _tiles(image.size, tiles):
+        part = image if (x0, y0, x1, y1) == (0, 0, *image.size) else image.crop((x0, y0, x1, y1))
+        pixels, frame = _letterbox(part, model.size)
+        out = model(pixels)
+        raw, logits = sorted(out.values(), key=lambda a: -a.shape[-1])  # regressors are wider than the 1 score
+        s, b, k = _decode(raw, logits, model.size, name, min_score)
+        offset = np.array([x0, y0], np.float64)
+        scores.append(s)
+        boxes.append(_to_pixels(b.reshape(-1, 2, 2), frame).reshape(-1, 4) + np.tile(offset, 2))
+        kps.append(_to_pixels(k, frame) + offset)
+    scores, boxes, kps = np.concatenate(scores), np.concatenate(boxes), np.concatenate(kps)
+    return _weighted_nms(scores, boxes, kps, nms_iou)
+
+
+def _dedupe(found: list, iou: float = 0.5) -> list:
+    """Best first, drop a detection whose box overlaps a kept one by IoU > `iou` (two tiles' candidates that NMS
+    kept apart but that the second stage turned into the same hand or person)."""
+    kept: list = []
+    for d in sorted(found, key=lambda d: -d.score):
+        if all(_iou(np.array(d.xyxy), np.array([k.xyxy]))[0] <= iou for k in kept):
+            kept.append(d)
+    return kept
 
 
 # ------------------------------------------------------------------------------------------ per kind
@@ -255,9 +287,10 @@ def _valid(box) -> bool:
     return box[2] - box[0] > 1e-4 and box[3] - box[1] > 1e-4
 
 
-def _faces(image, min_score, threads):
+def _faces(image, min_score, threads, cfg):
     w, h = image.size
-    return [Detection("face", _clip_norm(b, w, h), s) for s, b, _ in _run_ssd(image, "face", min_score, threads)]
+    found = _run_ssd(image, "face", min_score, threads, cfg["tiles"]["face"], cfg["nms_iou"])
+    return [Detection("face", _clip_norm(b, w, h), s) for s, b, _ in found]
 
 
 def head_from_face(face_xyxy, factors: dict = HEAD_FROM_FACE):
@@ -277,7 +310,6 @@ def _heads(faces):
 # palm_detection_detection_to_roi: rotation from keypoint 0 (wrist centre) to 2 (middle-finger base) made
 # vertical, the box squared on its long side, scaled 2.6 and shifted half a box toward the fingers
 _PALM_ROI = {"scale": 2.6, "shift_y": -0.5}
-HAND_PRESENCE = 0.5  # MediaPipe's hand-landmark presence threshold
 HAND_MARGIN = 0.1  # landmarks sit on joints and fingertips: widen their box by 10% a side to cover the skin
 
 
@@ -308,30 +340,30 @@ def _crop_rotated(image: Image.Image, roi, size: int):
     return np.asarray(crop), np.array(coeffs).reshape(2, 3)
 
 
-def _hands(image, min_score, threads):
+def _hands(image, min_score, threads, cfg):
     w, h = image.size
     landmarker = _model("hand_landmark", threads)
     found = []
-    for _, box, kps in _run_ssd(image, "palm", min_score, threads):
+    palm = "palm" if cfg["palm_model"] == "full" else "palm_lite"
+    for _, box, kps in _run_ssd(image, palm, min_score, threads, cfg["tiles"]["hand"], cfg["nms_iou"]):
         pixels, affine = _crop_rotated(image, _palm_roi(box, kps), landmarker.size)
         out = landmarker(pixels)
         # hand_landmark_full's outputs: Identity = 21 x (x, y, z) in crop pixels, Identity_1 = presence (a
         # probability), Identity_2 = handedness, Identity_3 = world landmarks
         landmarks, presence = out["Identity"].reshape(21, 3)[:, :2], float(out["Identity_1"].reshape(-1)[0])
-        if presence < HAND_PRESENCE:
+        if presence < cfg["hand_presence"]:
             continue
         pts = np.c_[landmarks, np.ones(21)] @ affine.T
         (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
         mx, my = (x1 - x0) * HAND_MARGIN, (y1 - y0) * HAND_MARGIN
         found.append(Detection("hand", _clip_norm((x0 - mx, y0 - my, x1 + mx, y1 + my), w, h), presence))
-    return found
+    return _dedupe(found) if cfg["tiles"]["hand"] > 1 else found
 
 
 _POSE_ROI_SCALE = 1.25  # pose_detection_to_roi: the body circle's square, enlarged 1.25
-POSE_PRESENCE = 0.5
 
 
-def _persons(image, min_score, threads):
+def _persons(image, min_score, threads, cfg):
     """BlazePose's detector: keypoint 0 is the hip centre, keypoint 1 lies on the circle that holds the body. The
     region (that circle's square x 1.25, turned so the body stands upright) goes to the pose-landmark model, whose
     presence score confirms the person and whose segmentation (logit > 0; its largest connected part, since
@@ -341,14 +373,14 @@ def _persons(image, min_score, threads):
     w, h = image.size
     landmarker = _model("pose_landmark", threads)
     found = []
-    for s, _, kps in _run_ssd(image, "pose", min_score, threads):
+    for s, _, kps in _run_ssd(image, "pose", min_score, threads, cfg["tiles"]["person"], cfg["nms_iou"]):
         r = math.hypot(*(kps[1] - kps[0]))
         roi = (kps[0][0], kps[0][1], 2 * r * _POSE_ROI_SCALE, _upright(kps[0], kps[1]))
         pixels, affine = _crop_rotated(image, roi, landmarker.size)
         out = landmarker(pixels)
         # pose_landmark_full's outputs: Identity = 39 x 5 landmarks, Identity_1 = presence (a probability),
         # Identity_2 = 256 x 256 segmentation logits, Identity_3 = heatmaps, Identity_4 = world landmarks
-        if float(out["Identity_1"].reshape(-1)[0]) < POSE_PRESENCE:
+        if float(out["Identity_1"].reshape(-1)[0]) < cfg["pose_presence"]:
             continue
         mask = out["Identity_2"][..., 0] > 0
         parts, n = ndimage.label(mask)
@@ -359,17 +391,42 @@ def _persons(image, min_score, threads):
         pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] <= w) & (pts[:, 1] >= 0) & (pts[:, 1] <= h)]
         if len(pts):
             found.append(Detection("person", _clip_norm((*pts.min(0), *pts.max(0)), w, h), s))
-    return found
+    return _dedupe(found) if cfg["tiles"]["person"] > 1 else found
 
 
-MIN_SCORE = {"face": 0.5, "hand": 0.5, "person": 0.5}  # MediaPipe's defaults (min_detection_confidence)
+# First-stage score thresholds. MediaPipe's default (min_detection_confidence) is 0.5 for all three; the palm
+# detector's is 0.4 here: on the tune half of benchmarks/detect_eval it finds one more hand (13/13) with no false
+# one, as the landmark model's presence score still rejects the extra palms (docs/DETECTION.md, "Settings").
+MIN_SCORE = {"face": 0.5, "hand": 0.4, "person": 0.5}
+
+# The other settings (docs/DETECTION.md, "Settings", gives each one's recall and precision on the labelled set):
+# tiles: per kind, n > 1 also runs that kind's first-stage detector on an n x n grid of overlapping tiles (small
+#   faces, hands and people get more of the detector's input); palm_model: "full" or "lite"; hand_presence and
+#   pose_presence: the landmark models' presence thresholds (MediaPipe's 0.5); nms_iou: the weighted NMS overlap.
+# Persons use 2 x 2 tiles: BlazePose's detector is made for one person and, on the whole image, finds one or two of
+# a group; with tiles it found 17 of 19 persons of the tune half instead of 15, with no false one.
+SETTINGS = {"tiles": {"face": 1, "hand": 1, "person": 2}, "palm_model": "full", "hand_presence": 0.5, "pose_presence": 0.5, "nms_iou": 0.3}
+# Clips detect on every sampled frame: the person tiles cost 50-90 ms more per 640-px image on 2 cores, so a
+# clip finds persons on the whole frame only (the throughput docs/USAGE.md quotes was measured that way).
+FRAME_SETTINGS = {"tiles": {"person": 1}}
 
 
-def detect(image, kinds=KINDS, min_score: dict | None = None, threads: int | None = None) -> list[Detection]:
+def settings_with(overrides: dict | None) -> dict:
+    """SETTINGS with `overrides` on top (a partial "tiles" dict overrides only the kinds it names)."""
+    cfg = {**SETTINGS, **(overrides or {})}
+    cfg["tiles"] = {**SETTINGS["tiles"], **(overrides or {}).get("tiles", {})}
+    unknown = set(cfg) - set(SETTINGS)
+    if unknown or cfg["palm_model"] not in ("full", "lite"):
+        raise ValueError(f"unknown detection setting(s) {sorted(unknown) or cfg['palm_model']}; known: {sorted(SETTINGS)}")
+    return cfg
+
+
+def detect(image, kinds=KINDS, min_score: dict | None = None, threads: int | None = None, settings: dict | None = None) -> list[Detection]:
     """Detections of the requested kinds, best first within each kind; a kind with nothing found has none.
 
     `image`: a PIL image, or anything `data.images.load_image` reads (path, bytes). `min_score` overrides
-    MIN_SCORE per kind (heads follow faces). `threads`: LiteRT's CPU threads (None: its default)."""
+    MIN_SCORE per kind (heads follow faces). `threads`: LiteRT's CPU threads (None: its default). `settings`
+    overrides SETTINGS (tiles, palm model, presence thresholds, NMS overlap)."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown detection kind(s) {unknown}; known: {list(KINDS)}")
@@ -379,14 +436,15 @@ def detect(image, kinds=KINDS, min_score: dict | None = None, threads: int | Non
     if min(image.size) < 2:
         return []
     scores = {**MIN_SCORE, **(min_score or {})}
+    cfg = settings_with(settings)
     out: list[Detection] = []
     if "face" in kinds or "head" in kinds:
-        faces = _faces(image, scores["face"], threads)
+        faces = _faces(image, scores["face"], threads, cfg)
         out += [f for f in faces if "face" in kinds] + (_heads(faces) if "head" in kinds else [])
     if "hand" in kinds:
-        out += _hands(image, scores["hand"], threads)
+        out += _hands(image, scores["hand"], threads, cfg)
     if "person" in kinds:
-        out += _persons(image, scores["person"], threads)
+        out += _persons(image, scores["person"], threads, cfg)
     return [d for d in out if _valid(d.xyxy)]
 
 

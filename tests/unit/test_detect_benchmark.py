@@ -1,4 +1,5 @@
-"""benchmarks/detect.py cannot rot: its smoke mode runs end to end, and its matching counts what it should."""
+"""benchmarks/detect.py cannot rot: its smoke mode runs end to end, its matching counts what it should, and its
+labelled set (benchmarks/detect_eval) is well formed."""
 
 from __future__ import annotations
 
@@ -37,15 +38,42 @@ def test_matching_counts_hits_misses_and_ignored():
     assert (m["tp"], m["fp"], m["fn"]) == (1, 2, 1)
 
 
-def test_labels_file_is_consistent():
-    spec = json.loads((ROOT / "benchmarks" / "detect_eval" / "boxes.json").read_text())
-    names = [e["name"] for e in spec["images"]]
-    assert len(names) == len(set(names))
+def test_labelled_set_is_well_formed():
+    """Every image loads at its labelled size, every box lies inside it with a positive area and a known kind
+    (`any` only for ignore regions, each with its reason), every image names its licence and source, each image is
+    in exactly one split, both splits hold labelled faces, hands and persons, and every JPEG kept in the repo is
+    labelled and credited."""
+    bench = _bench()
+    spec = json.loads(bench.BOXES.read_text())
+    credits = (bench.BOXES.parent / "images" / "CREDITS.md").read_text()
+    files = set()
     for entry in spec["images"]:
-        w, h = entry["size"]
+        name = entry["name"]
+        assert ("file" in entry) != ("loader" in entry), name  # exactly one way to read it
+        assert entry.get("licence", "").strip(), name
+        assert entry["split"] in bench.SPLITS, name
+        if "file" in entry:
+            files.add(Path(entry["file"]).name)
+            src = entry["source"]
+            assert src["registry"] in ("PyPI", "npm") and src["package"] in credits and src["version"] in credits, name
+            assert "MIT" in entry["licence"] or "CC0" in entry["licence"] or "public domain" in entry["licence"], name
+        image = bench.image_of(entry)
+        assert list(image.size) == entry["size"], name
+        w, h = image.size
+        for box in entry["boxes"]:
+            assert box["kind"] in D.KINDS, (name, box)
+        for box in entry.get("ignore", []):
+            assert box["kind"] in (*D.KINDS, "any") and box["why"].strip(), (name, box)
         for box in entry["boxes"] + entry.get("ignore", []):
             x0, y0, x1, y1 = box["xyxy"]
-            assert box["kind"] in D.KINDS and 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, (entry["name"], box)
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, (name, box)
+    kept = {p.name for p in (bench.BOXES.parent / "images").glob("*.jpg")}
+    assert kept == files, kept ^ files
+    for split in bench.SPLITS:
+        entries = [e for e in spec["images"] if e["split"] == split]
+        for kind in ("face", "hand", "person"):
+            assert sum(b["kind"] == kind for e in entries for b in e["boxes"]) >= 10, (split, kind)
+    assert sum((bench.BOXES.parent / "images" / f).stat().st_size for f in files) < 3_000_000
 
 
 @pytest.mark.skipif(not D.available(), reason=f"detection packages not installed: {D.EXTRA_HINT}")
