@@ -407,7 +407,7 @@ MIN_SCORE = {"face": 0.5, "hand": 0.4, "person": 0.5}
 # a group; with tiles it found 17 of 19 persons of the tune half instead of 15, with no false one.
 SETTINGS = {"tiles": {"face": 1, "hand": 1, "person": 2}, "palm_model": "full", "hand_presence": 0.5, "pose_presence": 0.5, "nms_iou": 0.3}
 # Clips detect on every sampled frame: the person tiles cost 50-90 ms more per 640-px image on 2 cores, so a
-# clip finds persons on the whole frame only (the throughput docs/USAGE.md quotes was measured that way).
+# clip finds persons on the whole frame only, as when docs/USAGE.md's throughput was measured.
 FRAME_SETTINGS = {"tiles": {"person": 1}}
 
 
