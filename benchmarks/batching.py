@@ -103,27 +103,38 @@ def measure(preset: str, n_images: int) -> dict:
             single_task.append(merged)
         together = sf.predict(images, boxes=boxes, tasks="all", batch_size=n_images)
         together_by[precision] = together
-        out[precision] = {"tasks": _compare(list(zip(alone, single_task))), "images": _compare(list(zip(alone, together))),
-                          "seconds": round(time.perf_counter() - t0, 1), "tolerance": TOLERANCES[precision].__dict__}  # fmt: skip
+        out[precision] = {
+            "tasks": _compare(list(zip(alone, single_task))),
+            "images": _compare(list(zip(alone, together))),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "tolerance": TOLERANCES[precision].__dict__,
+        }
     out["precision"] = _compare(list(zip(together_by["fp32"], together_by["bf16"])))
     return out
 
 
 def render(report: dict) -> str:
     f = report["machine"]
-    lines = [f"Machine: {f['cpu']} ({f['cpu_cores']} cores), native bf16: {f['cpu_native_bf16']} {f['cpu_bf16_flags']}, "
-             f"precision auto -> {f['cpu_auto_precision']}; torch {torch.__version__}.", "",
-             "| preset | precision | grouping | max prob diff | max heatmap cell diff | label changes | tolerance (prob, cell) |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"Machine: {f['cpu']} ({f['cpu_cores']} cores), native bf16: {f['cpu_native_bf16']} {f['cpu_bf16_flags']}, "
+        f"precision auto -> {f['cpu_auto_precision']}; torch {torch.__version__}.",
+        "",
+        "| preset | precision | grouping | max prob diff | max heatmap cell diff | label changes | tolerance (prob, cell) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in report["rows"]:
         for precision in ("fp32", "bf16"):
             tol = row[precision]["tolerance"]
             for grouping in ("tasks", "images"):
                 c = row[precision][grouping]
-                lines.append(f"| {row['preset']} | {precision} | {grouping} | {c['max_probability_diff']:.2e} | {c['max_heatmap_cell_diff']:.2e} | "
-                             f"{c['label_changes']}/{c['labels']} | {tol['probability']:g}, {tol['heatmap']:g} |")  # fmt: skip
+                lines.append(
+                    f"| {row['preset']} | {precision} | {grouping} | {c['max_probability_diff']:.2e} | {c['max_heatmap_cell_diff']:.2e} | "
+                    f"{c['label_changes']}/{c['labels']} | {tol['probability']:g}, {tol['heatmap']:g} |"
+                )
         c = row["precision"]
-        lines.append(f"| {row['preset']} | bf16 vs fp32 | | {c['max_probability_diff']:.2e} | {c['max_heatmap_cell_diff']:.2e} | {c['label_changes']}/{c['labels']} | |")
+        lines.append(
+            f"| {row['preset']} | bf16 vs fp32 | | {c['max_probability_diff']:.2e} | {c['max_heatmap_cell_diff']:.2e} | {c['label_changes']}/{c['labels']} | |"
+        )
     return "\n".join(lines)
 
 
@@ -131,13 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=8, help="random scenes per preset")
     p.add_argument("--presets", default="tiny,default")
-    p.add_argument("--smoke", action="store_true", help="tiny preset, 2 images (a check that it runs, not a measurement)")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny preset, 2 images (a check that it runs, not a measurement)"
+    )
     p.add_argument("--json", help="also write the report here (and the table next to it as .md)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     presets, n = (["tiny"], 2) if args.smoke else (args.presets.split(","), args.images)
-    report = {"command": " ".join(["benchmarks/batching.py", *(argv if argv is not None else sys.argv[1:])]), "machine": precision_facts(),
-              "torch": torch.__version__, "rows": [measure(preset, n) for preset in presets]}  # fmt: skip
+    report = {
+        "command": " ".join(["benchmarks/batching.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": precision_facts(),
+        "torch": torch.__version__,
+        "rows": [measure(preset, n) for preset in presets],
+    }
     table = render(report)
     print(table)
     if args.json:

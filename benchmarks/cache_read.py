@@ -64,11 +64,21 @@ def measure(root: Path, shape: str, tokens: int, dim: int, entries: int, repeats
         _pass(run, keys)
         memo = [_pass(run, keys) for _ in range(repeats)]
         for checksum, times in (("every read", checked), ("once per run", memo)):
-            rows.append({
-                "shape": shape, "tokens": tokens, "dim": dim, "dtype": DTYPES[dtype], "checksum": checksum,
-                "entries": entries, "mb_per_entry": mb / entries, "repeats": repeats, "seconds": times,
-                "entries_per_s": [entries / t for t in times], "mb_per_s": [mb / t for t in times],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "shape": shape,
+                    "tokens": tokens,
+                    "dim": dim,
+                    "dtype": DTYPES[dtype],
+                    "checksum": checksum,
+                    "entries": entries,
+                    "mb_per_entry": mb / entries,
+                    "repeats": repeats,
+                    "seconds": times,
+                    "entries_per_s": [entries / t for t in times],
+                    "mb_per_s": [mb / t for t in times],
+                }
+            )
     return rows
 
 
@@ -90,16 +100,25 @@ def render(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
-        lines.append(f"| {r['shape']} | {r['tokens']} x {r['dim']} | {r['dtype']} | {r['mb_per_entry']:.3g} | {r['checksum']} | "
-                     f"{r['entries']} | {_spread(r['entries_per_s'])} | {_spread(r['mb_per_s'])} |")  # fmt: skip
+        lines.append(
+            f"| {r['shape']} | {r['tokens']} x {r['dim']} | {r['dtype']} | {r['mb_per_entry']:.3g} | {r['checksum']} | "
+            f"{r['entries']} | {_spread(r['entries_per_s'])} | {_spread(r['mb_per_s'])} |"
+        )
     return "\n".join(lines)
 
 
 def run(command: str, smoke: bool, out_dir: Path, machine: dict, repeats: int | None = None) -> dict:
     repeats = repeats or (2 if smoke else 5)
     shapes = SMOKE_SHAPES if smoke else SHAPES
-    report = {"mode": "cache-read-smoke" if smoke else "cache-read", "command": command, "machine": machine,
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "repeats": repeats, "load_start": os.getloadavg(), "rows": []}  # fmt: skip
+    report = {
+        "mode": "cache-read-smoke" if smoke else "cache-read",
+        "command": command,
+        "machine": machine,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "repeats": repeats,
+        "load_start": os.getloadavg(),
+        "rows": [],
+    }
     with tempfile.TemporaryDirectory(prefix="socialfusion-cache-read-") as tmp:
         for name, (tokens, dim, entries) in shapes.items():
             report["rows"] += measure(Path(tmp), name, tokens, dim, entries, repeats)

@@ -124,7 +124,11 @@ def score_image(entry: dict, dets, size, thr: float) -> dict:
     w, h = size
     out = {}
     for kind in KINDS:
-        px = [{"xyxy": [d.xyxy[0] * w, d.xyxy[1] * h, d.xyxy[2] * w, d.xyxy[3] * h], "score": d.score} for d in dets if d.kind == kind]
+        px = [
+            {"xyxy": [d.xyxy[0] * w, d.xyxy[1] * h, d.xyxy[2] * w, d.xyxy[3] * h], "score": d.score}
+            for d in dets
+            if d.kind == kind
+        ]
         truth, ignore = labels(entry, kind)
         m = match(px, truth, ignore, thr)
         out[kind] = {**m, "detections": [[round(v, 1) for v in d["xyxy"]] + [round(d["score"], 3)] for d in px]}
@@ -141,7 +145,9 @@ def evaluate(images: list[dict], repeats: int, threads: int | None, settings: di
         image = image_of(entry)
         if list(image.size) != entry["size"]:
             raise SystemExit(f"{BOXES}: {entry['name']}: the image is {image.size}, the labels are for {entry['size']}")
-        dets = detect(image, threads=threads, settings=settings)  # warm-up: model loading and first-call allocations are not timed
+        dets = detect(
+            image, threads=threads, settings=settings
+        )  # warm-up: model loading and first-call allocations are not timed
         times = {"all": [], "all_cpu": []} | {k: [] for k in ("face", "hand", "person")}
         for _ in range(repeats):
             for key in ("all", "face", "hand", "person"):
@@ -151,12 +157,21 @@ def evaluate(images: list[dict], repeats: int, threads: int | None, settings: di
                 if key == "all":
                     times["all_cpu"].append(time.process_time() - c0)
                     dets = found
-        row = {"name": entry["name"], "split": entry["split"], "size": list(image.size), "kinds": score_image(entry, dets, image.size, thr)}
+        row = {
+            "name": entry["name"],
+            "split": entry["split"],
+            "size": list(image.size),
+            "kinds": score_image(entry, dets, image.size, thr),
+        }
         if repeats:
             row["times_s"] = times
         per_image.append(row)
     result = {"iou": thr, "repeats": repeats, "threads": threads, "totals": totals_of(per_image), "images": per_image}
-    result["splits"] = {s: totals_of([r for r in per_image if r["split"] == s]) for s in SPLITS if any(r["split"] == s for r in per_image)}
+    result["splits"] = {
+        s: totals_of([r for r in per_image if r["split"] == s])
+        for s in SPLITS
+        if any(r["split"] == s for r in per_image)
+    }
     return result
 
 
@@ -176,7 +191,9 @@ def _ratio(num: int, den: int) -> str:
 def kind_table(totals: dict) -> list[str]:
     lines = ["| kind | labelled | detected | right | recall | precision |", "|---|---|---|---|---|---|"]
     for kind, t in totals.items():
-        lines.append(f"| {kind} | {t['tp'] + t['fn']} | {t['tp'] + t['fp']} | {t['tp']} | {_ratio(t['tp'], t['tp'] + t['fn'])} | {_ratio(t['tp'], t['tp'] + t['fp'])} |")
+        lines.append(
+            f"| {kind} | {t['tp'] + t['fn']} | {t['tp'] + t['fp']} | {t['tp']} | {_ratio(t['tp'], t['tp'] + t['fn'])} | {_ratio(t['tp'], t['tp'] + t['fp'])} |"
+        )
     return lines
 
 
@@ -186,19 +203,38 @@ def tables(result: dict) -> str:
         f"IoU >= {result['iou']}; {result['repeats']} timed repeats per image; LiteRT threads: {result['threads']}; CPU: {result['cpu']}",
         f"settings: {json.dumps(result['settings'], sort_keys=True)}",
     ]
-    for name, totals in [*result["splits"].items(), ("all", result["totals"])] if len(result["splits"]) > 1 else [(next(iter(result["splits"])), result["totals"])]:
+    for name, totals in (
+        [*result["splits"].items(), ("all", result["totals"])]
+        if len(result["splits"]) > 1
+        else [(next(iter(result["splits"])), result["totals"])]
+    ):
         n = sum(1 for r in result["images"] if name == "all" or r["split"] == name)
         lines += ["", f"{name} ({n} images):", "", *kind_table(totals)]
-    found = lambda row: ", ".join(f"{k}: {v['tp']}/{v['tp'] + v['fp']}/{v['tp'] + v['fn']}" for k, v in row["kinds"].items() if v["tp"] + v["fp"] + v["fn"]) or "nothing (none labelled)"  # noqa: E731
+    found = lambda row: (
+        ", ".join(
+            f"{k}: {v['tp']}/{v['tp'] + v['fp']}/{v['tp'] + v['fn']}"
+            for k, v in row["kinds"].items()
+            if v["tp"] + v["fp"] + v["fn"]
+        )
+        or "nothing (none labelled)"
+    )  # noqa: E731
     if timed:
-        lines += ["", "| image | split | size | all kinds: wall ms, median (range) | all kinds: CPU ms | face+head (wall) | hand | person | found (kind: right/detected/labelled) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| image | split | size | all kinds: wall ms, median (range) | all kinds: CPU ms | face+head (wall) | hand | person | found (kind: right/detected/labelled) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for row in result["images"]:
             t = row["times_s"]
-            lines.append(f"| {row['name']} | {row['split']} | {row['size'][0]}x{row['size'][1]} | {_ms(t['all'])} | {_ms(t['all_cpu'])} | {_ms(t['face'])} | {_ms(t['hand'])} | {_ms(t['person'])} | {found(row)} |")
+            lines.append(
+                f"| {row['name']} | {row['split']} | {row['size'][0]}x{row['size'][1]} | {_ms(t['all'])} | {_ms(t['all_cpu'])} | {_ms(t['face'])} | {_ms(t['hand'])} | {_ms(t['person'])} | {found(row)} |"
+            )
     else:
         lines += ["", "| image | split | size | found (kind: right/detected/labelled) |", "|---|---|---|---|"]
-        lines += [f"| {row['name']} | {row['split']} | {row['size'][0]}x{row['size'][1]} | {found(row)} |" for row in result["images"]]
+        lines += [
+            f"| {row['name']} | {row['split']} | {row['size'][0]}x{row['size'][1]} | {found(row)} |"
+            for row in result["images"]
+        ]
     return "\n".join(lines)
 
 
@@ -244,8 +280,24 @@ def sweep(images: list[dict], threads: int | None) -> list[dict]:
         finally:
             D.MIN_SCORE.clear()
             D.MIN_SCORE.update(saved)
-        rows.append({"label": label, "settings": settings, "min_score": min_score, "totals": res["totals"], "wall_s": round(wall, 2)})
-        print(f"| {label} | " + " | ".join(f"{_ratio(t['tp'], t['tp'] + t['fn'])} / {_ratio(t['tp'], t['tp'] + t['fp'])}" for t in res["totals"].values()) + f" | {wall:.1f} |", flush=True)
+        rows.append(
+            {
+                "label": label,
+                "settings": settings,
+                "min_score": min_score,
+                "totals": res["totals"],
+                "wall_s": round(wall, 2),
+            }
+        )
+        print(
+            f"| {label} | "
+            + " | ".join(
+                f"{_ratio(t['tp'], t['tp'] + t['fn'])} / {_ratio(t['tp'], t['tp'] + t['fp'])}"
+                for t in res["totals"].values()
+            )
+            + f" | {wall:.1f} |",
+            flush=True,
+        )
     return rows
 
 
@@ -253,7 +305,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per image (0: accuracy only, no times)")
     ap.add_argument("--threads", type=int, default=2, help="LiteRT CPU threads (0: the runtime's default)")
-    ap.add_argument("--split", choices=(*SPLITS, "all"), help="which images: tune, report or all (default: all; tune with --sweep)")
+    ap.add_argument(
+        "--split", choices=(*SPLITS, "all"), help="which images: tune, report or all (default: all; tune with --sweep)"
+    )
     ap.add_argument("--sweep", action="store_true", help="accuracy of each setting in SWEEP (default split: tune)")
     ap.add_argument("--json", type=Path, help="write every detection, match and time here")
     ap.add_argument("--smoke", action="store_true", help="one repeat on the first two images: does it run?")
@@ -269,7 +323,9 @@ def main(argv=None) -> int:
         ap.error("--repeats must be >= 0")
     from socialfusion.detect import SETTINGS
 
-    command = " ".join([Path(sys.executable).name, "benchmarks/detect.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(
+        [Path(sys.executable).name, "benchmarks/detect.py", *(argv if argv is not None else sys.argv[1:])]
+    )
     if args.sweep:
         print(f"{split} ({len(images)} images); cells: recall / precision; CPU: {cpu_model()}\n")
         print("| setting | " + " | ".join(KINDS) + " | wall s |\n|---|" + "---|" * (len(KINDS) + 1))
@@ -284,7 +340,9 @@ def main(argv=None) -> int:
         print(tables(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)))
+        args.json.write_text(
+            json.dumps(result, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+        )
     return 0
 
 

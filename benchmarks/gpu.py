@@ -60,7 +60,12 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeats: int =
         a @ b
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "flops_per_s": 2 * n**3 / min(times), "median_flops_per_s": 2 * n**3 / statistics.median(times)}
+    return {
+        "n": n,
+        "dtype": str(dtype).replace("torch.", ""),
+        "flops_per_s": 2 * n**3 / min(times),
+        "median_flops_per_s": 2 * n**3 / statistics.median(times),
+    }
 
 
 def build(preset: str, device: torch.device, precision: str, batch_size: int | None, overrides: list[str] = ()):
@@ -71,14 +76,21 @@ def build(preset: str, device: torch.device, precision: str, batch_size: int | N
     from socialfusion.runtime import compute_dtype
     from socialfusion.tasks import tasks_from_config
 
-    config = load_config(preset, [*overrides, f"train.precision={precision}"] + ([f"train.batch_size={batch_size}"] if batch_size else []))
+    config = load_config(
+        preset,
+        [*overrides, f"train.precision={precision}"] + ([f"train.batch_size={batch_size}"] if batch_size else []),
+    )
     for part in (config.model.encoder, config.model.llm):
         if part.arch is None:
-            raise SystemExit(f"preset {preset!r}: {part.pretrained!r} has no architecture JSON (`arch`), so it cannot be built without a download")
+            raise SystemExit(
+                f"preset {preset!r}: {part.pretrained!r} has no architecture JSON (`arch`), so it cannot be built without a download"
+            )
         part.pretrained = None
     dtype = compute_dtype(device, precision)
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # frozen weights are created in the compute dtype, on the device, never in fp32 first
+    torch.set_default_dtype(
+        dtype
+    )  # frozen weights are created in the compute dtype, on the device, never in fp32 first
     try:
         with torch.device(device):
             tokenizer = None if config.model.llm.tokenizer == "tiny" else build_tiny_tokenizer()
@@ -105,8 +117,12 @@ def make_batch(model, b: int, seed: int = 0) -> dict:
     for i in range(b):
         x, y = (torch.rand(2, generator=g) * 0.5).tolist()
         w, h = (0.2 + torch.rand(2, generator=g) * 0.3).tolist()
-        sample = Sample(id=str(i), task=TASK, image=f"{i}.jpg", boxes=[Box((x, y, x + w, y + h), 0)], label=i % task.num_classes)
-        items.append({"sample": sample, "pixel_values": torch.randn(3, side, side, generator=g), "image_size": (640, 480)})
+        sample = Sample(
+            id=str(i), task=TASK, image=f"{i}.jpg", boxes=[Box((x, y, x + w, y + h), 0)], label=i % task.num_classes
+        )
+        items.append(
+            {"sample": sample, "pixel_values": torch.randn(3, side, side, generator=g), "image_size": (640, 480)}
+        )
     return collate(items, task)
 
 
@@ -143,10 +159,18 @@ def _timed(fn, device: torch.device, warmup: int, steps: int) -> list[float]:
 
 
 def _summary(times: list[float]) -> dict:
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "n": len(times), "all_s": times}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "n": len(times),
+        "all_s": times,
+    }
 
 
-def bench_train(config, model, device, precision: str, use_features: bool, warmup: int, steps: int, plan: dict, peak: float) -> dict:
+def bench_train(
+    config, model, device, precision: str, use_features: bool, warmup: int, steps: int, plan: dict, peak: float
+) -> dict:
     from socialfusion.train.optim import build_optimizer, build_scheduler
     from socialfusion.train.step import train_step
 
@@ -163,7 +187,9 @@ def bench_train(config, model, device, precision: str, use_features: bool, warmu
     losses = []
 
     def step():
-        result = train_step(model, [batch], optimizer, scheduler, {TASK: 1.0}, device, precision, config.train.grad_clip, 1)
+        result = train_step(
+            model, [batch], optimizer, scheduler, {TASK: 1.0}, device, precision, config.train.grad_clip, 1
+        )
         losses.append(result.loss)
 
     counter = _Positions(model)
@@ -173,7 +199,11 @@ def bench_train(config, model, device, precision: str, use_features: bool, warmu
         torch.cuda.reset_peak_memory_stats(device)
     times = _timed(step, device, max(0, warmup - 1), steps)
     s = statistics.median(times)
-    flops = plan["training_gflops_per_sample_with_feature_cache" if use_features else "training_gflops_per_sample"] * 1e9 * b
+    flops = (
+        plan["training_gflops_per_sample_with_feature_cache" if use_features else "training_gflops_per_sample"]
+        * 1e9
+        * b
+    )
     positions = counter.positions[0] if counter.positions else None
     out = {
         "input": "features" if use_features else "pixels",
@@ -223,11 +253,19 @@ def render(r: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for t in r["train"]:
-        mem = f"{t['peak_memory_gb']:.1f} ({t['plan_memory_gb']:.1f}, x{t['memory_vs_plan']:.2f})" if "peak_memory_gb" in t else "n/a (not CUDA)"
+        mem = (
+            f"{t['peak_memory_gb']:.1f} ({t['plan_memory_gb']:.1f}, x{t['memory_vs_plan']:.2f})"
+            if "peak_memory_gb" in t
+            else "n/a (not CUDA)"
+        )
         tok = f"{t['tokens_per_s']:,.0f}" if t["tokens_per_s"] else "?"
-        lines.append(f"| train step from {t['input']} | {t['batch_size']} | {t['median_s']:.3f} [{t['min_s']:.3f}-{t['max_s']:.3f}] | {tok} | {100 * t['mfu']:.1f} % | {mem} |")
+        lines.append(
+            f"| train step from {t['input']} | {t['batch_size']} | {t['median_s']:.3f} [{t['min_s']:.3f}-{t['max_s']:.3f}] | {tok} | {100 * t['mfu']:.1f} % | {mem} |"
+        )
     p = r["predict"]
-    lines.append(f"| predict from pixels | {p['batch_size']} | {p['median_s']:.3f} [{p['min_s']:.3f}-{p['max_s']:.3f}] | {p['images_per_s']:.1f} images/s | | |")
+    lines.append(
+        f"| predict from pixels | {p['batch_size']} | {p['median_s']:.3f} [{p['min_s']:.3f}-{p['max_s']:.3f}] | {p['images_per_s']:.1f} images/s | | |"
+    )
     lines.append("")
     for name, t in r["targets"].items():
         lines.append(f"- {name}: {t}")
@@ -239,12 +277,24 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="paper")
     ap.add_argument("overrides", nargs="*", help="key.sub=value config overrides, e.g. model.llm.lora.r=16")
     ap.add_argument("--device", default="auto", help="runtime.resolve_device: auto = the GPU when there is one")
-    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="runtime.resolve_precision (auto: bf16 on a GPU)")
-    ap.add_argument("--batch-size", type=int, default=None, help="training batch (default: the preset's train.batch_size, 16 for paper)")
+    ap.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp32"],
+        help="runtime.resolve_precision (auto: bf16 on a GPU)",
+    )
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="training batch (default: the preset's train.batch_size, 16 for paper)",
+    )
     ap.add_argument("--predict-batch-size", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5, help="timed steps (median over them)")
-    ap.add_argument("--matmul-n", type=int, default=None, help="side of the peak matmul (default 8192 on CUDA, 512 elsewhere)")
+    ap.add_argument(
+        "--matmul-n", type=int, default=None, help="side of the peak matmul (default 8192 on CUDA, 512 elsewhere)"
+    )
     ap.add_argument("--inputs", default="pixels,features", help="training inputs to measure: pixels, features or both")
     ap.add_argument("--out", default=None, help="write the JSON here and the markdown block next to it (.md)")
     args = ap.parse_args(argv)
@@ -256,20 +306,30 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     precision = resolve_precision(device, args.precision)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
-    peak = matmul_peak(device, compute_dtype(device, precision), args.matmul_n or (8192 if device.type == "cuda" else 512))
+    peak = matmul_peak(
+        device, compute_dtype(device, precision), args.matmul_n or (8192 if device.type == "cuda" else 512)
+    )
     config, model = build(args.preset, device, precision, args.batch_size, args.overrides)
     plan = estimate(config, batch_size=config.train.batch_size)
-    train = [bench_train(config, model, device, precision, kind == "features", args.warmup, args.steps, plan, peak["flops_per_s"])
-             for kind in args.inputs.split(",")]  # fmt: skip
+    train = [
+        bench_train(
+            config, model, device, precision, kind == "features", args.warmup, args.steps, plan, peak["flops_per_s"]
+        )
+        for kind in args.inputs.split(",")
+    ]
     predict = bench_predict(model, device, precision, args.predict_batch_size, args.warmup, args.steps)
     on_gpu = device.type == "cuda"
     targets = {}
     for t in train:
         targets[f"MFU from {t['input']} >= {100 * MFU_TARGET:.0f} % of the measured peak"] = (
-            ("met" if t["mfu"] >= MFU_TARGET else "NOT met") + f" ({100 * t['mfu']:.1f} %)" if on_gpu and precision == "bf16" else "not applicable (bf16 on a GPU only)")
+            ("met" if t["mfu"] >= MFU_TARGET else "NOT met") + f" ({100 * t['mfu']:.1f} %)"
+            if on_gpu and precision == "bf16"
+            else "not applicable (bf16 on a GPU only)"
+        )
         if on_gpu:
             targets[f"peak memory from {t['input']} within {100 * MEMORY_TOLERANCE:.0f} % of plan"] = (
-                ("met" if abs(t["memory_vs_plan"] - 1) <= MEMORY_TOLERANCE else "NOT met") + f" (x{t['memory_vs_plan']:.2f})")
+                "met" if abs(t["memory_vs_plan"] - 1) <= MEMORY_TOLERANCE else "NOT met"
+            ) + f" (x{t['memory_vs_plan']:.2f})"
     report = {
         "command": "benchmarks/gpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "started": started,
@@ -282,7 +342,15 @@ def main(argv=None) -> int:
         "gradient_checkpointing": config.model.llm.gradient_checkpointing,
         "torch": torch.__version__,
         "peak": peak,
-        "plan": {k: plan[k] for k in ("sequence_length", "estimated_training_memory_gb", "training_gflops_per_sample", "training_gflops_per_sample_with_feature_cache")},
+        "plan": {
+            k: plan[k]
+            for k in (
+                "sequence_length",
+                "estimated_training_memory_gb",
+                "training_gflops_per_sample",
+                "training_gflops_per_sample_with_feature_cache",
+            )
+        },
         "train": train,
         "predict": predict,
         "targets": targets,

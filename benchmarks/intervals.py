@@ -22,8 +22,14 @@ from socialfusion.tasks import build_task
 def synthetic(name: str, n: int, rng):
     task = build_task(name)
     if task.readout == "heatmap":
-        samples = [Sample(id=str(i), task=name, image="x.jpg", points=[tuple(rng.random(2))], inout=1) for i in range(n)]
-        return task, samples, [{"heatmap": rng.random((64, 64)).astype(np.float32), "image_size": (640, 480)} for _ in range(n)]
+        samples = [
+            Sample(id=str(i), task=name, image="x.jpg", points=[tuple(rng.random(2))], inout=1) for i in range(n)
+        ]
+        return (
+            task,
+            samples,
+            [{"heatmap": rng.random((64, 64)).astype(np.float32), "image_size": (640, 480)} for _ in range(n)],
+        )
     c = task.num_classes
     samples = [Sample(id=str(i), task=name, image="x.jpg", label=int(rng.integers(c))) for i in range(n)]
     predictions = []
@@ -39,7 +45,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--resamples", type=int, default=1000)
     args = p.parse_args()
-    print(f"| task | n | resampler setup s (median [min, max]) | bootstrap {args.resamples} resamples s (median [min, max]) |")
+    print(
+        f"| task | n | resampler setup s (median [min, max]) | bootstrap {args.resamples} resamples s (median [min, max]) |"
+    )
     print("|---|---|---|---|")
     for n in (100, 1000):
         for name in ("lam", "expression", "gesture", "relation", "gaze"):

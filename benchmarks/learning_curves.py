@@ -18,23 +18,45 @@ import sys
 import tempfile
 from pathlib import Path
 
-DIRS = {"lam": "ego4d_lam", "expression": "affectnet", "gesture": "hagrid", "relation": "pisc", "gaze": "gazefollow_extended"}
+DIRS = {
+    "lam": "ego4d_lam",
+    "expression": "affectnet",
+    "gesture": "hagrid",
+    "relation": "pisc",
+    "gaze": "gazefollow_extended",
+}
 
 
 def curve(run_dir: Path) -> list[dict]:
     """[{step, value, seconds}] of every evaluation in a run's log.jsonl."""
     rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
-    return [{"step": r["step"], "value": r["mean_primary"], "seconds": r.get("seconds")} for r in rows if "mean_primary" in r]
+    return [
+        {"step": r["step"], "value": r["mean_primary"], "seconds": r.get("seconds")}
+        for r in rows
+        if "mean_primary" in r
+    ]
 
 
 def run_one(preset: str, data: Path, task: str, overrides: list[str], seed: int, run_dir: Path) -> list[dict]:
     from socialfusion.config import load_config, select_tasks
     from socialfusion.train.loop import train
 
-    if (run_dir / "fit.json").exists() and json.loads((run_dir / "fit.json").read_text())["stop_reason"].startswith("cap"):
+    if (run_dir / "fit.json").exists() and json.loads((run_dir / "fit.json").read_text())["stop_reason"].startswith(
+        "cap"
+    ):
         return curve(run_dir)
     roots = [f"data.tasks.{t}.root={data / d}" for t, d in DIRS.items()]
-    config = load_config(preset, roots + [f"model.seed={seed}", f"train.seed={seed}", "train.early_stop_patience=0", "train.report_to=none", *overrides])
+    config = load_config(
+        preset,
+        roots
+        + [
+            f"model.seed={seed}",
+            f"train.seed={seed}",
+            "train.early_stop_patience=0",
+            "train.report_to=none",
+            *overrides,
+        ],
+    )
     train(select_tasks(config, [task]), run_dir, resume=True, progress=False)
     return curve(run_dir)
 
@@ -47,8 +69,14 @@ def summarise(records: list[dict]) -> str:
         groups.setdefault((r["task"], r["variant"]), []).append(r["curve"])
     for (task, variant), curves in groups.items():
         steps = [p["step"] for p in curves[0]]
-        means = [sum(c[i]["value"] for c in curves) / len(curves) for i in range(len(steps)) if all(len(c) > i for c in curves)]
-        lines.append(f"| {task} | {variant} | {len(curves)} | " + ", ".join(f"{s}: {m:.2f}" for s, m in zip(steps, means)) + " |")
+        means = [
+            sum(c[i]["value"] for c in curves) / len(curves)
+            for i in range(len(steps))
+            if all(len(c) > i for c in curves)
+        ]
+        lines.append(
+            f"| {task} | {variant} | {len(curves)} | " + ", ".join(f"{s}: {m:.2f}" for s, m in zip(steps, means)) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -71,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="curves-smoke-"))
         generate(tmp / "data", n=24, seed=0, image_size=64, datasets=["affectnet"])
         data, out, preset, tasks, steps, every = tmp / "data", tmp / "runs", "tiny", ["expression"], 2, 1
-        variants = {"base": [f"train.cache_dir={tmp / 'cache'}"], "lr": [f"train.cache_dir={tmp / 'cache'}", "train.lr=2e-3"]}
+        variants = {
+            "base": [f"train.cache_dir={tmp / 'cache'}"],
+            "lr": [f"train.cache_dir={tmp / 'cache'}", "train.lr=2e-3"],
+        }
     else:
         if not args.data or not args.out:
             p.error("--data and --out are required (or --smoke)")
@@ -87,10 +118,21 @@ def main(argv: list[str] | None = None) -> int:
         for name, overrides in variants.items():
             for seed in range(args.seeds):
                 run = out / f"{task}-{name}-seed{seed}"
-                points = run_one(preset, data, task, [f"train.steps={steps}", f"train.eval_every={every}", *overrides], seed, run)
+                points = run_one(
+                    preset, data, task, [f"train.steps={steps}", f"train.eval_every={every}", *overrides], seed, run
+                )
                 records.append({"task": task, "variant": name, "overrides": overrides, "seed": seed, "curve": points})
     facts = precision_facts()
-    result = {"cpu": facts["cpu"], "native_bf16": facts["cpu_native_bf16"], "precision": facts, "config": preset, "steps": steps, "eval_every": every, "smoke": args.smoke, "records": records}
+    result = {
+        "cpu": facts["cpu"],
+        "native_bf16": facts["cpu_native_bf16"],
+        "precision": facts,
+        "config": preset,
+        "steps": steps,
+        "eval_every": every,
+        "smoke": args.smoke,
+        "records": records,
+    }
     print(summarise(records))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -26,7 +26,6 @@ from detect import cpu_model  # benchmarks/detect.py: the CPU's name
 from socialfusion.numerics import precision_facts
 
 
-
 def select(config, out: Path, tasks: list[str], candidates: list[float], progress: bool = False) -> dict:
     """Train and evaluate one single-task VLM-style model per (candidate, task); the best candidate by mean val metric."""
     from socialfusion.analysis.transfer import VLM_STYLE
@@ -47,13 +46,30 @@ def select(config, out: Path, tasks: list[str], candidates: list[float], progres
             model, _ = load_model(run / "checkpoints" / "last")
             metrics = evaluate_model(model, cfg, run / "eval", split="val", progress=progress)["metrics"][task]
             metric = task_defs[task].primary_metric
-            rows.append({"lr_encoder": lr, "task": task, "metric": metric, "value": metrics[metric], "ci": (metrics.get("ci") or {}).get(metric),
-                         "n": metrics.get("n"), "seconds": round(time.perf_counter() - t0, 1)})
+            rows.append(
+                {
+                    "lr_encoder": lr,
+                    "task": task,
+                    "metric": metric,
+                    "value": metrics[metric],
+                    "ci": (metrics.get("ci") or {}).get(metric),
+                    "n": metrics.get("n"),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
     means = {lr: sum(r["value"] for r in rows if r["lr_encoder"] == lr) / len(tasks) for lr in candidates}
     best = max(candidates, key=lambda lr: means[lr])
-    return {"tasks": tasks, "candidates": candidates, "rows": rows, "mean_by_candidate": {f"{lr:g}": v for lr, v in means.items()},
-            "chosen": best, "connector_lr": config.train.lr_connector or config.train.lr, "steps": config.train.steps, "cpu": cpu_model(),
-            "precision": precision_facts()}
+    return {
+        "tasks": tasks,
+        "candidates": candidates,
+        "rows": rows,
+        "mean_by_candidate": {f"{lr:g}": v for lr, v in means.items()},
+        "chosen": best,
+        "connector_lr": config.train.lr_connector or config.train.lr,
+        "steps": config.train.steps,
+        "cpu": cpu_model(),
+        "precision": precision_facts(),
+    }
 
 
 def markdown(result: dict) -> str:
@@ -61,10 +77,14 @@ def markdown(result: dict) -> str:
 
     lines = [f"| lr_encoder | task | metric | val [95 % interval] | n | seconds |", "|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['lr_encoder']:g} | {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | {r['n']} | {r['seconds']} |")
+        lines.append(
+            f"| {r['lr_encoder']:g} | {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | {r['n']} | {r['seconds']} |"
+        )
     lines.append("")
-    lines.append(f"Chosen: lr_encoder = {result['chosen']:g} (best mean val metric; connector lr {result['connector_lr']:g}; "
-                 f"{result['steps']} steps per model; CPU: {result['cpu']}).")
+    lines.append(
+        f"Chosen: lr_encoder = {result['chosen']:g} (best mean val metric; connector lr {result['connector_lr']:g}; "
+        f"{result['steps']} steps per model; CPU: {result['cpu']})."
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -67,7 +67,12 @@ def write_dataset(root: Path, names: list[str], seed: int) -> None:
         for i, name in enumerate(names):
             x, y = rng.uniform(0.05, 0.5, 2)
             box = [float(x), float(y), float(x + rng.uniform(0.15, 0.45)), float(y + rng.uniform(0.15, 0.45))]
-            f.write(json.dumps({"id": f"s{i}", "task": "expression", "image": name, "label": i % 8, "boxes": [{"xyxy": box}]}) + "\n")
+            f.write(
+                json.dumps(
+                    {"id": f"s{i}", "task": "expression", "image": name, "label": i % 8, "boxes": [{"xyxy": box}]}
+                )
+                + "\n"
+            )
 
 
 class Setup:
@@ -100,10 +105,19 @@ class Setup:
         # the in-memory baseline: the same samples' tensors, decoded and preprocessed once, before any timing
         ds = self.sets["hd"]["expression"]
         decoded = {s.id: ds.image_to_input(s) for s in ds.samples}
-        self.sets["memory"] = build_task_datasets(config, self.tasks, "train", lambda s: dict(decoded[s.id]), self.report)
+        self.sets["memory"] = build_task_datasets(
+            config, self.tasks, "train", lambda s: dict(decoded[s.id]), self.report
+        )
         self.sampler = MultiTaskSampler({"expression": len(ds)}, config.train.batch_size, seed=config.train.seed)
-        self.info = {"preset": preset, "batch_size": config.train.batch_size, "image_size": int(encoder.image_size), "images_per_size": len(ds),
-                     "torch_threads": torch.get_num_threads(), "warmup_steps": warmup, "timed_steps": steps}  # fmt: skip
+        self.info = {
+            "preset": preset,
+            "batch_size": config.train.batch_size,
+            "image_size": int(encoder.image_size),
+            "images_per_size": len(ds),
+            "torch_threads": torch.get_num_threads(),
+            "warmup_steps": warmup,
+            "timed_steps": steps,
+        }
         self.units = 0
 
     def unit(self, name: str) -> dict:
@@ -113,7 +127,13 @@ class Setup:
         from socialfusion.train.optim import build_optimizer, build_scheduler
         from socialfusion.train.step import train_step
 
-        source, workers = {"memory": ("memory", 0), "hd-w1": ("hd", 1), "vga-w1": ("vga", 1), "hd-w1-full": ("hd-full", 1), "hd-w0": ("hd", 0)}[name]
+        source, workers = {
+            "memory": ("memory", 0),
+            "hd-w1": ("hd", 1),
+            "vga-w1": ("vga", 1),
+            "hd-w1-full": ("hd-full", 1),
+            "hd-w0": ("hd", 0),
+        }[name]
         cfg = self.config.train
         optimizer = build_optimizer(self.model, cfg)
         scheduler = build_scheduler(optimizer, cfg)
@@ -121,20 +141,37 @@ class Setup:
         self.units += 1
         self.model.train()
         t_begin = time.perf_counter()
-        with BatchLoader(self.sets[source], workers=workers, prefetch_factor=cfg.prefetch_factor, seed=cfg.seed) as loader:
+        with BatchLoader(
+            self.sets[source], workers=workers, prefetch_factor=cfg.prefetch_factor, seed=cfg.seed
+        ) as loader:
             batches = loader.batches(self.sampler.micro_batches(start, start + self.warmup + self.steps))
             losses = []
             for i in range(self.warmup + self.steps):
                 if i == self.warmup:
                     t0, c0 = time.perf_counter(), time.process_time()
-                result = train_step(self.model, [next(batches)], optimizer, scheduler, {"expression": 1.0}, self.device, "fp32", cfg.grad_clip, 1)
+                result = train_step(
+                    self.model,
+                    [next(batches)],
+                    optimizer,
+                    scheduler,
+                    {"expression": 1.0},
+                    self.device,
+                    "fp32",
+                    cfg.grad_clip,
+                    1,
+                )
                 losses.append(result.loss)
             t1, c1 = time.perf_counter(), time.process_time()
         if not all(map(torch.isfinite, torch.tensor(losses))):
             raise RuntimeError(f"{name}: non-finite loss {losses}")
         seconds = t1 - t0
-        return {"samples_per_s": self.steps * cfg.batch_size / seconds, "step_s": seconds / self.steps, "main_cpu_per_wall": (c1 - c0) / seconds,
-                "unit_wall_s": t1 - t_begin, "last_loss": losses[-1]}  # fmt: skip
+        return {
+            "samples_per_s": self.steps * cfg.batch_size / seconds,
+            "step_s": seconds / self.steps,
+            "main_cpu_per_wall": (c1 - c0) / seconds,
+            "unit_wall_s": t1 - t_begin,
+            "last_loss": losses[-1],
+        }
 
 
 def decode_times(roots: dict[str, Path], names: dict[str, list[str]], side: int, n: int = 6, passes: int = 3) -> dict:
@@ -171,8 +208,14 @@ def run(command: str, smoke: bool, out_dir: Path, machine: dict, repeats: int = 
     preset, n_images, warmup, steps = ("tiny", 4, 1, 2) if smoke else ("default", 48, 2, 16)
     sizes = {k: (v[0] // 8, v[1] // 8) for k, v in SIZES.items()} if smoke else SIZES
     repeats = 1 if smoke else repeats
-    report = {"command": command, "mode": "pipeline-smoke" if smoke else "pipeline", "machine": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "load_start": _loadavg(), "image_sizes": sizes}  # fmt: skip
+    report = {
+        "command": command,
+        "mode": "pipeline-smoke" if smoke else "pipeline",
+        "machine": machine,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_start": _loadavg(),
+        "image_sizes": sizes,
+    }
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="socialfusion-pipeline-") as tmp:
         roots, names = {}, {}
@@ -181,22 +224,32 @@ def run(command: str, smoke: bool, out_dir: Path, machine: dict, repeats: int = 
             roots[key] = Path(tmp) / key
             names[key] = make_images(roots[key], size, n_images, seed)
             write_dataset(roots[key], names[key], seed)
-        report["mean_file_kb"] = {k: statistics.mean((roots[k] / n).stat().st_size for n in names[k]) / 1024 for k in roots}
+        report["mean_file_kb"] = {
+            k: statistics.mean((roots[k] / n).stat().st_size for n in names[k]) / 1024 for k in roots
+        }
         setup = Setup(preset, roots, warmup, steps)
         report["setup"] = setup.info
         report["decode_ms"] = decode_times(roots, names, setup.info["image_size"])
         results: dict[str, list[dict]] = {c: [] for c in CONFIGS}
         busy0 = _busy()
         for r in range(repeats):
-            order = CONFIGS[r % len(CONFIGS):] + CONFIGS[: r % len(CONFIGS)]
+            order = CONFIGS[r % len(CONFIGS) :] + CONFIGS[: r % len(CONFIGS)]
             for name in order:
                 results[name].append(setup.unit(name))
-            print(f"   round {r + 1}/{repeats}: " + ", ".join(f"{c} {results[c][-1]['samples_per_s']:.2f}/s" for c in CONFIGS), flush=True)
+            print(
+                f"   round {r + 1}/{repeats}: "
+                + ", ".join(f"{c} {results[c][-1]['samples_per_s']:.2f}/s" for c in CONFIGS),
+                flush=True,
+            )
         busy1 = _busy()
     report["machine_busy_during_measurement"] = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
     report["results"] = results
     report["summary"] = summarize(results)
-    report["finished"], report["wall_s"], report["load_end"] = time.strftime("%Y-%m-%d %H:%M:%S"), time.perf_counter() - t_start, _loadavg()
+    report["finished"], report["wall_s"], report["load_end"] = (
+        time.strftime("%Y-%m-%d %H:%M:%S"),
+        time.perf_counter() - t_start,
+        _loadavg(),
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{report['mode']}.json").write_text(json.dumps(report, indent=1, default=str))
     (out_dir / f"{report['mode']}.md").write_text(render(report) + "\n")
@@ -209,36 +262,71 @@ def summarize(results: dict[str, list[dict]]) -> dict:
     for name, units in results.items():
         sps = [u["samples_per_s"] for u in units]
         ratios = [a / b for a, b in zip(sps, memory)]
-        out[name] = {"samples_per_s": {"median": statistics.median(sps), "min": min(sps), "max": max(sps), "all": sps},
-                     "ratio_to_memory": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "all": ratios},
-                     "main_cpu_per_wall": statistics.median(u["main_cpu_per_wall"] for u in units)}  # fmt: skip
+        out[name] = {
+            "samples_per_s": {"median": statistics.median(sps), "min": min(sps), "max": max(sps), "all": sps},
+            "ratio_to_memory": {
+                "median": statistics.median(ratios),
+                "min": min(ratios),
+                "max": max(ratios),
+                "all": ratios,
+            },
+            "main_cpu_per_wall": statistics.median(u["main_cpu_per_wall"] for u in units),
+        }
     return out
 
 
 def targets(report: dict) -> list[dict]:
     s = report["summary"]
-    return [{"config": c, "ratio": s[c]["ratio_to_memory"]["median"], "met": s[c]["ratio_to_memory"]["median"] >= TARGET} for c in ("hd-w1", "vga-w1")]
+    return [
+        {"config": c, "ratio": s[c]["ratio_to_memory"]["median"], "met": s[c]["ratio_to_memory"]["median"] >= TARGET}
+        for c in ("hd-w1", "vga-w1")
+    ]
 
 
 def render(report: dict) -> str:
     m, st, s = report["machine"], report["setup"], report["summary"]
-    L = [f"Run: `{report['command']}` ({report['mode']}), {report['started']} -> {report['finished']}, {report['wall_s'] / 60:.1f} min wall.", ""]
+    L = [
+        f"Run: `{report['command']}` ({report['mode']}), {report['started']} -> {report['finished']}, {report['wall_s'] / 60:.1f} min wall.",
+        "",
+    ]
     if report["mode"].endswith("smoke"):
-        L += ["**Smoke run**: it checks that the pipeline benchmark runs (tiny preset, small images, one round); its numbers are not measurements.", ""]
-    L.append(f"Machine: {m.get('Model name')} ({m.get('CPU(s)')} CPUs), torch {m.get('torch')} ({st['torch_threads']} threads in the training process, 1 per worker); "
-             f"load average start {report['load_start']}, end {report['load_end']}; machine busy {report['machine_busy_during_measurement']:.0%} during the rounds (ours + others).")  # fmt: skip
+        L += [
+            "**Smoke run**: it checks that the pipeline benchmark runs (tiny preset, small images, one round); its numbers are not measurements.",
+            "",
+        ]
+    L.append(
+        f"Machine: {m.get('Model name')} ({m.get('CPU(s)')} CPUs), torch {m.get('torch')} ({st['torch_threads']} threads in the training process, 1 per worker); "
+        f"load average start {report['load_start']}, end {report['load_end']}; machine busy {report['machine_busy_during_measurement']:.0%} during the rounds (ours + others)."
+    )
     L.append("")
-    L.append(f"Preset `{st['preset']}` from pixels ({st['image_size']} px, batch {st['batch_size']}, fp32), {st['images_per_size']} generated JPEGs per size "
-             f"(mean file {', '.join(f'{k} {v:.0f} kB' for k, v in report['mean_file_kb'].items())}); each unit: {st['warmup_steps']} warm-up + {st['timed_steps']} timed steps; "
-             f"{len(next(iter(report['results'].values())))} rounds.")  # fmt: skip
-    L += ["", "| configuration | samples/s, median [min-max] | vs memory, median [min-max] | main-process cpu/wall |", "|---|---|---|---|"]
+    L.append(
+        f"Preset `{st['preset']}` from pixels ({st['image_size']} px, batch {st['batch_size']}, fp32), {st['images_per_size']} generated JPEGs per size "
+        f"(mean file {', '.join(f'{k} {v:.0f} kB' for k, v in report['mean_file_kb'].items())}); each unit: {st['warmup_steps']} warm-up + {st['timed_steps']} timed steps; "
+        f"{len(next(iter(report['results'].values())))} rounds."
+    )
+    L += [
+        "",
+        "| configuration | samples/s, median [min-max] | vs memory, median [min-max] | main-process cpu/wall |",
+        "|---|---|---|---|",
+    ]
     for name, row in s.items():
         a, r = row["samples_per_s"], row["ratio_to_memory"]
-        L.append(f"| {name} | {a['median']:.2f} [{a['min']:.2f}-{a['max']:.2f}] | {r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}] | {row['main_cpu_per_wall']:.2f} |")
+        L.append(
+            f"| {name} | {a['median']:.2f} [{a['min']:.2f}-{a['max']:.2f}] | {r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}] | {row['main_cpu_per_wall']:.2f} |"
+        )
     L += ["", "| target | measured | needed | met |", "|---|---|---|---|"]
     for t in targets(report):
-        L.append(f"| {t['config']}: from files with one worker / from memory | {t['ratio']:.2f}x | >= {TARGET}x | {'yes' if t['met'] else '**no**'} |")
+        L.append(
+            f"| {t['config']}: from files with one worker / from memory | {t['ratio']:.2f}x | >= {TARGET}x | {'yes' if t['met'] else '**no**'} |"
+        )
     d = report["decode_ms"]
-    L += ["", "Decode + resize to the model's square, one image, CPU ms of one thread, median [min-max]: "
-          + ", ".join(f"{k} {v[0]:.1f} [{v[1]:.1f}-{v[2]:.1f}]" if isinstance(v, list) else f"{k} {v:.1f} (wall)" for k, v in d.items()) + "."]  # fmt: skip
+    L += [
+        "",
+        "Decode + resize to the model's square, one image, CPU ms of one thread, median [min-max]: "
+        + ", ".join(
+            f"{k} {v[0]:.1f} [{v[1]:.1f}-{v[2]:.1f}]" if isinstance(v, list) else f"{k} {v:.1f} (wall)"
+            for k, v in d.items()
+        )
+        + ".",
+    ]
     return "\n".join(L)

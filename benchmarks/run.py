@@ -138,7 +138,13 @@ def make_batch(task, image_size: int, seed: int = 0) -> dict:
     for i in range(BATCH):
         x, y = (torch.rand(2, generator=g) * 0.5).tolist()
         w, h = (0.2 + torch.rand(2, generator=g) * 0.3).tolist()
-        sample = Sample(id=str(i), task=task.name, image=f"{i}.jpg", boxes=[Box((x, y, x + w, y + h), 0)], label=i % task.num_classes)
+        sample = Sample(
+            id=str(i),
+            task=task.name,
+            image=f"{i}.jpg",
+            boxes=[Box((x, y, x + w, y + h), 0)],
+            label=i % task.num_classes,
+        )
         items.append({"sample": sample, "pixel_values": torch.randn(3, image_size, image_size, generator=g)})
     return collate(items, task)
 
@@ -207,7 +213,14 @@ class FlopCount:
         dx = sum(r[1] * (2 if r[0].endswith(":sdpa") else 1) for r in self.rows if r[2])
         dw = sum(r[1] for r in self.rows if r[3])
         attn = sum(r[1] * (3 if r[2] else 1) for r in self.rows if r[0].endswith(":sdpa"))
-        return {"forward": fwd, "backward_input": dx, "backward_weight": dw, "total": fwd + dx + dw, "attention": attn, "linear_conv": fwd + dx + dw - attn}
+        return {
+            "forward": fwd,
+            "backward_input": dx,
+            "backward_weight": dw,
+            "total": fwd + dx + dw,
+            "attention": attn,
+            "linear_conv": fwd + dx + dw - attn,
+        }
 
 
 class TrainWorker:
@@ -244,7 +257,9 @@ class TrainWorker:
             if (self.model.prompt(TRAIN_TASK).pre, self.model.prompt(TRAIN_TASK).post) != (pre, post):
                 self.model._prompts[TRAIN_TASK] = PromptPieces(pre=pre, post=post)  # issue9: the padded prompt
             # the reference is built from the same token ids: make sure the model really uses them
-            assert self.model.prompt(TRAIN_TASK) == PromptPieces(pre=pre, post=post), "the model ignores the benchmark's prompt"
+            assert self.model.prompt(TRAIN_TASK) == PromptPieces(pre=pre, post=post), (
+                "the model ignores the benchmark's prompt"
+            )
             assert self.model.answers(TRAIN_TASK) == answers, "the model's verbalizer ids differ from the reference's"
             batch = make_batch(task, self.model.encoder.image_size)
             if spec["input"] == "features":
@@ -285,7 +300,9 @@ class TrainWorker:
                 "pixel_values": torch.randn(BATCH, 3, image_size, image_size, generator=g),
             }
             trainable = [p for p in self.model.parameters() if p.requires_grad]
-            self.optimizer = torch.optim.AdamW(trainable, lr=cfg.train.lr, betas=(0.9, 0.999), weight_decay=cfg.train.weight_decay)
+            self.optimizer = torch.optim.AdamW(
+                trainable, lr=cfg.train.lr, betas=(0.9, 0.999), weight_decay=cfg.train.weight_decay
+            )
             self.seq_info = {
                 "visual_tokens": self.n_visual,
                 "prompt_text_tokens": len(pre) + len(post),
@@ -308,8 +325,17 @@ class TrainWorker:
         if self.spec["impl"] == "sf":
             from socialfusion.train.step import train_step
 
-            result = train_step(self.model, [self.batch], self.optimizer, self.scheduler, {TRAIN_TASK: 1.0}, self.device,
-                                self.precision, self.cfg.train.grad_clip, accumulation=1)  # fmt: skip
+            result = train_step(
+                self.model,
+                [self.batch],
+                self.optimizer,
+                self.scheduler,
+                {TRAIN_TASK: 1.0},
+                self.device,
+                self.precision,
+                self.cfg.train.grad_clip,
+                accumulation=1,
+            )
             return result.loss
         from socialfusion.runtime import autocast
 
@@ -380,7 +406,11 @@ def build_llava_reference(cfg, tokenizer):
     from socialfusion.models.loading import load_arch, resolve_pretrained
 
     m = cfg.model
-    vc = AutoConfig.from_pretrained(resolve_pretrained(m.encoder.pretrained)) if m.encoder.pretrained else load_arch(m.encoder.arch)
+    vc = (
+        AutoConfig.from_pretrained(resolve_pretrained(m.encoder.pretrained))
+        if m.encoder.pretrained
+        else load_arch(m.encoder.arch)
+    )
     vc = getattr(vc, "vision_config", None) or vc
     tc = AutoConfig.from_pretrained(resolve_pretrained(m.llm.pretrained)) if m.llm.pretrained else load_arch(m.llm.arch)
     if m.llm.tokenizer == "tiny":
@@ -510,7 +540,12 @@ class ClassifyWorker:
             )
         texts = self.tok.batch_decode(gen, skip_special_tokens=True)
         pred = self.parse(name, texts)
-        return {"pred": pred, "generated_tokens": int(gen.shape[1]), "parsed": sum(p >= 0 for p in pred), "sample_text": texts[0]}
+        return {
+            "pred": pred,
+            "generated_tokens": int(gen.shape[1]),
+            "parsed": sum(p >= 0 for p in pred),
+            "sample_text": texts[0],
+        }
 
 
 class PredictWorker:
@@ -526,7 +561,9 @@ class PredictWorker:
         rng = np.random.default_rng(0)
         self.image = Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
         # a box of every kind (face, hand and head share the first person's box), so that every task runs
-        self.boxes = [{"xyxy": [100, 80, 300, 400], "kind": k} for k in ("face", "hand", "head", "person")] + [{"xyxy": [320, 60, 560, 420], "kind": "person"}]
+        self.boxes = [{"xyxy": [100, 80, 300, 400], "kind": k} for k in ("face", "hand", "head", "person")] + [
+            {"xyxy": [320, 60, 560, 420], "kind": "person"}
+        ]
         [r] = self.sf.predict(self.image, self.boxes, tasks="all")
         skipped = [k for k, v in r["tasks"].items() if "skipped" in v]
         assert not skipped, skipped
@@ -588,7 +625,12 @@ def profile_unit(worker, arg, rows: int = 18) -> dict:
     return {
         "total_self_cpu_ms": total / 1000,
         "top": [
-            {"op": e.key, "self_cpu_ms": round(e.self_cpu_time_total / 1000, 2), "share": round(e.self_cpu_time_total / max(total, 1), 4), "calls": e.count}
+            {
+                "op": e.key,
+                "self_cpu_ms": round(e.self_cpu_time_total / 1000, 2),
+                "share": round(e.self_cpu_time_total / max(total, 1), 4),
+                "calls": e.count,
+            }
             for e in top
         ],
         "table": ka.table(sort_by="self_cpu_time_total", row_limit=rows),
@@ -665,13 +707,31 @@ class Host:
     def __init__(self, name: str, specs: dict[str, dict], log_dir: Path):
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
+        env = dict(
+            os.environ,
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            TRANSFORMERS_VERBOSITY="error",
+            TQDM_DISABLE="1",
+            PYTHONWARNINGS="ignore",
+        )
         if OMP_WAIT_POLICY:
             env["OMP_WAIT_POLICY"] = OMP_WAIT_POLICY
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({"workers": specs, "threads": THREADS})],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1, cwd=str(ROOT), env=env,
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--worker",
+                json.dumps({"workers": specs, "threads": THREADS}),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            bufsize=1,
+            cwd=str(ROOT),
+            env=env,
         )
         self.ready = self._read()
         if "error" in self.ready:
@@ -742,12 +802,23 @@ def summarize(ts: list[float]) -> dict:
     return {"n": n, "median": statistics.median(s), "min": s[0], "max": s[-1], "q1": q[0], "q3": q[2], "all": ts}
 
 
-def run_group(name: str, workers: dict[str, dict], units: list[tuple[str, object]], warmup: int, repeats: int, log_dir: Path,
-              extra_cmds: list[tuple[str, str, object]] = (), preset: str | None = None, host: Host | None = None) -> dict:  # fmt: skip
+def run_group(
+    name: str,
+    workers: dict[str, dict],
+    units: list[tuple[str, object]],
+    warmup: int,
+    repeats: int,
+    log_dir: Path,
+    extra_cmds: list[tuple[str, str, object]] = (),
+    preset: str | None = None,
+    host: Host | None = None,
+) -> dict:
     """Start the workers one by one, each in its own process (or find them in `host`, a process that already holds
     them: --smoke), then `warmup` + `repeats` rounds over `units` (worker, arg), rotating the order every round;
     each unit's wall time is recorded. Then extra commands (flops, profile) and memory."""
-    print(f"\n== {name}: {len(workers)} workers, {len(units)} units x ({warmup} warm-up + {repeats}) rounds", flush=True)
+    print(
+        f"\n== {name}: {len(workers)} workers, {len(units)} units x ({warmup} warm-up + {repeats}) rounds", flush=True
+    )
     group = {"name": name, "load_start": loadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     if preset:
         group["preset"] = preset
@@ -757,7 +828,10 @@ def run_group(name: str, workers: dict[str, dict], units: list[tuple[str, object
     try:
         for wname, spec in workers.items():
             live[wname] = Worker(f"{name}.{wname}", spec, log_dir, host)
-            print(f"   {'started' if host is None else 'found'} {wname} (setup {live[wname].ready['setup_s']:.1f}s)", flush=True)
+            print(
+                f"   {'started' if host is None else 'found'} {wname} (setup {live[wname].ready['setup_s']:.1f}s)",
+                flush=True,
+            )
         group["worker_specs"] = {w: live[w].spec for w in live}
         times: dict[str, list[float]] = {f"{w}:{a}": [] for w, a in units}
         cpus: dict[str, list[float]] = {k: [] for k in times}
@@ -775,11 +849,25 @@ def run_group(name: str, workers: dict[str, dict], units: list[tuple[str, object
                     cpus[key].append(reply["cpu"] / steps)
                     extras[key].append(reply["extra"])
             tag = "warm-up" if r < warmup else f"round {r - warmup + 1}/{repeats}"
-            print(f"   {tag}: " + ", ".join(f"{w}:{a}={times[f'{w}:{a}'][-1]:.3f}s" if r >= warmup else f"{w}:{a}" for w, a in units), flush=True)
+            print(
+                f"   {tag}: "
+                + ", ".join(f"{w}:{a}={times[f'{w}:{a}'][-1]:.3f}s" if r >= warmup else f"{w}:{a}" for w, a in units),
+                flush=True,
+            )
         busy_m1, total_m1 = cpu_jiffies()
-        group["results"] = {k: {**summarize(v), "cpu_per_wall_median": statistics.median(c / t for c, t in zip(cpus[k], v)), "extra_last": extras[k][-1]} for k, v in times.items()}
+        group["results"] = {
+            k: {
+                **summarize(v),
+                "cpu_per_wall_median": statistics.median(c / t for c, t in zip(cpus[k], v)),
+                "extra_last": extras[k][-1],
+            }
+            for k, v in times.items()
+        }
         group["machine_busy_during_measurement"] = (busy_m1 - busy_m0) / max(1, total_m1 - total_m0)
-        group["worker_setup"] = {w: {"setup_s": live[w].ready["setup_s"], "info": live[w].ready["info"], "threads": live[w].ready["threads"]} for w in live}
+        group["worker_setup"] = {
+            w: {"setup_s": live[w].ready["setup_s"], "info": live[w].ready["info"], "threads": live[w].ready["threads"]}
+            for w in live
+        }
         group["extra"] = {}
         for w, cmd, arg in extra_cmds:
             print(f"   {cmd} {w} {arg or ''}", flush=True)
@@ -803,7 +891,16 @@ def machine_info() -> dict:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         for line in lscpu.splitlines():
             key, _, value = line.partition(":")
-            if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "Core(s) per socket", "Socket(s)", "L2 cache", "L3 cache", "Hypervisor vendor"):
+            if key.strip() in (
+                "Model name",
+                "CPU(s)",
+                "Thread(s) per core",
+                "Core(s) per socket",
+                "Socket(s)",
+                "L2 cache",
+                "L3 cache",
+                "Hypervisor vendor",
+            ):
                 info[key.strip()] = value.strip()
             if key.strip() == "Flags":
                 flags = value.split()
@@ -826,8 +923,12 @@ def machine_info() -> dict:
         except md.PackageNotFoundError:
             info[pkg] = "absent"
     try:
-        info["git_revision"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
+        info["git_revision"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         info["src_uncommitted_changes"] = bool(dirty)
     except (OSError, subprocess.SubprocessError):
         pass
@@ -840,11 +941,28 @@ def machine_info() -> dict:
 # ------------------------------------------------------------------------------------------------ plans
 
 
-def train_group(preset: str, variants: list[tuple[str, str, str]], warmup: int, repeats: int, matmul: list[str], flop_check: bool, profile: list[str], steps_per_unit: int = 1, name: str | None = None) -> dict:
+def train_group(
+    preset: str,
+    variants: list[tuple[str, str, str]],
+    warmup: int,
+    repeats: int,
+    matmul: list[str],
+    flop_check: bool,
+    profile: list[str],
+    steps_per_unit: int = 1,
+    name: str | None = None,
+) -> dict:
     workers = {}
     for impl, inp, prec in variants:
         wname = f"{impl}-{inp}-{prec}" if impl == "sf" else f"llava-{prec}"
-        workers[wname] = {"kind": "train", "impl": impl, "input": inp, "precision": prec, "preset": preset, "steps_per_unit": steps_per_unit}
+        workers[wname] = {
+            "kind": "train",
+            "impl": impl,
+            "input": inp,
+            "precision": prec,
+            "preset": preset,
+            "steps_per_unit": steps_per_unit,
+        }
     units = [(w, None) for w in workers]
     if matmul:
         workers["matmul"] = {"kind": "matmul", "bf16_matmul_probe": "bf16" in matmul}
@@ -852,21 +970,63 @@ def train_group(preset: str, variants: list[tuple[str, str, str]], warmup: int, 
     extra = []
     extra += [(w, "flops", "check" if flop_check else None) for w in workers if w != "matmul"]
     extra += [(w, "profile", None) for w in profile]
-    return {"name": name or f"train-{preset}", "workers": workers, "units": units, "warmup": warmup, "repeats": repeats, "extra_cmds": extra, "preset": preset}
+    return {
+        "name": name or f"train-{preset}",
+        "workers": workers,
+        "units": units,
+        "warmup": warmup,
+        "repeats": repeats,
+        "extra_cmds": extra,
+        "preset": preset,
+    }
 
 
 def classify_group(preset: str, warmup: int, repeats: int, profile: bool) -> dict:
-    workers = {"score": {"kind": "classify", "method": "score", "preset": preset}, "generate": {"kind": "classify", "method": "generate", "preset": preset}}
-    units = [("score", "gesture"), ("generate", "gesture"), ("score", "expression"), ("generate", "expression"), ("score", "encode")]
-    extra = [("score", "profile", "gesture"), ("generate", "profile", "gesture"), ("score", "profile", "expression"), ("generate", "profile", "expression")] if profile else []
-    return {"name": "classify", "workers": workers, "units": units, "warmup": warmup, "repeats": repeats, "extra_cmds": extra, "preset": preset}
+    workers = {
+        "score": {"kind": "classify", "method": "score", "preset": preset},
+        "generate": {"kind": "classify", "method": "generate", "preset": preset},
+    }
+    units = [
+        ("score", "gesture"),
+        ("generate", "gesture"),
+        ("score", "expression"),
+        ("generate", "expression"),
+        ("score", "encode"),
+    ]
+    extra = (
+        [
+            ("score", "profile", "gesture"),
+            ("generate", "profile", "gesture"),
+            ("score", "profile", "expression"),
+            ("generate", "profile", "expression"),
+        ]
+        if profile
+        else []
+    )
+    return {
+        "name": "classify",
+        "workers": workers,
+        "units": units,
+        "warmup": warmup,
+        "repeats": repeats,
+        "extra_cmds": extra,
+        "preset": preset,
+    }
 
 
 def predict_group(preset: str, warmup: int, repeats: int, profile: bool) -> dict:
     workers = {"all": {"kind": "predict", "preset": preset}, "single": {"kind": "predict", "preset": preset}}
     units = [("all", "all")] + [("single", t) for t in ("lam", "expression", "gesture", "relation", "gaze")]
     extra = [("all", "profile", "all"), ("single", "profile", "expression")] if profile else []
-    return {"name": "predict", "workers": workers, "units": units, "warmup": warmup, "repeats": repeats, "extra_cmds": extra, "preset": preset}
+    return {
+        "name": "predict",
+        "workers": workers,
+        "units": units,
+        "warmup": warmup,
+        "repeats": repeats,
+        "extra_cmds": extra,
+        "preset": preset,
+    }
 
 
 def plan(quick: bool, extended: bool, only: set[str] | None) -> list[dict]:
@@ -881,13 +1041,40 @@ def plan(quick: bool, extended: bool, only: set[str] | None) -> list[dict]:
     fp32 = [("sf", "features", "fp32"), ("sf", "pixels", "fp32"), ("llava", "pixels", "fp32")]
     if want("train-tiny"):
         prof = [] if quick else ["sf-features-fp32", "sf-pixels-fp32", "llava-fp32"]
-        groups.append(train_group("tiny", fp32, 1 if quick else 2, 4 if quick else 15, ["fp32"], flop_check=True, profile=prof, steps_per_unit=5))
+        groups.append(
+            train_group(
+                "tiny",
+                fp32,
+                1 if quick else 2,
+                4 if quick else 15,
+                ["fp32"],
+                flop_check=True,
+                profile=prof,
+                steps_per_unit=5,
+            )
+        )
     if want("train-default"):
         prof = [] if quick else ["sf-features-fp32", "sf-pixels-fp32", "llava-fp32"]
         groups.append(train_group("default", fp32, 1, 2 if quick else 6, ["fp32"], flop_check=True, profile=prof))
     if want("train-default-bf16"):
-        v = [("sf", "features", "fp32"), ("llava", "pixels", "fp32"), ("sf", "features", "bf16"), ("llava", "pixels", "bf16")]
-        groups.append(train_group("default", v, 1, 2, ["fp32", "bf16"], flop_check=False, profile=["sf-features-bf16"], name="train-default-bf16"))
+        v = [
+            ("sf", "features", "fp32"),
+            ("llava", "pixels", "fp32"),
+            ("sf", "features", "bf16"),
+            ("llava", "pixels", "bf16"),
+        ]
+        groups.append(
+            train_group(
+                "default",
+                v,
+                1,
+                2,
+                ["fp32", "bf16"],
+                flop_check=False,
+                profile=["sf-features-bf16"],
+                name="train-default-bf16",
+            )
+        )
     if want("classify"):
         groups.append(classify_group("default", 1 if quick else 2, 3 if quick else 10, profile=not quick))
     if want("predict"):
@@ -904,7 +1091,9 @@ def smoke_plan() -> list[dict]:
     the matmul, workers started concurrently. It checks that the harness runs, not how fast anything is."""
     fp32 = [("sf", "features", "fp32"), ("sf", "pixels", "fp32"), ("llava", "pixels", "fp32")]
     return [
-        train_group("tiny", fp32, 0, 1, ["fp32"], flop_check=True, profile=["sf-features-fp32", "sf-pixels-fp32", "llava-fp32"]),
+        train_group(
+            "tiny", fp32, 0, 1, ["fp32"], flop_check=True, profile=["sf-features-fp32", "sf-pixels-fp32", "llava-fp32"]
+        ),
         classify_group("tiny", 0, 1, profile=True),
         predict_group("tiny", 0, 1, profile=True),
     ]
@@ -961,7 +1150,17 @@ def analyse(groups: list[dict]) -> dict:
 
     def target(name, value, op, threshold, applicable=True, note=""):
         met = (value >= threshold) if op == ">=" else (value <= threshold)
-        out["targets"].append({"target": name, "value": value, "op": op, "threshold": threshold, "met": bool(met), "applicable": applicable, "note": note})
+        out["targets"].append(
+            {
+                "target": name,
+                "value": value,
+                "op": op,
+                "threshold": threshold,
+                "met": bool(met),
+                "applicable": applicable,
+                "note": note,
+            }
+        )
 
     for gname in ("train-tiny", "train-default", "train-default-bf16", "train-issue9"):
         g = by.get(gname)
@@ -979,7 +1178,13 @@ def analyse(groups: list[dict]) -> dict:
             prec = w.rsplit("-", 1)[1]
             t = _med(g, key)
             fl = g.get("extra", {}).get(f"{w}:flops:None") or g.get("extra", {}).get(f"{w}:flops:check")
-            row = {"step_s": t, "samples_per_s": BATCH / t, "min_s": res[key]["min"], "max_s": res[key]["max"], "n": res[key]["n"]}
+            row = {
+                "step_s": t,
+                "samples_per_s": BATCH / t,
+                "min_s": res[key]["min"],
+                "max_s": res[key]["max"],
+                "n": res[key]["n"],
+            }
             if fl:
                 row["flops_per_step"] = fl["total"]
                 if "flop_counter_mode_total" in fl:
@@ -1001,15 +1206,28 @@ def analyse(groups: list[dict]) -> dict:
                     if w in rows:
                         rows[w]["speedup_vs_llava_bf16"] = rows["llava-bf16"]["step_s"] / rows[w]["step_s"]
             if not bf16_group:
-                target(f"{preset}: train fp32, SF with feature cache vs LLaVA+PEFT", ref["step_s"] / rows["sf-features-fp32"]["step_s"], ">=", 1.3)
+                target(
+                    f"{preset}: train fp32, SF with feature cache vs LLaVA+PEFT",
+                    ref["step_s"] / rows["sf-features-fp32"]["step_s"],
+                    ">=",
+                    1.3,
+                )
             if "sf-pixels-fp32" in rows:
-                target(f"{preset}: train fp32, SF without cache vs LLaVA+PEFT", ref["step_s"] / rows["sf-pixels-fp32"]["step_s"], ">=", 1.0)
+                target(
+                    f"{preset}: train fp32, SF without cache vs LLaVA+PEFT",
+                    ref["step_s"] / rows["sf-pixels-fp32"]["step_s"],
+                    ">=",
+                    1.0,
+                )
             for w in ("sf-features-bf16", "sf-pixels-bf16"):
                 if w in rows:
                     target(
                         f"{preset}: train bf16 autocast ({'cache' if 'features' in w else 'no cache'}) vs fp32 LLaVA+PEFT",
-                        ref["step_s"] / rows[w]["step_s"], ">=", 2.0,
-                        applicable=False, note="target is for a CPU with native bf16; this one has none (no AVX-512/AMX, mkldnn bf16 unsupported)",
+                        ref["step_s"] / rows[w]["step_s"],
+                        ">=",
+                        2.0,
+                        applicable=False,
+                        note="target is for a CPU with native bf16; this one has none (no AVX-512/AMX, mkldnn bf16 unsupported)",
                     )
             for w, row in rows.items():
                 if w.startswith("sf") and "mfu" in row:
@@ -1019,7 +1237,13 @@ def analyse(groups: list[dict]) -> dict:
                     target(f"{preset}: MFU {w} >= 50% of {prec} matmul peak", row["mfu"], ">=", 0.5)
                     refw = f"llava-{prec}"
                     if refw in rows and "mfu" in rows[refw]:
-                        target(f"{preset}: MFU {w} >= reference's MFU ({rows[refw]['mfu']:.1%})", row["mfu"] / rows[refw]["mfu"], ">=", 1.0, note="value = SF MFU / reference MFU")
+                        target(
+                            f"{preset}: MFU {w} >= reference's MFU ({rows[refw]['mfu']:.1%})",
+                            row["mfu"] / rows[refw]["mfu"],
+                            ">=",
+                            1.0,
+                            note="value = SF MFU / reference MFU",
+                        )
     g = by.get("classify")
     if g:
         for task in ClassifyWorker.TASKS:
@@ -1033,9 +1257,21 @@ def analyse(groups: list[dict]) -> dict:
         singles = {k.split(":", 1)[1]: v["median"] for k, v in g["results"].items() if k.startswith("single:")}
         all5 = _med(g, "all:all")
         mean_one = statistics.mean(singles.values())
-        out["predict"] = {"all_s": all5, "single_s": singles, "sum_single_s": sum(singles.values()), "mean_single_s": mean_one, "max_single_s": max(singles.values())}
+        out["predict"] = {
+            "all_s": all5,
+            "single_s": singles,
+            "sum_single_s": sum(singles.values()),
+            "mean_single_s": mean_one,
+            "max_single_s": max(singles.values()),
+        }
         target("predict: five tasks in one call / mean single-task call", all5 / mean_one, "<=", 2.0)
-        target("predict: five tasks in one call / slowest single-task call", all5 / max(singles.values()), "<=", 2.0, note="stricter reading: vs the slowest one-task call")
+        target(
+            "predict: five tasks in one call / slowest single-task call",
+            all5 / max(singles.values()),
+            "<=",
+            2.0,
+            note="stricter reading: vs the slowest one-task call",
+        )
     return out
 
 
@@ -1051,19 +1287,27 @@ def render(report: dict) -> str:
     a = report["analysis"]
     m = report["machine"]
     L = []
-    L.append(f"Run: `{report['command']}` ({report['mode']}), {report['started']} -> {report['finished']}, {report['wall_s'] / 60:.1f} min wall.")
+    L.append(
+        f"Run: `{report['command']}` ({report['mode']}), {report['started']} -> {report['finished']}, {report['wall_s'] / 60:.1f} min wall."
+    )
     L.append("")
     if report["mode"] == "smoke":
-        L.append("**Smoke run**: it checks that the harness runs (every worker kind, the tiny preset, one round, all workers in one "
-                 "process); its times are not measurements and its targets mean nothing.")  # fmt: skip
+        L.append(
+            "**Smoke run**: it checks that the harness runs (every worker kind, the tiny preset, one round, all workers in one "
+            "process); its times are not measurements and its targets mean nothing."
+        )
         L.append("")
-    L.append(f"Machine: {m.get('Model name')} ({m.get('CPU(s)')} CPUs, {m.get('Hypervisor vendor', 'bare metal')} guest), SIMD flags {', '.join(m.get('simd_flags', []))}; "
-             f"torch {m['torch']} ({m['torch_cpu_capability']}, {m['torch_threads']} threads, mkldnn bf16 supported: {m['mkldnn_bf16_supported']}, "
-             f"precision auto -> {m.get('precision', {}).get('cpu_auto_precision', '?')}), "
-             f"transformers {m['transformers']}, peft {m['peft']}; git {m.get('git_revision')}{' + uncommitted src changes' if m.get('src_uncommitted_changes') else ''}.")
+    L.append(
+        f"Machine: {m.get('Model name')} ({m.get('CPU(s)')} CPUs, {m.get('Hypervisor vendor', 'bare metal')} guest), SIMD flags {', '.join(m.get('simd_flags', []))}; "
+        f"torch {m['torch']} ({m['torch_cpu_capability']}, {m['torch_threads']} threads, mkldnn bf16 supported: {m['mkldnn_bf16_supported']}, "
+        f"precision auto -> {m.get('precision', {}).get('cpu_auto_precision', '?')}), "
+        f"transformers {m['transformers']}, peft {m['peft']}; git {m.get('git_revision')}{' + uncommitted src changes' if m.get('src_uncommitted_changes') else ''}."
+    )
     L.append("")
-    L.append("Times are medians over the measured rounds with [min-max]; every ratio is a ratio of medians from the same interleaved run. "
-             "`busy` is the fraction of the machine's CPU time that was busy during the measured rounds (ours + others); `cpu/wall` is the worker's process CPU time per wall second (2.0 = both cores).")
+    L.append(
+        "Times are medians over the measured rounds with [min-max]; every ratio is a ratio of medians from the same interleaved run. "
+        "`busy` is the fraction of the machine's CPU time that was busy during the measured rounds (ours + others); `cpu/wall` is the worker's process CPU time per wall second (2.0 = both cores)."
+    )
     L.append("")
     L.append("### Targets")
     L.append("")
@@ -1088,9 +1332,13 @@ def render(report: dict) -> str:
         L.append("")
         info = g["worker_setup"]
         anyw = next(w for w in info if w != "matmul")
-        L.append(f"Load average start {g['load_start']}, end {g['load_end']}; busy {g['machine_busy_during_measurement']:.0%}; {g['results'][next(iter(g['results']))]['n']} measured rounds after warm-up; group wall {g['wall_s']:.0f}s.")
+        L.append(
+            f"Load average start {g['load_start']}, end {g['load_end']}; busy {g['machine_busy_during_measurement']:.0%}; {g['results'][next(iter(g['results']))]['n']} measured rounds after warm-up; group wall {g['wall_s']:.0f}s."
+        )
         L.append("")
-        L.append("| configuration | step s, median [min-max] | samples/s | vs LLaVA fp32 | GFLOP/step | GFLOP/s | MFU | cpu/wall | peak RSS MB (delta) | visual + text tokens |")
+        L.append(
+            "| configuration | step s, median [min-max] | samples/s | vs LLaVA fp32 | GFLOP/step | GFLOP/s | MFU | cpu/wall | peak RSS MB (delta) | visual + text tokens |"
+        )
         L.append("|---|---|---|---|---|---|---|---|---|---|")
         for w, row in tr["rows"].items():
             res = g["results"][f"{w}:None"]
@@ -1100,65 +1348,107 @@ def render(report: dict) -> str:
             fl = f"{row['flops_per_step'] / 1e9:.1f}" if "flops_per_step" in row else "-"
             gf = f"{row['achieved_gflops']:.1f}" if "achieved_gflops" in row else "-"
             mfu = f"{row['mfu']:.1%}" if "mfu" in row else "-"
-            L.append(f"| {w} | {_fmt_s(res)} | {row['samples_per_s']:.2f} | {row.get('speedup_vs_llava_fp32', float('nan')):.2f}x | {fl} | {gf} | {mfu} | {res['cpu_per_wall_median']:.2f} | {mem['peak_rss_during_measurement_mb']:.0f} (+{mem['peak_minus_setup_mb']:.0f}) | {tokens} |")
+            L.append(
+                f"| {w} | {_fmt_s(res)} | {row['samples_per_s']:.2f} | {row.get('speedup_vs_llava_fp32', float('nan')):.2f}x | {fl} | {gf} | {mfu} | {res['cpu_per_wall_median']:.2f} | {mem['peak_rss_during_measurement_mb']:.0f} (+{mem['peak_minus_setup_mb']:.0f}) | {tokens} |"
+            )
         for d, v in tr["peak_gflops"].items():
             res = g["results"][f"matmul:{d}"]
             op = "torch.matmul fp32" if d == "fp32" else "F.linear bf16 (nn.Linear's kernel)"
-            L.append(f"| peak: 2048x2048 {op} | {_fmt_s(res)} | | | 17.2 | {v:.1f} | 100% | {res['cpu_per_wall_median']:.2f} | | |")
+            L.append(
+                f"| peak: 2048x2048 {op} | {_fmt_s(res)} | | | 17.2 | {v:.1f} | 100% | {res['cpu_per_wall_median']:.2f} | | |"
+            )
         probe = info.get("matmul", {}).get("info", {}).get("bf16_torch_matmul_512_gflops")
         if probe:
             L.append("")
-            L.append(f"torch.matmul in bf16 on this CPU: {probe:.2f} GFLOP/s at 512x512 (a slow non-BLAS fallback), so the bf16 peak is F.linear's.")
-        fcm = [(w, r["flops_linear_conv"], r["flops_attention"], r["flop_counter_mode"]) for w, r in tr["rows"].items() if "flop_counter_mode" in r]
+            L.append(
+                f"torch.matmul in bf16 on this CPU: {probe:.2f} GFLOP/s at 512x512 (a slow non-BLAS fallback), so the bf16 peak is F.linear's."
+            )
+        fcm = [
+            (w, r["flops_linear_conv"], r["flops_attention"], r["flop_counter_mode"])
+            for w, r in tr["rows"].items()
+            if "flop_counter_mode" in r
+        ]
         if fcm:
             L.append("")
-            L.append("FLOPs per step, analytic = linear/conv + attention; check: the linear/conv part against torch.utils.flop_counter.FlopCounterMode on the same step "
-                     "(which does not see the CPU SDPA kernel), GFLOP: "
-                     + "; ".join(f"{w} {x / 1e9:.2f} + {a / 1e9:.2f} (FlopCounterMode {y / 1e9:.2f})" for w, x, a, y in fcm) + ".")
+            L.append(
+                "FLOPs per step, analytic = linear/conv + attention; check: the linear/conv part against torch.utils.flop_counter.FlopCounterMode on the same step "
+                "(which does not see the CPU SDPA kernel), GFLOP: "
+                + "; ".join(f"{w} {x / 1e9:.2f} + {a / 1e9:.2f} (FlopCounterMode {y / 1e9:.2f})" for w, x, a, y in fcm)
+                + "."
+            )
     g = g_by.get("classify")
     if g:
         c = a["classify"]
         L.append("")
-        L.append(f"### Classification inference: verbalizer scoring vs generate + parse (preset `{g.get('preset', 'default')}`, batch {BATCH}, features given)")
+        L.append(
+            f"### Classification inference: verbalizer scoring vs generate + parse (preset `{g.get('preset', 'default')}`, batch {BATCH}, features given)"
+        )
         L.append("")
-        L.append(f"Load average start {g['load_start']}, end {g['load_end']}; busy {g['machine_busy_during_measurement']:.0%}.")
+        L.append(
+            f"Load average start {g['load_start']}, end {g['load_end']}; busy {g['machine_busy_during_measurement']:.0%}."
+        )
         L.append("")
-        L.append("| task (scoring path, classes) | score_classes s | generate+parse s (max_new_tokens) | speedup | peak RSS MB score / generate (delta) |")
+        L.append(
+            "| task (scoring path, classes) | score_classes s | generate+parse s (max_new_tokens) | speedup | peak RSS MB score / generate (delta) |"
+        )
         L.append("|---|---|---|---|---|")
         si = g["worker_setup"]["score"]["info"]
         ms, mg = g["memory"]["score"], g["memory"]["generate"]
         for task in ClassifyWorker.TASKS:
-            L.append(f"| {task} ({c[task]['path']}, {si['classes'][task]}) | {_fmt_s(g['results'][f'score:{task}'])} | {_fmt_s(g['results'][f'generate:{task}'])} ({si['max_new_tokens'][task]}) | {c[task]['speedup']:.2f}x | {ms['peak_rss_during_measurement_mb']:.0f} (+{ms['peak_minus_setup_mb']:.0f}) / {mg['peak_rss_during_measurement_mb']:.0f} (+{mg['peak_minus_setup_mb']:.0f}) |")
+            L.append(
+                f"| {task} ({c[task]['path']}, {si['classes'][task]}) | {_fmt_s(g['results'][f'score:{task}'])} | {_fmt_s(g['results'][f'generate:{task}'])} ({si['max_new_tokens'][task]}) | {c[task]['speedup']:.2f}x | {ms['peak_rss_during_measurement_mb']:.0f} (+{ms['peak_minus_setup_mb']:.0f}) / {mg['peak_rss_during_measurement_mb']:.0f} (+{mg['peak_minus_setup_mb']:.0f}) |"
+            )
         L.append("")
-        L.append(f"Both start from the batch's cached encoder features; the encoder pass they would share from pixels takes {_fmt_s(g['results']['score:encode'])} s for these 8 images. "
-                 f"Generated tokens per call: " + ", ".join(f"{t} {g['results'][f'generate:{t}']['extra_last']['generated_tokens']}" for t in ClassifyWorker.TASKS)
-                 + "; rows parsed to a class (untrained adapters, so the text is rarely a class name): " + ", ".join(f"{t} {g['results'][f'generate:{t}']['extra_last']['parsed']}/8" for t in ClassifyWorker.TASKS) + ".")
+        L.append(
+            f"Both start from the batch's cached encoder features; the encoder pass they would share from pixels takes {_fmt_s(g['results']['score:encode'])} s for these 8 images. "
+            f"Generated tokens per call: "
+            + ", ".join(
+                f"{t} {g['results'][f'generate:{t}']['extra_last']['generated_tokens']}" for t in ClassifyWorker.TASKS
+            )
+            + "; rows parsed to a class (untrained adapters, so the text is rarely a class name): "
+            + ", ".join(f"{t} {g['results'][f'generate:{t}']['extra_last']['parsed']}/8" for t in ClassifyWorker.TASKS)
+            + "."
+        )
     g = g_by.get("predict")
     if g:
         p = a["predict"]
         L.append("")
         L.append(f"### Five tasks on one image (preset `{g.get('preset', 'default')}`, 640x480 image, two boxes)")
         L.append("")
-        L.append(f"Load average start {g['load_start']}, end {g['load_end']}; busy {g['machine_busy_during_measurement']:.0%}.")
+        L.append(
+            f"Load average start {g['load_start']}, end {g['load_end']}; busy {g['machine_busy_during_measurement']:.0%}."
+        )
         L.append("")
         L.append("| call | latency s, median [min-max] | vs mean single-task call |")
         L.append("|---|---|---|")
-        L.append(f"| predict(tasks=\"all\") | {_fmt_s(g['results']['all:all'])} | {p['all_s'] / p['mean_single_s']:.2f}x |")
+        L.append(
+            f'| predict(tasks="all") | {_fmt_s(g["results"]["all:all"])} | {p["all_s"] / p["mean_single_s"]:.2f}x |'
+        )
         for t, v in p["single_s"].items():
-            L.append(f"| predict(tasks=[\"{t}\"]) | {_fmt_s(g['results'][f'single:{t}'])} | {v / p['mean_single_s']:.2f}x |")
-        L.append(f"| five single-task calls (sum of medians) | {p['sum_single_s']:.3f} | {p['sum_single_s'] / p['mean_single_s']:.2f}x |")
+            L.append(
+                f'| predict(tasks=["{t}"]) | {_fmt_s(g["results"][f"single:{t}"])} | {v / p["mean_single_s"]:.2f}x |'
+            )
+        L.append(
+            f"| five single-task calls (sum of medians) | {p['sum_single_s']:.3f} | {p['sum_single_s'] / p['mean_single_s']:.2f}x |"
+        )
         mem = g["memory"]
         L.append("")
-        L.append(f"Peak RSS: all-tasks worker {mem['all']['peak_rss_during_measurement_mb']:.0f} MB (+{mem['all']['peak_minus_setup_mb']:.0f} over setup), single-task worker {mem['single']['peak_rss_during_measurement_mb']:.0f} MB (+{mem['single']['peak_minus_setup_mb']:.0f}). "
-                 f"One call for five tasks is {p['sum_single_s'] / p['all_s']:.2f}x faster than five calls.")
+        L.append(
+            f"Peak RSS: all-tasks worker {mem['all']['peak_rss_during_measurement_mb']:.0f} MB (+{mem['all']['peak_minus_setup_mb']:.0f} over setup), single-task worker {mem['single']['peak_rss_during_measurement_mb']:.0f} MB (+{mem['single']['peak_minus_setup_mb']:.0f}). "
+            f"One call for five tasks is {p['sum_single_s'] / p['all_s']:.2f}x faster than five calls."
+        )
     L.append("")
     L.append("### Memory (RSS high-water mark per worker process)")
     L.append("")
-    L.append("| group | worker | RSS after setup MB | peak during measurement MB | delta MB | lifetime peak (incl. model loading) MB |")
+    L.append(
+        "| group | worker | RSS after setup MB | peak during measurement MB | delta MB | lifetime peak (incl. model loading) MB |"
+    )
     L.append("|---|---|---|---|---|---|")
     for g in report["groups"]:
         for w, mem in g["memory"].items():
-            L.append(f"| {g['name']} | {w} | {mem['rss_after_setup_mb']:.0f} | {mem['peak_rss_during_measurement_mb']:.0f} | {mem['peak_minus_setup_mb']:.0f} | {mem['peak_rss_process_lifetime_mb']:.0f} |")
+            L.append(
+                f"| {g['name']} | {w} | {mem['rss_after_setup_mb']:.0f} | {mem['peak_rss_during_measurement_mb']:.0f} | {mem['peak_minus_setup_mb']:.0f} | {mem['peak_rss_process_lifetime_mb']:.0f} |"
+            )
     return "\n".join(L)
 
 
@@ -1178,20 +1468,53 @@ def write_results_md(text: str, mode: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="~2 minutes: fewer rounds, no bf16, no issue9 row, no profiles")
-    ap.add_argument("--only", default=None, help="comma-separated groups: train-tiny,train-default,train-default-bf16,classify,predict,train-issue9")
-    ap.add_argument("--extended", action="store_true", help="also bf16 autocast training (train-default-bf16) and SF without cache at the issue9 size (~+6 min)")
+    ap.add_argument(
+        "--quick", action="store_true", help="~2 minutes: fewer rounds, no bf16, no issue9 row, no profiles"
+    )
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated groups: train-tiny,train-default,train-default-bf16,classify,predict,train-issue9",
+    )
+    ap.add_argument(
+        "--extended",
+        action="store_true",
+        help="also bf16 autocast training (train-default-bf16) and SF without cache at the issue9 size (~+6 min)",
+    )
     ap.add_argument("--no-results-md", action="store_true", help="do not rewrite the generated part of RESULTS.md")
-    ap.add_argument("--omp-wait-policy", default="passive", choices=["passive", "active", "default"], help="OMP_WAIT_POLICY of the workers (default: passive, see README)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: torch's default, the core count)")
-    ap.add_argument("--smoke", action="store_true", help="check that the harness runs (~30-40 s): every worker kind once at the tiny preset; "
-                    "writes to --out or a new temporary directory, never to results/ or RESULTS.md")  # fmt: skip
-    ap.add_argument("--out", default=None, help="directory for <mode>.json/.md/-profiles.txt and the worker logs (default: benchmarks/results/)")
-    ap.add_argument("--cache-read", action="store_true", help="feature-cache read throughput (benchmarks/cache_read.py; ~1 min, with --smoke ~5 s); "
-                    "writes cache-read.json/.md to --out (default results/) and its RESULTS.md section")  # fmt: skip
-    ap.add_argument("--pipeline", action="store_true", help="input pipeline: training `default` from JPEG files through DataLoader workers vs from "
-                    "pre-decoded tensors in memory (benchmarks/pipeline.py; ~10 min, with --smoke ~30 s); writes pipeline.json/.md to --out "
-                    "(default results/) and its RESULTS.md section")  # fmt: skip
+    ap.add_argument(
+        "--omp-wait-policy",
+        default="passive",
+        choices=["passive", "active", "default"],
+        help="OMP_WAIT_POLICY of the workers (default: passive, see README)",
+    )
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads per worker (default: torch's default, the core count)"
+    )
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check that the harness runs (~30-40 s): every worker kind once at the tiny preset; "
+        "writes to --out or a new temporary directory, never to results/ or RESULTS.md",
+    )
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="directory for <mode>.json/.md/-profiles.txt and the worker logs (default: benchmarks/results/)",
+    )
+    ap.add_argument(
+        "--cache-read",
+        action="store_true",
+        help="feature-cache read throughput (benchmarks/cache_read.py; ~1 min, with --smoke ~5 s); "
+        "writes cache-read.json/.md to --out (default results/) and its RESULTS.md section",
+    )
+    ap.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="input pipeline: training `default` from JPEG files through DataLoader workers vs from "
+        "pre-decoded tensors in memory (benchmarks/pipeline.py; ~10 min, with --smoke ~30 s); writes pipeline.json/.md to --out "
+        "(default results/) and its RESULTS.md section",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="--pipeline: measured rounds (default 3)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1199,7 +1522,11 @@ def main(argv=None) -> int:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the other benchmarks' workers; before torch loads
         import pipeline
 
-        out_dir = Path(args.out).resolve() if args.out else (Path(tempfile.mkdtemp(prefix="socialfusion-bench-smoke-")) if args.smoke else RESULTS_DIR)
+        out_dir = (
+            Path(args.out).resolve()
+            if args.out
+            else (Path(tempfile.mkdtemp(prefix="socialfusion-bench-smoke-")) if args.smoke else RESULTS_DIR)
+        )
         command = "benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
         report = pipeline.run(command.strip(), args.smoke, out_dir, machine_info(), repeats=args.repeats)
         text = pipeline.render(report)
@@ -1211,7 +1538,11 @@ def main(argv=None) -> int:
     if args.cache_read:
         import cache_read
 
-        out_dir = Path(args.out).resolve() if args.out else (Path(tempfile.mkdtemp(prefix="socialfusion-bench-smoke-")) if args.smoke else RESULTS_DIR)
+        out_dir = (
+            Path(args.out).resolve()
+            if args.out
+            else (Path(tempfile.mkdtemp(prefix="socialfusion-bench-smoke-")) if args.smoke else RESULTS_DIR)
+        )
         command = "benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
         report = cache_read.run(command.strip(), args.smoke, out_dir, machine_info())
         text = cache_read.render(report)
@@ -1242,13 +1573,27 @@ def main(argv=None) -> int:
     else:
         results_dir = RESULTS_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
-    log_dir = results_dir / "logs" if results_dir != RESULTS_DIR else Path(os.environ.get("TMPDIR", "/tmp")) / "socialfusion-bench-logs"
+    log_dir = (
+        results_dir / "logs"
+        if results_dir != RESULTS_DIR
+        else Path(os.environ.get("TMPDIR", "/tmp")) / "socialfusion-bench-logs"
+    )
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     t0 = time.perf_counter()
     command = "benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = {"command": command.strip(), "mode": mode, "omp_wait_policy": OMP_WAIT_POLICY or "(environment)", "threads_requested": THREADS, "started": started, "load_start": loadavg(), "machine": machine_info()}
-    print(f"socialfusion benchmarks ({mode}); load average {report['load_start']}; worker logs in {log_dir}", flush=True)
+    report = {
+        "command": command.strip(),
+        "mode": mode,
+        "omp_wait_policy": OMP_WAIT_POLICY or "(environment)",
+        "threads_requested": THREADS,
+        "started": started,
+        "load_start": loadavg(),
+        "machine": machine_info(),
+    }
+    print(
+        f"socialfusion benchmarks ({mode}); load average {report['load_start']}; worker logs in {log_dir}", flush=True
+    )
     groups = smoke_plan() if args.smoke else plan(args.quick, args.extended, only)
     report["groups"] = run_plan(groups, log_dir, one_process=args.smoke)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -1258,7 +1603,11 @@ def main(argv=None) -> int:
     # the median seconds per worker kind; the smoke run must measure every kind that any other run has
     report["kinds"] = kinds_measured(report["groups"])
     report["kinds_of_every_run"] = plan_kinds(plan(quick=False, extended=True, only=None))
-    unmeasured = [k for k in report["kinds_of_every_run"] if not report["kinds"].get(k) or not all(math.isfinite(v) and v > 0 for v in report["kinds"][k].values())]
+    unmeasured = [
+        k
+        for k in report["kinds_of_every_run"]
+        if not report["kinds"].get(k) or not all(math.isfinite(v) and v > 0 for v in report["kinds"][k].values())
+    ]
     profiles = {}
     for g in report["groups"]:
         for key, val in list(g.get("extra", {}).items()):

@@ -27,9 +27,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BOXES = [{"xyxy": [100, 50, 200, 170], "kind": "face"}, {"xyxy": [80, 20, 220, 190], "kind": "head"},
-         {"xyxy": [300, 200, 380, 290], "kind": "hand"}, {"xyxy": [20, 10, 320, 470], "kind": "person"},
-         {"xyxy": [330, 10, 620, 470], "kind": "person"}]  # fmt: skip
+BOXES = [
+    {"xyxy": [100, 50, 200, 170], "kind": "face"},
+    {"xyxy": [80, 20, 220, 190], "kind": "head"},
+    {"xyxy": [300, 200, 380, 290], "kind": "hand"},
+    {"xyxy": [20, 10, 320, 470], "kind": "person"},
+    {"xyxy": [330, 10, 620, 470], "kind": "person"},
+]
 
 
 def _worker(ckpt: str, threads: int) -> None:
@@ -57,7 +61,9 @@ def _worker(ckpt: str, threads: int) -> None:
         t1 = time.perf_counter()
         if can_detect:
             D.detect(image, threads=threads)
-        print(json.dumps({"predict_s": t1 - t0, "detect_s": time.perf_counter() - t1 if can_detect else None}), flush=True)
+        print(
+            json.dumps({"predict_s": t1 - t0, "detect_s": time.perf_counter() - t1 if can_detect else None}), flush=True
+        )
 
 
 def _start(ckpt: str, threads: int, policy: str) -> subprocess.Popen:
@@ -65,8 +71,13 @@ def _start(ckpt: str, threads: int, policy: str) -> subprocess.Popen:
     env.pop("OMP_WAIT_POLICY", None)
     if policy == "PASSIVE":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-    proc = subprocess.Popen([sys.executable, __file__, "--worker", "--ckpt", ckpt, "--threads", str(threads)], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--worker", "--ckpt", ckpt, "--threads", str(threads)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     if not line or not json.loads(line).get("ready"):
         raise RuntimeError(f"worker threads={threads} policy={policy} did not start")
@@ -87,7 +98,7 @@ def measure(ckpt: str, thread_counts: list[int], rounds: int, load: int, policie
         workers = {c: _start(ckpt, *c) for c in configs}
         samples: dict = {c: [] for c in configs}
         for r in range(rounds):
-            for c in configs[r % len(configs):] + configs[: r % len(configs)]:  # rotate the order every round
+            for c in configs[r % len(configs) :] + configs[: r % len(configs)]:  # rotate the order every round
                 samples[c].append(_ask(workers[c]))
         for proc in workers.values():
             proc.stdin.close()
@@ -100,30 +111,57 @@ def measure(ckpt: str, thread_counts: list[int], rounds: int, load: int, policie
     for (threads, policy), s in samples.items():
         pred = [x["predict_s"] for x in s]
         det = [x["detect_s"] for x in s if x["detect_s"] is not None]
-        rows.append({"threads": threads, "omp_wait_policy": policy, "predict_s": pred, "detect_s": det,
-                     "predict_median_s": statistics.median(pred), "detect_median_s": statistics.median(det) if det else None})  # fmt: skip
+        rows.append(
+            {
+                "threads": threads,
+                "omp_wait_policy": policy,
+                "predict_s": pred,
+                "detect_s": det,
+                "predict_median_s": statistics.median(pred),
+                "detect_median_s": statistics.median(det) if det else None,
+            }
+        )
     sys.path.insert(0, str(HERE))
     from detect import cpu_model
 
     from socialfusion.numerics import precision_facts
 
-    return {"ckpt": ckpt, "rounds": rounds, "busy_processes": load, "cpu": cpu_model(), "cores": os.cpu_count(),
-            "precision": precision_facts(), "loadavg_start": load_start, "loadavg_end": load_end, "rows": rows}  # fmt: skip
+    return {
+        "ckpt": ckpt,
+        "rounds": rounds,
+        "busy_processes": load,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "precision": precision_facts(),
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
+        "rows": rows,
+    }
 
 
 def table(result: dict) -> str:
-    lines = [f"{result['cpu']}, {result['cores']} cores; {result['busy_processes']} busy processes started; load average "
-             f"{result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}; {result['rounds']} rounds",
-             "", "| torch threads | OMP_WAIT_POLICY | predict ms, median (min-max) | detect ms, median (min-max) |", "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"{result['cpu']}, {result['cores']} cores; {result['busy_processes']} busy processes started; load average "
+        f"{result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}; {result['rounds']} rounds",
+        "",
+        "| torch threads | OMP_WAIT_POLICY | predict ms, median (min-max) | detect ms, median (min-max) |",
+        "|---|---|---|---|",
+    ]
     ms = lambda v: f"{statistics.median(v) * 1000:.0f} ({min(v) * 1000:.0f}-{max(v) * 1000:.0f})" if v else "-"  # noqa: E731
     for row in result["rows"]:
-        lines.append(f"| {row['threads']} | {row['omp_wait_policy']} | {ms(row['predict_s'])} | {ms(row['detect_s'])} |")
+        lines.append(
+            f"| {row['threads']} | {row['omp_wait_policy']} | {ms(row['predict_s'])} | {ms(row['detect_s'])} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", default="default", help="checkpoint or preset (default: the default preset; same compute as its checkpoints)")
+    p.add_argument(
+        "--ckpt",
+        default="default",
+        help="checkpoint or preset (default: the default preset; same compute as its checkpoints)",
+    )
     p.add_argument("--rounds", type=int, default=8, help="timed predictions per configuration")
     p.add_argument("--load", type=int, default=0, help="busy-looping processes to run meanwhile")
     p.add_argument("--json", help="write the result here")

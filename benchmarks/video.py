@@ -88,8 +88,23 @@ def _rss_sampler(pid: int, samples: list, stop: threading.Event) -> None:
 def run_predict(clip: Path, out: Path, ckpt: str, fps: float, tasks: str, extra: list[str] = ()) -> dict:
     """The CLI on one clip, its resident memory sampled every second; its summary.json, the samples and wall time."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [*SOCIALFUSION, "predict", "--ckpt", ckpt, "--video", str(clip), "--detect", "--tasks", tasks, "--fps", str(fps),
-           "--out", str(out), "--no-progress", *extra]  # fmt: skip
+    cmd = [
+        *SOCIALFUSION,
+        "predict",
+        "--ckpt",
+        ckpt,
+        "--video",
+        str(clip),
+        "--detect",
+        "--tasks",
+        tasks,
+        "--fps",
+        str(fps),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
     samples: list = []
     stop = threading.Event()
     t0 = time.perf_counter()
@@ -101,8 +116,13 @@ def run_predict(clip: Path, out: Path, ckpt: str, fps: float, tasks: str, extra:
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(f"predict failed ({proc.returncode}): {stderr[-2000:]}")
-    return {"command": " ".join(cmd[2:]), "summary": json.loads((out / "summary.json").read_text()), "wall_s": round(time.perf_counter() - t0, 1),
-            "rss_samples": samples, "stderr_tail": stderr.strip().splitlines()[-3:]}  # fmt: skip
+    return {
+        "command": " ".join(cmd[2:]),
+        "summary": json.loads((out / "summary.json").read_text()),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "rss_samples": samples,
+        "stderr_tail": stderr.strip().splitlines()[-3:],
+    }
 
 
 def decode_and_detect(clip: Path, fps: float) -> dict:
@@ -130,8 +150,13 @@ def memory_growth(samples: list) -> dict:
         return {"samples": len(rss)}
     n = len(rss)
     early, late = max(rss[n // 4 : n // 2]), max(rss[3 * n // 4 :])
-    return {"samples": n, "rss_second_quarter_mb": round(early / 2**20, 1), "rss_last_quarter_mb": round(late / 2**20, 1),
-            "growth_mb": round((late - early) / 2**20, 1), "peak_mb": round(max(rss) / 2**20, 1)}  # fmt: skip
+    return {
+        "samples": n,
+        "rss_second_quarter_mb": round(early / 2**20, 1),
+        "rss_last_quarter_mb": round(late / 2**20, 1),
+        "growth_mb": round((late - early) / 2**20, 1),
+        "peak_mb": round(max(rss) / 2**20, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,14 +179,23 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.smoke or args.skip_long):
             t0 = time.perf_counter()
             long = write_clip(tmp / "long.mp4", 600)
-            result["long_clip"] = {"seconds": 600, "fps": 25, "size": [640, 480], "encode_s": round(time.perf_counter() - t0, 1),
-                                   "bytes": long.stat().st_size}  # fmt: skip
+            result["long_clip"] = {
+                "seconds": 600,
+                "fps": 25,
+                "size": [640, 480],
+                "encode_s": round(time.perf_counter() - t0, 1),
+                "bytes": long.stat().st_size,
+            }
             result["memory"] = run_predict(long, tmp / "long", ckpt, 0.5, "lam,expression,gaze")
             result["memory"]["growth"] = memory_growth(result["memory"]["rss_samples"])
     result["loadavg_end"] = os.getloadavg()
     thr = result["throughput"]["summary"]
-    print(f"{result['cpu']}, {result['cores']} cores; load {result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}")
-    print(f"predict --video at 640x480: {thr['frames']} frames, {thr['frames_per_s']} frames/s (threads {thr['threads']}); stages: {result['stages']}")
+    print(
+        f"{result['cpu']}, {result['cores']} cores; load {result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}"
+    )
+    print(
+        f"predict --video at 640x480: {thr['frames']} frames, {thr['frames_per_s']} frames/s (threads {thr['threads']}); stages: {result['stages']}"
+    )
     if "memory" in result:
         print(f"10-minute clip: {result['memory']['summary']['frames']} frames, memory {result['memory']['growth']}")
     if args.json:

@@ -15,8 +15,12 @@ PRECISIONS = ("fp32", "bf16")
 
 def pytest_configure(config):
     # the bf16 variants run on every CPU; where bf16 is emulated, runtime.autocast says (once) that it is slow
-    config.addinivalue_line("filterwarnings", "ignore:precision bf16 was asked for on a CPU without native bf16:RuntimeWarning")
-    config.addinivalue_line("markers", "precision: runs in fp32 and in bf16 (the `precision` fixture); `-m precision` selects them")
+    config.addinivalue_line(
+        "filterwarnings", "ignore:precision bf16 was asked for on a CPU without native bf16:RuntimeWarning"
+    )
+    config.addinivalue_line(
+        "markers", "precision: runs in fp32 and in bf16 (the `precision` fixture); `-m precision` selects them"
+    )
 
 
 def pytest_collection_modifyitems(items):
@@ -46,7 +50,9 @@ def in_precision(sf, precision: str):
     """The same `SocialFusion` model computing in `precision` (its torch threads left as they are)."""
     from socialfusion.api import SocialFusion
 
-    return SocialFusion(sf.model, sf.config, device=sf.device, precision=precision, name=sf.name, card=sf.card, threads=None)
+    return SocialFusion(
+        sf.model, sf.config, device=sf.device, precision=precision, name=sf.name, card=sf.card, threads=None
+    )
 
 
 def computing_in(precision: str):

@@ -32,46 +32,85 @@ def lam_box(frame: int, x: float, y: float, w: float, h: float) -> dict:
 
 def lam_clip(persons: list[dict], looking: list[dict], clip_uid: str = "clip-0001") -> dict:
     return {
-        "clip_uid": clip_uid, "source_clip_uid": "src-0001", "video_uid": "vid-0001",
-        "video_start_sec": 10.0, "video_end_sec": 310.0, "video_start_frame": 300, "video_end_frame": 9300,
-        "clip_start_sec": 0.0, "clip_end_sec": 300.0, "clip_start_frame": 0, "clip_end_frame": 9000,
-        "valid": True, "camera_wearer": {"person_id": "1"},
-        "persons": persons, "missing_voice_segments": [], "transcriptions": [], "social_segments_talking": [],
+        "clip_uid": clip_uid,
+        "source_clip_uid": "src-0001",
+        "video_uid": "vid-0001",
+        "video_start_sec": 10.0,
+        "video_end_sec": 310.0,
+        "video_start_frame": 300,
+        "video_end_frame": 9300,
+        "clip_start_sec": 0.0,
+        "clip_end_sec": 300.0,
+        "clip_start_frame": 0,
+        "clip_end_frame": 9000,
+        "valid": True,
+        "camera_wearer": {"person_id": "1"},
+        "persons": persons,
+        "missing_voice_segments": [],
+        "transcriptions": [],
+        "social_segments_talking": [],
         "social_segments_looking": looking,
-    }  # fmt: skip
+    }
 
 
 def lam_person(person_id: str, tracks: dict[str, list[dict]], camera_wearer: bool = False) -> dict:
     return {
-        "person_id": person_id, "camera_wearer": camera_wearer, "voice_segments": [],
-        "tracking_paths": [{"track_id": tid, "suspect": False, "unmapped_frames_count": 0, "unmapped_frames": [],
-                            "track": boxes} for tid, boxes in tracks.items()],
-    }  # fmt: skip
+        "person_id": person_id,
+        "camera_wearer": camera_wearer,
+        "voice_segments": [],
+        "tracking_paths": [
+            {"track_id": tid, "suspect": False, "unmapped_frames_count": 0, "unmapped_frames": [], "track": boxes}
+            for tid, boxes in tracks.items()
+        ],
+    }
 
 
 def lam_segment(person, start: int, end: int, is_at_me: bool = True) -> dict:
-    return {"start_time": start / 30, "end_time": end / 30, "start_frame": start, "end_frame": end,
-            "video_start_time": 10 + start / 30, "video_end_time": 10 + end / 30, "video_start_frame": 300 + start,
-            "video_end_frame": 300 + end, "person": person, "target": None, "is_at_me": is_at_me}  # fmt: skip
+    return {
+        "start_time": start / 30,
+        "end_time": end / 30,
+        "start_frame": start,
+        "end_frame": end,
+        "video_start_time": 10 + start / 30,
+        "video_end_time": 10 + end / 30,
+        "video_start_frame": 300 + start,
+        "video_end_frame": 300 + end,
+        "person": person,
+        "target": None,
+        "is_at_me": is_at_me,
+    }
 
 
 def lam_persons() -> list[dict]:
     return [
         lam_person("1", {}, camera_wearer=True),
-        lam_person("2", {"trk-a": [
-            lam_box(1, 100, 50, 40, 48), lam_box(2, 102, 50, 40, 48), lam_box(4, 106, 52, 40, 48),  # gap at 3
-            lam_box(5, -3, 10, 40, 48),  # x clamped to 0 (then x2 = 0 + 40)
-            lam_box(6, 200, 50, 0, 48),  # width 0: dropped
-        ]}),
-        lam_person("3", {"trk-b": [lam_box(0, 300, 60, 30, 30), lam_box(1, 300, 60, 30, 30), lam_box(2, 302, 60, 30, 30)]}),
-    ]  # fmt: skip
+        lam_person(
+            "2",
+            {
+                "trk-a": [
+                    lam_box(1, 100, 50, 40, 48),
+                    lam_box(2, 102, 50, 40, 48),
+                    lam_box(4, 106, 52, 40, 48),  # gap at 3
+                    lam_box(5, -3, 10, 40, 48),  # x clamped to 0 (then x2 = 0 + 40)
+                    lam_box(6, 200, 50, 0, 48),  # width 0: dropped
+                ]
+            },
+        ),
+        lam_person(
+            "3", {"trk-b": [lam_box(0, 300, 60, 30, 30), lam_box(1, 300, 60, 30, 30), lam_box(2, 302, 60, 30, 30)]}
+        ),
+    ]
 
 
 def write_lam(root: Path) -> Path:
     root = Path(root)
     looking = [lam_segment("2", 2, 4), lam_segment(None, 1, 7)]
-    av = {"date": "2022-01-01", "version": "1.0", "description": "fixture",
-          "videos": [{"video_uid": "vid-0001", "split": "val", "clips": [lam_clip(lam_persons(), looking)]}]}  # fmt: skip
+    av = {
+        "date": "2022-01-01",
+        "version": "1.0",
+        "description": "fixture",
+        "videos": [{"video_uid": "vid-0001", "split": "val", "clips": [lam_clip(lam_persons(), looking)]}],
+    }
     _write_json(root / "json" / "av_val.json", av)
     (root / "split").mkdir(parents=True, exist_ok=True)
     (root / "split" / "val.list").write_text("clip-0001\n")
@@ -84,7 +123,9 @@ def write_lam(root: Path) -> Path:
 
 # ---- 7.2 AffectNet -------------------------------------------------------------------------------------------
 
-AFFECTNET_HEADER = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+AFFECTNET_HEADER = (
+    "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+)
 AFFECTNET_ROWS = [
     ("1/aaaa0001.jpg", 0, 0, 224, 224, 0, 0.05, -0.1),  # Neutral
     ("1/aaaa0002.jpg", 20, 20, 180, 180, 7, -0.4, 0.3),  # Contempt: kept for 8-class, dropped for 7-class
@@ -100,7 +141,9 @@ def affectnet_landmarks() -> list[float]:
 def write_affectnet_csv(root: Path) -> Path:
     root = Path(root)
     marks = ";".join(f"{v:.1f}" for v in affectnet_landmarks())
-    lines = [AFFECTNET_HEADER] + [f"{p},{x},{y},{w},{h},{marks},{e},{va},{ar}" for p, x, y, w, h, e, va, ar in AFFECTNET_ROWS]
+    lines = [AFFECTNET_HEADER] + [
+        f"{p},{x},{y},{w},{h},{marks},{e},{va},{ar}" for p, x, y, w, h, e, va, ar in AFFECTNET_ROWS
+    ]
     lists = root / "Manually_Annotated_file_lists"
     lists.mkdir(parents=True, exist_ok=True)
     (lists / "training.csv").write_text("\n".join(lines) + "\n")
@@ -142,29 +185,47 @@ def hagrid_records() -> dict[str, dict]:
     return {
         "like": {
             HAGRID_KEYS["like_1"]: {
-                "bboxes": [[0.1, 0.2, 0.2, 0.3], [0.6, 0.25, 0.15, 0.3]], "labels": ["like", "no_gesture"],
-                "united_bbox": None, "united_label": None, "user_id": "user-a",
-                "hand_landmarks": [_LANDMARKS, []], "meta": _META,
+                "bboxes": [[0.1, 0.2, 0.2, 0.3], [0.6, 0.25, 0.15, 0.3]],
+                "labels": ["like", "no_gesture"],
+                "united_bbox": None,
+                "united_label": None,
+                "user_id": "user-a",
+                "hand_landmarks": [_LANDMARKS, []],
+                "meta": _META,
             },
             HAGRID_KEYS["like_2"]: {
-                "bboxes": [[-0.001, 0.3, 0.25, 0.4]], "labels": ["like"], "united_bbox": [None],
-                "united_label": [None], "user_id": "user-b", "hand_landmarks": [_LANDMARKS], "meta": _META,
+                "bboxes": [[-0.001, 0.3, 0.25, 0.4]],
+                "labels": ["like"],
+                "united_bbox": [None],
+                "united_label": [None],
+                "user_id": "user-b",
+                "hand_landmarks": [_LANDMARKS],
+                "meta": _META,
             },
         },
         "hand_heart": {
             HAGRID_KEYS["hand_heart"]: {
-                "bboxes": [[0.2, 0.3, 0.15, 0.2], [0.4, 0.3, 0.15, 0.2]], "labels": ["hand_heart", "hand_heart"],
-                "united_bbox": [[0.2, 0.3, 0.35, 0.2]], "united_label": ["hand_heart"], "user_id": "user-c",
-                "hand_landmarks": [_LANDMARKS, _LANDMARKS], "meta": _META,
+                "bboxes": [[0.2, 0.3, 0.15, 0.2], [0.4, 0.3, 0.15, 0.2]],
+                "labels": ["hand_heart", "hand_heart"],
+                "united_bbox": [[0.2, 0.3, 0.35, 0.2]],
+                "united_label": ["hand_heart"],
+                "user_id": "user-c",
+                "hand_landmarks": [_LANDMARKS, _LANDMARKS],
+                "meta": _META,
             },
         },
         "no_gesture": {
             HAGRID_KEYS["no_gesture"]: {
-                "bboxes": [[0.5, 0.5, 0.1, 0.2]], "labels": ["no_gesture"], "united_bbox": None, "united_label": None,
-                "user_id": "user-d", "hand_landmarks": [_LANDMARKS], "meta": _META,
+                "bboxes": [[0.5, 0.5, 0.1, 0.2]],
+                "labels": ["no_gesture"],
+                "united_bbox": None,
+                "united_label": None,
+                "user_id": "user-d",
+                "hand_landmarks": [_LANDMARKS],
+                "meta": _META,
             },
         },
-    }  # fmt: skip
+    }
 
 
 def write_hagrid(root: Path, split: str = "test") -> Path:

@@ -134,7 +134,9 @@ def to_pil(image: Any, name: str = "image"):
         return _array_to_image(image, name)
     if isinstance(image, torch.Tensor):
         raise PredictInputError(f"{name}: pass a numpy array (H x W x 3) or a PIL image, not a torch tensor")
-    raise PredictInputError(f"{name}: unsupported image type {type(image).__name__} (a path, PIL image, numpy array or bytes)")
+    raise PredictInputError(
+        f"{name}: unsupported image type {type(image).__name__} (a path, PIL image, numpy array or bytes)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- boxes
@@ -154,7 +156,9 @@ def parse_box(box: Any, size: tuple[int, int], where: str = "box") -> dict:
     None}; BoxError if wrong. A box without kind has role 0 unless it says otherwise; a kinded one keeps the role
     it gives (None: not given)."""
     if not isinstance(box, dict):
-        raise BoxError(f"{where}: a box is an object {{'xyxy': [x1, y1, x2, y2], 'kind': 'face'}}, got {type(box).__name__}")
+        raise BoxError(
+            f"{where}: a box is an object {{'xyxy': [x1, y1, x2, y2], 'kind': 'face'}}, got {type(box).__name__}"
+        )
     unknown = set(box) - {"xyxy", "kind", "role", "normalized", "label"}
     if unknown:
         raise BoxError(f"{where}: unknown key(s) {sorted(unknown)} (allowed: xyxy, kind, role, normalized)")
@@ -166,8 +170,12 @@ def parse_box(box: Any, size: tuple[int, int], where: str = "box") -> dict:
         raise BoxError(f"{where}: 'xyxy' must be a list of 4 numbers [x1, y1, x2, y2], got {xyxy!r}")
     x1, y1, x2, y2 = (_number(v, where) for v in xyxy)
     role = box.get("role", None if kind else 0)
-    if role is not None and (isinstance(role, bool) or not isinstance(role, (int, np.integer)) or not 0 <= int(role) <= MAX_ROLE):
-        raise BoxError(f"{where}: 'role' must be an integer 0..{MAX_ROLE} (0 = subject, 1 = second person), got {role!r}")
+    if role is not None and (
+        isinstance(role, bool) or not isinstance(role, (int, np.integer)) or not 0 <= int(role) <= MAX_ROLE
+    ):
+        raise BoxError(
+            f"{where}: 'role' must be an integer 0..{MAX_ROLE} (0 = subject, 1 = second person), got {role!r}"
+        )
     normalized = box.get("normalized")
     if normalized is None:
         normalized = max(x1, y1, x2, y2) <= 1.0
@@ -183,7 +191,12 @@ def parse_box(box: Any, size: tuple[int, int], where: str = "box") -> dict:
     except BoxProblem as err:
         raise BoxError(f"{where}: box {[x1, y1, x2, y2]} in {unit} coordinates: {err}") from None
     n = list(clipped_box)
-    out = {"xyxy": [n[0] * w, n[1] * h, n[2] * w, n[3] * h], "xyxy_normalized": n, "kind": kind, "role": None if role is None else int(role)}
+    out = {
+        "xyxy": [n[0] * w, n[1] * h, n[2] * w, n[3] * h],
+        "xyxy_normalized": n,
+        "kind": kind,
+        "role": None if role is None else int(role),
+    }
     return {**out, "clipped": True} if clipped else out
 
 
@@ -200,7 +213,9 @@ def parse_boxes(boxes: Any, size: tuple[int, int], where: str = "image") -> list
     kinded = [b["kind"] is not None for b in parsed]
     if any(kinded) and not all(kinded):
         i = kinded.index(False)
-        raise BoxError(f"{where}, box {i}: no 'kind' while other boxes have one; give every box a kind ({', '.join(BOX_KINDS)})")
+        raise BoxError(
+            f"{where}, box {i}: no 'kind' while other boxes have one; give every box a kind ({', '.join(BOX_KINDS)})"
+        )
     return parsed
 
 
@@ -246,13 +261,18 @@ def _by_kind(task, boxes: list[dict]) -> tuple[list[tuple[int, int]] | None, str
         if with_role:
             roles = sorted(boxes[i]["role"] for i in with_role)
             if roles != list(range(len(slots))):
-                return None, f"{task.name} needs one {kind} box per role 0..{len(slots) - 1}; the roles given are {roles}"
+                return (
+                    None,
+                    f"{task.name} needs one {kind} box per role 0..{len(slots) - 1}; the roles given are {roles}",
+                )
             chosen += [(i, slots[boxes[i]["role"]]) for i in with_role]
         elif len(found) == len(slots):
             chosen += [(i, slot) for i, slot in zip(found, slots)]
         else:
-            return None, (f"{task.name} needs {len(slots)} {kind} boxes and {len(found)} were given: mark the pair with "
-                          f"'role' 0 and 1")  # fmt: skip
+            return None, (
+                f"{task.name} needs {len(slots)} {kind} boxes and {len(found)} were given: mark the pair with "
+                f"'role' 0 and 1"
+            )
     return chosen, None
 
 
@@ -275,8 +295,16 @@ class SocialFusion:
     `card` is the checkpoint's model card (`models.card`): `card_summary` its one line, `warning` set when the
     answers are not to be trusted at all (an untrained preset)."""
 
-    def __init__(self, model, config=None, device: str | torch.device = "auto", precision: str = "auto", name: str | None = None,
-                 card: dict | None = None, threads: int | str | None = "auto"):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        config=None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        name: str | None = None,
+        card: dict | None = None,
+        threads: int | str | None = "auto",
+    ):
         from .models.card import NO_CARD
         from .runtime import resolve_device, set_threads
 
@@ -293,8 +321,13 @@ class SocialFusion:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_pretrained(cls, path_or_preset: str | Path, device: str = "auto", precision: str = "auto",
-                        threads: int | str | None = "auto") -> "SocialFusion":  # fmt: skip
+    def from_pretrained(
+        cls,
+        path_or_preset: str | Path,
+        device: str = "auto",
+        precision: str = "auto",
+        threads: int | str | None = "auto",
+    ) -> "SocialFusion":
         """A checkpoint directory (`load_model`) or a preset name / YAML config (random init where it says so);
         either model type (`model.type`: socialfusion or a VLM baseline) through the one factory. A preset warns
         (UntrainedModelWarning), and every answer it gives carries that warning. `threads`: torch's (and the
@@ -314,7 +347,9 @@ class SocialFusion:
         # a directory, or a path that is no preset or YAML: a checkpoint (load_model says what is wrong with it)
         if path.is_dir() or (len(path.parts) > 1 and path.suffix not in (".yaml", ".yml")):
             model, config = load_model(path)
-            return cls(model, config, device=device, precision=precision, name=str(path), card=read_card(path), threads=threads)
+            return cls(
+                model, config, device=device, precision=precision, name=str(path), card=read_card(path), threads=threads
+            )
         config = load_config(str(path_or_preset))
         model = build_model(config.model, tasks=tasks_from_config(config))
         card = untrained_card(config)
@@ -331,9 +366,17 @@ class SocialFusion:
         out = []
         for task in self.model.tasks.values():
             d = task.describe()
-            out.append({"name": d["name"], "kind": d["kind"], "classes": d["classes"], "roles": _roles_needed(task),
-                        "box_kinds": list(task.box_kinds), "output": "label" if d["classes"] else "heatmap",
-                        "instruction": task.instruction().replace("<image>\n", "")})  # fmt: skip
+            out.append(
+                {
+                    "name": d["name"],
+                    "kind": d["kind"],
+                    "classes": d["classes"],
+                    "roles": _roles_needed(task),
+                    "box_kinds": list(task.box_kinds),
+                    "output": "label" if d["classes"] else "heatmap",
+                    "instruction": task.instruction().replace("<image>\n", ""),
+                }
+            )
         return out
 
     def resolve_tasks(self, tasks: str | Iterable[str] = "all") -> list[str]:
@@ -374,13 +417,21 @@ class SocialFusion:
         kinds = {n: self.model.tasks[n].box_kinds for n in names if self.model.tasks[n].box_kinds}
         if len(set(kinds.values())) > 1:
             wants = ", ".join(f"{n} takes {' + '.join(k)}" for n, k in kinds.items())
-            raise BoxError(f"{where}: boxes without 'kind' are ambiguous for these tasks ({wants}); give every box a kind "
-                           f"({', '.join(BOX_KINDS)})")  # fmt: skip
+            raise BoxError(
+                f"{where}: boxes without 'kind' are ambiguous for these tasks ({wants}); give every box a kind "
+                f"({', '.join(BOX_KINDS)})"
+            )
 
     # ------------------------------------------------------------------ prediction
 
-    def predict(self, images: Any, boxes: Any = None, tasks: str | Iterable[str] = "all", batch_size: int = 8,
-                detect: bool = False) -> list[dict]:  # fmt: skip
+    def predict(
+        self,
+        images: Any,
+        boxes: Any = None,
+        tasks: str | Iterable[str] = "all",
+        batch_size: int = 8,
+        detect: bool = False,
+    ) -> list[dict]:
         """One result dict per image (see the module docstring); raises PredictInputError / ImageError on bad input.
         `detect`: find the boxes of images given none (DetectorUnavailable if the extra is not installed)."""
         single = not isinstance(images, (list, tuple))
@@ -391,7 +442,9 @@ class SocialFusion:
             box_list = [None] * len(image_list)
         else:
             if not isinstance(boxes, (list, tuple)) or len(boxes) != len(image_list):
-                raise BoxError(f"with {len(image_list)} images, boxes must be a list of {len(image_list)} box lists (or None)")
+                raise BoxError(
+                    f"with {len(image_list)} images, boxes must be a list of {len(image_list)} box lists (or None)"
+                )
             box_list = list(boxes)
         names = self.resolve_tasks(tasks)
         if batch_size < 1:
@@ -410,7 +463,9 @@ class SocialFusion:
             labels.append(str(image) if isinstance(image, (str, Path)) else None)
         results = []
         for start in range(0, len(pils), batch_size):
-            results.extend(self._predict_batch(pils[start : start + batch_size], parsed[start : start + batch_size], names))
+            results.extend(
+                self._predict_batch(pils[start : start + batch_size], parsed[start : start + batch_size], names)
+            )
         for r, det in zip(results, found):
             r["detections"] = None if det is None else det[2]
             if det is not None:
@@ -427,8 +482,14 @@ class SocialFusion:
                 r["notes"].append(f"box(es) {clipped} extended slightly past the image border and were clipped to it")
         return results
 
-    def predict_video(self, clip: str | Path | list, tasks: str | Iterable[str] = "all", fps: float = 2.0, on_frame=None,
-                      progress: bool = False) -> dict | list[dict]:  # fmt: skip
+    def predict_video(
+        self,
+        clip: str | Path | list,
+        tasks: str | Iterable[str] = "all",
+        fps: float = 2.0,
+        on_frame=None,
+        progress: bool = False,
+    ) -> dict | list[dict]:
         """A clip (video file or folder of frames; a list of them gives a list) sampled at `fps`: detection per
         frame, boxes linked into tracks, every task per track and frame. Returns the clip's summary (per track:
         frames seen, label fractions, the dominant label, gaze targets) with "rows", the per-frame rows, unless
@@ -437,7 +498,9 @@ class SocialFusion:
 
         if isinstance(clip, (list, tuple)):
             return [self.predict_video(c, tasks, fps, on_frame, progress) for c in clip]
-        return predict_clip(self, clip, tasks=tasks, fps=fps, on_frame=on_frame, progress=progress, threads=self.threads)
+        return predict_clip(
+            self, clip, tasks=tasks, fps=fps, on_frame=on_frame, progress=progress, threads=self.threads
+        )
 
     def _task_boxes(self, task, boxes: list[dict]) -> tuple[list[dict] | None, str | None]:
         """The boxes `task` reads among an image's boxes, each with the role the task gives it (and its index in the
@@ -452,7 +515,10 @@ class SocialFusion:
             pairs, why = _by_role(task, boxes)
         if pairs is None:
             return None, why
-        return [{"xyxy": boxes[i]["xyxy"], "xyxy_normalized": boxes[i]["xyxy_normalized"], "role": role, "index": i} for i, role in pairs], None
+        return [
+            {"xyxy": boxes[i]["xyxy"], "xyxy_normalized": boxes[i]["xyxy_normalized"], "role": role, "index": i}
+            for i, role in pairs
+        ], None
 
     def _predict_batch(self, pils: list, boxes: list[list[dict]], names: list[str]) -> list[dict]:
         from .data.pipeline import collate
@@ -465,8 +531,18 @@ class SocialFusion:
             used = [{"source": "given", **b} for b in bxs]
             notes = []
             if not used and not isinstance(bxs, _DetectedBoxes):
-                used = [{"xyxy": [0.0, 0.0, float(w), float(h)], "xyxy_normalized": [0.0, 0.0, 1.0, 1.0], "kind": None, "role": 0, "source": "whole_image"}]
-                notes.append("no boxes given: the whole image is the box of each single-box task (a crop of a face, hand or head)")
+                used = [
+                    {
+                        "xyxy": [0.0, 0.0, float(w), float(h)],
+                        "xyxy_normalized": [0.0, 0.0, 1.0, 1.0],
+                        "kind": None,
+                        "role": 0,
+                        "source": "whole_image",
+                    }
+                ]
+                notes.append(
+                    "no boxes given: the whole image is the box of each single-box task (a crop of a face, hand or head)"
+                )
             results.append({"image": None, "width": w, "height": h, "tasks": {}, "boxes": used, "notes": notes})
         # tasks that run on the same rows with the same boxes (lam and expression both read the face) form one
         # group: one batch, one `infer_tasks` call sharing the [text + image] prefix
@@ -481,7 +557,10 @@ class SocialFusion:
                     rows.append(i)
                     row_boxes.append(chosen)
             if rows:
-                key = (tuple(rows), tuple(tuple((tuple(b["xyxy_normalized"]), b["role"]) for b in c) for c in row_boxes))
+                key = (
+                    tuple(rows),
+                    tuple(tuple((tuple(b["xyxy_normalized"]), b["role"]) for b in c) for c in row_boxes),
+                )
                 groups.setdefault(key, (rows, row_boxes, []))[2].append(name)
         model, images = self.model, self.model.image_input
         # the same image object given several times (a video frame, once per tracked person) is encoded once
@@ -489,16 +568,27 @@ class SocialFusion:
         slot = {id(p): k for k, p in enumerate(unique)}
         with self._lock, torch.no_grad(), autocast(self.device, self.precision):
             # one image pass for every task of this batch, unless the model draws the boxes into the pixels
-            shared = None if images.wants_boxes else model.prepare_inputs({"pixel_values": images.preprocess(unique).to(self.device)})
+            shared = (
+                None
+                if images.wants_boxes
+                else model.prepare_inputs({"pixel_values": images.preprocess(unique).to(self.device)})
+            )
             for rows, row_boxes, group in groups.values():
                 items = []
                 for i, chosen in zip(rows, row_boxes):
-                    sample = Sample(id=str(i), task=group[0], image="", boxes=[Box(tuple(b["xyxy_normalized"]), b["role"]) for b in chosen])
+                    sample = Sample(
+                        id=str(i),
+                        task=group[0],
+                        image="",
+                        boxes=[Box(tuple(b["xyxy_normalized"]), b["role"]) for b in chosen],
+                    )
                     item = {"sample": sample, "image_size": pils[i].size}
                     if shared is None:
                         item["pixel_values"] = images.preprocess([pils[i]], boxes=[sample.boxes])[0]
                     else:
-                        item.update({k: shared[k][slot[id(pils[i])]] for k in ("pixel_values", "features") if k in shared})
+                        item.update(
+                            {k: shared[k][slot[id(pils[i])]] for k in ("pixel_values", "features") if k in shared}
+                        )
                     items.append(item)
                 predictions = model.predict(collate(items, model.tasks[group[0]]), group)
                 for name in group:
@@ -526,7 +616,10 @@ def _rounded(values, decimals: int) -> list[float]:
 def _round_boxes(boxes: list[dict] | None, nd: int) -> list[dict] | None:
     if boxes is None:
         return None
-    return [{**b, "xyxy": _rounded(b["xyxy"], PIXEL_DECIMALS), "xyxy_normalized": _rounded(b["xyxy_normalized"], nd)} for b in boxes]
+    return [
+        {**b, "xyxy": _rounded(b["xyxy"], PIXEL_DECIMALS), "xyxy_normalized": _rounded(b["xyxy_normalized"], nd)}
+        for b in boxes
+    ]
 
 
 def result_to_json(result: dict, heatmap: str = "list", decimals: int = 4) -> dict:
@@ -551,4 +644,3 @@ def result_to_json(result: dict, heatmap: str = "list", decimals: int = 4) -> di
                 t["heatmap"] = np.round(np.asarray(t["heatmap"], dtype=np.float64), decimals).tolist()
         out["tasks"][name] = t
     return out
-

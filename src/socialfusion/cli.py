@@ -22,7 +22,10 @@ from .errors import DEBUG_ENV, VERBOSE_ENV, UserError, debug_requested, format_u
 
 VERBS = {
     "demo": ("socialfusion.demo", "run the main job: synthetic benchmark, train, evaluate, analyse, report"),
-    "study": ("socialfusion.study", "the paper's study for any config: transfer (+ baselines, seeds), gradient conflict, probes, report"),
+    "study": (
+        "socialfusion.study",
+        "the paper's study for any config: transfer (+ baselines, seeds), gradient conflict, probes, report",
+    ),
     "data": ("socialfusion.data.commands", "prepare | validate | stats | synth datasets"),
     "train": ("socialfusion.commands", "train a single-task or joint multi-task model"),
     "eval": ("socialfusion.commands", "evaluate a checkpoint with the official metrics"),
@@ -41,10 +44,14 @@ CONSOLE_FLAGS = {"--debug": DEBUG_ENV, "--verbose": VERBOSE_ENV}
 def usage() -> str:
     lines = ["usage: socialfusion [--version] VERB [options] [key.sub=value ...]", "", "verbs:"]
     lines += [f"  {verb:<15} {help_}" for verb, (_, help_) in VERBS.items()]
-    lines += ["", "options of every verb (anywhere on the line):",
-              "  --verbose       show third-party load reports, progress bars and warnings",
-              "  --debug         show the traceback of an error (or set SOCIALFUSION_DEBUG=1)",
-              "", "`socialfusion VERB --help` lists a verb's options."]  # fmt: skip
+    lines += [
+        "",
+        "options of every verb (anywhere on the line):",
+        "  --verbose       show third-party load reports, progress bars and warnings",
+        "  --debug         show the traceback of an error (or set SOCIALFUSION_DEBUG=1)",
+        "",
+        "`socialfusion VERB --help` lists a verb's options.",
+    ]
     return "\n".join(lines)
 
 
@@ -80,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             return _main(sys.argv[1:])
         except Exception:
             traceback.print_exc()
-            print("socialfusion: internal error (a bug, not a problem with your input): please report it with the traceback above",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                "socialfusion: internal error (a bug, not a problem with your input): please report it with the traceback above",
+                file=sys.stderr,
+            )
             return BUG_STATUS
     return _main(list(argv))
 
@@ -96,7 +105,9 @@ def _main(argv: list[str]) -> int:
         from . import __version__
         from .numerics import format_precision_facts, precision_facts
 
-        print("\n".join([f"socialfusion {__version__}", *format_precision_facts(precision_facts())]))  # the CPU is part of every figure
+        print(
+            "\n".join([f"socialfusion {__version__}", *format_precision_facts(precision_facts())])
+        )  # the CPU is part of every figure
         return 0
     verb, rest = argv[0], argv[1:]
     with _console_env(flags):

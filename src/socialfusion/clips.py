@@ -29,7 +29,20 @@ from .data.schema import DataError
 from .data.video import VideoError
 
 DEFAULT_FPS = 2.0
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}  # --images refuses these
+VIDEO_SUFFIXES = {
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".ts",
+    ".3gp",
+}  # --images refuses these
 SUBJECT_KINDS = {"face": ("face", "head"), "hand": ("hand",)}  # what a track of each kind offers the tasks
 
 
@@ -57,7 +70,9 @@ def _check_size(path, w: int, h: int) -> None:
     if w <= 0 or h <= 0:
         raise ClipError(f"{path}: frames have an empty size {w}x{h}")
     if w * h > max_pixels():
-        raise ClipError(f"{path}: frames of {w}x{h} = {w * h} pixels exceed the limit of {max_pixels()} (SOCIALFUSION_MAX_IMAGE_PIXELS)")
+        raise ClipError(
+            f"{path}: frames of {w}x{h} = {w * h} pixels exceed the limit of {max_pixels()} (SOCIALFUSION_MAX_IMAGE_PIXELS)"
+        )
 
 
 def probe(path: str | Path, fps: float = DEFAULT_FPS) -> ClipInfo:
@@ -68,7 +83,9 @@ def probe(path: str | Path, fps: float = DEFAULT_FPS) -> ClipInfo:
     if path.is_dir():
         files = _frame_files(path)
         if not files:
-            raise ClipError(f"{path}: a folder of frames with no image in it (image files end in {', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise ClipError(
+                f"{path}: a folder of frames with no image in it (image files end in {', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
         for file in files:  # the first frame that opens gives the size (a broken one is skipped when read)
             try:
                 w, h = image_size(file)
@@ -101,7 +118,9 @@ def _probe_video(path: Path, fps: float) -> ClipInfo:
     except av.error.EOFError as err:
         raise ClipError(f"{path}: the file ends before its first frame (an empty or truncated video)") from err
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
-        raise ClipError(f"{path}: not a video FFmpeg can read ({_reason(err)}; a truncated MP4 loses its index too)") from err
+        raise ClipError(
+            f"{path}: not a video FFmpeg can read ({_reason(err)}; a truncated MP4 loses its index too)"
+        ) from err
     with container:
         if not container.streams.video:
             raise ClipError(f"{path}: no video stream in the file")
@@ -114,8 +133,11 @@ def _probe_video(path: Path, fps: float) -> ClipInfo:
         if first is None:
             raise ClipError(f"{path}: the video has no frames")
         rate = float(stream.average_rate) if stream.average_rate else None
-        duration = float(stream.duration * stream.time_base) if stream.duration else (
-            container.duration / 1e6 if container.duration else None)  # fmt: skip
+        duration = (
+            float(stream.duration * stream.time_base)
+            if stream.duration
+            else (container.duration / 1e6 if container.duration else None)
+        )
         # sampling faster than the clip's own rate would repeat frames: never more than the source gives
         sample = min(fps, rate) if rate else fps
         expected = max(1, round(duration * sample)) if duration else None
@@ -177,7 +199,15 @@ def _box(xyxy, kind: str, size: tuple[int, int], role: int | None = None) -> dic
 
 
 def _for_predict(boxes: list[dict]) -> list[dict]:
-    return [{"xyxy": b["xyxy_normalized"], "kind": b["kind"], "normalized": True, **({"role": b["role"]} if "role" in b else {})} for b in boxes]
+    return [
+        {
+            "xyxy": b["xyxy_normalized"],
+            "kind": b["kind"],
+            "normalized": True,
+            **({"role": b["role"]} if "role" in b else {}),
+        }
+        for b in boxes
+    ]
 
 
 def predict_frame(predictor, image, dets, ids, groups: dict[str, list[str]]) -> dict:
@@ -189,7 +219,9 @@ def predict_frame(predictor, image, dets, ids, groups: dict[str, list[str]]) -> 
     size = image.size
     tracks, entries = [], []
     for d, track in zip(dets, ids):
-        boxes = [_box(d.xyxy, d.kind, size)] + ([_box(head_from_face(d.xyxy), "head", size)] if d.kind == "face" else [])
+        boxes = [_box(d.xyxy, d.kind, size)] + (
+            [_box(head_from_face(d.xyxy), "head", size)] if d.kind == "face" else []
+        )
         tracks.append({"track": track, "kind": d.kind, "score": round(d.score, 4), "boxes": boxes, "tasks": {}})
         if groups.get(d.kind):
             entries.append((tracks[-1]["tasks"], groups[d.kind], _for_predict(boxes)))
@@ -197,19 +229,32 @@ def predict_frame(predictor, image, dets, ids, groups: dict[str, list[str]]) -> 
     pair = largest(dets, "person", 2)
     if groups["pair"] and len(pair) == 2:
         boxes = [_box(d.xyxy, "person", size, role) for role, d in enumerate(pair)]
-        row["pair"] = {"tracks": [next(t for x, t in zip(dets, ids) if x is d) for d in pair], "boxes": boxes, "tasks": {}}
+        row["pair"] = {
+            "tracks": [next(t for x, t in zip(dets, ids) if x is d) for d in pair],
+            "boxes": boxes,
+            "tasks": {},
+        }
         entries.append((row["pair"]["tasks"], groups["pair"], _for_predict(boxes)))
     if entries:
         names = groups["face"] + groups["hand"] + groups["pair"]
-        results = predictor.predict([image] * len(entries), boxes=[e[2] for e in entries], tasks=names, batch_size=len(entries))
+        results = predictor.predict(
+            [image] * len(entries), boxes=[e[2] for e in entries], tasks=names, batch_size=len(entries)
+        )
         for (answers, wanted, _), result in zip(entries, results):
             answers.update({n: result["tasks"][n] for n in wanted})
     return row
 
 
 # ------------------------------------------------------------------------------------------ the clip
-def predict_clip(predictor, clip: str | Path, tasks="all", fps: float = DEFAULT_FPS, on_frame: Callable | None = None,
-                 progress: bool = False, threads: int | None = None) -> dict:  # fmt: skip
+def predict_clip(
+    predictor,
+    clip: str | Path,
+    tasks="all",
+    fps: float = DEFAULT_FPS,
+    on_frame: Callable | None = None,
+    progress: bool = False,
+    threads: int | None = None,
+) -> dict:
     """Every sampled frame of `clip` through detection, tracking and the tasks; the clip's summary (module
     docstring), with the frames' rows in "rows" unless `on_frame(row, image)` receives each row as it is made."""
     from tqdm.auto import tqdm
@@ -223,17 +268,28 @@ def predict_clip(predictor, clip: str | Path, tasks="all", fps: float = DEFAULT_
     groups = _task_groups(predictor, names)
     summary = ClipSummary(info, names, groups["unsupported"])
     tracker, kept = IouTracker(), []
-    bar = tqdm(total=info.expected_frames, desc=Path(info.path).name, unit="frame", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=info.expected_frames, desc=Path(info.path).name, unit="frame", disable=not progress, dynamic_ncols=True
+    )
     try:
         for index, time_s, image in frames(info, report=summary.notes.append):
-            found = detection.detect(image, kinds=("face", "hand", "person"), threads=threads, settings=detection.FRAME_SETTINGS)
+            found = detection.detect(
+                image, kinds=("face", "hand", "person"), threads=threads, settings=detection.FRAME_SETTINGS
+            )
             dets = [d for d in found if d.kind != "head"]  # a face track makes its own head
             ids = [0] * len(dets)
             for kind in ("face", "hand", "person"):
                 which = [i for i, d in enumerate(dets) if d.kind == kind]
-                for i, track in zip(which, tracker.update(index, kind, [dets[i].xyxy for i in which], [dets[i].score for i in which])):
+                for i, track in zip(
+                    which, tracker.update(index, kind, [dets[i].xyxy for i in which], [dets[i].score for i in which])
+                ):
                     ids[i] = track
-            row = {"clip": info.path, "frame": index, "time_s": time_s, **predict_frame(predictor, image, dets, ids, groups)}
+            row = {
+                "clip": info.path,
+                "frame": index,
+                "time_s": time_s,
+                **predict_frame(predictor, image, dets, ids, groups),
+            }
             summary.add(row)
             if on_frame is None:
                 kept.append(row)
@@ -291,7 +347,9 @@ class ClipSummary:
     def __init__(self, info: ClipInfo, tasks: list[str], unsupported: list[str]):
         self.info, self.tasks, self.notes = info, tasks, []
         if unsupported:
-            self.notes.append(f"not run on clips (their boxes are neither a face track's, a hand track's nor a pair of persons): {', '.join(unsupported)}")
+            self.notes.append(
+                f"not run on clips (their boxes are neither a face track's, a hand track's nor a pair of persons): {', '.join(unsupported)}"
+            )
         self.frames = self.frames_with_anyone = 0
         self.tracks: dict[int, dict] = {}
         self.pairs: dict[tuple[int, int], dict] = {}
@@ -302,8 +360,17 @@ class ClipSummary:
         self.last_s = row["time_s"]
         self.frames_with_anyone += bool(row["tracks"])
         for t in row["tracks"]:
-            s = self.tracks.setdefault(t["track"], {"track": t["track"], "kind": t["kind"], "first_frame": row["frame"], "first_s": row["time_s"],
-                                                    "frames": 0, "tasks": {}})  # fmt: skip
+            s = self.tracks.setdefault(
+                t["track"],
+                {
+                    "track": t["track"],
+                    "kind": t["kind"],
+                    "first_frame": row["frame"],
+                    "first_s": row["time_s"],
+                    "frames": 0,
+                    "tasks": {},
+                },
+            )
             s["frames"] += 1
             s["last_frame"], s["last_s"] = row["frame"], row["time_s"]
             for name, answer in t["tasks"].items():
@@ -326,7 +393,9 @@ class ClipSummary:
         if self.stop or not (info.duration_s and info.fps and self.last_s is not None):
             return
         if self.last_s + 1 / info.fps < info.duration_s - max(2 / info.fps, 0.5):
-            self.stopped(f"the frames end at {self.last_s:.2f} s although the header says {info.duration_s:.2f} s (a truncated file?)")
+            self.stopped(
+                f"the frames end at {self.last_s:.2f} s although the header says {info.duration_s:.2f} s (a truncated file?)"
+            )
 
     def stopped(self, why: str) -> None:
         self.stop = why
@@ -338,8 +407,22 @@ class ClipSummary:
 
         nobody = self.frames > 0 and self.frames_with_anyone == 0
         if nobody:
-            self.notes.append(f"nobody in the clip: no face, hand or person was detected in any of its {self.frames} frames")
-        return {"clip": self.info.path, "source": self.info.source, "width": self.info.width, "height": self.info.height, "fps": self.info.fps,
-                "duration_s": self.info.duration_s, "frames": self.frames, "frames_with_anyone": self.frames_with_anyone, "nobody": nobody,
-                "tasks": self.tasks, "tracks": [done(t) for t in self.tracks.values()], "pairs": [done(p) for p in self.pairs.values()],
-                "decoding_stopped": self.stop, "notes": self.notes}  # fmt: skip
+            self.notes.append(
+                f"nobody in the clip: no face, hand or person was detected in any of its {self.frames} frames"
+            )
+        return {
+            "clip": self.info.path,
+            "source": self.info.source,
+            "width": self.info.width,
+            "height": self.info.height,
+            "fps": self.info.fps,
+            "duration_s": self.info.duration_s,
+            "frames": self.frames,
+            "frames_with_anyone": self.frames_with_anyone,
+            "nobody": nobody,
+            "tasks": self.tasks,
+            "tracks": [done(t) for t in self.tracks.values()],
+            "pairs": [done(p) for p in self.pairs.values()],
+            "decoding_stopped": self.stop,
+            "notes": self.notes,
+        }

@@ -15,7 +15,9 @@ from pathlib import Path
 from .analysis import split_list
 from .errors import add_console_options
 
-OVERRIDES_HELP = "config overrides key.sub=value, anywhere on the line (tasks by index or name: data.tasks.expression.root=/data)"
+OVERRIDES_HELP = (
+    "config overrides key.sub=value, anywhere on the line (tasks by index or name: data.tasks.expression.root=/data)"
+)
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -51,9 +53,13 @@ def _load(args, data: bool = True):
     from .data.pipeline import narrow_to_tasks
 
     if "=" in args.config and not Path(args.config).exists():
-        raise ConfigError(f"the first argument is the config (a preset or YAML file), got the override {args.config!r}",
-                          hint="put the preset first, e.g. `socialfusion train default key.sub=value ...`")  # fmt: skip
-    return narrow_to_tasks(load_config(args.config, args.overrides), split_list(getattr(args, "tasks", None)), check_roots=data)
+        raise ConfigError(
+            f"the first argument is the config (a preset or YAML file), got the override {args.config!r}",
+            hint="put the preset first, e.g. `socialfusion train default key.sub=value ...`",
+        )
+    return narrow_to_tasks(
+        load_config(args.config, args.overrides), split_list(getattr(args, "tasks", None)), check_roots=data
+    )
 
 
 def main_train(argv: list[str]) -> int:
@@ -62,8 +68,11 @@ def main_train(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="run directory (config, log, checkpoints/last and checkpoints/best)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last if it exists")
     _tasks_arg(p, "the config's tasks (single-task training)")
-    p.add_argument("--report-to", choices=["tensorboard", "none"],
-                   help="besides log.jsonl: TensorBoard event files in <out>/tensorboard (the config's train.report_to)")  # fmt: skip
+    p.add_argument(
+        "--report-to",
+        choices=["tensorboard", "none"],
+        help="besides log.jsonl: TensorBoard event files in <out>/tensorboard (the config's train.report_to)",
+    )
     _device_arg(p)
     _progress_arg(p)
     args = p.parse_intermixed_args(argv)
@@ -90,8 +99,10 @@ def train_summary(summary: dict) -> str:
         lines.append(f"best: mean primary metric {best:.4f} on val, {out / 'checkpoints' / 'best'}")
     skipped = (summary.get("skips") or {}).get("total", 0)
     board = f"; TensorBoard: tensorboard --logdir {out / 'tensorboard'}" if (out / "tensorboard").is_dir() else ""
-    lines.append(f"report: {out / 'log.jsonl'} (loss, evaluations{f', {skipped} skipped records' if skipped else ''}){board}; "
-                 f"evaluate with `socialfusion eval --ckpt {out / 'checkpoints' / 'last'} --out {out / 'eval'}`")  # fmt: skip
+    lines.append(
+        f"report: {out / 'log.jsonl'} (loss, evaluations{f', {skipped} skipped records' if skipped else ''}){board}; "
+        f"evaluate with `socialfusion eval --ckpt {out / 'checkpoints' / 'last'} --out {out / 'eval'}`"
+    )
     return "\n".join(lines)
 
 
@@ -117,7 +128,15 @@ def main_eval(argv: list[str]) -> int:
     narrow_to_tasks(apply_overrides(config, overrides), tasks)
     from .eval.evaluate import evaluate_checkpoint
 
-    results = evaluate_checkpoint(args.ckpt, args.out, split=args.split, tasks=tasks, overrides=overrides, limit=args.max_samples, device=args.device)
+    results = evaluate_checkpoint(
+        args.ckpt,
+        args.out,
+        split=args.split,
+        tasks=tasks,
+        overrides=overrides,
+        limit=args.max_samples,
+        device=args.device,
+    )
     print((Path(args.out) / "results.md").read_text())
     return 0 if results else 1
 

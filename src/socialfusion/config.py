@@ -510,9 +510,13 @@ def validate(config: Config) -> None:
     if m.llm.num_layers is not None and m.llm.num_layers < 1:
         raise ConfigError(f"model.llm.num_layers must be >= 1, got {m.llm.num_layers}")
     if m.gaze.patch_keys < 0 or (m.type == "vlm" and m.gaze.patch_keys):
-        raise ConfigError("model.gaze.patch_keys: a width >= 0, and 0 for a VLM baseline (its head reads the image positions only)")
+        raise ConfigError(
+            "model.gaze.patch_keys: a width >= 0, and 0 for a VLM baseline (its head reads the image positions only)"
+        )
     if m.type == "vlm" and m.answer_loss != "lm":
-        raise ConfigError("model.answer_loss: the VLM baselines train with 'lm' only (the verbalizer loss is SocialFusion's)")
+        raise ConfigError(
+            "model.answer_loss: the VLM baselines train with 'lm' only (the verbalizer loss is SocialFusion's)"
+        )
     if m.llm.layers is not None and (m.llm.num_layers is not None or not m.llm.layers):
         raise ConfigError("model.llm.layers: give a non-empty list, and not together with model.llm.num_layers")
     if m.connector.pool < 1:
@@ -522,8 +526,10 @@ def validate(config: Config) -> None:
     if m.connector.box_tokens and not m.box.enabled:
         raise ConfigError("model.connector.box_tokens needs the boxes, but model.box.enabled is false")
     if m.type == "vlm" and not m.box.enabled:
-        raise ConfigError("model.box.enabled: false is SocialFusion's ablation (no box embedding mask); a VLM baseline "
-                          "gets its boxes through model.vlm.boxes")  # fmt: skip
+        raise ConfigError(
+            "model.box.enabled: false is SocialFusion's ablation (no box embedding mask); a VLM baseline "
+            "gets its boxes through model.vlm.boxes"
+        )
     el = m.encoder.lora  # used by model.trainable.encoder: lora
     if el.r < 1 or el.alpha <= 0 or not 0.0 <= el.dropout < 1.0 or not el.target_modules:
         raise ConfigError(f"model.encoder.lora: needs r >= 1, alpha > 0, 0 <= dropout < 1 and target_modules, got {el}")
@@ -552,8 +558,10 @@ def validate(config: Config) -> None:
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name} must be >= 1")
     if t.gradient_surgery != "none" and t.grad_accum < 2:
-        raise ConfigError(f"train.gradient_surgery={t.gradient_surgery} needs several tasks in a step: set train.grad_accum >= 2 "
-                          "(data.sampler: round_robin with grad_accum = the number of tasks puts every task in every step)")
+        raise ConfigError(
+            f"train.gradient_surgery={t.gradient_surgery} needs several tasks in a step: set train.grad_accum >= 2 "
+            "(data.sampler: round_robin with grad_accum = the number of tasks puts every task in every step)"
+        )
     if t.num_workers != "auto" and t.num_workers < 0:
         raise ConfigError(f"train.num_workers must be >= 0 or 'auto', got {t.num_workers}")
     if t.prefetch_factor < 1:
@@ -567,8 +575,10 @@ def _check_splits(td: TaskDataConfig, where: str) -> None:
     if td.train_split == "holdout":
         raise ConfigError(f"{where}.train_split: 'holdout' is carved from the training split; it cannot be one")
     if td.test_split is not None and td.test_split == td.val_split:
-        raise ConfigError(f"{where}: val_split (selection) and test_split (report) are both {td.val_split!r}; a reported score "
-                          "must come from a split no choice has seen (set val_split: holdout to carve a selection split from train)")
+        raise ConfigError(
+            f"{where}: val_split (selection) and test_split (report) are both {td.val_split!r}; a reported score "
+            "must come from a split no choice has seen (set val_split: holdout to carve a selection split from train)"
+        )
     if not 0.0 < td.holdout_fraction < 1.0:
         raise ConfigError(f"{where}.holdout_fraction must be in (0, 1), got {td.holdout_fraction}")
 

@@ -13,7 +13,13 @@ import json
 import time
 from pathlib import Path
 
-DATASET_DIRS = {"lam": "ego4d_lam", "expression": "affectnet", "gesture": "hagrid", "relation": "pisc", "gaze": "gazefollow_extended"}
+DATASET_DIRS = {
+    "lam": "ego4d_lam",
+    "expression": "affectnet",
+    "gesture": "hagrid",
+    "relation": "pisc",
+    "gaze": "gazefollow_extended",
+}
 SCALES = {
     # n: synthetic training samples per task (a 15 % holdout of lam's clips, expression's and gaze's images selects,
     # docs/DATASETS.md "Splits"); steps: the cap of each single-task model (the joint model's is steps x 5, the sum
@@ -23,10 +29,20 @@ SCALES = {
     # selection split stopped the 2-layer expression model at step 150 on a peak from step 75 (0.38 on the report
     # split where a full run reaches 0.76; DESIGN-CHANGES 25). The full scale is sized for the 15-minute budget on
     # 2 cores (docs/DEMO.md).
-    "quick": {"n": 32, "steps": 10, "eval_every": 5, "patience": 1,
-              "plan": {"probe_layers": [-1], "probe_samples": 32, "gradconf_batches": 2, "probe_gaze_steps": 30}},
-    "full": {"n": 400, "steps": 300, "eval_every": 25, "patience": 6,
-             "plan": {"probe_layers": [-1, -6], "probe_samples": 100, "gradconf_batches": 16, "probe_gaze_steps": 100}},
+    "quick": {
+        "n": 32,
+        "steps": 10,
+        "eval_every": 5,
+        "patience": 1,
+        "plan": {"probe_layers": [-1], "probe_samples": 32, "gradconf_batches": 2, "probe_gaze_steps": 30},
+    },
+    "full": {
+        "n": 400,
+        "steps": 300,
+        "eval_every": 25,
+        "patience": 6,
+        "plan": {"probe_layers": [-1, -6], "probe_samples": 100, "gradconf_batches": 16, "probe_gaze_steps": 100},
+    },
 }
 
 
@@ -46,7 +62,11 @@ def demo_config(preset: str, data_dir: Path, scale: dict, overrides: list[str]):
     from .config import load_config
 
     roots = [f"data.tasks.{i}.root={data_dir / DATASET_DIRS[t]}" for i, t in enumerate(DATASET_DIRS)]
-    protocol = [f"train.steps={scale['steps']}", f"train.eval_every={scale['eval_every']}", f"train.early_stop_patience={scale['patience']}"]
+    protocol = [
+        f"train.steps={scale['steps']}",
+        f"train.eval_every={scale['eval_every']}",
+        f"train.early_stop_patience={scale['patience']}",
+    ]
     config = load_config(preset, roots + protocol + list(overrides))
     if [td.task for td in config.data.tasks] != list(DATASET_DIRS):
         raise ValueError(f"the demo expects the five tasks in the order {list(DATASET_DIRS)}")
@@ -79,8 +99,11 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--steps", type=int, help="the step cap of each single-task model (the joint model's: x 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--with-baseline", action="store_true",
-                   help=f"also the VLM-style family (encoder trained at train.lr_encoder={DEMO_LR_ENCODER:g}, chosen on val) through the same protocol; slow (docs/DEMO.md)")
+    p.add_argument(
+        "--with-baseline",
+        action="store_true",
+        help=f"also the VLM-style family (encoder trained at train.lr_encoder={DEMO_LR_ENCODER:g}, chosen on val) through the same protocol; slow (docs/DEMO.md)",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line")
     add_plan_options(p, demo_plan("full"))  # the study's options (--seeds, --baseline, --variant, ...)
     args = p.parse_intermixed_args(argv)
@@ -108,8 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   synthetic benchmark: {timings['synthetic benchmark']} s", flush=True)
     config = demo_config(args.config, out / "data", {**scale, "steps": args.steps or scale["steps"]}, args.overrides)
     check_plan(config, plan)
-    res = run_study(config, out, plan, progress=not args.no_progress, data_summary=data_summary, timings=timings,
-                    data_key={"synthetic": {"n": n, "seed": args.seed}}, stages=split_list(args.stages) or [])
+    res = run_study(
+        config,
+        out,
+        plan,
+        progress=not args.no_progress,
+        data_summary=data_summary,
+        timings=timings,
+        data_key={"synthetic": {"n": n, "seed": args.seed}},
+        stages=split_list(args.stages) or [],
+    )
     if res.get("report"):
         print(res["report"]["summary_text"])
         print(f"report: {out / 'report.html'}  (total {res['timings']['total']} s)")

@@ -76,7 +76,9 @@ def _interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as err:
-        raise DetectorUnavailable("detection needs the LiteRT runtime (ai-edge-litert), from the optional extra socialfusion[detect]") from err
+        raise DetectorUnavailable(
+            "detection needs the LiteRT runtime (ai-edge-litert), from the optional extra socialfusion[detect]"
+        ) from err
     return Interpreter
 
 
@@ -88,7 +90,9 @@ def model_path(name: str) -> Path:
     try:
         path = Path(metadata.distribution("mediapipe").locate_file(f"mediapipe/modules/{rel}"))
     except metadata.PackageNotFoundError as err:
-        raise DetectorUnavailable("detection needs the model files of the mediapipe==0.10.21 wheel (installed with --no-deps)") from err
+        raise DetectorUnavailable(
+            "detection needs the model files of the mediapipe==0.10.21 wheel (installed with --no-deps)"
+        ) from err
     if not path.is_file():
         raise DetectorUnavailable(f"{path}: model file missing from the installed mediapipe (detection needs 0.10.21)")
     return path
@@ -174,7 +178,12 @@ def _anchors(size: int, strides: tuple[int, ...], per_layer: int) -> np.ndarray:
 
 
 # anchor options of MediaPipe's face_detection_full_range, palm_detection and pose_detection graphs
-_SSD = {"face": ((4,), 1), "palm": ((8, 16, 16, 16), 2), "palm_lite": ((8, 16, 16, 16), 2), "pose": ((8, 16, 32, 32, 32), 2)}
+_SSD = {
+    "face": ((4,), 1),
+    "palm": ((8, 16, 16, 16), 2),
+    "palm_lite": ((8, 16, 16, 16), 2),
+    "pose": ((8, 16, 32, 32, 32), 2),
+}
 
 
 def _decode(raw: np.ndarray, logits: np.ndarray, size: int, name: str, min_score: float):
@@ -246,7 +255,9 @@ def _tiles(size: tuple[int, int], n: int) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def _run_ssd(image: Image.Image, name: str, min_score: float, threads: int | None, tiles: int = 1, nms_iou: float = 0.3):
+def _run_ssd(
+    image: Image.Image, name: str, min_score: float, threads: int | None, tiles: int = 1, nms_iou: float = 0.3
+):
     """One SSD detector on the image (and on its tiles when tiles > 1): [(score, xyxy, keypoints)] in image
     pixels after weighted NMS over every candidate from every tile."""
     model = _model(name, threads)
@@ -405,7 +416,13 @@ MIN_SCORE = {"face": 0.5, "hand": 0.4, "person": 0.5}
 #   pose_presence: the landmark models' presence thresholds (MediaPipe's 0.5); nms_iou: the weighted NMS overlap.
 # Persons use 2 x 2 tiles: BlazePose's detector is made for one person and, on the whole image, finds one or two of
 # a group; with tiles it found 17 of 19 persons of the tune half instead of 15, with no false one.
-SETTINGS = {"tiles": {"face": 1, "hand": 1, "person": 2}, "palm_model": "full", "hand_presence": 0.5, "pose_presence": 0.5, "nms_iou": 0.3}
+SETTINGS = {
+    "tiles": {"face": 1, "hand": 1, "person": 2},
+    "palm_model": "full",
+    "hand_presence": 0.5,
+    "pose_presence": 0.5,
+    "nms_iou": 0.3,
+}
 # Clips detect on every sampled frame: the person tiles cost 50-90 ms more per 640-px image on 2 cores, so a
 # clip finds persons on the whole frame only, as when docs/USAGE.md's throughput was measured.
 FRAME_SETTINGS = {"tiles": {"person": 1}}
@@ -417,11 +434,15 @@ def settings_with(overrides: dict | None) -> dict:
     cfg["tiles"] = {**SETTINGS["tiles"], **(overrides or {}).get("tiles", {})}
     unknown = set(cfg) - set(SETTINGS)
     if unknown or cfg["palm_model"] not in ("full", "lite"):
-        raise ValueError(f"unknown detection setting(s) {sorted(unknown) or cfg['palm_model']}; known: {sorted(SETTINGS)}")
+        raise ValueError(
+            f"unknown detection setting(s) {sorted(unknown) or cfg['palm_model']}; known: {sorted(SETTINGS)}"
+        )
     return cfg
 
 
-def detect(image, kinds=KINDS, min_score: dict | None = None, threads: int | None = None, settings: dict | None = None) -> list[Detection]:
+def detect(
+    image, kinds=KINDS, min_score: dict | None = None, threads: int | None = None, settings: dict | None = None
+) -> list[Detection]:
     """Detections of the requested kinds, best first within each kind; a kind with nothing found has none.
 
     `image`: a PIL image, or anything `data.images.load_image` reads (path, bytes). `min_score` overrides
@@ -479,10 +500,16 @@ def boxes_for_tasks(detections, size: tuple[int, int]) -> tuple[list[dict], str]
     persons = largest(detections, "person", 2)
     chosen += [(d, i) for i, d in enumerate(persons)] if len(persons) == 2 else []
     boxes = [
-        {"xyxy": [d.xyxy[0] * w, d.xyxy[1] * h, d.xyxy[2] * w, d.xyxy[3] * h], "xyxy_normalized": list(d.xyxy),
-         "kind": d.kind, "role": role, "score": round(d.score, 4), "source": "detected"}
+        {
+            "xyxy": [d.xyxy[0] * w, d.xyxy[1] * h, d.xyxy[2] * w, d.xyxy[3] * h],
+            "xyxy_normalized": list(d.xyxy),
+            "kind": d.kind,
+            "role": role,
+            "score": round(d.score, 4),
+            "source": "detected",
+        }
         for d, role in chosen
-    ]  # fmt: skip
+    ]
     counts = {k: sum(d.kind == k for d in detections) for k in KINDS}
     found = [f"{n} {k}{'s' if n > 1 else ''}" for k, n in counts.items() if n]
     missing = [f"no {k} found" for k, n in counts.items() if not n]
@@ -503,6 +530,14 @@ def listing(detections, boxes: list[dict], size: tuple[int, int]) -> list[dict]:
     out = []
     for d in sorted(detections, key=lambda d: (KINDS.index(d.kind), -d.score)):
         i = where.get((d.kind, tuple(d.xyxy)))
-        out.append({"xyxy": [d.xyxy[0] * w, d.xyxy[1] * h, d.xyxy[2] * w, d.xyxy[3] * h], "xyxy_normalized": list(d.xyxy),
-                    "kind": d.kind, "score": round(d.score, 4), "box": i, "role": None if i is None else boxes[i]["role"]})  # fmt: skip
+        out.append(
+            {
+                "xyxy": [d.xyxy[0] * w, d.xyxy[1] * h, d.xyxy[2] * w, d.xyxy[3] * h],
+                "xyxy_normalized": list(d.xyxy),
+                "kind": d.kind,
+                "score": round(d.score, 4),
+                "box": i,
+                "role": None if i is None else boxes[i]["role"],
+            }
+        )
     return out

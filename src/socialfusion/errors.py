@@ -53,8 +53,11 @@ def verbose_requested() -> bool:
     return _flag(VERBOSE_ENV)
 
 
-_MARKDOWN = [(re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)"), r"\1 (\2)"), (re.compile(r"\*\*(.+?)\*\*", re.S), r"\1"),
-             (re.compile(r"`([^`]+)`"), r"\1")]  # fmt: skip
+_MARKDOWN = [
+    (re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)"), r"\1 (\2)"),
+    (re.compile(r"\*\*(.+?)\*\*", re.S), r"\1"),
+    (re.compile(r"`([^`]+)`"), r"\1"),
+]
 
 
 def plain_text(text: str) -> str:
@@ -72,6 +75,10 @@ def add_console_options(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     if parser.description:
         parser.description = plain_text(parser.description)
     group = parser.add_argument_group("console")
-    group.add_argument("--verbose", action="store_true", help="show third-party load reports, progress bars and warnings")
-    group.add_argument("--debug", action="store_true", help="show the traceback of an error (or set SOCIALFUSION_DEBUG=1)")
+    group.add_argument(
+        "--verbose", action="store_true", help="show third-party load reports, progress bars and warnings"
+    )
+    group.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (or set SOCIALFUSION_DEBUG=1)"
+    )
     return parser

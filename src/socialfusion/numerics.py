@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+
 @dataclass(frozen=True)
 class Tolerance:
     """How far apart two computations of the same quantity by the same model may be in one precision when they
@@ -84,13 +85,23 @@ def precision_facts() -> dict:
     benchmarks next to their figures: a bf16 number means little without knowing whether bf16 was native."""
     from .runtime import available_cores, cpu_has_bf16, cuda_has_bf16, resolve_precision
 
-    facts = {"cpu": cpu_name(), "cpu_cores": available_cores(), "cpu_native_bf16": cpu_has_bf16(), "cpu_bf16_flags": cpu_bf16_flags(),
-             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_auto_precision": resolve_precision("cpu", "auto"),
-             "cuda": None}  # fmt: skip
+    facts = {
+        "cpu": cpu_name(),
+        "cpu_cores": available_cores(),
+        "cpu_native_bf16": cpu_has_bf16(),
+        "cpu_bf16_flags": cpu_bf16_flags(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_auto_precision": resolve_precision("cpu", "auto"),
+        "cuda": None,
+    }
     if torch.cuda.is_available():
         major, minor = torch.cuda.get_device_capability()
-        facts["cuda"] = {"name": torch.cuda.get_device_name(), "capability": f"{major}.{minor}", "native_bf16": cuda_has_bf16(),
-                         "auto_precision": resolve_precision("cuda", "auto")}  # fmt: skip
+        facts["cuda"] = {
+            "name": torch.cuda.get_device_name(),
+            "capability": f"{major}.{minor}",
+            "native_bf16": cuda_has_bf16(),
+            "auto_precision": resolve_precision("cuda", "auto"),
+        }
     return facts
 
 
@@ -98,12 +109,16 @@ def format_precision_facts(facts: dict) -> list[str]:
     """The lines `socialfusion --version` prints after the version."""
     flags = f" ({', '.join(facts['cpu_bf16_flags'])})" if facts["cpu_bf16_flags"] else ""
     native = "yes" + flags if facts["cpu_native_bf16"] else "no (bf16 is emulated: correct, much slower)"
-    lines = [f"cpu: {facts['cpu']}, {facts['cpu_cores']} cores, {facts['cpu_capability']}; native bf16: {native}; "
-             f"precision auto -> {facts['cpu_auto_precision']}"]  # fmt: skip
+    lines = [
+        f"cpu: {facts['cpu']}, {facts['cpu_cores']} cores, {facts['cpu_capability']}; native bf16: {native}; "
+        f"precision auto -> {facts['cpu_auto_precision']}"
+    ]
     cuda = facts["cuda"]
     if cuda:
-        lines.append(f"cuda: {cuda['name']} (compute {cuda['capability']}); native bf16: {'yes' if cuda['native_bf16'] else 'no'}; "
-                     f"precision auto -> {cuda['auto_precision']}")  # fmt: skip
+        lines.append(
+            f"cuda: {cuda['name']} (compute {cuda['capability']}); native bf16: {'yes' if cuda['native_bf16'] else 'no'}; "
+            f"precision auto -> {cuda['auto_precision']}"
+        )
     else:
         lines.append("cuda: none")
     return lines

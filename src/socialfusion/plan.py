@@ -44,7 +44,9 @@ def estimate(config: Config, batch_size: int | None = None, text_tokens: int = T
     seq = n_vis + text_tokens
     enc = model.encoder
     enc_params = sum(p.numel() for p in enc.parameters())
-    llm_params = sum(p.numel() for n, p in model.llm.named_parameters() if "lora_" not in n) - vocab * d * (1 if lm_cfg.tie_word_embeddings else 2)
+    llm_params = sum(p.numel() for n, p in model.llm.named_parameters() if "lora_" not in n) - vocab * d * (
+        1 if lm_cfg.tie_word_embeddings else 2
+    )
     trainable = sum(r["trainable"] for r in rows)
     frozen = sum(r["frozen"] for r in rows)
     # forward FLOPs: 2 per multiply-add; attention scores add 4 * seq^2 * d per layer; the LM head runs only at
@@ -90,7 +92,13 @@ def feature_cache_plan(config: Config, encoder) -> dict:
     dtype_name = precision_for("cuda", config.train.precision, native_bf16=True)
     per = entry_bytes(encoder, torch.bfloat16 if dtype_name == "bf16" else torch.float32)
     rows = [
-        {"task": c.task, "split": c.which, "entries": c.entries, "gb": None if c.entries is None else round(c.entries * per / 1e9, 3), "how": c.how}
+        {
+            "task": c.task,
+            "split": c.which,
+            "entries": c.entries,
+            "gb": None if c.entries is None else round(c.entries * per / 1e9, 3),
+            "how": c.how,
+        }
         for which in SPLITS
         for c in split_entries(config, which)
     ]
@@ -120,8 +128,10 @@ def format_feature_cache(fc: dict) -> list[str]:
         lines.append(f"  {r['task']:<12} {r['split']:<6} {n:>10} {gb:>10}  {r['how']}")
     bound = "" if fc["all_counted"] else " (known splits only; '?' = unknown)"
     lines.append(f"  {'total':<12} {'':<6} {fc['total_entries']:>10} {fc['total_gb']:>10.4g}  {bound.strip()}")
-    lines.append(f"  used by default (train.feature_cache: auto) only when each training image is read more than once and "
-                 f"the training run's entries fit in train.feature_cache_max_gb ({fc['max_gb']:g} GB)")
+    lines.append(
+        f"  used by default (train.feature_cache: auto) only when each training image is read more than once and "
+        f"the training run's entries fit in train.feature_cache_max_gb ({fc['max_gb']:g} GB)"
+    )
     return lines
 
 
@@ -129,7 +139,16 @@ def format_plan(plan: dict) -> str:
     from .models.trainability import format_parameter_table
 
     lines = [format_parameter_table(plan["parameters"]), ""]
-    for key in ("visual_tokens_per_image", "patch_grid", "sequence_length", "batch_size", "estimated_training_memory_gb", "forward_gflops_per_sample", "training_gflops_per_sample", "training_gflops_per_sample_with_feature_cache"):
+    for key in (
+        "visual_tokens_per_image",
+        "patch_grid",
+        "sequence_length",
+        "batch_size",
+        "estimated_training_memory_gb",
+        "forward_gflops_per_sample",
+        "training_gflops_per_sample",
+        "training_gflops_per_sample_with_feature_cache",
+    ):
         lines.append(f"{key:<48} {plan[key]}")
     if plan.get("feature_cache"):
         lines += format_feature_cache(plan["feature_cache"])

@@ -17,7 +17,9 @@ from .eval.intervals import fmt_ci
 
 def chance_levels(val_sets: dict) -> dict[str, dict]:
     """What a model that ignores the image scores on each evaluated split, for the primary metric (`Task.chance`)."""
-    return {name: {"metric": ds.task.primary_metric, "chance": ds.task.chance(ds.samples)} for name, ds in val_sets.items()}
+    return {
+        name: {"metric": ds.task.primary_metric, "chance": ds.task.chance(ds.samples)} for name, ds in val_sets.items()
+    }
 
 
 def example_predictions(model, dataset, k: int = 4) -> tuple[list, list]:
@@ -81,11 +83,15 @@ def _above_words(row: dict) -> str:
 def _task_figure_caption(name: str) -> str:
     """Captions of the figures the tasks draw (`Task.figures`), by the figure's name."""
     if name.startswith("confusion_"):
-        return (f"Row-normalised confusion matrix of the joint model on the {name.removeprefix('confusion_')} validation split "
-                "(rows: true class, columns: predicted class; darker = larger share of the row).")
+        return (
+            f"Row-normalised confusion matrix of the joint model on the {name.removeprefix('confusion_')} validation split "
+            "(rows: true class, columns: predicted class; darker = larger share of the row)."
+        )
     if name.startswith("gaze"):
-        return ("Gaze predictions of the joint model on validation images: predicted heatmap (overlay), head box (white), "
-                "annotated gaze targets (green +) and the predicted target (red x, arrow from the head).")
+        return (
+            "Gaze predictions of the joint model on validation images: predicted heatmap (overlay), head box (white), "
+            "annotated gaze targets (green +) and the predicted target (red x, arrow from the head)."
+        )
     return f"{name}: drawn by its task from the joint model's validation predictions."
 
 
@@ -105,7 +111,7 @@ def _md_to_html(md: str) -> str:
             parts.append(_md_to_html_table("\n".join(block)))
             block = []
         if line.strip():
-            text = html.escape(line.strip().lstrip('#').strip())
+            text = html.escape(line.strip().lstrip("#").strip())
             parts.append("<p>" + re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text) + "</p>")
     return "".join(parts)
 
@@ -125,7 +131,11 @@ def training_losses(log: str | Path) -> dict[str, list[tuple[float, float]]]:
     """{task: [(fraction of the run, loss)]} from a run's log.jsonl: each logged step's loss under the task its
     batch held (a step that mixed tasks through accumulation is left out: its loss belongs to no one task)."""
     rows = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
-    steps = [r for r in rows if isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"]) and len(set(r.get("tasks") or [])) == 1]
+    steps = [
+        r
+        for r in rows
+        if isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"]) and len(set(r.get("tasks") or [])) == 1
+    ]
     last = max((r["step"] for r in steps), default=1)
     out: dict[str, list[tuple[float, float]]] = {}
     for r in steps:
@@ -145,8 +155,10 @@ def loss_curves(single: dict[str, str | Path], joint: str | Path, path: str | Pa
     joint_losses = training_losses(joint)
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 2.8), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for label, points, style in (("single-task", training_losses(single[task]).get(task, []), "-"),
-                                     ("joint", joint_losses.get(task, []), "--")):  # fmt: skip
+        for label, points, style in (
+            ("single-task", training_losses(single[task]).get(task, []), "-"),
+            ("joint", joint_losses.get(task, []), "--"),
+        ):
             if points:
                 ax.plot(*zip(*points), style, marker=".", label=label)
         ax.set_title(task)
@@ -160,12 +172,16 @@ def loss_curves(single: dict[str, str | Path], joint: str | Path, path: str | Pa
 
 
 def loss_curves_caption(log_every: int) -> str:
-    return (f"Training loss per task, logged every {log_every} steps: the single-task run (solid) and the joint run on "
-            "that task's batches (dashed), against the fraction of each run done. Losses of a task's own logged steps "
-            "only; the joint run logs whichever task its logged step drew, so its curve has fewer points.")
+    return (
+        f"Training loss per task, logged every {log_every} steps: the single-task run (solid) and the joint run on "
+        "that task's batches (dashed), against the fraction of each run done. Losses of a task's own logged steps "
+        "only; the joint run logs whichever task its logged step drew, so its curve has fewer points."
+    )
 
 
-def selection_curves(runs: dict, tasks: list[str], primary: dict[str, str], probe_floor: dict[str, float], path: str | Path) -> Path:
+def selection_curves(
+    runs: dict, tasks: list[str], primary: dict[str, str], probe_floor: dict[str, float], path: str | Path
+) -> Path:
     """One panel per task: its primary metric on the selection split during training, for its single-task run and
     for the joint run, against the batches of that task seen (the joint run's steps / number of tasks, which is
     what a uniform sampler gives each task), a marker at each run's selected step, and the best linear probe of the
@@ -183,7 +199,7 @@ def selection_curves(runs: dict, tasks: list[str], primary: dict[str, str], prob
             if not points:
                 continue
             xs, ys = [p[0] / scale for p in points], [p[1] for p in points]
-            line, = ax.plot(xs, ys, style, marker=".", label="single-task" if scale == 1 else "joint")
+            (line,) = ax.plot(xs, ys, style, marker=".", label="single-task" if scale == 1 else "joint")
             best = (run.get("fit") or {}).get("best_step")
             if best is not None and best in [p[0] for p in points]:
                 ax.plot(best / scale, dict(points)[best], "o", ms=9, mfc="none", color=line.get_color())
@@ -212,11 +228,13 @@ def _eval_points(log: Path, task: str, metric: str) -> list[tuple[int, float]]:
     return sorted(points.items())
 
 
-SELECTION_CAPTION = ("Learning curves: each task's primary metric on its selection split at every evaluation, the "
-                     "single-task run (solid) and the joint run (dashed, against its steps / number of tasks: the batches "
-                     "of this task it has seen); circled: the step each model was selected at (its best evaluation), whose "
-                     "weights are scored on the report split. Dotted: the best linear probe of the frozen encoder on the "
-                     "report split, the floor a trained model should reach.")
+SELECTION_CAPTION = (
+    "Learning curves: each task's primary metric on its selection split at every evaluation, the "
+    "single-task run (solid) and the joint run (dashed, against its steps / number of tasks: the batches "
+    "of this task it has seen); circled: the step each model was selected at (its best evaluation), whose "
+    "weights are scored on the report split. Dotted: the best linear probe of the frozen encoder on the "
+    "report split, the floor a trained model should reach."
+)
 
 
 def probe_floor(probe: dict, encoder: str | None = None) -> dict[str, float]:
@@ -231,10 +249,14 @@ def probe_floor(probe: dict, encoder: str | None = None) -> dict[str, float]:
     return out
 
 
-PAPER_CLAIM = ("The paper (Tahboub et al., arXiv 2512.01148) reports positive transfer on all five tasks for SocialFusion "
-               "(frozen encoder, connector, box mask, LoRA) and negative transfer for VLMs trained on the same tasks.")
-QUESTION = ("Does training one model on all five social tasks make each task better (positive transfer) or worse (negative "
-            "transfer) than a model trained on that task alone?")
+PAPER_CLAIM = (
+    "The paper (Tahboub et al., arXiv 2512.01148) reports positive transfer on all five tasks for SocialFusion "
+    "(frozen encoder, connector, box mask, LoRA) and negative transfer for VLMs trained on the same tasks."
+)
+QUESTION = (
+    "Does training one model on all five social tasks make each task better (positive transfer) or worse (negative "
+    "transfer) than a model trained on that task alone?"
+)
 
 
 def _run_counts(transfer: dict) -> dict[str, dict[str, int]]:
@@ -259,15 +281,22 @@ def _training_words(transfer: dict, seeds: list) -> str:
     steps = transfer.get("families", {}).get("socialfusion", {}).get("steps", {})
     runs = transfer.get("runs", {}).get("socialfusion", {})
     if transfer.get("budget") == "plateau":
-        fits = "; ".join(f"{name} {(r.get('fit') or {}).get('steps')} steps (selected at {(r.get('fit') or {}).get('best_step')}, "
-                         f"{((r.get('fit') or {}).get('stop_reason') or '?').split(':')[0]})" for name, r in runs.items())
-        how = (f"each model trained until its mean primary metric on the selection split stopped improving (at most {steps.get('single')} "
-               f"steps per single-task model, {steps.get('joint')} for the joint one), scored at its best evaluation; seed {seeds[0] if seeds else '?'}: {fits}")
+        fits = "; ".join(
+            f"{name} {(r.get('fit') or {}).get('steps')} steps (selected at {(r.get('fit') or {}).get('best_step')}, "
+            f"{((r.get('fit') or {}).get('stop_reason') or '?').split(':')[0]})"
+            for name, r in runs.items()
+        )
+        how = (
+            f"each model trained until its mean primary metric on the selection split stopped improving (at most {steps.get('single')} "
+            f"steps per single-task model, {steps.get('joint')} for the joint one), scored at its best evaluation; seed {seeds[0] if seeds else '?'}: {fits}"
+        )
     else:
         how = f"{steps.get('single')} steps per single-task model, {steps.get('joint')} for the joint one, scored at the last step"
-    return (f"Training: config `{transfer.get('config')}`, budget `{transfer.get('budget')}`: {how}. {len(seeds)} seed(s) "
-            f"({', '.join(map(str, seeds))}); scores on each task's report split, which no choice has seen, with the official protocols; "
-            f"intervals: {transfer.get('interval', '95 %')}.")
+    return (
+        f"Training: config `{transfer.get('config')}`, budget `{transfer.get('budget')}`: {how}. {len(seeds)} seed(s) "
+        f"({', '.join(map(str, seeds))}); scores on each task's report split, which no choice has seen, with the official protocols; "
+        f"intervals: {transfer.get('interval', '95 %')}."
+    )
 
 
 def study_overview(transfer: dict, plan: dict | None = None) -> str:
@@ -277,21 +306,38 @@ def study_overview(transfer: dict, plan: dict | None = None) -> str:
     synthetic = bool(counts) and all(c.get("synthetic") for c in counts.values())
     seeds = transfer.get("families", {}).get("socialfusion", {}).get("seeds") or []
     lines = [f"**Question.** {QUESTION} {PAPER_CLAIM}", ""]
-    data = "synthetic social scenes in the five official layouts (labels decidable from the pixels)" if synthetic else "the datasets at the config's roots"
+    data = (
+        "synthetic social scenes in the five official layouts (labels decidable from the pixels)"
+        if synthetic
+        else "the datasets at the config's roots"
+    )
     splits = transfer.get("splits") or {}
-    sizes = "; ".join(f"{t} {c.get('train', '?')} train / {c.get('selection', '?')} selection ({(splits.get(t) or {}).get('selection', '?')}) / "
-                      f"{c.get('report', '?')} report ({(splits.get(t) or {}).get('report', '?')})" for t, c in counts.items())
+    sizes = "; ".join(
+        f"{t} {c.get('train', '?')} train / {c.get('selection', '?')} selection ({(splits.get(t) or {}).get('selection', '?')}) / "
+        f"{c.get('report', '?')} report ({(splits.get(t) or {}).get('report', '?')})"
+        for t, c in counts.items()
+    )
     fams = transfer.get("families", {})
     lines.append(f"**What was run.** Data: {data}" + (f" ({sizes})." if sizes else "."))
     lines.append(_training_words(transfer, seeds))
-    others = [f"`{name}` ({'joint run only: ' if f.get('joint_variant_of') else ''}{', '.join(f['overrides'])})" for name, f in fams.items() if name != "socialfusion"]
+    others = [
+        f"`{name}` ({'joint run only: ' if f.get('joint_variant_of') else ''}{', '.join(f['overrides'])})"
+        for name, f in fams.items()
+        if name != "socialfusion"
+    ]
     if others:
         lines.append("Also run through the same protocol: " + "; ".join(others) + ".")
     if plan:
-        lines.append(f"Analyses: gradient conflict over {plan.get('gradconf_batches')} batches; linear probes of "
-                     f"{', '.join(plan.get('encoders') or ['the config encoder'])}.")
-    lines += ["", "**Answer.** Relative change of each task's primary metric, joint minus single-task, over the single-task value "
-              "[95 % interval]; a transfer is called positive or negative only when the interval of the change excludes zero.", ""]
+        lines.append(
+            f"Analyses: gradient conflict over {plan.get('gradconf_batches')} batches; linear probes of "
+            f"{', '.join(plan.get('encoders') or ['the config encoder'])}."
+        )
+    lines += [
+        "",
+        "**Answer.** Relative change of each task's primary metric, joint minus single-task, over the single-task value "
+        "[95 % interval]; a transfer is called positive or negative only when the interval of the change excludes zero.",
+        "",
+    ]
     tasks = transfer.get("tasks") or []
     lines.append("| family | " + " | ".join(tasks) + " | positive / negative / within noise |")
     lines.append("|---|" + "---|" * (len(tasks) + 1))
@@ -301,21 +347,39 @@ def study_overview(transfer: dict, plan: dict | None = None) -> str:
             r = fam["tasks"].get(t) or {}
             rel = fmt_ci(r.get("relative"), r.get("relative_ci"), digits=1, scale=100.0, signed=True)
             cells.append(f"{rel} % {r.get('transfer') or 'n/a'}" if rel != "-" else "n/a")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {fam.get('n_positive', 0)} / {fam.get('n_negative', 0)} / {fam.get('n_within_noise', 0)} |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {fam.get('n_positive', 0)} / {fam.get('n_negative', 0)} / {fam.get('n_within_noise', 0)} |"
+        )
     lines.append("")
     main = fams.get("socialfusion", {})
     n = len(tasks)
-    verdict = (f"Against the paper's claim: SocialFusion here shows positive transfer on {main.get('n_positive', 0)} of {n} tasks, "
-               f"negative on {main.get('n_negative', 0)}, and no difference beyond noise on {main.get('n_within_noise', 0)} "
-               f"(the paper: positive on all five).")
+    verdict = (
+        f"Against the paper's claim: SocialFusion here shows positive transfer on {main.get('n_positive', 0)} of {n} tasks, "
+        f"negative on {main.get('n_negative', 0)}, and no difference beyond noise on {main.get('n_within_noise', 0)} "
+        f"(the paper: positive on all five)."
+    )
     if synthetic:
-        verdict += (" These are synthetic scenes at a CPU scale, not the paper's datasets and scale: they test that the protocol "
-                    "measures transfer, not the paper's numbers.")
+        verdict += (
+            " These are synthetic scenes at a CPU scale, not the paper's datasets and scale: they test that the protocol "
+            "measures transfer, not the paper's numbers."
+        )
     lines.append(verdict)
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf: dict, data_summary: dict | None, timings: dict, plan: dict | None = None) -> dict:
+def write_report(
+    out: Path,
+    config,
+    model,
+    transfer: dict,
+    probe: dict,
+    gradconf: dict,
+    data_summary: dict | None,
+    timings: dict,
+    plan: dict | None = None,
+) -> dict:
     from .config import dump_yaml
     from .data.pipeline import build_task_datasets
     from .data.skips import SkipReport
@@ -326,7 +390,9 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
     figs.mkdir(parents=True, exist_ok=True)
     report = SkipReport()
     _, input_fn = sample_inputs(model, config)
-    val_sets = build_task_datasets(config, model.tasks, "test", input_fn, report)  # the report split (transfer.REPORT_ROLE)
+    val_sets = build_task_datasets(
+        config, model.tasks, "test", input_fn, report
+    )  # the report split (transfer.REPORT_ROLE)
     chance = chance_levels(val_sets)
     floor = probe_floor(probe)
     joint = transfer["runs"]["socialfusion"]["joint"]["metrics"]
@@ -337,22 +403,43 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
         ci = (m.get("ci") or {}).get(ch["metric"])
         above = bool(value > ch["chance"])
         ok &= above
-        rows.append({"task": name, "metric": ch["metric"], "value": value, "ci": ci, "chance": ch["chance"], "above_chance": above,
-                     # "clearly": the whole 95 % interval lies above chance, not just the point estimate
-                     "clearly_above_chance": bool(ci and ci[0] > ch["chance"]), "n": m.get("n"), "probe": floor.get(name)})
+        rows.append(
+            {
+                "task": name,
+                "metric": ch["metric"],
+                "value": value,
+                "ci": ci,
+                "chance": ch["chance"],
+                "above_chance": above,
+                # "clearly": the whole 95 % interval lies above chance, not just the point estimate
+                "clearly_above_chance": bool(ci and ci[0] > ch["chance"]),
+                "n": m.get("n"),
+                "probe": floor.get(name),
+            }
+        )
     figures, captions = {}, {}
     figures["metrics"] = metric_bars(rows, figs / "metrics.png", "Joint five-task model on the report split")
-    captions["metrics"] = ("Primary metric of the joint five-task model on each task's report split, at its selected step. Error bars: 95 % "
-                           "percentile bootstrap intervals over the report samples; dashed line: the chance level (a model that ignores the "
-                           "image); dotted line: the best linear probe of the frozen encoder's features on the same split.")
+    captions["metrics"] = (
+        "Primary metric of the joint five-task model on each task's report split, at its selected step. Error bars: 95 % "
+        "percentile bootstrap intervals over the report samples; dashed line: the chance level (a model that ignores the "
+        "image); dotted line: the best linear probe of the frozen encoder's features on the same split."
+    )
     family = transfer["runs"]["socialfusion"]
     if any((run.get("fit") or {}).get("curve") for run in family.values()):
         primary = {name: ds.task.primary_metric for name, ds in val_sets.items()}
-        figures["learning_curves"] = selection_curves(family, list(val_sets), primary, floor, figs / "learning_curves.png")
+        figures["learning_curves"] = selection_curves(
+            family, list(val_sets), primary, floor, figs / "learning_curves.png"
+        )
         captions["learning_curves"] = SELECTION_CAPTION
     single_logs = {t: Path(family[f"single-{t}"]["dir"]) / "log.jsonl" for t in val_sets if f"single-{t}" in family}
-    if single_logs and all(p.exists() for p in single_logs.values()) and (Path(family["joint"]["dir"]) / "log.jsonl").exists():
-        figures["loss_curves"] = loss_curves(single_logs, Path(family["joint"]["dir"]) / "log.jsonl", figs / "loss_curves.png")
+    if (
+        single_logs
+        and all(p.exists() for p in single_logs.values())
+        and (Path(family["joint"]["dir"]) / "log.jsonl").exists()
+    ):
+        figures["loss_curves"] = loss_curves(
+            single_logs, Path(family["joint"]["dir"]) / "log.jsonl", figs / "loss_curves.png"
+        )
         captions["loss_curves"] = loss_curves_caption(config.train.log_every)
     for name, ds in val_sets.items():
         samples, predictions = example_predictions(model, ds)
@@ -364,38 +451,61 @@ def write_report(out: Path, config, model, transfer: dict, probe: dict, gradconf
     captions = {k: captions.get(k) or _task_figure_caption(k) for k in figures}
 
     metric_md = "| task | primary metric | joint model (report split) [95 % interval] | best linear probe | chance | above chance | n |\n|---|---|---|---|---|---|---|\n"
-    metric_md += "".join(f"| {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | {fmt_ci(r['probe'], None)} | {r['chance']:.4f} | {_above_words(r)} | {r['n']} |\n"
-                         for r in rows)
-    metric_md += ("\nIntervals: 95 % percentile bootstrap over the report split's samples. \"yes\": the whole interval lies above "
-                  "chance; \"within noise\": the value is above chance but the interval reaches it; \"no\": at or below chance.\n")
+    metric_md += "".join(
+        f"| {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | {fmt_ci(r['probe'], None)} | {r['chance']:.4f} | {_above_words(r)} | {r['n']} |\n"
+        for r in rows
+    )
+    metric_md += (
+        '\nIntervals: 95 % percentile bootstrap over the report split\'s samples. "yes": the whole interval lies above '
+        'chance; "within noise": the value is above chance but the interval reaches it; "no": at or below chance.\n'
+    )
     sections = [
         ("The question and the answer", study_overview(transfer, plan)),
         ("Per-task metrics of the joint five-task model (official metrics, report split)", metric_md),
         ("Transfer: single-task vs joint training", transfer.get("markdown", "")),
         ("Linear probes of the frozen encoder (decodability)", probe.get("markdown", "")),
         ("Gradient conflict between tasks (compatibility)", gradconf.get("markdown", "")),
-        *([("Synthetic benchmark", "```\n" + json.dumps(data_summary, indent=1, default=str) + "\n```\n")] if data_summary else []),
+        *(
+            [("Synthetic benchmark", "```\n" + json.dumps(data_summary, indent=1, default=str) + "\n```\n")]
+            if data_summary
+            else []
+        ),
         ("Timings (seconds)", "| stage | s |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in timings.items())),
         ("Skipped records", report.summary() + "\n"),
     ]
     md = ["# SocialFusion study report\n"]
     for title, body in sections:
         md.append(f"## {title}\n\n{body}\n")
-    md.append("## Figures\n\n" + "".join(f"![{k}]({Path(v).relative_to(out) if Path(v).is_relative_to(out) else v})\n\n*Figure: {captions[k]}*\n\n"
-                                           for k, v in figures.items()))
+    md.append(
+        "## Figures\n\n"
+        + "".join(
+            f"![{k}]({Path(v).relative_to(out) if Path(v).is_relative_to(out) else v})\n\n*Figure: {captions[k]}*\n\n"
+            for k, v in figures.items()
+        )
+    )
     md.append("## Config\n\n```yaml\n" + dump_yaml(config) + "```\n")
     (out / "report.md").write_text("\n".join(md))
 
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>SocialFusion study</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}figure{margin:0 0 1.5em}figcaption{font-size:13px;color:#333;margin-top:.3em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}pre{background:#f6f6f6;padding:.5em;overflow:auto}</style></head><body><h1>SocialFusion study report</h1>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>SocialFusion study</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}figure{margin:0 0 1.5em}figcaption{font-size:13px;color:#333;margin-top:.3em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}pre{background:#f6f6f6;padding:.5em;overflow:auto}</style></head><body><h1>SocialFusion study report</h1>"
+    ]
     for title, body in sections:
         inner = f"<pre>{html.escape(body.strip('`'))}</pre>" if body.lstrip().startswith("```") else _md_to_html(body)
         anchor_id = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
         parts.append(f"<h2 id='{anchor_id}'>{html.escape(title)}</h2>{inner}")
-    parts.append("<h2>Figures</h2>" + "".join(f"<h3>{html.escape(k)}</h3><figure>{_img_tag(v)}<figcaption>{html.escape(captions[k])}</figcaption></figure>"
-                                              for k, v in figures.items()))
+    parts.append(
+        "<h2>Figures</h2>"
+        + "".join(
+            f"<h3>{html.escape(k)}</h3><figure>{_img_tag(v)}<figcaption>{html.escape(captions[k])}</figcaption></figure>"
+            for k, v in figures.items()
+        )
+    )
     parts.append(f"<h2>Config</h2><pre>{html.escape(dump_yaml(config))}</pre></body></html>")
     (out / "report.html").write_text("".join(parts))
     summary = {"metrics": rows, "all_above_chance": ok, "timings": timings}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    text = "\n".join(f"{r['task']:<11} {r['metric']:<9} {fmt_ci(r['value'], r['ci'])}  (chance {r['chance']:.4f}) {_above_words(r)}" for r in rows)
+    text = "\n".join(
+        f"{r['task']:<11} {r['metric']:<9} {fmt_ci(r['value'], r['ci'])}  (chance {r['chance']:.4f}) {_above_words(r)}"
+        for r in rows
+    )
     return {**summary, "summary_text": text}

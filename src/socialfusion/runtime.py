@@ -50,8 +50,10 @@ def set_threads(threads: int | str | None = "auto") -> int:
     return threads
 
 
-THREADS_HELP = ("CPU threads for the model and the detectors: a count or auto (half the cores, at least 1; the "
-                "default, measured in docs/USAGE.md 'Threads')")
+THREADS_HELP = (
+    "CPU threads for the model and the detectors: a count or auto (half the cores, at least 1; the "
+    "default, measured in docs/USAGE.md 'Threads')"
+)
 
 
 def parse_threads(text: str) -> int | str:
@@ -172,7 +174,12 @@ def git_revision() -> str | None:
 
     try:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

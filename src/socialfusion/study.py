@@ -34,7 +34,12 @@ from .analysis import split_list
 
 STAGES = ("transfer", "gradconf", "probe", "report")
 # the timing labels of the stages (the demo prints them; tests look for them)
-LABELS = {"transfer": "transfer: single-task and joint training + evaluation", "gradconf": "gradient conflict", "probe": "linear probes", "report": "report"}
+LABELS = {
+    "transfer": "transfer: single-task and joint training + evaluation",
+    "gradconf": "gradient conflict",
+    "probe": "linear probes",
+    "report": "report",
+}
 
 
 @dataclass
@@ -55,8 +60,12 @@ class StudyPlan:
 
     def stage_params(self, stage: str) -> dict:
         """The parameters a stage's result depends on (besides the config), as recorded in study.json."""
-        keys = {"transfer": ("budget", "seeds", "baselines", "variants", "resamples"), "gradconf": ("gradconf_batches", "resamples"),
-                "probe": ("encoders", "probe_layers", "probe_pools", "probe_samples", "probe_gaze_steps", "resamples"), "report": ()}[stage]
+        keys = {
+            "transfer": ("budget", "seeds", "baselines", "variants", "resamples"),
+            "gradconf": ("gradconf_batches", "resamples"),
+            "probe": ("encoders", "probe_layers", "probe_pools", "probe_samples", "probe_gaze_steps", "resamples"),
+            "report": (),
+        }[stage]
         return {k: v for k, v in asdict(self).items() if k in keys}
 
 
@@ -73,10 +82,20 @@ class StudyState:
     def done(self, stage: str, params: dict, upstream: list[str]) -> bool:
         """Finished with the same config and parameters, after the stages it depends on (which must all be reused)."""
         rec = self.data["stages"].get(stage)
-        return bool(rec and rec["config"] == self.config_text and rec["params"] == json.loads(json.dumps(params)) and all(self.reused.get(u) for u in upstream))
+        return bool(
+            rec
+            and rec["config"] == self.config_text
+            and rec["params"] == json.loads(json.dumps(params))
+            and all(self.reused.get(u) for u in upstream)
+        )
 
     def finish(self, stage: str, params: dict, seconds: float, result_file: str | None):
-        self.data["stages"][stage] = {"config": self.config_text, "params": params, "seconds": round(seconds, 1), "result": result_file}
+        self.data["stages"][stage] = {
+            "config": self.config_text,
+            "params": params,
+            "seconds": round(seconds, 1),
+            "result": result_file,
+        }
         self.path.write_text(json.dumps(self.data, indent=2))
 
 
@@ -84,8 +103,17 @@ def _load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def run_study(config, out, plan: StudyPlan | None = None, progress: bool = True, device: str = "auto", data_summary: dict | None = None,
-              timings: dict | None = None, stages=STAGES, data_key: dict | None = None) -> dict:
+def run_study(
+    config,
+    out,
+    plan: StudyPlan | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    data_summary: dict | None = None,
+    timings: dict | None = None,
+    stages=STAGES,
+    data_key: dict | None = None,
+) -> dict:
     """Run (or reuse) each stage in `stages`; return {"transfer", "gradconf", "probe", "report", "timings"}.
 
     A stage is reused when study.json records it finished with the same config, parameters and `data_key` (what
@@ -106,7 +134,11 @@ def run_study(config, out, plan: StudyPlan | None = None, progress: bool = True,
     state = StudyState(out, dump_yaml(config) + json.dumps(data_key or {}, sort_keys=True))
     results: dict = {}
     model = None
-    files = {"transfer": out / "transfer" / "transfer.json", "gradconf": out / "gradconf" / "gradconf.json", "probe": out / "probe" / "probe.json"}
+    files = {
+        "transfer": out / "transfer" / "transfer.json",
+        "gradconf": out / "gradconf" / "gradconf.json",
+        "probe": out / "probe" / "probe.json",
+    }
     upstream = {"transfer": [], "gradconf": ["transfer"], "probe": [], "report": ["transfer", "gradconf", "probe"]}
 
     def joint_model():
@@ -126,7 +158,9 @@ def run_study(config, out, plan: StudyPlan | None = None, progress: bool = True,
             state.reused[stage] = reusable
             rec = state.data["stages"].get(stage) or {}
             timings[label] = rec.get("seconds", 0.0)
-            print(f"== {label}: finished earlier with the same config and parameters, reused ({files[stage]})", flush=True)
+            print(
+                f"== {label}: finished earlier with the same config and parameters, reused ({files[stage]})", flush=True
+            )
             continue
         if not wanted:
             results[stage] = {}
@@ -134,22 +168,60 @@ def run_study(config, out, plan: StudyPlan | None = None, progress: bool = True,
         if stage in ("gradconf", "report") and not results.get("transfer"):
             from .errors import UserError
 
-            raise UserError(f"the {stage} stage needs the transfer stage's joint model, and {files['transfer']} does not exist",
-                            hint="run the transfer stage first (--stages transfer,...)")
+            raise UserError(
+                f"the {stage} stage needs the transfer stage's joint model, and {files['transfer']} does not exist",
+                hint="run the transfer stage first (--stages transfer,...)",
+            )
         print(f"== {label}", flush=True)
         t0 = time.perf_counter()
         if stage == "transfer":
-            results[stage] = run_transfer(config, out / "transfer", budget=plan.budget, baselines=plan.baselines, progress=progress, device=device,
-                                          resume=True, seeds=plan.seeds, resamples=plan.resamples, variants=plan.variants)
+            results[stage] = run_transfer(
+                config,
+                out / "transfer",
+                budget=plan.budget,
+                baselines=plan.baselines,
+                progress=progress,
+                device=device,
+                resume=True,
+                seeds=plan.seeds,
+                resamples=plan.resamples,
+                variants=plan.variants,
+            )
         elif stage == "gradconf":
-            results[stage] = run_gradconf(joint_model(), config, out / "gradconf", batches=plan.gradconf_batches, progress=progress, resamples=plan.resamples)
+            results[stage] = run_gradconf(
+                joint_model(),
+                config,
+                out / "gradconf",
+                batches=plan.gradconf_batches,
+                progress=progress,
+                resamples=plan.resamples,
+            )
         elif stage == "probe":
-            results[stage] = run_probe(config, out / "probe", encoders=plan.encoders, layers=plan.probe_layers, pools=plan.probe_pools, progress=progress,
-                                       device=device, max_samples=plan.probe_samples, gaze_steps=plan.probe_gaze_steps, resamples=plan.resamples)
+            results[stage] = run_probe(
+                config,
+                out / "probe",
+                encoders=plan.encoders,
+                layers=plan.probe_layers,
+                pools=plan.probe_pools,
+                progress=progress,
+                device=device,
+                max_samples=plan.probe_samples,
+                gaze_steps=plan.probe_gaze_steps,
+                resamples=plan.resamples,
+            )
         else:
             timings = {k: v for k, v in timings.items() if k != "total"}
-            results[stage] = write_report(out, config=config, model=joint_model(), transfer=results["transfer"], probe=results["probe"],
-                                          gradconf=results["gradconf"], data_summary=data_summary, timings=timings, plan=asdict(plan))
+            results[stage] = write_report(
+                out,
+                config=config,
+                model=joint_model(),
+                transfer=results["transfer"],
+                probe=results["probe"],
+                gradconf=results["gradconf"],
+                data_summary=data_summary,
+                timings=timings,
+                plan=asdict(plan),
+            )
         seconds = time.perf_counter() - t0
         timings[label] = round(seconds, 1)
         print(f"   {label}: {timings[label]} s", flush=True)
@@ -166,20 +238,57 @@ def add_plan_options(p: argparse.ArgumentParser, defaults: StudyPlan) -> argpars
     from .analysis.transfer import BUDGETS
 
     d = defaults
-    p.add_argument("--seeds", type=int, help=f"repeat every training run with K seeds (K >= 2: t-intervals across seeds; default {d.seeds})")
-    p.add_argument("--budget", choices=BUDGETS, help=f"the joint model's steps against the single-task models' (default {d.budget})")
-    p.add_argument("--baseline", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
-                   help="another model family through the same protocol (repeat the flag for more), e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off")
-    p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
-                   help="another way to train the joint model, against the same single-task models (repeat the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5")
-    p.add_argument("--gradconf-batches", type=int, help=f"batches of the gradient-conflict analysis (default {d.gradconf_batches})")
-    p.add_argument("--encoders", nargs="+", help="encoders to probe: presets, YAML configs, HF ids or local paths, vlm:<id> (default: the config's)")
-    p.add_argument("--probe-layers", help=f"comma-separated hidden-state indices to probe, e.g. -1,-6 (default {d.probe_layers or 'the probe verb default'})")
-    p.add_argument("--probe-pools", help=f"comma-separated feature poolings to probe (default {d.probe_pools or 'all'})")
-    p.add_argument("--probe-samples", type=int, help=f"at most N samples per task and split for the probes (default {d.probe_samples or 'all'})")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        help=f"repeat every training run with K seeds (K >= 2: t-intervals across seeds; default {d.seeds})",
+    )
+    p.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        help=f"the joint model's steps against the single-task models' (default {d.budget})",
+    )
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDE[,OVERRIDE...]",
+        help="another model family through the same protocol (repeat the flag for more), e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDE[,OVERRIDE...]",
+        help="another way to train the joint model, against the same single-task models (repeat the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5",
+    )
+    p.add_argument(
+        "--gradconf-batches", type=int, help=f"batches of the gradient-conflict analysis (default {d.gradconf_batches})"
+    )
+    p.add_argument(
+        "--encoders",
+        nargs="+",
+        help="encoders to probe: presets, YAML configs, HF ids or local paths, vlm:<id> (default: the config's)",
+    )
+    p.add_argument(
+        "--probe-layers",
+        help=f"comma-separated hidden-state indices to probe, e.g. -1,-6 (default {d.probe_layers or 'the probe verb default'})",
+    )
+    p.add_argument(
+        "--probe-pools", help=f"comma-separated feature poolings to probe (default {d.probe_pools or 'all'})"
+    )
+    p.add_argument(
+        "--probe-samples",
+        type=int,
+        help=f"at most N samples per task and split for the probes (default {d.probe_samples or 'all'})",
+    )
     p.add_argument("--probe-gaze-steps", type=int, help=f"Adam steps of the gaze probe (default {d.probe_gaze_steps})")
     p.add_argument("--resamples", type=int, help=f"bootstrap resamples for every interval (default {d.resamples})")
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated stages to run (default all: {','.join(STAGES)}); finished ones are reused")
+    p.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help=f"comma-separated stages to run (default all: {','.join(STAGES)}); finished ones are reused",
+    )
     return p
 
 
@@ -189,12 +298,19 @@ def plan_from_args(args, defaults: StudyPlan) -> StudyPlan:
 
     pick = lambda value, default: default if value is None else value  # noqa: E731
     try:
-        plan = StudyPlan(budget=pick(args.budget, defaults.budget), seeds=pick(args.seeds, defaults.seeds),
-                         baselines=normalise_baselines(args.baseline) or dict(defaults.baselines), variants=normalise_baselines(args.variant, "--variant") or dict(defaults.variants),
-                         gradconf_batches=pick(args.gradconf_batches, defaults.gradconf_batches), encoders=args.encoders or defaults.encoders,
-                         probe_layers=split_list(args.probe_layers, int) or defaults.probe_layers, probe_pools=split_list(args.probe_pools) or defaults.probe_pools,
-                         probe_samples=pick(args.probe_samples, defaults.probe_samples), probe_gaze_steps=pick(args.probe_gaze_steps, defaults.probe_gaze_steps),
-                         resamples=pick(args.resamples, defaults.resamples))
+        plan = StudyPlan(
+            budget=pick(args.budget, defaults.budget),
+            seeds=pick(args.seeds, defaults.seeds),
+            baselines=normalise_baselines(args.baseline) or dict(defaults.baselines),
+            variants=normalise_baselines(args.variant, "--variant") or dict(defaults.variants),
+            gradconf_batches=pick(args.gradconf_batches, defaults.gradconf_batches),
+            encoders=args.encoders or defaults.encoders,
+            probe_layers=split_list(args.probe_layers, int) or defaults.probe_layers,
+            probe_pools=split_list(args.probe_pools) or defaults.probe_pools,
+            probe_samples=pick(args.probe_samples, defaults.probe_samples),
+            probe_gaze_steps=pick(args.probe_gaze_steps, defaults.probe_gaze_steps),
+            resamples=pick(args.resamples, defaults.resamples),
+        )
         if plan.seeds < 1 or plan.gradconf_batches < 1 or plan.resamples < 0:
             raise ValueError("--seeds and --gradconf-batches must be >= 1, --resamples >= 0")
     except ValueError as err:
@@ -216,7 +332,11 @@ def check_plan(config, plan: StudyPlan):
 def main(argv: list[str] | None = None) -> int:
     from .errors import add_console_options
 
-    p = add_console_options(argparse.ArgumentParser(prog="socialfusion study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    p = add_console_options(
+        argparse.ArgumentParser(
+            prog="socialfusion study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+    )
     p.add_argument("config", help="preset name (default, paper, ...) or YAML file with your dataset roots")
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line")
     p.add_argument("--out", required=True, help="output folder: transfer/, gradconf/, probe/, report.html, study.json")
@@ -236,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     check_plan(config, plan)
     for td in config.data.tasks:
         check_root(td)
-    res = run_study(config, args.out, plan, progress=not args.no_progress, device=args.device, stages=split_list(args.stages) or [])
+    res = run_study(
+        config, args.out, plan, progress=not args.no_progress, device=args.device, stages=split_list(args.stages) or []
+    )
     if res.get("report"):
         print(res["report"]["summary_text"])
         print(f"report: {Path(args.out) / 'report.html'}  (total {res['timings']['total']} s)")

@@ -56,8 +56,10 @@ class IouTracker:
         if live and boxes:
             iou = iou_matrix([t.box for t in live], boxes)
             # every candidate pair, best first: highest IoU, then the older track, then the better box
-            pairs = sorted(((iou[i, j], i, j) for i in range(len(live)) for j in range(len(boxes)) if iou[i, j] >= self.iou_min),
-                           key=lambda p: (-p[0], live[p[1]].id, -scores[p[2]]))  # fmt: skip
+            pairs = sorted(
+                ((iou[i, j], i, j) for i in range(len(live)) for j in range(len(boxes)) if iou[i, j] >= self.iou_min),
+                key=lambda p: (-p[0], live[p[1]].id, -scores[p[2]]),
+            )
             used_tracks: set[int] = set()
             for _, i, j in pairs:
                 if i in used_tracks or ids[j] is not None:

@@ -31,14 +31,30 @@ resume_check = "--resume-check" in rest
 overrides = [a for a in rest if a != "--resume-check"]
 torch.set_num_threads(1)
 # lam answers ("no"/"yes" + EOS) have equal token counts, so per-rank mean losses average to the global mean
-config = select_tasks(load_config("tiny", [*synth_overrides(root, cache), "train.steps=4", f"train.batch_size={batch}", "train.grad_clip=0.0", *overrides]), tasks)
+config = select_tasks(
+    load_config(
+        "tiny",
+        [
+            *synth_overrides(root, cache),
+            "train.steps=4",
+            f"train.batch_size={batch}",
+            "train.grad_clip=0.0",
+            *overrides,
+        ],
+    ),
+    tasks,
+)
 rank = int(os.environ.get("RANK", "0"))
 world = int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def full_weights(model) -> dict:
     """Every trainable parameter in full (FSDP shards gathered: every rank takes part), on every rank."""
-    return {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone()
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
 
 
 model = train(config, out, progress=False, return_model=True)["model"]  # this rank's own weights, in memory

@@ -11,7 +11,13 @@ from socialfusion.analysis import jsonable
 from socialfusion.config import apply_overrides
 from socialfusion.analysis.transfer import budget_steps, normalise_baselines, parse_baseline, transfer_row
 
-DIRS = {"lam": "ego4d_lam", "expression": "affectnet", "gesture": "hagrid", "relation": "pisc", "gaze": "gazefollow_extended"}
+DIRS = {
+    "lam": "ego4d_lam",
+    "expression": "affectnet",
+    "gesture": "hagrid",
+    "relation": "pisc",
+    "gaze": "gazefollow_extended",
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +58,21 @@ def test_transfer_end_to_end_with_a_baseline_family(bench, tmp_path, one_thread)
 
     root, overrides = bench
     out = tmp_path / "transfer"
-    argv = ["tiny", *overrides, "train.steps=2", "train.warmup_steps=1", "--out", str(out), "--tasks", "lam,gaze",
-            "--budget", "equal-steps-per-task", "--baseline", "vlm_style=model.trainable.encoder=full,train.feature_cache=off", "--no-progress"]
+    argv = [
+        "tiny",
+        *overrides,
+        "train.steps=2",
+        "train.warmup_steps=1",
+        "--out",
+        str(out),
+        "--tasks",
+        "lam,gaze",
+        "--budget",
+        "equal-steps-per-task",
+        "--baseline",
+        "vlm_style=model.trainable.encoder=full,train.feature_cache=off",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     result, md = _read(out, "transfer")
     assert set(result["families"]) == {"socialfusion", "vlm_style"}
@@ -62,7 +81,18 @@ def test_transfer_end_to_end_with_a_baseline_family(bench, tmp_path, one_thread)
         assert fam["steps"] == {"single": 2, "joint": 4}
         assert set(fam["tasks"]) == {"lam", "gaze"}
         for task, row in fam["tasks"].items():
-            assert set(row) >= {"metric", "single", "joint", "delta", "relative", "transfer", "delta_ci", "relative_ci", "single_ci", "joint_ci"}
+            assert set(row) >= {
+                "metric",
+                "single",
+                "joint",
+                "delta",
+                "relative",
+                "transfer",
+                "delta_ci",
+                "relative_ci",
+                "single_ci",
+                "joint_ci",
+            }
             assert row["metric"] == {"lam": "map", "gaze": "auc"}[task]
             assert row["single"] is not None and row["joint"] is not None
             # the paired interval brackets the difference, and the call follows it
@@ -85,8 +115,23 @@ def test_transfer_over_seeds_reports_t_intervals(bench, tmp_path, one_thread):
 
     root, overrides = bench
     out = tmp_path / "transfer"
-    argv = ["tiny", *overrides, "train.steps=1", "train.warmup_steps=1", "--out", str(out), "--tasks", "expression,gesture",
-            "--seeds", "2", "--resamples", "200", "--no-progress", "train.eval_every=1", "train.early_stop_patience=1"]
+    argv = [
+        "tiny",
+        *overrides,
+        "train.steps=1",
+        "train.warmup_steps=1",
+        "--out",
+        str(out),
+        "--tasks",
+        "expression,gesture",
+        "--seeds",
+        "2",
+        "--resamples",
+        "200",
+        "--no-progress",
+        "train.eval_every=1",
+        "train.early_stop_patience=1",
+    ]
     assert main(argv) == 0
     result, md = _read(out, "transfer")
     fam = result["families"]["socialfusion"]
@@ -116,7 +161,23 @@ def test_plateau_transfer_selects_on_one_split_and_reports_on_another(bench, tmp
     root, overrides = bench
     out = tmp_path / "transfer"
     protocol = ["train.steps=4", "train.warmup_steps=1", "train.eval_every=1", "train.early_stop_patience=1"]
-    assert main(["tiny", *overrides, *protocol, "--out", str(out), "--tasks", "lam,expression", "--resamples", "50", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "tiny",
+                *overrides,
+                *protocol,
+                "--out",
+                str(out),
+                "--tasks",
+                "lam,expression",
+                "--resamples",
+                "50",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     result, md = _read(out, "transfer")
     assert result["budget"] == "plateau" and result["split"] == "report"
     assert result["splits"]["lam"] == {"train": "train", "selection": "holdout", "report": "val"}
@@ -141,7 +202,18 @@ def test_plateau_transfer_selects_on_one_split_and_reports_on_another(bench, tmp
     with pytest.raises(ConfigError, match="needs train.eval_every >= 1 and train.early_stop_patience >= 1"):
         main(["tiny", *overrides, "--out", str(tmp_path / "x"), "--tasks", "lam"])
     with pytest.raises(ConfigError, match="no report split"):
-        main(["tiny", *overrides, *protocol, "data.tasks.lam.test_split=null", "--out", str(tmp_path / "y"), "--tasks", "lam"])
+        main(
+            [
+                "tiny",
+                *overrides,
+                *protocol,
+                "data.tasks.lam.test_split=null",
+                "--out",
+                str(tmp_path / "y"),
+                "--tasks",
+                "lam",
+            ]
+        )
 
 
 def test_probe_end_to_end(bench, tmp_path, one_thread):
@@ -149,8 +221,21 @@ def test_probe_end_to_end(bench, tmp_path, one_thread):
 
     root, overrides = bench
     out = tmp_path / "probe"
-    argv = ["tiny", *overrides, "--out", str(out), "--layers", "-1,-2", "--pool", "cls,box,pair", "--max-samples", "24",
-            "--gaze-steps", "40", "--no-progress"]
+    argv = [
+        "tiny",
+        *overrides,
+        "--out",
+        str(out),
+        "--layers",
+        "-1,-2",
+        "--pool",
+        "cls,box,pair",
+        "--max-samples",
+        "24",
+        "--gaze-steps",
+        "40",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     result, md = _read(out, "probe")
     assert list(result["encoders"]) == ["tiny:random-init"]
@@ -158,7 +243,12 @@ def test_probe_end_to_end(bench, tmp_path, one_thread):
     assert enc["layers"] == [-1, -2] and enc["grid"] == [4, 4]
     seen = {(r["task"], r["layer"], r["pool"]) for r in result["results"]}
     for layer in (-1, -2):
-        assert {("lam", layer, "cls"), ("lam", layer, "box"), ("relation", layer, "pair"), ("gaze", layer, "patch")} <= seen
+        assert {
+            ("lam", layer, "cls"),
+            ("lam", layer, "box"),
+            ("relation", layer, "pair"),
+            ("gaze", layer, "patch"),
+        } <= seen
     assert ("lam", -1, "pair") not in seen  # pair pooling is for the two-person task only
     for r in result["results"]:
         assert set(r) >= {"encoder", "layer", "task", "pool", "metric", "value", "split", "metrics", "ci", "metric_ci"}
@@ -166,7 +256,10 @@ def test_probe_end_to_end(bench, tmp_path, one_thread):
         if r["ci"] is not None:
             assert r["ci"][0] <= r["value"] <= r["ci"][1]
     assert sum(r["ci"] is not None for r in result["results"]) >= len(result["results"]) - 2
-    assert set(result["chance"]) == {"lam", "expression", "gesture", "relation", "gaze"} and result["chance"]["gaze"] == 0.5
+    assert (
+        set(result["chance"]) == {"lam", "expression", "gesture", "relation", "gaze"}
+        and result["chance"]["gaze"] == 0.5
+    )
     assert "probe" in result["captions"]
     gaze = [r for r in result["results"] if r["task"] == "gaze"]
     assert gaze[0]["split"] == "test" and gaze[0]["metric"] == "auc" and "min_l2" in gaze[0]["metrics"]
@@ -217,7 +310,9 @@ def test_gradconf_end_to_end_from_config_and_checkpoint(bench, tmp_path, one_thr
 # ---------------------------------------------------------------------------------------- protocol helpers
 def test_baseline_parsing_keeps_list_values_and_rejects_bad_input():
     assert parse_baseline("vlm_style=model.trainable.encoder=full,train.feature_cache=off") == (
-        "vlm_style", ["model.trainable.encoder=full", "train.feature_cache=off"])
+        "vlm_style",
+        ["model.trainable.encoder=full", "train.feature_cache=off"],
+    )
     name, ov = parse_baseline("lora_all=model.llm.lora.target_modules=[q_proj,v_proj],train.lr=0.001")
     assert ov == ["model.llm.lora.target_modules=[q_proj,v_proj]", "train.lr=0.001"]
     for bad in ("noequals", "x=", "bad name=a.b=1"):
@@ -246,10 +341,15 @@ def test_budgets_and_transfer_rows():
 
 
 def test_overrides_keep_yaml_boolean_words_as_strings_where_a_string_is_expected(tiny_config):
-    cfg = apply_overrides(tiny_config, ["model.trainable.encoder=full", "train.feature_cache=off", "model.gaze.inout=off"])
+    cfg = apply_overrides(
+        tiny_config, ["model.trainable.encoder=full", "train.feature_cache=off", "model.gaze.inout=off"]
+    )
     assert cfg.train.feature_cache == "off" and cfg.model.trainable.encoder == "full"
     assert cfg.model.gaze.inout is False  # a real boolean stays a boolean
-    assert json.dumps(jsonable({"a": float("nan"), "b": [1.5, float("inf")]}), allow_nan=False) == '{"a": null, "b": [1.5, null]}'
+    assert (
+        json.dumps(jsonable({"a": float("nan"), "b": [1.5, float("inf")]}), allow_nan=False)
+        == '{"a": null, "b": [1.5, null]}'
+    )
 
 
 def test_transfer_resume_reuses_runs_given_relative_paths(bench, tmp_path, monkeypatch, one_thread):
@@ -263,8 +363,22 @@ def test_transfer_resume_reuses_runs_given_relative_paths(bench, tmp_path, monke
     shutil.copytree(root / "data" / "ego4d_lam", tmp_path / "data" / "ego4d_lam")
     monkeypatch.chdir(tmp_path)
     relative = [o for o in overrides if not o.startswith("data.tasks.0.root=")] + ["data.tasks.0.root=data/ego4d_lam"]
-    argv = ["tiny", *relative, "train.steps=1", "train.warmup_steps=1", "--out", "out", "--tasks", "lam", "--resume", "--no-progress",
-            "--budget", "equal-steps-per-task", "--resamples", "20"]
+    argv = [
+        "tiny",
+        *relative,
+        "train.steps=1",
+        "train.warmup_steps=1",
+        "--out",
+        "out",
+        "--tasks",
+        "lam",
+        "--resume",
+        "--no-progress",
+        "--budget",
+        "equal-steps-per-task",
+        "--resamples",
+        "20",
+    ]
     assert main(argv) == 0
     weights = Path("out/socialfusion/joint/checkpoints/last/trainable.safetensors")
     mtime = weights.stat().st_mtime_ns

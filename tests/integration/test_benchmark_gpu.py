@@ -16,8 +16,28 @@ GPU = ROOT / "benchmarks" / "gpu.py"
 def test_benchmark_gpu_runs_on_cpu_at_the_tiny_preset(tmp_path):
     out = tmp_path / "gpu-tiny.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE")
-    cmd = [sys.executable, str(GPU), "--preset", "tiny", "--device", "cpu", "--precision", "fp32", "--batch-size", "2",
-           "--predict-batch-size", "4", "--warmup", "1", "--steps", "2", "--matmul-n", "256", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(GPU),
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "2",
+        "--predict-batch-size",
+        "4",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+        "--matmul-n",
+        "256",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())

@@ -14,7 +14,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "benchmarks" / "run.py"
-KINDS = ["classify:generate", "classify:score", "matmul", "predict", "train:llava", "train:sf-features", "train:sf-pixels"]
+KINDS = [
+    "classify:generate",
+    "classify:score",
+    "matmul",
+    "predict",
+    "train:llava",
+    "train:sf-features",
+    "train:sf-pixels",
+]
 
 
 @pytest.mark.slow
@@ -23,9 +31,20 @@ def test_benchmark_smoke_runs_every_worker_kind(tmp_path):
     results_md = ROOT / "benchmarks" / "RESULTS.md"
     md_before = results_md.stat().st_mtime_ns if results_md.exists() else None
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(RUN), "--smoke", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    logs = "".join(p.read_text()[-3000:] for p in sorted((out / "logs").glob("*.log"))) if (out / "logs").is_dir() else ""
-    assert proc.returncode == 0, f"rc {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}\nworker logs:\n{logs}"
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    logs = (
+        "".join(p.read_text()[-3000:] for p in sorted((out / "logs").glob("*.log"))) if (out / "logs").is_dir() else ""
+    )
+    assert proc.returncode == 0, (
+        f"rc {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}\nworker logs:\n{logs}"
+    )
 
     report = json.loads((out / "smoke.json").read_text())
     assert report["mode"] == "smoke"
@@ -41,7 +60,10 @@ def test_benchmark_smoke_runs_every_worker_kind(tmp_path):
     for key, res in train["results"].items():
         if not key.startswith("matmul"):
             assert math.isfinite(res["extra_last"]["loss"]), (key, res["extra_last"])
-    assert all(math.isfinite(r["flops_per_step"]) and r["flops_per_step"] > 0 for r in report["analysis"]["train"]["tiny"]["rows"].values())
+    assert all(
+        math.isfinite(r["flops_per_step"]) and r["flops_per_step"] > 0
+        for r in report["analysis"]["train"]["tiny"]["rows"].values()
+    )
     assert (out / "smoke.md").read_text().strip()
     # the smoke run never writes over the real results
     assert (results_md.stat().st_mtime_ns if results_md.exists() else None) == md_before
@@ -53,7 +75,9 @@ def test_cache_read_benchmark_smoke(tmp_path):
     with finite, positive rates, and the smoke run writes only to --out."""
     _run_smoke("--cache-read", tmp_path, timeout=300)
     report = json.loads((tmp_path / "cache-read-smoke.json").read_text())
-    assert {(r["dtype"], r["checksum"]) for r in report["rows"]} == {(d, c) for d in ("fp32", "bf16") for c in ("every read", "once per run")}
+    assert {(r["dtype"], r["checksum"]) for r in report["rows"]} == {
+        (d, c) for d in ("fp32", "bf16") for c in ("every read", "once per run")
+    }
     for r in report["rows"]:
         assert len(r["entries_per_s"]) == r["repeats"] >= 2
         assert all(math.isfinite(v) and v > 0 for v in r["entries_per_s"] + r["mb_per_s"]), r
@@ -72,9 +96,14 @@ def test_pipeline_benchmark_smoke(tmp_path):
     report = json.loads((tmp_path / "pipeline-smoke.json").read_text())
     assert set(report["results"]) == {"memory", "hd-w1", "vga-w1", "hd-w1-full", "hd-w0"}
     for name, units in report["results"].items():
-        assert units and all(math.isfinite(u["samples_per_s"]) and u["samples_per_s"] > 0 and math.isfinite(u["last_loss"]) for u in units), name
+        assert units and all(
+            math.isfinite(u["samples_per_s"]) and u["samples_per_s"] > 0 and math.isfinite(u["last_loss"])
+            for u in units
+        ), name
         assert math.isfinite(report["summary"][name]["ratio_to_memory"]["median"])
-    assert all(math.isfinite(v[0]) and 0 < v[1] <= v[0] <= v[2] for v in report["decode_ms"].values())  # CPU ms: median, min, max
+    assert all(
+        math.isfinite(v[0]) and 0 < v[1] <= v[0] <= v[2] for v in report["decode_ms"].values()
+    )  # CPU ms: median, min, max
     text = (tmp_path / "pipeline-smoke.md").read_text()
     assert "hd-w1: from files with one worker / from memory" in text and "vga-w1" in text
 
@@ -84,7 +113,14 @@ def _run_smoke(mode: str, out, timeout: int) -> None:
     results_md = ROOT / "benchmarks" / "RESULTS.md"
     md_before = results_md.stat().st_mtime_ns if results_md.exists() else None
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(RUN), mode, "--smoke", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(RUN), mode, "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (results_md.stat().st_mtime_ns if results_md.exists() else None) == md_before
 
@@ -93,8 +129,14 @@ def _smoke(tmp_path, script: str):
     """Run benchmarks/SCRIPT --smoke --json OUT offline; (the finished process, the JSON it wrote)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     out = tmp_path / "smoke.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--json", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, json.loads(out.read_text())
 
@@ -114,7 +156,9 @@ def test_learning_curves_smoke(tmp_path):
     assert result["smoke"] and "native_bf16" in result and result["cpu"]
     assert [(r["task"], r["variant"]) for r in result["records"]] == [("expression", "base"), ("expression", "lr")]
     for r in result["records"]:
-        assert [p["step"] for p in r["curve"]] == [1, 2] and all(0.0 <= p["value"] <= 1.0 and p["seconds"] > 0 for p in r["curve"])
+        assert [p["step"] for p in r["curve"]] == [1, 2] and all(
+            0.0 <= p["value"] <= 1.0 and p["seconds"] > 0 for p in r["curve"]
+        )
     assert "| expression | base | 1 |" in proc.stdout
 
 
@@ -142,7 +186,11 @@ def test_batching_benchmark_smoke_measures_both_precisions_and_records_the_cpu(t
         for grouping in ("tasks", "images"):
             measured = row[precision][grouping]
             assert measured["labels"] > 0
-            assert measured["max_probability_diff"] <= TOLERANCES[precision].probability, (precision, grouping, measured)
+            assert measured["max_probability_diff"] <= TOLERANCES[precision].probability, (
+                precision,
+                grouping,
+                measured,
+            )
             assert measured["max_heatmap_cell_diff"] <= TOLERANCES[precision].heatmap, (precision, grouping, measured)
     assert row["precision"]["max_probability_diff"] > 0, "bf16 and fp32 computed the same numbers: bf16 did not run"
     assert "native bf16" in (tmp_path / "batching.md").read_text()

@@ -15,11 +15,20 @@ import torch
 from PIL import Image, ImageDraw
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is absent (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is absent (pip install playwright)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the playwright package is absent (pip install playwright)"
+)
 
 
 def _free_port() -> int:
@@ -145,7 +154,14 @@ def test_upload_draw_boxes_by_kind_run_and_see_labels(server, page, tmp_path):
     assert answer["tasks"]["lam"]["boxes"] == [0] and answer["tasks"]["relation"]["boxes"] == [1, 2]
     page.wait_for_selector("#results[data-state='done']", timeout=30000)
     assert page.inner_text("#label-lam") in ("looking", "not_looking")
-    assert page.inner_text("#label-relation") in ("friends", "family", "couple", "professional", "commercial", "no_relation")
+    assert page.inner_text("#label-relation") in (
+        "friends",
+        "family",
+        "couple",
+        "professional",
+        "commercial",
+        "no_relation",
+    )
     assert page.inner_text("#skipped-gaze") == "skipped: no head box"  # no head box drawn: gaze never reads the face
     assert "UNTRAINED" in page.inner_text("#result-warning")
     assert page.locator("#result-expression").count() == 0  # unticked tasks are not run

@@ -163,7 +163,9 @@ def test_dinov2_matches_onnxruntime(dinov2_dir):
         ours = model(pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
     assert ours.shape == reference.shape == (1, 1 + (size // 14) ** 2, 384)
     diff = float(np.abs(ours - reference).max())
-    print(f"\nDINOv2 vs onnxruntime, last_hidden_state max abs diff: {diff:.3g} (|ref| max {np.abs(reference).max():.3g})")
+    print(
+        f"\nDINOv2 vs onnxruntime, last_hidden_state max abs diff: {diff:.3g} (|ref| max {np.abs(reference).max():.3g})"
+    )
     assert diff < 1e-4
 
 

@@ -65,13 +65,20 @@ def _micro_batch(step: int, micro: int, rows: slice) -> dict:
 # the runs of one pair of processes (strategy, gradient surgery, precision): starting them is most of the test's
 # time. DDP with PCGrad goes last: its hand-made all-reduces of tensors Python holds are what a late gloo thread
 # trips over at exit (`late_gil`)
-KINDS = {"ddp-bf16": ("ddp", "none", "bf16"), "fsdp-bf16": ("fsdp", "none", "bf16"), "ddp": ("ddp", "none", "fp32"),
-         "fsdp": ("fsdp", "none", "fp32"), "ddp-pcgrad": ("ddp", "pcgrad", "fp32")}  # fmt: skip
+KINDS = {
+    "ddp-bf16": ("ddp", "none", "bf16"),
+    "fsdp-bf16": ("fsdp", "none", "bf16"),
+    "ddp": ("ddp", "none", "fp32"),
+    "fsdp": ("fsdp", "none", "fp32"),
+    "ddp-pcgrad": ("ddp", "pcgrad", "fp32"),
+}
 
 
 def _train_toy(model, module, rank: int | None, surgery: str = "none", precision: str = "fp32") -> dict:
     """STEPS steps of ACCUM micro-batches; `rank` None: one process with both ranks' rows."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1, foreach=True)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1, foreach=True
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     rows = slice(None) if rank is None else slice(rank * PER_RANK, (rank + 1) * PER_RANK)
     for step in range(STEPS):
@@ -82,15 +89,33 @@ def _train_toy(model, module, rank: int | None, surgery: str = "none", precision
             else:
                 micro.append(_micro_batch(step, m, rows))
         order = torch.Generator().manual_seed(step)
-        train_step(module, micro, optimizer, scheduler, {"a": 1.0, "b": 0.5}, torch.device("cpu"), precision, 0.5, ACCUM, surgery, order)
+        train_step(
+            module,
+            micro,
+            optimizer,
+            scheduler,
+            {"a": 1.0, "b": 0.5},
+            torch.device("cpu"),
+            precision,
+            0.5,
+            ACCUM,
+            surgery,
+            order,
+        )
     return {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone() for n, p in model.named_parameters()}
 
 
 def _toy_worker(rank: int, world: int, port: int, out: str) -> None:
     # every rank a client of the parent's store (TORCHELASTIC_USE_AGENT_STORE, as torchrun's agent does): the port
     # stays bound from the moment it is chosen, so no other process can take it before rank 0 listens on it
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      TORCHELASTIC_USE_AGENT_STORE="True")  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        TORCHELASTIC_USE_AGENT_STORE="True",
+    )
     torch.set_num_threads(1)
     distributed.init()
     for kind, (strategy, surgery, precision) in KINDS.items():
@@ -132,7 +157,10 @@ def late_gil(tmp_path_factory) -> str | None:
     if compiler is None:
         return None
     lib = tmp_path_factory.mktemp("late_gil") / "late_gil.so"
-    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(lib), str(Path(__file__).with_name("late_gil.c")), "-ldl"], check=True)
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(lib), str(Path(__file__).with_name("late_gil.c")), "-ldl"],
+        check=True,
+    )
     return str(lib)
 
 
@@ -160,7 +188,13 @@ def test_two_processes_match_one_process_on_a_two_task_model(tmp_path, late_gil,
     assert any(not torch.equal(surgery[n], single[n]) for n in single), "PCGrad changed nothing on conflicting tasks"
     model = Toy()
     single_bf16 = _train_toy(model, model, None, "none", "bf16")
-    references = {"ddp": single, "fsdp": single, "ddp-pcgrad": surgery, "ddp-bf16": single_bf16, "fsdp-bf16": single_bf16}
+    references = {
+        "ddp": single,
+        "fsdp": single,
+        "ddp-pcgrad": surgery,
+        "ddp-bf16": single_bf16,
+        "fsdp-bf16": single_bf16,
+    }
     for kind, reference in references.items():
         ranks = [torch.load(tmp_path / f"{kind}_rank{r}.pt", weights_only=True) for r in range(2)]
         atol = tolerance(KINDS[kind][2]).weight_step * LR * STEPS
@@ -194,7 +228,9 @@ def test_one_process_is_left_unwrapped_and_resumes_only_its_own_optimizer_state(
         pass
     optimizer = torch.optim.AdamW(model.parameters())
     fsdp_written = {"state": {}, "param_groups": [{"params": ["embed.weight"], "lr": 1e-3}]}
-    with pytest.raises(distributed.DistributedError, match=r"ckpt/training_state\.pt: optimizer state written by a fsdp run"):
+    with pytest.raises(
+        distributed.DistributedError, match=r"ckpt/training_state\.pt: optimizer state written by a fsdp run"
+    ):
         distributed.load_optimizer_state(model, optimizer, fsdp_written, "ckpt/training_state.pt")
     distributed.load_optimizer_state(model, optimizer, optimizer.state_dict(), "ckpt/training_state.pt")
 
@@ -233,9 +269,32 @@ def test_fsdp_full_fine_tuning_on_two_processes(synth_root, tmp_path):
     common = [str(synth_root), str(tmp_path / "cache")]
     extra = ["model.trainable.llm=full", "train.eval_every=2"]
     # --standalone: torchrun's agent binds the store's port itself and keeps it (no free-port-then-bind race)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
-                    *common, str(tmp_path / "two"), "2", "--resume-check", *extra], check=True, env=env, capture_output=True, timeout=600)  # fmt: skip
-    subprocess.run([sys.executable, str(worker), *common, str(tmp_path / "one"), "4", *extra], check=True, env=env, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(worker),
+            *common,
+            str(tmp_path / "two"),
+            "2",
+            "--resume-check",
+            *extra,
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
+    subprocess.run(
+        [sys.executable, str(worker), *common, str(tmp_path / "one"), "4", *extra],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
     two = torch.load(tmp_path / "two" / "weights_rank0.pt", weights_only=True)
     single = torch.load(tmp_path / "one" / "weights_rank0.pt", weights_only=True)
     resumed = torch.load(tmp_path / "two" / "resumed" / "weights_rank0.pt", weights_only=True)

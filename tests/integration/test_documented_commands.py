@@ -34,7 +34,11 @@ def _commands(path: Path, prefix: str) -> list[str]:
 def fixed_detector(monkeypatch):
     monkeypatch.setattr(D, "require", lambda: None)
     face = (0.3, 0.1, 0.5, 0.4)
-    found = [D.Detection("face", face, 0.9), D.Detection("head", D.head_from_face(face), 0.9), D.Detection("person", (0.2, 0.0, 0.7, 1.0), 0.8)]
+    found = [
+        D.Detection("face", face, 0.9),
+        D.Detection("head", D.head_from_face(face), 0.9),
+        D.Detection("person", (0.2, 0.0, 0.7, 1.0), 0.8),
+    ]
     monkeypatch.setattr(D, "detect", lambda image, **kw: list(found))
 
 
@@ -51,7 +55,9 @@ def test_the_readme_clip_command(tmp_path, monkeypatch, capsys, fixed_detector):
     out = tmp_path / argv[argv.index("--out") + 1]
     [clip] = json.loads((out / "tracks.json").read_text())["clips"]
     assert clip["frames"] == 2 and [t["kind"] for t in clip["tracks"]] == ["face", "person"]
-    assert set(clip["tracks"][0]["tasks"]) == {"lam", "gaze", "expression"} and (out / clip["annotated_video"]).is_file()
+    assert (
+        set(clip["tracks"][0]["tasks"]) == {"lam", "gaze", "expression"} and (out / clip["annotated_video"]).is_file()
+    )
 
 
 def test_the_usage_curl_examples(tmp_path, fixed_detector):
@@ -86,4 +92,6 @@ def test_the_usage_curl_examples(tmp_path, fixed_detector):
             assert resp.status_code == 200, (argv, resp.text)
             body = resp.json()
             wanted = predictor.resolve_tasks(form.get("tasks", "all"))
-            assert list(body["tasks"]) == wanted and all("skipped" not in body["tasks"][t] for t in ("lam", "gaze") if t in wanted), body["tasks"]
+            assert list(body["tasks"]) == wanted and all(
+                "skipped" not in body["tasks"][t] for t in ("lam", "gaze") if t in wanted
+            ), body["tasks"]

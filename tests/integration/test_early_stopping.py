@@ -42,8 +42,18 @@ def scripted_eval(monkeypatch):
 
 
 def _config(synth_root, tmp_path):
-    return load_config("tiny", synth_overrides(synth_root, tmp_path / "cache") + [
-        "train.steps=10", "train.eval_every=2", "train.early_stop_patience=2", "train.log_every=1", "train.save_every=1", "train.report_to=none"])
+    return load_config(
+        "tiny",
+        synth_overrides(synth_root, tmp_path / "cache")
+        + [
+            "train.steps=10",
+            "train.eval_every=2",
+            "train.early_stop_patience=2",
+            "train.log_every=1",
+            "train.save_every=1",
+            "train.report_to=none",
+        ],
+    )
 
 
 def _expression_only(config):
@@ -73,7 +83,9 @@ def test_a_plateau_stops_the_run_and_keeps_the_best_steps_weights(synth_root, tm
     assert best.keys() == at_four.keys()
     for name in best:
         torch.testing.assert_close(best[name], at_four[name], rtol=1e-5, atol=1e-6, msg=name)
-    assert any(not torch.allclose(best[n], last[n]) for n in best if n.startswith("connector")), "step 8's weights must differ from step 4's"
+    assert any(not torch.allclose(best[n], last[n]) for n in best if n.startswith("connector")), (
+        "step 8's weights must differ from step 4's"
+    )
 
 
 def test_resume_keeps_the_early_stopping_state(synth_root, tmp_path, scripted_eval):
@@ -94,7 +106,9 @@ def test_resume_keeps_the_early_stopping_state(synth_root, tmp_path, scripted_ev
     loop.train(config, tmp_path / "cut", resume=True, progress=False)
     resumed = json.loads((tmp_path / "cut" / "fit.json").read_text())
     assert calls == [8], "one more evaluation without improvement is the second in a row: the resumed run stops at 8"
-    assert {k: resumed[k] for k in ("steps", "best_step", "best_value", "plateaued", "curve")} == {k: full[k] for k in ("steps", "best_step", "best_value", "plateaued", "curve")}
+    assert {k: resumed[k] for k in ("steps", "best_step", "best_value", "plateaued", "curve")} == {
+        k: full[k] for k in ("steps", "best_step", "best_value", "plateaued", "curve")
+    }
 
     # a run that stopped on its plateau stays stopped
     calls.clear()

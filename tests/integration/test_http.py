@@ -48,7 +48,9 @@ def served(predictor, precision):
     """(predictor, client) of the same model computing in `precision`: answers are compared within a precision,
     never across precisions."""
     p = in_precision(predictor, precision)
-    with TestClient(create_app(p, max_upload_bytes=MAX_UPLOAD, max_concurrency=2, max_queue=16), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(p, max_upload_bytes=MAX_UPLOAD, max_concurrency=2, max_queue=16), raise_server_exceptions=False
+    ) as c:
         yield p, c
 
 
@@ -66,7 +68,9 @@ def bomb_png(w=100_000, h=100_000) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def post(client, image=None, boxes=None, tasks="lam,gaze", filename="img.png"):
@@ -87,7 +91,9 @@ def check_valid(resp, w=64, h=48):
     assert lam["label"] in ("looking", "not_looking") and sum(lam["probs"].values()) == pytest.approx(1.0, abs=1e-6)
     gaze = body["tasks"]["gaze"]
     heat = np.array(gaze["heatmap"])
-    assert heat.shape == (64, 64) and np.all(np.round(heat, 4) == heat) and abs(heat.sum() - 1.0) <= 4096 * 0.00005  # each cell rounded to 4 decimals
+    assert (
+        heat.shape == (64, 64) and np.all(np.round(heat, 4) == heat) and abs(heat.sum() - 1.0) <= 4096 * 0.00005
+    )  # each cell rounded to 4 decimals
     assert 0 <= gaze["point"][0] <= w and 0 <= gaze["point"][1] <= h
     return body
 
@@ -100,8 +106,13 @@ def test_health_tasks_page_and_docs(client):
     tasks = {t["name"]: t for t in listing["tasks"]}
     assert list(tasks) == ["lam", "expression", "gesture", "relation", "gaze"]
     assert tasks["relation"]["roles"] == [0, 1] and tasks["lam"]["roles"] == [0]
-    assert {n: t["box_kinds"] for n, t in tasks.items()} == {"lam": ["face"], "expression": ["face"], "gesture": ["hand"],
-                                                            "relation": ["person", "person"], "gaze": ["head"]}  # fmt: skip
+    assert {n: t["box_kinds"] for n, t in tasks.items()} == {
+        "lam": ["face"],
+        "expression": ["face"],
+        "gesture": ["hand"],
+        "relation": ["person", "person"],
+        "gaze": ["head"],
+    }
     assert listing["box_kinds"] == ["face", "hand", "head", "person"]
     assert len(tasks["gesture"]["classes"]) == 34 and len(tasks["expression"]["classes"]) == 8
     assert tasks["gaze"]["kind"] == "heatmap"
@@ -109,7 +120,9 @@ def test_health_tasks_page_and_docs(client):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for anchor in ('id="file"', 'id="canvas"', 'id="run"', 'id="results"', 'id="tasks"'):
         assert anchor in page.text
-    assert "http://" not in page.text and "https://" not in page.text and "//cdn" not in page.text, "no external resources"
+    assert "http://" not in page.text and "https://" not in page.text and "//cdn" not in page.text, (
+        "no external resources"
+    )
     docs = client.get("/docs")
     assert docs.status_code == 200 and "http://" not in docs.text and "https://" not in docs.text, "/docs works offline"
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
@@ -124,8 +137,12 @@ def test_valid_prediction_with_pixel_and_normalised_boxes(served, precision):
     predictor, client = served
     assert client.get("/health").json()["precision"] == precision  # a client can tell which bound applies
     img = png_bytes()
-    boxes = [{"xyxy": [8, 6, 40, 30], "kind": "face"}, {"xyxy": [0.1, 0.1, 0.7, 0.7], "kind": "head", "normalized": True},
-             {"xyxy": [0, 0, 32, 48], "kind": "person"}, {"xyxy": [0.5, 0.0, 1.0, 1.0], "kind": "person", "normalized": True}]  # fmt: skip
+    boxes = [
+        {"xyxy": [8, 6, 40, 30], "kind": "face"},
+        {"xyxy": [0.1, 0.1, 0.7, 0.7], "kind": "head", "normalized": True},
+        {"xyxy": [0, 0, 32, 48], "kind": "person"},
+        {"xyxy": [0.5, 0.0, 1.0, 1.0], "kind": "person", "normalized": True},
+    ]
     body = check_valid(post(client, img, boxes, tasks="lam,relation,gaze"))
     assert body["boxes"][0]["xyxy_normalized"] == pytest.approx([0.125, 0.125, 0.625, 0.625])
     assert body["tasks"]["relation"]["label"] in predictor.model.tasks["relation"].classes
@@ -145,37 +162,73 @@ def _truncated_png():
 
 
 def _bad_multipart(client):
-    return client.post("/predict", content=b"--xyz\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nabc", headers={"content-type": "multipart/form-data; boundary=nope"})
+    return client.post(
+        "/predict",
+        content=b'--xyz\r\nContent-Disposition: form-data; name="image"\r\n\r\nabc',
+        headers={"content-type": "multipart/form-data; boundary=nope"},
+    )
 
 
 BAD_INPUTS = {
-    "not an image": (lambda c: post(c, b"hello, I am a text file" * 10, filename="notes.png"), 415, "not a readable image"),
+    "not an image": (
+        lambda c: post(c, b"hello, I am a text file" * 10, filename="notes.png"),
+        415,
+        "not a readable image",
+    ),
     "truncated image": (lambda c: post(c, _truncated_png()), 422, "cannot decode"),
     "decompression bomb": (lambda c: post(c, bomb_png()), 413, "decompression bomb"),
     "oversized upload": (lambda c: post(c, b"\x89PNG" + b"\0" * (MAX_UPLOAD + 300_000)), 413, "too large"),
     "oversized upload, streamed without length": (
-        lambda c: c.post("/predict", content=iter([b"--b\r\n"] + [b"x" * 65536] * 10), headers={"content-type": "multipart/form-data; boundary=b"}),
+        lambda c: c.post(
+            "/predict",
+            content=iter([b"--b\r\n"] + [b"x" * 65536] * 10),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        ),
         413,
         "too large",
     ),
     "empty image file": (lambda c: post(c, b""), 422, "empty"),
     "missing image": (lambda c: post(c, None, [{"xyxy": [0, 0, 1, 1]}]), 422, "missing the 'image'"),
-    "image as a text field": (lambda c: c.post("/predict", data={"image": "abc"}, files={"x": ("x", b"1")}), 422, "must be a file"),
+    "image as a text field": (
+        lambda c: c.post("/predict", data={"image": "abc"}, files={"x": ("x", b"1")}),
+        422,
+        "must be a file",
+    ),
     "not multipart": (lambda c: c.post("/predict", json={"image": "abc"}), 415, "multipart/form-data"),
     "malformed multipart": (_bad_multipart, 400, "malformed form body"),
-    "too many form fields": (lambda c: c.post("/predict", data={f"f{i}": "x" for i in range(50)}, files={"image": ("a.png", png_bytes())}), 400, "malformed form body"),
+    "too many form fields": (
+        lambda c: c.post("/predict", data={f"f{i}": "x" for i in range(50)}, files={"image": ("a.png", png_bytes())}),
+        400,
+        "malformed form body",
+    ),
     "malformed boxes JSON": (lambda c: post(c, png_bytes(), "[{'xyxy': [1, 2, 3, 4]}"), 400, "not valid JSON"),
     "boxes not a list": (lambda c: post(c, png_bytes(), "42"), 422, "JSON list"),
     "box x2 < x1": (lambda c: post(c, png_bytes(), [{"xyxy": [30, 5, 10, 20], "role": 0}]), 422, "x1 <= x2"),
-    "box out of the image (pixels)": (lambda c: post(c, png_bytes(), [{"xyxy": [10, 5, 400, 20]}]), 422, "outside the image"),
-    "box out of range (normalised)": (lambda c: post(c, png_bytes(), [{"xyxy": [0.1, 0.1, 1.2, 0.5], "normalized": True}]), 422, "outside the image"),
+    "box out of the image (pixels)": (
+        lambda c: post(c, png_bytes(), [{"xyxy": [10, 5, 400, 20]}]),
+        422,
+        "outside the image",
+    ),
+    "box out of range (normalised)": (
+        lambda c: post(c, png_bytes(), [{"xyxy": [0.1, 0.1, 1.2, 0.5], "normalized": True}]),
+        422,
+        "outside the image",
+    ),
     "box with 3 numbers": (lambda c: post(c, png_bytes(), [{"xyxy": [1, 2, 3]}]), 422, "4 numbers"),
     "box with a NaN": (lambda c: post(c, png_bytes(), '[{"xyxy": [1, NaN, 3, 4]}]'), 422, "finite"),
     "box with a bad role": (lambda c: post(c, png_bytes(), [{"xyxy": [1, 2, 3, 4], "role": -3}]), 422, "role"),
     "too many boxes": (lambda c: post(c, png_bytes(), [{"xyxy": [1, 2, 3, 4]}] * 100), 422, "at most"),
     "unknown task": (lambda c: post(c, png_bytes(), None, tasks="lam,smile"), 422, "unknown task 'smile'"),
-    "unknown box kind": (lambda c: post(c, png_bytes(), [{"xyxy": [1, 2, 3, 4], "kind": "foot"}]), 422, "'kind' must be one of"),
-    "untagged boxes for tasks of two kinds": (lambda c: post(c, png_bytes(), [{"xyxy": [1, 2, 30, 40]}], tasks="lam,gaze"), 422, "give every box a kind"),
+    "unknown box kind": (
+        lambda c: post(c, png_bytes(), [{"xyxy": [1, 2, 3, 4], "kind": "foot"}]),
+        422,
+        "'kind' must be one of",
+    ),
+    "untagged boxes for tasks of two kinds": (
+        lambda c: post(c, png_bytes(), [{"xyxy": [1, 2, 30, 40]}], tasks="lam,gaze"),
+        422,
+        "give every box a kind",
+    ),
     "empty task list": (lambda c: post(c, png_bytes(), None, tasks=" , "), 422, "no task"),
     "deeply nested boxes JSON": (lambda c: post(c, png_bytes(), "[" * 100_000 + "]" * 100_000), 400, "not valid JSON"),
 }
@@ -240,8 +293,18 @@ def test_concurrent_burst_of_valid_and_hostile_requests(served, capsys):
     the same image, boxes and tasks alone, bit for bit, in fp32 and in bf16 (requests never share a computation)."""
     predictor, _ = served
     app = create_app(predictor, max_upload_bytes=MAX_UPLOAD, max_concurrency=2, max_queue=4)
-    hostile = ["not an image", "truncated image", "decompression bomb", "oversized upload", "malformed boxes JSON",
-               "box x2 < x1", "unknown task", "missing image", "box out of the image (pixels)", "not multipart"]
+    hostile = [
+        "not an image",
+        "truncated image",
+        "decompression bomb",
+        "oversized upload",
+        "malformed boxes JSON",
+        "box x2 < x1",
+        "unknown task",
+        "missing image",
+        "box out of the image (pixels)",
+        "not multipart",
+    ]
     jobs = []
     for i in range(24):
         if i % 2 == 0:
@@ -286,7 +349,9 @@ def test_concurrent_burst_of_valid_and_hostile_requests(served, capsys):
     assert not [s for s in statuses if s >= 500 and s != 503], statuses
     counts = {s: statuses.count(s) for s in sorted(set(statuses))}
     with capsys.disabled():
-        print(f"\nburst: {len(jobs)} requests ({len(statuses)} attempts incl. retries) in {elapsed:.2f}s, statuses {counts}")
+        print(
+            f"\nburst: {len(jobs)} requests ({len(statuses)} attempts incl. retries) in {elapsed:.2f}s, statuses {counts}"
+        )
 
 
 # ------------------------------------------------------------------------------------------- boxes by kind
@@ -295,9 +360,13 @@ def test_concurrent_burst_of_valid_and_hostile_requests(served, capsys):
 def test_each_task_gets_its_own_kind_of_box(served, precision):
     predictor, client = served
     img = png_bytes(80, 60, seed=21)
-    boxes = [{"xyxy": [8, 6, 30, 30], "kind": "face"}, {"xyxy": [50, 30, 70, 55], "kind": "hand"},
-             {"xyxy": [0, 0, 40, 60], "kind": "person"}, {"xyxy": [40, 0, 80, 60], "kind": "person"},
-             {"xyxy": [6, 4, 32, 32], "kind": "head"}]  # fmt: skip
+    boxes = [
+        {"xyxy": [8, 6, 30, 30], "kind": "face"},
+        {"xyxy": [50, 30, 70, 55], "kind": "hand"},
+        {"xyxy": [0, 0, 40, 60], "kind": "person"},
+        {"xyxy": [40, 0, 80, 60], "kind": "person"},
+        {"xyxy": [6, 4, 32, 32], "kind": "head"},
+    ]
     r = post(client, img, boxes, tasks="all")
     assert r.status_code == 200, r.text
     used = {name: t["boxes"] for name, t in r.json()["tasks"].items()}
@@ -305,7 +374,9 @@ def test_each_task_gets_its_own_kind_of_box(served, precision):
     # gesture read the hand box: the answer of the API on that box alone, within the precision's bound (the other
     # tasks shared this call)
     [alone] = predictor.predict(Image.open(io.BytesIO(img)), boxes=[{"xyxy": [50, 30, 70, 55]}], tasks="gesture")
-    assert r.json()["tasks"]["gesture"]["probs"] == pytest.approx(alone["tasks"]["gesture"]["probs"], abs=tolerance(precision).probability)
+    assert r.json()["tasks"]["gesture"]["probs"] == pytest.approx(
+        alone["tasks"]["gesture"]["probs"], abs=tolerance(precision).probability
+    )
     # a face box only: gesture is skipped with the reason, never run on the face
     r = post(client, img, [{"xyxy": [8, 6, 30, 30], "kind": "face"}], tasks="gesture,expression")
     assert r.status_code == 200, r.text
@@ -332,8 +403,14 @@ def test_examples_come_with_a_box_of_every_kind(client):
 def test_an_api_key_guards_every_request_but_the_public_pages(predictor):
     app = create_app(predictor, max_upload_bytes=MAX_UPLOAD, api_key="s3cret-key")
     with TestClient(app, raise_server_exceptions=False) as c:
-        for method, path in (("get", "/health"), ("get", "/tasks"), ("get", "/model_card"), ("get", "/examples"),
-                             ("get", "/examples/two-people.png"), ("post", "/predict")):  # fmt: skip
+        for method, path in (
+            ("get", "/health"),
+            ("get", "/tasks"),
+            ("get", "/model_card"),
+            ("get", "/examples"),
+            ("get", "/examples/two-people.png"),
+            ("post", "/predict"),
+        ):
             r = getattr(c, method)(path)
             assert r.status_code == 401 and "missing API key" in r.json()["detail"], (path, r.status_code)
             assert r.headers["www-authenticate"] == "Bearer"
@@ -342,13 +419,21 @@ def test_an_api_key_guards_every_request_but_the_public_pages(predictor):
         assert c.get("/health", headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
         assert c.get("/health", headers={"X-API-Key": "s3cret-key"}).status_code == 200
         assert c.get("/health", headers={"Authorization": "Basic s3cret-key"}).status_code == 401
-        ok = c.post("/predict", files={"image": ("a.png", png_bytes(), "image/png")}, data={"tasks": "lam"}, headers={"X-API-Key": "s3cret-key"})
+        ok = c.post(
+            "/predict",
+            files={"image": ("a.png", png_bytes(), "image/png")},
+            data={"tasks": "lam"},
+            headers={"X-API-Key": "s3cret-key"},
+        )
         assert ok.status_code == 200 and ok.json()["tasks"]["lam"]["label"] in ("looking", "not_looking")
         # what a browser opens by address stays open: the page shell, the docs and their assets, the schema
         for path in ("/", "/docs", "/static-offline-docs/swagger-ui.css", "/openapi.json"):
             assert c.get(path).status_code == 200, path
         schemes = c.get("/openapi.json").json()["components"]["securitySchemes"]
-        assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"} and schemes["bearer"]["scheme"] == "bearer"
+        assert (
+            schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            and schemes["bearer"]["scheme"] == "bearer"
+        )
 
 
 def test_serve_refuses_a_network_address_without_a_key(monkeypatch):

@@ -59,16 +59,33 @@ def dataset(tmp_path_factory):
                 name = f"{split}_{i}.png"
                 _head(i % 3, seed=i + 100 * (split == "val")).save(root / name)
                 box = [18 / 64, 8 / 48, 46 / 64, 40 / 48]
-                f.write(json.dumps({"id": f"{split}-{i}", "task": "head_orientation", "image": name,
-                                    "boxes": [{"xyxy": box, "role": 0}], "label": i % 3}) + "\n")  # fmt: skip
+                f.write(
+                    json.dumps(
+                        {
+                            "id": f"{split}-{i}",
+                            "task": "head_orientation",
+                            "image": name,
+                            "boxes": [{"xyxy": box, "role": 0}],
+                            "label": i % 3,
+                        }
+                    )
+                    + "\n"
+                )
     return root
 
 
 @pytest.fixture(scope="module")
 def checkpoint(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    config = load_config("tiny", [f"data.tasks=[{{task: head_orientation, dataset: jsonl, root: '{dataset}'}}]", "train.steps=3",
-                                  f"train.cache_dir={out / 'cache'}", "train.log_every=1"])  # fmt: skip
+    config = load_config(
+        "tiny",
+        [
+            f"data.tasks=[{{task: head_orientation, dataset: jsonl, root: '{dataset}'}}]",
+            "train.steps=3",
+            f"train.cache_dir={out / 'cache'}",
+            "train.log_every=1",
+        ],
+    )
     summary = train(config, out, progress=False)
     assert summary["step"] == 3
     losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line]
@@ -79,10 +96,16 @@ def checkpoint(dataset, tmp_path_factory):
 def test_trains_and_evaluates_with_its_own_metric(checkpoint, tmp_path):
     results = evaluate_checkpoint(checkpoint, tmp_path / "eval", device="cpu")
     metrics = results["metrics"]["head_orientation"]
-    assert set(metrics) == {"balanced_accuracy", "n", "ci"} and metrics["n"] == 9 and 0.0 <= metrics["balanced_accuracy"] <= 1.0
+    assert (
+        set(metrics) == {"balanced_accuracy", "n", "ci"}
+        and metrics["n"] == 9
+        and 0.0 <= metrics["balanced_accuracy"] <= 1.0
+    )
     lo, hi = metrics["ci"]["balanced_accuracy"]  # the bootstrap interval works for a metric the library never saw
     assert 0.0 <= lo <= metrics["balanced_accuracy"] <= hi <= 1.0
-    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions_head_orientation.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "eval" / "predictions_head_orientation.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == 9 and all(r["pred_name"] in CLASSES and len(r["probs"]) == 3 for r in rows)
 
 
@@ -105,7 +128,10 @@ def test_predicts_through_the_api_and_the_service(checkpoint):
         with TestClient(create_app(sfp)) as client:
             listed = client.get("/tasks").json()
             assert any(t["name"] == "head_orientation" and t["classes"] == CLASSES for t in listed["tasks"])
-            resp = client.post("/predict", files={"image": ("h.png", buf.getvalue(), "image/png")},
-                               data={"boxes": json.dumps([box]), "tasks": "head_orientation"})  # fmt: skip
+            resp = client.post(
+                "/predict",
+                files={"image": ("h.png", buf.getvalue(), "image/png")},
+                data={"boxes": json.dumps([box]), "tasks": "head_orientation"},
+            )
         assert resp.status_code == 200, resp.text
         assert resp.json()["tasks"] == as_served(direct), precision

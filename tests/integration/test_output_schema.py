@@ -70,11 +70,26 @@ def test_an_image_row_is_what_the_docs_say(tmp_path, capsys, fixed_detector):
     Image.new("RGB", (320, 240), (120, 90, 60)).save(tmp_path / "scene.png")
     Image.new("RGB", (64, 48), (20, 90, 160)).save(tmp_path / "given.png")
     # a face slightly past the right border (clipped), no hand (gesture skipped), an untagged-free set of kinds
-    given = [{"xyxy": [4, 4, 66, 30], "kind": "face"}, {"xyxy": [2, 2, 40, 40], "kind": "head"},
-             {"xyxy": [0, 0, 30, 48], "kind": "person"}, {"xyxy": [30, 0, 64, 48], "kind": "person"}]  # fmt: skip
+    given = [
+        {"xyxy": [4, 4, 66, 30], "kind": "face"},
+        {"xyxy": [2, 2, 40, 40], "kind": "head"},
+        {"xyxy": [0, 0, 30, 48], "kind": "person"},
+        {"xyxy": [30, 0, 64, 48], "kind": "person"},
+    ]
     (tmp_path / "boxes.json").write_text(json.dumps({"given.png": given}))
     out = tmp_path / "out"
-    _run(capsys, "--images", tmp_path / "scene.png", tmp_path / "given.png", "--boxes", tmp_path / "boxes.json", "--detect", "--out", out, "--visualize")
+    _run(
+        capsys,
+        "--images",
+        tmp_path / "scene.png",
+        tmp_path / "given.png",
+        "--boxes",
+        tmp_path / "boxes.json",
+        "--detect",
+        "--out",
+        out,
+        "--visualize",
+    )
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     written = set().union(*(fields(r) for r in rows))
     assert written == documented("### predictions.jsonl: an image")
@@ -103,4 +118,6 @@ def test_a_clip_row_and_its_summary_are_what_the_docs_say(tmp_path, capsys, fixe
     assert fields(summary) == documented("### tracks.json: a clip's summary")
     kinds = {t["track"]: t["kind"] for t in summary["tracks"]}
     assert sorted(kinds.values()) == ["face", "face", "hand", "person", "person"]  # the same boxes: the same ids
-    assert rows[1]["pair"]["tracks"] == rows[0]["pair"]["tracks"] and all(kinds[i] == "person" for i in rows[0]["pair"]["tracks"])
+    assert rows[1]["pair"]["tracks"] == rows[0]["pair"]["tracks"] and all(
+        kinds[i] == "person" for i in rows[0]["pair"]["tracks"]
+    )

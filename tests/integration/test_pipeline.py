@@ -42,13 +42,27 @@ def _datasets(policy: str, bad: set[str]) -> tuple[dict[str, SampleDataset], Ski
     report = SkipReport(policy)
     out = {}
     for name, n_classes in (("expression", 8), ("lam", 2)):
-        samples = [Sample(id=f"{name}-{i}", task=name, image=f"{name}-{i}.jpg", boxes=[Box((0.1, 0.1, 0.6, 0.7), 0)], label=i % n_classes)
-                   for i in range(12)]  # fmt: skip
+        samples = [
+            Sample(
+                id=f"{name}-{i}",
+                task=name,
+                image=f"{name}-{i}.jpg",
+                boxes=[Box((0.1, 0.1, 0.6, 0.7), 0)],
+                label=i % n_classes,
+            )
+            for i in range(12)
+        ]
         out[name] = SampleDataset(samples, build_task(name), _Pixels(bad), report)
     return out, report
 
 
-PLAN = [("expression", [3, 1, 4]), ("lam", [1, 5, 9, 2]), ("expression", [6, 5]), ("lam", [3]), ("expression", [5, 8, 9, 7])]
+PLAN = [
+    ("expression", [3, 1, 4]),
+    ("lam", [1, 5, 9, 2]),
+    ("expression", [6, 5]),
+    ("lam", [3]),
+    ("expression", [5, 8, 9, 7]),
+]
 BAD = {"expression-5", "lam-3", "expression-9"}  # lam [3] is a batch of skips only
 
 
@@ -63,23 +77,33 @@ def _run(workers: int, policy: str = "skip"):
 def _same_batch(a, b):
     if a is None or b is None:
         return a is None and b is None
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a
+    )
 
 
 def test_workers_build_the_in_process_batches_in_plan_order_and_report_their_skips():
     state = torch.get_rng_state()
     serial, serial_again, serial_report = _run(0)
     parallel, parallel_again, parallel_report = _run(1)
-    assert torch.equal(torch.get_rng_state(), state), "a loader must not draw from torch's global RNG (resume restores it)"
+    assert torch.equal(torch.get_rng_state(), state), (
+        "a loader must not draw from torch's global RNG (resume restores it)"
+    )
     assert [b and b["ids"] for b in serial] == [
-        ["expression-3", "expression-1", "expression-4"], ["lam-1", "lam-5", "lam-9", "lam-2"], ["expression-6"], None, ["expression-8", "expression-7"],
-    ]  # fmt: skip
+        ["expression-3", "expression-1", "expression-4"],
+        ["lam-1", "lam-5", "lam-9", "lam-2"],
+        ["expression-6"],
+        None,
+        ["expression-8", "expression-7"],
+    ]
     assert len(parallel) == len(serial) and all(_same_batch(a, b) for a, b in zip(serial, parallel))
     assert all(_same_batch(a, b) for a, b in zip(serial_again, parallel_again)) and len(parallel_again) == 2
     # every skip of both passes, once per time its sample was asked for, with the same examples in the same order
     assert parallel_report.to_dict() == serial_report.to_dict()
     assert parallel_report.total == 4 and parallel_report.counts == {"unusable image: cannot decode image": 4}
-    assert parallel_report.examples["unusable image: cannot decode image"][0].startswith("expression-5.jpg (sample expression-5)")
+    assert parallel_report.examples["unusable image: cannot decode image"][0].startswith(
+        "expression-5.jpg (sample expression-5)"
+    )
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -98,8 +122,11 @@ def test_num_workers_auto_and_validation():
     assert resolve_num_workers(3, cpus=2) == 3  # an explicit count is taken as given
     assert load_config("tiny").train.num_workers == 0 and load_config("default").train.num_workers == "auto"
     assert load_config("tiny", ["train.num_workers=auto"]).train.num_workers == "auto"
-    for bad, match in (("train.num_workers=-1", "num_workers must be >= 0"), ("train.num_workers=many", "num_workers"),
-                       ("train.prefetch_factor=0", "prefetch_factor must be >= 1")):  # fmt: skip
+    for bad, match in (
+        ("train.num_workers=-1", "num_workers must be >= 0"),
+        ("train.num_workers=many", "num_workers"),
+        ("train.prefetch_factor=0", "prefetch_factor must be >= 1"),
+    ):
         with pytest.raises(ConfigError, match=match):
             load_config("tiny", [bad])
 
@@ -122,7 +149,14 @@ def test_reduced_jpeg_decoding_keeps_the_full_size_and_stays_close_to_a_full_dec
         image_size, wants_boxes = 168, False
 
         def preprocess(self, images):
-            return torch.stack([torch.from_numpy(np.asarray(im.resize((168, 168), Image.Resampling.BICUBIC), dtype=np.float32) / 255).permute(2, 0, 1) for im in images])
+            return torch.stack(
+                [
+                    torch.from_numpy(
+                        np.asarray(im.resize((168, 168), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+                    ).permute(2, 0, 1)
+                    for im in images
+                ]
+            )
 
     sample = Sample(id="x", task="expression", image="hd.jpg", root=str(tmp_path))
     reduced, full = PixelInput(Encoder())(sample), PixelInput(Encoder(), reduced=False)(sample)
@@ -142,16 +176,37 @@ def test_predict_over_many_files_decodes_ahead_in_a_worker_with_the_same_results
     (src / "3-broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     outs = {}
     for workers in ("0", "1"):
-        argv = ["predict", "--ckpt", "tiny", "--dir", str(src), "--tasks", "lam,gaze", "--out", str(tmp_path / workers), "--batch-size", "2",
-                "--workers", workers, "--no-progress"]  # fmt: skip
+        argv = [
+            "predict",
+            "--ckpt",
+            "tiny",
+            "--dir",
+            str(src),
+            "--tasks",
+            "lam,gaze",
+            "--out",
+            str(tmp_path / workers),
+            "--batch-size",
+            "2",
+            "--workers",
+            workers,
+            "--no-progress",
+        ]
         assert main(argv) == 0
-        outs[workers] = ((tmp_path / workers / "predictions.jsonl").read_text(), json.loads((tmp_path / workers / "summary.json").read_text()))
+        outs[workers] = (
+            (tmp_path / workers / "predictions.jsonl").read_text(),
+            json.loads((tmp_path / workers / "summary.json").read_text()),
+        )
     (rows0, summary0), (rows1, summary1) = outs["0"], outs["1"]
-    assert rows1 == rows0 and [json.loads(r)["image"].rsplit("/", 1)[-1] for r in rows1.splitlines()] == [f"{i}.jpg" for i in range(5)]
+    assert rows1 == rows0 and [json.loads(r)["image"].rsplit("/", 1)[-1] for r in rows1.splitlines()] == [
+        f"{i}.jpg" for i in range(5)
+    ]
     assert summary1["skipped_files"] == summary0["skipped_files"] and summary1["skipped"] == 1
     assert "not a readable image" in summary1["skipped_files"][0]["reason"]
     capsys.readouterr()
-    assert main(["predict", "--ckpt", "tiny", "--dir", str(src), "--out", str(tmp_path / "x"), "--workers", "some"]) == 2
+    assert (
+        main(["predict", "--ckpt", "tiny", "--dir", str(src), "--out", str(tmp_path / "x"), "--workers", "some"]) == 2
+    )
     assert "--workers must be a count" in capsys.readouterr().err
 
 
@@ -161,9 +216,17 @@ def test_predict_over_many_files_decodes_ahead_in_a_worker_with_the_same_results
 def _train(synth_root, tmp_path, name: str, workers: int, stop_after=None, resume=False):
     from socialfusion.train.loop import train
 
-    overrides = [*synth_overrides(synth_root, tmp_path / "cache"), "train.feature_cache=off", f"train.num_workers={workers}",
-                 "train.steps=4", "train.grad_accum=2", "train.eval_every=2", "train.save_every=1", "train.log_every=1",
-                 *[f"data.tasks.{i}.max_eval_samples=6" for i in range(5)]]  # fmt: skip
+    overrides = [
+        *synth_overrides(synth_root, tmp_path / "cache"),
+        "train.feature_cache=off",
+        f"train.num_workers={workers}",
+        "train.steps=4",
+        "train.grad_accum=2",
+        "train.eval_every=2",
+        "train.save_every=1",
+        "train.log_every=1",
+        *[f"data.tasks.{i}.max_eval_samples=6" for i in range(5)],
+    ]
     config = load_config("tiny", overrides)
     summary = train(config, tmp_path / name, progress=False, stop_after=stop_after, resume=resume)
     rows = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]

@@ -42,7 +42,10 @@ def _predict(capsys, *argv):
 
 
 def _lines(out):
-    return {json.loads(line)["image"].rsplit("/", 1)[-1]: json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()}
+    return {
+        json.loads(line)["image"].rsplit("/", 1)[-1]: json.loads(line)
+        for line in (out / "predictions.jsonl").read_text().splitlines()
+    }
 
 
 @needs_models
@@ -71,7 +74,9 @@ def test_detect_feeds_each_task_the_box_of_its_kind(tmp_path, capsys):
     assert [boxes[i]["kind"] for i in tasks["relation"]["boxes"]] == ["person", "person"]
 
     nobody = res["cat.png"]
-    assert nobody["boxes"] == [] and all(t == {"skipped": "detection found no face, head, hand or person"} for t in nobody["tasks"].values())
+    assert nobody["boxes"] == [] and all(
+        t == {"skipped": "detection found no face, head, hand or person"} for t in nobody["tasks"].values()
+    )
     assert (out / "vis" / "pair.png").is_file() and Image.open(out / "vis" / "pair.png").size[0] > 100
 
 
@@ -92,7 +97,9 @@ def test_all_five_tasks_answer_from_detected_boxes(tmp_path, capsys, monkeypatch
     Image.new("RGB", (64, 64)).save(given)
     (tmp_path / "boxes.json").write_text(json.dumps({"given.png": [{"xyxy": [4, 4, 30, 30], "kind": "face"}]}))
     out = tmp_path / "out"
-    rc, err = _predict(capsys, "--images", tmp_path / "scene.png", given, "--boxes", tmp_path / "boxes.json", "--detect", "--out", out)
+    rc, err = _predict(
+        capsys, "--images", tmp_path / "scene.png", given, "--boxes", tmp_path / "boxes.json", "--detect", "--out", out
+    )
     assert rc == 0, err
     assert seen == [(320, 240)]  # an image with boxes of its own is not detected on
     res = _lines(out)
@@ -101,7 +108,9 @@ def test_all_five_tasks_answer_from_detected_boxes(tmp_path, capsys, monkeypatch
     for name, answer in tasks.items():
         assert "skipped" not in answer, (name, answer)
     assert [b["kind"] for b in res["scene.png"]["boxes"]] == ["face", "head", "hand", "person", "person"]
-    assert res["scene.png"]["boxes"][3]["role"] == 0 and res["scene.png"]["boxes"][3]["xyxy"] == pytest.approx([64.0, 0.0, 192.0, 240.0])
+    assert res["scene.png"]["boxes"][3]["role"] == 0 and res["scene.png"]["boxes"][3]["xyxy"] == pytest.approx(
+        [64.0, 0.0, 192.0, 240.0]
+    )
     assert res["given.png"]["boxes"][0]["source"] == "given"
 
 
@@ -136,7 +145,9 @@ def test_http_detect_field(tmp_path, monkeypatch):
 
         def post(detect, **extra):
             files = {"image": ("pair.png", io.BytesIO(pair.read_bytes()), "image/png")}
-            return client.post("/predict", files=files, data={"tasks": "expression,relation", "detect": detect, **extra})
+            return client.post(
+                "/predict", files=files, data={"tasks": "expression,relation", "detect": detect, **extra}
+            )
 
         body = post("true").json()
         assert sorted(b["kind"] for b in body["boxes"]) == ["face", "head", "person", "person"], body
@@ -148,5 +159,7 @@ def test_http_detect_field(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "available", lambda: False)
     with TestClient(create_app(predictor), raise_server_exceptions=False) as client:
         assert client.get("/tasks").json()["detect"] is False
-        resp = client.post("/predict", files={"image": ("p.png", io.BytesIO(pair.read_bytes()), "image/png")}, data={"detect": "true"})
+        resp = client.post(
+            "/predict", files={"image": ("p.png", io.BytesIO(pair.read_bytes()), "image/png")}, data={"detect": "true"}
+        )
         assert resp.status_code == 501 and "socialfusion[detect]" in resp.json()["detail"]

@@ -32,8 +32,11 @@ def _bench():
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
     bench = _bench()
-    return {"two": bench.write_clip(root / "two.mp4", 3, fps=10), "nobody": bench.write_clip(root / "nobody.mp4", 2, fps=10, people=0),
-            "mkv": bench.write_clip(root / "cut.mkv", 4, fps=10)}  # fmt: skip
+    return {
+        "two": bench.write_clip(root / "two.mp4", 3, fps=10),
+        "nobody": bench.write_clip(root / "nobody.mp4", 2, fps=10, people=0),
+        "mkv": bench.write_clip(root / "cut.mkv", 4, fps=10),
+    }
 
 
 def _run(capsys, *argv):
@@ -48,10 +51,29 @@ def _rows(out: Path) -> list[dict]:
 @needs_models
 def test_a_clip_gives_tracks_answers_per_frame_a_summary_and_an_annotated_video(clips, tmp_path, capsys):
     out = tmp_path / "out"
-    rc, err = _run(capsys, "--video", clips["two"], "--detect", "--tasks", "lam,expression,gaze,relation", "--fps", "2", "--out", out, "--visualize")
+    rc, err = _run(
+        capsys,
+        "--video",
+        clips["two"],
+        "--detect",
+        "--tasks",
+        "lam,expression,gaze,relation",
+        "--fps",
+        "2",
+        "--out",
+        out,
+        "--visualize",
+    )
     assert rc == 0, err
     rows = _rows(out)
-    assert [r["frame"] for r in rows] == list(range(6)) and [r["time_s"] for r in rows] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert [r["frame"] for r in rows] == list(range(6)) and [r["time_s"] for r in rows] == [
+        0.0,
+        0.5,
+        1.0,
+        1.5,
+        2.0,
+        2.5,
+    ]
     faces = [t for r in rows for t in r["tracks"] if t["kind"] == "face"]
     assert faces, "the detector finds the portraits' faces"
     for t in faces:  # a face track carries its face and head, and the three face/head tasks answer on them
@@ -119,10 +141,14 @@ def test_a_folder_of_frames_and_the_python_api(clips, tmp_path):
         model = SocialFusion.from_pretrained("tiny", device="cpu")
     summary = model.predict_video(frames, tasks="lam,expression")
     assert summary["source"] == "frames" and summary["frames"] == 3
-    assert [row["frame"] for row in summary["rows"]] == [0, 1, 2] and all(row["time_s"] is None for row in summary["rows"])
+    assert [row["frame"] for row in summary["rows"]] == [0, 1, 2] and all(
+        row["time_s"] is None for row in summary["rows"]
+    )
     assert any("000-broken.jpg" in n for n in summary["notes"])
     seen = []
-    [first, second] = model.predict_video([clips["two"], clips["nobody"]], tasks="lam", fps=1, on_frame=lambda row, image: seen.append(row["clip"]))
+    [first, second] = model.predict_video(
+        [clips["two"], clips["nobody"]], tasks="lam", fps=1, on_frame=lambda row, image: seen.append(row["clip"])
+    )
     assert "rows" not in first and first["frames"] > 0  # with on_frame, no rows are kept
     assert second["nobody"] and len(seen) == first["frames"] + second["frames"]
 
@@ -131,7 +157,9 @@ def test_a_folder_of_frames_and_the_python_api(clips, tmp_path):
 def no_model_load(monkeypatch):
     from socialfusion.api import SocialFusion
 
-    monkeypatch.setattr(SocialFusion, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("the model loaded before the error")))
+    monkeypatch.setattr(
+        SocialFusion, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("the model loaded before the error"))
+    )
 
 
 def test_bad_clips_are_one_line_before_the_model_loads(clips, tmp_path, capsys, monkeypatch, no_model_load):

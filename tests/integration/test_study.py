@@ -22,11 +22,35 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     generate(root / "data", n=24, seed=0, image_size=96, datasets=list(DIRS.values()))
     out = root / "out"
-    argv = ["study", "tiny", "--out", str(out), "--tasks", "lam,expression", "--seeds", "2", "--gradconf-batches", "2",
-            "--probe-samples", "16", "--probe-layers", "-1", "--probe-gaze-steps", "5", "--resamples", "50", "--no-progress",
-            "--variant", "mixed=data.sampler=round_robin,train.grad_accum=2,train.steps=2",
-            "train.steps=2", "train.warmup_steps=1", f"train.cache_dir={root / 'cache'}", "train.eval_batch_size=8",
-            "train.eval_every=1", "train.early_stop_patience=1"]  # the plateau protocol at the tiny scale
+    argv = [
+        "study",
+        "tiny",
+        "--out",
+        str(out),
+        "--tasks",
+        "lam,expression",
+        "--seeds",
+        "2",
+        "--gradconf-batches",
+        "2",
+        "--probe-samples",
+        "16",
+        "--probe-layers",
+        "-1",
+        "--probe-gaze-steps",
+        "5",
+        "--resamples",
+        "50",
+        "--no-progress",
+        "--variant",
+        "mixed=data.sampler=round_robin,train.grad_accum=2,train.steps=2",
+        "train.steps=2",
+        "train.warmup_steps=1",
+        f"train.cache_dir={root / 'cache'}",
+        "train.eval_batch_size=8",
+        "train.eval_every=1",
+        "train.early_stop_patience=1",
+    ]  # the plateau protocol at the tiny scale
     argv += [f"data.tasks.{t}.root={root / 'data' / d}" for t, d in DIRS.items()]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models run fastest single-threaded
@@ -60,7 +84,10 @@ def test_study_runs_every_stage_and_opens_with_the_answer(study):
     assert "**Question.**" in opening and "**What was run.**" in opening and "**Answer.**" in opening
     assert "synthetic social scenes" in opening
     # from the runs' manifest and metrics: lam and expression select on a holdout of train and report on val
-    assert re.search(r"lam \d+ train / \d+ selection \(holdout\) / \d+ report \(val\); expression \d+ train / \d+ selection \(holdout\) / \d+ report \(val\)", opening)
+    assert re.search(
+        r"lam \d+ train / \d+ selection \(holdout\) / \d+ report \(val\); expression \d+ train / \d+ selection \(holdout\) / \d+ report \(val\)",
+        opening,
+    )
     assert "scored at its best evaluation" in opening
     for family in ("| socialfusion |", "| socialfusion:mixed |"):
         assert family in opening
@@ -74,7 +101,9 @@ def test_study_runs_every_stage_and_opens_with_the_answer(study):
 def test_a_second_run_reuses_finished_stages_and_reruns_what_changed(study, capsys):
     out, argv = study
     before = json.loads((out / "study.json").read_text())["stages"]
-    joint_weights = out / "transfer" / "socialfusion" / "seed-0" / "joint" / "checkpoints" / "last" / "trainable.safetensors"
+    joint_weights = (
+        out / "transfer" / "socialfusion" / "seed-0" / "joint" / "checkpoints" / "last" / "trainable.safetensors"
+    )
     mtime = joint_weights.stat().st_mtime_ns
     torch.set_num_threads(1)
     # same command with another gradient-conflict size: transfer and probes are reused, gradconf and the report rerun
@@ -91,9 +120,13 @@ def test_a_second_run_reuses_finished_stages_and_reruns_what_changed(study, caps
 def test_a_stage_without_its_transfer_is_one_error_line(study, tmp_path, capsys):
     _, argv = study
     i = argv.index("--out")
-    rc = cli_main([*argv[:i + 1], str(tmp_path / "empty"), *argv[i + 2:], "--stages", "gradconf"])
+    rc = cli_main([*argv[: i + 1], str(tmp_path / "empty"), *argv[i + 2 :], "--stages", "gradconf"])
     err = capsys.readouterr().err
-    assert rc == 2 and "the gradconf stage needs the transfer stage's joint model" in err and "hint: run the transfer stage first" in err
+    assert (
+        rc == 2
+        and "the gradconf stage needs the transfer stage's joint model" in err
+        and "hint: run the transfer stage first" in err
+    )
 
 
 def test_study_refuses_a_bad_variant_before_training(tmp_path, capsys):
@@ -108,13 +141,17 @@ def test_the_report_in_a_browser_opens_with_the_answer(study, tmp_path):
     the first section, visible without scrolling, and the screenshot is not blank."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is absent (pip install playwright)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is absent (pip install playwright)"
+    )
     from PIL import Image
 
     out, _ = study
     requests = []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"])
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.on("request", lambda r: requests.append(r.url))
         page.goto((out / "report.html").as_uri())
@@ -123,7 +160,9 @@ def test_the_report_in_a_browser_opens_with_the_answer(study, tmp_path):
         box = page.locator("#the-question-and-the-answer").bounding_box()
         assert box is not None and box["y"] < 900
         assert page.locator("text=Against the paper's claim").first.is_visible()
-        assert page.locator("img").count() >= 4 and all(page.locator("img").evaluate_all("els => els.map(e => e.naturalWidth > 0)"))
+        assert page.locator("img").count() >= 4 and all(
+            page.locator("img").evaluate_all("els => els.map(e => e.naturalWidth > 0)")
+        )
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot))
         browser.close()

@@ -36,8 +36,14 @@ def test_fixed_init_tiny_model_reproduces_the_stored_loss_sequence(synth_root, t
     """Catches silent changes in masking, loss weights, prompts or data order, in fp32 and in bf16 (the bf16 run
     within `numerics` loss tolerance of the stored fp32 sequence). To accept a deliberate change, rerun with
     SOCIALFUSION_UPDATE_GOLDEN=1 and commit tests/data/tiny_loss_sequence.json."""
-    args = ["tiny", *synth_overrides(synth_root, tmp_path / "cache"), "train.steps=6", "train.log_every=1", "data.sampler=uniform",
-            f"train.precision={precision}"]  # fmt: skip
+    args = [
+        "tiny",
+        *synth_overrides(synth_root, tmp_path / "cache"),
+        "train.steps=6",
+        "train.log_every=1",
+        "data.sampler=uniform",
+        f"train.precision={precision}",
+    ]
     assert main_train([*args, "--out", str(tmp_path / "run"), "--no-progress", "--report-to", "none"]) == 0
     losses = _losses(tmp_path / "run")
     assert len(losses) == 6 and all(l > 0 for l in losses)
@@ -68,7 +74,21 @@ def test_single_task_run_completes_and_evaluates(synth_root, tmp_path):
 
 
 def _train_cmd(synth_root, cache, out, steps, extra=()):
-    return [sys.executable, "-m", "socialfusion.cli", "train", "tiny", *synth_overrides(synth_root, cache), f"train.steps={steps}", "train.save_every=1", "train.log_every=1", *extra, "--out", str(out), "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "socialfusion.cli",
+        "train",
+        "tiny",
+        *synth_overrides(synth_root, cache),
+        f"train.steps={steps}",
+        "train.save_every=1",
+        "train.log_every=1",
+        *extra,
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
 
 
 @pytest.mark.slow
@@ -81,9 +101,16 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(synth_root, tmp_path
     cache = tmp_path / "cache"
     steps = 8
     extra = ("model.connector.input_norm=standardize", "train.feature_cache=off", f"train.num_workers={workers}")
-    subprocess.run(_train_cmd(synth_root, cache, tmp_path / "full", steps, extra), check=True, env=env, capture_output=True)
+    subprocess.run(
+        _train_cmd(synth_root, cache, tmp_path / "full", steps, extra), check=True, env=env, capture_output=True
+    )
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(synth_root, cache, killed, steps, extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(synth_root, cache, killed, steps, extra),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = killed / "log.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -95,11 +122,15 @@ def test_resume_after_sigkill_matches_the_uninterrupted_run(synth_root, tmp_path
     proc.wait()
     state = torch.load(killed / "checkpoints" / "last" / "training_state.pt", weights_only=True)
     assert 0 < int(state["step"]) < steps
-    subprocess.run([*_train_cmd(synth_root, cache, killed, steps, extra), "--resume"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [*_train_cmd(synth_root, cache, killed, steps, extra), "--resume"], check=True, env=env, capture_output=True
+    )
     full, resumed = _weights(tmp_path / "full"), _weights(killed)
     assert full.keys() == resumed.keys()
     assert {"connector.norm.feature_mean", "connector.norm.feature_std"} <= set(full)
-    assert full["connector.norm.feature_mean"].abs().max() > 1e-3 and not torch.allclose(full["connector.norm.feature_std"], torch.ones(1))
+    assert full["connector.norm.feature_mean"].abs().max() > 1e-3 and not torch.allclose(
+        full["connector.norm.feature_std"], torch.ones(1)
+    )
     for name in full:
         torch.testing.assert_close(resumed[name], full[name], rtol=1e-5, atol=1e-6, msg=name)
 
@@ -114,10 +145,30 @@ def test_two_processes_match_one_process_with_the_same_global_batch(synth_root, 
     worker = Path(__file__).parent / "dist_worker.py"
     common = [str(synth_root), str(tmp_path / "cache")]
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker), *common, str(tmp_path / "two"), "2", "train.grad_accum=2"],
-        check=True, env=env, capture_output=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(worker),
+            *common,
+            str(tmp_path / "two"),
+            "2",
+            "train.grad_accum=2",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
     )
-    subprocess.run([sys.executable, str(worker), *common, str(tmp_path / "one"), "4", "train.grad_accum=2"], check=True, env=env, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, str(worker), *common, str(tmp_path / "one"), "4", "train.grad_accum=2"],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
     rank0 = torch.load(tmp_path / "two" / "weights_rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "two" / "weights_rank1.pt", weights_only=True)
     single = torch.load(tmp_path / "one" / "weights_rank0.pt", weights_only=True)
@@ -132,20 +183,44 @@ def test_two_processes_match_one_process_with_the_same_global_batch(synth_root, 
 
 def test_mixed_task_steps_with_pcgrad_train_every_task_in_every_step(synth_root, tmp_path):
     """data.sampler=round_robin with grad_accum = 5 tasks: each step holds all five; PCGrad combines them."""
-    args = ["tiny", *synth_overrides(synth_root, tmp_path / "cache"), "train.steps=2", "train.log_every=1", "data.sampler=round_robin",
-            "train.grad_accum=5", "train.gradient_surgery=pcgrad"]
+    args = [
+        "tiny",
+        *synth_overrides(synth_root, tmp_path / "cache"),
+        "train.steps=2",
+        "train.log_every=1",
+        "data.sampler=round_robin",
+        "train.grad_accum=5",
+        "train.gradient_surgery=pcgrad",
+    ]
     assert main_train([*args, "--out", str(tmp_path / "run"), "--no-progress", "--report-to", "none"]) == 0
-    steps = [r for r in (json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "loss" in r]
-    assert len(steps) == 2 and all(sorted(r["tasks"]) == ["expression", "gaze", "gesture", "lam", "relation"] for r in steps)
+    steps = [
+        r
+        for r in (json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
+    assert len(steps) == 2 and all(
+        sorted(r["tasks"]) == ["expression", "gaze", "gesture", "lam", "relation"] for r in steps
+    )
     assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in steps)
 
 
 def test_a_trained_encoder_with_standardised_connector_inputs_trains(synth_root, tmp_path):
     """The VLM-style baseline of the default preset: the connector's standardisation is measured on the encoder's
     output from pixels (no cached features), before the encoder starts to move."""
-    args = ["tiny", *synth_overrides(synth_root, tmp_path / "cache"), "train.steps=1", "model.connector.input_norm=standardize",
-            "model.trainable.encoder=full", "train.feature_cache=off"]
-    assert main_train([*args, "--tasks", "expression", "--out", str(tmp_path / "run"), "--no-progress", "--report-to", "none"]) == 0
+    args = [
+        "tiny",
+        *synth_overrides(synth_root, tmp_path / "cache"),
+        "train.steps=1",
+        "model.connector.input_norm=standardize",
+        "model.trainable.encoder=full",
+        "train.feature_cache=off",
+    ]
+    assert (
+        main_train(
+            [*args, "--tasks", "expression", "--out", str(tmp_path / "run"), "--no-progress", "--report-to", "none"]
+        )
+        == 0
+    )
     from safetensors.torch import load_file
 
     weights = load_file(str(tmp_path / "run" / "checkpoints" / "last" / "trainable.safetensors"))

@@ -27,8 +27,14 @@ def test_transfer_table_with_socialfusion_and_a_vlm_baseline(synth_root, tmp_pat
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest and does not fight other processes
     try:
-        overrides = [*synth_overrides(synth_root, tmp_path / "cache"), "train.steps=2", "train.warmup_steps=1", "train.eval_batch_size=8",
-                     "train.eval_every=1", "train.early_stop_patience=1"]  # the plateau protocol at the tiny scale
+        overrides = [
+            *synth_overrides(synth_root, tmp_path / "cache"),
+            "train.steps=2",
+            "train.warmup_steps=1",
+            "train.eval_batch_size=8",
+            "train.eval_every=1",
+            "train.early_stop_patience=1",
+        ]  # the plateau protocol at the tiny scale
         config = select_tasks(load_config("tiny", overrides), ["lam", "relation", "gaze"])
         assert apply_overrides(config, VLM_BASELINE).model.type == "vlm"
         result = run_transfer(config, tmp_path / "out", baselines={"llava_tiny": VLM_BASELINE}, progress=False)

@@ -15,10 +15,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 for _name in (
-    "socialfusion.commands", "socialfusion.train.loop", "socialfusion.features.cache", "socialfusion.eval.metrics",
-    "socialfusion.models.tiny_tokenizer", "transformers.models.auto.modeling_auto", "transformers.models.clip.modeling_clip",
-    "transformers.models.llama.modeling_llama", "peft", "sklearn.metrics", "scipy.ndimage",
-):  # fmt: skip
+    "socialfusion.commands",
+    "socialfusion.train.loop",
+    "socialfusion.features.cache",
+    "socialfusion.eval.metrics",
+    "socialfusion.models.tiny_tokenizer",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.clip.modeling_clip",
+    "transformers.models.llama.modeling_llama",
+    "peft",
+    "sklearn.metrics",
+    "scipy.ndimage",
+):
     try:
         importlib.import_module(_name)
     except ImportError:

@@ -45,18 +45,63 @@ FUZZ = settings(
 UNICODE_NAMES = ["ünïcödé dir/fäce 😀.jpg", "日本語/顔.jpg", "name with spaces & #%.jpg", "ĳ/ﬁ.jpg"]
 
 # values that no numeric field may accept (numeric strings are accepted on purpose: CSV cells are text)
-BAD_JSON_NUMBERS = st.sampled_from([math.nan, math.inf, -math.inf, None, "abc", "", [], {}, True, False, [1, 2], "1,5", "nan", "inf"])
+BAD_JSON_NUMBERS = st.sampled_from(
+    [math.nan, math.inf, -math.inf, None, "abc", "", [], {}, True, False, [1, 2], "1,5", "nan", "inf"]
+)
 BAD_TEXT_NUMBERS = st.one_of(
-    st.sampled_from(["nan", "NaN", "inf", "-inf", "Infinity", "", " ", "abc", "1e999", "-1e999", "0x10", "1,5", "--1", "1.2.3", "None", "\x00"]),
-    st.text(max_size=8).filter(lambda t: not _finite(t) and "," not in t and '"' not in t and "\n" not in t and "\r" not in t),
+    st.sampled_from(
+        [
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "Infinity",
+            "",
+            " ",
+            "abc",
+            "1e999",
+            "-1e999",
+            "0x10",
+            "1,5",
+            "--1",
+            "1.2.3",
+            "None",
+            "\x00",
+        ]
+    ),
+    st.text(max_size=8).filter(
+        lambda t: not _finite(t) and "," not in t and '"' not in t and "\n" not in t and "\r" not in t
+    ),
 )
 HOSTILE_PATHS = st.one_of(
-    st.sampled_from(["../../etc/passwd", "/etc/passwd", "..", ".", "", "a/../../b.jpg", "\\..\\..\\x.jpg", "C:\\x.jpg",
-                     "nul\x00byte.jpg", "\ud800lone.jpg", "x" * 5000, "a/" * 300 + "b.jpg", "~/x.jpg", "file:///etc/passwd"]),
+    st.sampled_from(
+        [
+            "../../etc/passwd",
+            "/etc/passwd",
+            "..",
+            ".",
+            "",
+            "a/../../b.jpg",
+            "\\..\\..\\x.jpg",
+            "C:\\x.jpg",
+            "nul\x00byte.jpg",
+            "\ud800lone.jpg",
+            "x" * 5000,
+            "a/" * 300 + "b.jpg",
+            "~/x.jpg",
+            "file:///etc/passwd",
+        ]
+    ),
     st.text(max_size=30),
-)  # fmt: skip
+)
 ANY_JSON = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=10)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=10),
+    ),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
     max_leaves=6,
 )
@@ -78,7 +123,9 @@ class Outcome:
 
     @property
     def bad_skips(self) -> int:
-        return 0 if self.report is None else sum(n for r, n in self.report.counts.items() if not r.startswith("protocol:"))
+        return (
+            0 if self.report is None else sum(n for r, n in self.report.counts.items() if not r.startswith("protocol:"))
+        )
 
 
 def run(name: str, root: Path, split: str, **options) -> Outcome:
@@ -222,7 +269,10 @@ def _lam_required_paths(data) -> list[tuple]:
             continue
         for t, path in enumerate(person["tracking_paths"]):
             for b in range(len(path["track"])):
-                out += [(*clip, "persons", p, "tracking_paths", t, "track", b, k) for k in ("x", "y", "width", "height", "frame")]
+                out += [
+                    (*clip, "persons", p, "tracking_paths", t, "track", b, k)
+                    for k in ("x", "y", "width", "height", "frame")
+                ]
     out += [(*clip, "social_segments_looking", 0, k) for k in ("start_frame", "end_frame")]
     return out
 
@@ -253,7 +303,9 @@ def test_ego4d_lam_on_malformed_annotations(roots, data):
         _write_lam(root, mutated, with_list=with_list)
         assert_error_or_skip(run("ego4d_lam", root, "val"), baseline, files)
     elif kind == "delete field":
-        path = data.draw(st.sampled_from([p for p in _lam_required_paths(clean) if p[-1] != "clip_uid" or with_list]), "path")
+        path = data.draw(
+            st.sampled_from([p for p in _lam_required_paths(clean) if p[-1] != "clip_uid" or with_list]), "path"
+        )
         _delete(mutated, path)
         _write_lam(root, mutated, with_list=with_list)
         assert_error_or_skip(run("ego4d_lam", root, "val"), baseline, files)
@@ -281,7 +333,10 @@ def test_ego4d_lam_on_malformed_annotations(roots, data):
 
 def _affectnet_rows() -> list[list[str]]:
     marks = ";".join(f"{v:.1f}" for v in fx.affectnet_landmarks())
-    return [[p, str(x), str(y), str(w), str(h), marks, str(e), str(va), str(ar)] for p, x, y, w, h, e, va, ar in fx.AFFECTNET_ROWS]
+    return [
+        [p, str(x), str(y), str(w), str(h), marks, str(e), str(va), str(ar)]
+        for p, x, y, w, h, e, va, ar in fx.AFFECTNET_ROWS
+    ]
 
 
 def _csv_text(header: str | None, rows: list[list[str]]) -> str:
@@ -303,7 +358,9 @@ def test_affectnet_csv_on_malformed_rows(roots, data):
     baseline = run("affectnet", root, "train")
     assert baseline.error is None and len(baseline.samples) == 2
     files = ["training.csv"]
-    kind = data.draw(st.sampled_from(["bad cell", "columns", "path", "anything", "bytes", "format", "huge cell"]), "kind")
+    kind = data.draw(
+        st.sampled_from(["bad cell", "columns", "path", "anything", "bytes", "format", "huge cell"]), "kind"
+    )
     r = data.draw(st.sampled_from([0, 1]), "row")  # rows 0 and 1 are kept by the baseline (2 and 3 are protocol drops)
     mutated = copy.deepcopy(rows)
     if kind == "bad cell":
@@ -357,10 +414,26 @@ def _npy_bytes(value) -> bytes:
     return buf.getvalue()
 
 
-BAD_NPY = st.sampled_from([
-    "nan", "inf", "abc", "empty", "shape2", "pickled object", "random bytes", "truncated", "zero bytes", "label 11",
-    "label -1", "float 1.5", "bool", "complex", "datetime", "unicode text",
-])  # fmt: skip
+BAD_NPY = st.sampled_from(
+    [
+        "nan",
+        "inf",
+        "abc",
+        "empty",
+        "shape2",
+        "pickled object",
+        "random bytes",
+        "truncated",
+        "zero bytes",
+        "label 11",
+        "label -1",
+        "float 1.5",
+        "bool",
+        "complex",
+        "datetime",
+        "unicode text",
+    ]
+)
 
 
 def _bad_npy(kind: str, rng_bytes: bytes) -> bytes:
@@ -465,7 +538,9 @@ def test_hagrid_v2_on_malformed_records(roots, data):
         cls = data.draw(st.sampled_from(list(clean)), "class")
         raw = json.dumps(clean[cls], indent=1).encode()
         how = data.draw(HOSTILE_BYTES, "how")
-        _write_hagrid(root, clean, raw={cls: _hostile_bytes(raw, how, data.draw(st.integers(0, len(raw) - 1), "pos")) or b" "})
+        _write_hagrid(
+            root, clean, raw={cls: _hostile_bytes(raw, how, data.draw(st.integers(0, len(raw) - 1), "pos")) or b" "}
+        )
         out = run("hagrid_v2", root, "test")
         assert out.error is not None and f"{cls}.json" in str(out.error), how
     else:
@@ -495,7 +570,9 @@ def _pisc_required_paths(files: dict) -> list[tuple]:
     for k, rec in enumerate(files["annotation_image_info.json"]):
         out += [("annotation_image_info.json", k, f) for f in ("id", "imgW", "imgH", "bbox")]
         for b, box in enumerate(rec["bbox"]):
-            out += [("annotation_image_info.json", k, "bbox", b, j) for j in range(4)] + [("annotation_image_info.json", k, "bbox", b)]
+            out += [("annotation_image_info.json", k, "bbox", b, j) for j in range(4)] + [
+                ("annotation_image_info.json", k, "bbox", b)
+            ]
     for image_id, pairs in files["relationship.json"].items():
         out += [("relationship.json", image_id, pair) for pair in pairs]
     out += [("relationship_split/relation_testidx.json", i) for i in range(2)]
@@ -522,7 +599,9 @@ def test_pisc_on_malformed_annotations(roots, data):
         image_id = data.draw(st.sampled_from(["1", "2"]), "image")
         pairs = mutated["relationship.json"][image_id]
         old = next(iter(pairs))
-        new = data.draw(st.sampled_from(["1", "1 1", "0 1", "1 9", "a b", "1 2 3", "", "1\x002", "-1 2", "1.5 2", "1e3 2"]), "key")
+        new = data.draw(
+            st.sampled_from(["1", "1 1", "0 1", "1 9", "a b", "1 2 3", "", "1\x002", "-1 2", "1.5 2", "1e3 2"]), "key"
+        )
         pairs[new] = pairs.pop(old)
         if new in clean["relationship.json"][image_id]:  # renamed onto an existing pair: one pair less
             return
@@ -542,7 +621,9 @@ def test_pisc_on_malformed_annotations(roots, data):
         rel = data.draw(st.sampled_from(names), "file")
         raw = json.dumps(clean[rel], indent=1).encode()
         how = data.draw(HOSTILE_BYTES, "how")
-        _write_pisc(root, clean, raw={rel: _hostile_bytes(raw, how, data.draw(st.integers(0, len(raw) - 1), "pos")) or b" "})
+        _write_pisc(
+            root, clean, raw={rel: _hostile_bytes(raw, how, data.draw(st.integers(0, len(raw) - 1), "pos")) or b" "}
+        )
         out = run("pisc", root, "test")
         assert out.error is not None and Path(rel).name in str(out.error), how
     else:
@@ -556,14 +637,41 @@ def test_pisc_on_malformed_annotations(roots, data):
 # cells each row's outcome depends on (train: inout first; an inout 0 row has no gaze; an inout -1 row is
 # dropped before anything else is read. test: rows 1-3 are one person whose box comes from row 1)
 GAZE_USED = {
-    "train": {0: ["path", "eye_x", "eye_y", "gaze_x", "gaze_y", "bbox_x_min", "bbox_y_min", "bbox_x_max", "bbox_y_max", "inout"],
-              1: ["path", "eye_x", "eye_y", "bbox_x_min", "bbox_y_min", "bbox_x_max", "bbox_y_max", "inout"],
-              2: ["path", "eye_x", "eye_y", "gaze_x", "gaze_y", "bbox_x_min", "bbox_y_min", "bbox_x_max", "bbox_y_max", "inout"],
-              3: ["inout"]},
-    "test": {0: ["path", "eye_y", "gaze_x", "gaze_y", "bbox_x_min", "bbox_y_min", "bbox_x_max", "bbox_y_max"],
-             1: ["path", "eye_y", "gaze_x", "gaze_y"], 2: ["path", "eye_y", "gaze_x", "gaze_y"],
-             3: ["path", "eye_x", "eye_y", "gaze_x", "gaze_y", "bbox_x_min", "bbox_y_min", "bbox_x_max", "bbox_y_max"]},
-}  # fmt: skip
+    "train": {
+        0: [
+            "path",
+            "eye_x",
+            "eye_y",
+            "gaze_x",
+            "gaze_y",
+            "bbox_x_min",
+            "bbox_y_min",
+            "bbox_x_max",
+            "bbox_y_max",
+            "inout",
+        ],
+        1: ["path", "eye_x", "eye_y", "bbox_x_min", "bbox_y_min", "bbox_x_max", "bbox_y_max", "inout"],
+        2: [
+            "path",
+            "eye_x",
+            "eye_y",
+            "gaze_x",
+            "gaze_y",
+            "bbox_x_min",
+            "bbox_y_min",
+            "bbox_x_max",
+            "bbox_y_max",
+            "inout",
+        ],
+        3: ["inout"],
+    },
+    "test": {
+        0: ["path", "eye_y", "gaze_x", "gaze_y", "bbox_x_min", "bbox_y_min", "bbox_x_max", "bbox_y_max"],
+        1: ["path", "eye_y", "gaze_x", "gaze_y"],
+        2: ["path", "eye_y", "gaze_x", "gaze_y"],
+        3: ["path", "eye_x", "eye_y", "gaze_x", "gaze_y", "bbox_x_min", "bbox_y_min", "bbox_x_max", "bbox_y_max"],
+    },
+}
 GAZE_TEXT = {"train": fx.GAZEFOLLOW_TRAIN, "test": fx.GAZEFOLLOW_TEST}
 GAZE_FILES = {"train": "train_annotations_release.txt", "test": "test_annotations_release.txt"}
 
@@ -582,7 +690,9 @@ def test_gazefollow_on_malformed_rows(roots, data):
     baseline = run("gazefollow", root, split)
     assert baseline.error is None and baseline.samples
     files = [GAZE_FILES[split]]
-    kind = data.draw(st.sampled_from(["bad cell", "columns", "path", "anything", "bytes", "format", "huge cell"]), "kind")
+    kind = data.draw(
+        st.sampled_from(["bad cell", "columns", "path", "anything", "bytes", "format", "huge cell"]), "kind"
+    )
     mutated = copy.deepcopy(rows)
     r = data.draw(st.integers(0, 3), "row")
     if kind == "bad cell":
@@ -636,12 +746,23 @@ def test_gazefollow_on_malformed_rows(roots, data):
 
 def _jsonl_records() -> list[dict]:
     return [
-        {"id": "r0", "task": "relation", "image": "a.jpg", "label": 1,
-         "boxes": [{"xyxy": [0.1, 0.1, 0.4, 0.9], "role": 0}, {"xyxy": [0.5, 0.1, 0.9, 0.9], "role": 1}]},
-        {"id": "g0", "task": "gaze", "image": UNICODE_NAMES[0], "points": [[0.2, 0.3]], "inout": 1,
-         "boxes": [{"xyxy": [0.1, 0.1, 0.3, 0.3], "role": 0}]},
+        {
+            "id": "r0",
+            "task": "relation",
+            "image": "a.jpg",
+            "label": 1,
+            "boxes": [{"xyxy": [0.1, 0.1, 0.4, 0.9], "role": 0}, {"xyxy": [0.5, 0.1, 0.9, 0.9], "role": 1}],
+        },
+        {
+            "id": "g0",
+            "task": "gaze",
+            "image": UNICODE_NAMES[0],
+            "points": [[0.2, 0.3]],
+            "inout": 1,
+            "boxes": [{"xyxy": [0.1, 0.1, 0.3, 0.3], "role": 0}],
+        },
         {"id": "e0", "task": "expression", "image": UNICODE_NAMES[1], "label": 3, "boxes": [{"xyxy": [0, 0, 1, 1]}]},
-    ]  # fmt: skip
+    ]
 
 
 def _jsonl_text(records) -> str:
@@ -670,18 +791,25 @@ def test_jsonl_on_malformed_records(roots, data):
     baseline = run("jsonl", root, "train")
     assert baseline.error is None and len(baseline.samples) == 3
     files = ["train.jsonl"]
-    kind = data.draw(st.sampled_from(["bad value", "delete field", "path", "anything", "line", "bytes", "format"]), "kind")
+    kind = data.draw(
+        st.sampled_from(["bad value", "delete field", "path", "anything", "line", "bytes", "format"]), "kind"
+    )
     mutated = copy.deepcopy(clean)
     if kind == "bad value":
         path = data.draw(st.sampled_from(_jsonl_required_paths(clean)), "path")
         # from_dict reads true/false as 1/0 and "", {} or [] boxes as no boxes (lenient, not unsafe): not drawn here
-        value = data.draw(st.sampled_from([math.nan, math.inf, -math.inf, None, "abc", "1,5", [1, 2], [[1, 2]], "nan", "inf", 1e300]), "value")
+        value = data.draw(
+            st.sampled_from([math.nan, math.inf, -math.inf, None, "abc", "1,5", [1, 2], [[1, 2]], "nan", "inf", 1e300]),
+            "value",
+        )
         _set(mutated, path, value)
         target.write_text(_jsonl_text(mutated), encoding="utf-8")
         assert_error_or_skip(run("jsonl", root, "train"), baseline, files)
     elif kind == "delete field":
         i = data.draw(st.integers(0, 2), "record")
-        field = data.draw(st.sampled_from(["id", "task", "image"] + (["label"] if "label" in clean[i] else ["points"])), "field")
+        field = data.draw(
+            st.sampled_from(["id", "task", "image"] + (["label"] if "label" in clean[i] else ["points"])), "field"
+        )
         del mutated[i][field]
         target.write_text(_jsonl_text(mutated), encoding="utf-8")
         out = run("jsonl", root, "train")
@@ -710,7 +838,9 @@ def test_jsonl_on_malformed_records(roots, data):
         lines = _jsonl_text(clean).splitlines()
         i = data.draw(st.integers(0, 2), "line")
         cut = data.draw(st.integers(0, len(lines[i]) - 1), "cut")
-        lines[i] = data.draw(st.sampled_from([lines[i][:cut] or "{", "[1, 2]", "null", '"text"', "{}", "NaN"]), "line text")
+        lines[i] = data.draw(
+            st.sampled_from([lines[i][:cut] or "{", "[1, 2]", "null", '"text"', "{}", "NaN"]), "line text"
+        )
         target.write_text("\n".join(lines) + "\n", encoding="utf-8")
         assert_error_or_skip(run("jsonl", root, "train"), baseline, files)
     elif kind == "bytes":

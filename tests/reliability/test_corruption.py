@@ -13,7 +13,13 @@ import struct
 import pytest
 import torch
 
-from socialfusion.models.checkpoint import CheckpointError, load_model, load_trainable, read_checkpoint_config, save_checkpoint
+from socialfusion.models.checkpoint import (
+    CheckpointError,
+    load_model,
+    load_trainable,
+    read_checkpoint_config,
+    save_checkpoint,
+)
 
 SEED = 7
 RANDOM_FLIPS = 25  # per file

@@ -137,14 +137,28 @@ def test_pixel_values_of_the_unusual_formats(image_dir):
     assert np.abs(upright - np.rot90(stored, k=-1)).mean() < 8  # rotated 90 degrees clockwise, JPEG noise aside
 
 
-SEEDS = {"jpeg": _encode(_photo((64, 48)), "JPEG", quality=90), "png": _encode(_photo((64, 48)), "PNG"),
-         "gif": _encode(_photo((32, 24)).convert("P"), "GIF"), "webp": _encode(_photo((32, 24)), "WEBP"),
-         "bmp": _encode(_photo((16, 12)), "BMP"), "tiff": _encode(_photo((16, 12)), "TIFF")}  # fmt: skip
+SEEDS = {
+    "jpeg": _encode(_photo((64, 48)), "JPEG", quality=90),
+    "png": _encode(_photo((64, 48)), "PNG"),
+    "gif": _encode(_photo((32, 24)).convert("P"), "GIF"),
+    "webp": _encode(_photo((32, 24)), "WEBP"),
+    "bmp": _encode(_photo((16, 12)), "BMP"),
+    "tiff": _encode(_photo((16, 12)), "TIFF"),
+}
 
 
-@settings(max_examples=IMAGE_FUZZ_EXAMPLES, deadline=None, database=None, derandomize=not os.environ.get("SOCIALFUSION_FUZZ_RANDOM"),
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(fmt=st.sampled_from(sorted(SEEDS)), cut=st.floats(0.0, 1.0), flips=st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(1, 255)), max_size=4))
+@settings(
+    max_examples=IMAGE_FUZZ_EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=not os.environ.get("SOCIALFUSION_FUZZ_RANDOM"),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    fmt=st.sampled_from(sorted(SEEDS)),
+    cut=st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.floats(0.0, 0.999), st.integers(1, 255)), max_size=4),
+)
 def test_random_truncations_and_byte_flips_never_raise_anything_but_image_error(tmp_path_factory, fmt, cut, flips):
     data = bytearray(SEEDS[fmt])
     for where, xor in flips:
@@ -169,12 +183,22 @@ def test_bad_images_in_a_dataset_are_counted_skips_and_the_run_finishes(image_di
     from socialfusion.train.loop import train
 
     names = sorted(BAD) + sorted(GOOD)
-    records = [{"id": f"s{i}", "task": "expression", "image": n, "label": i % 8, "boxes": [{"xyxy": [0.1, 0.1, 0.9, 0.9]}]}
-               for i, n in enumerate(names)]  # fmt: skip
+    records = [
+        {"id": f"s{i}", "task": "expression", "image": n, "label": i % 8, "boxes": [{"xyxy": [0.1, 0.1, 0.9, 0.9]}]}
+        for i, n in enumerate(names)
+    ]
     for split in ("train", "val"):
         (image_dir / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    config = load_config("tiny", [f"train.cache_dir={tmp_path / 'cache'}", "train.steps=3", "train.eval_every=3",
-                                  "train.batch_size=8", "train.save_every=3"])  # fmt: skip
+    config = load_config(
+        "tiny",
+        [
+            f"train.cache_dir={tmp_path / 'cache'}",
+            "train.steps=3",
+            "train.eval_every=3",
+            "train.batch_size=8",
+            "train.save_every=3",
+        ],
+    )
     config.data.tasks = [TaskDataConfig(task="expression", dataset="jsonl", root=str(image_dir))]
     validate(config)
     summary = train(config, tmp_path / "run", progress=False)

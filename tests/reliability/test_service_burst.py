@@ -50,7 +50,12 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 def _bomb_png() -> bytes:
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _bomb_jpeg() -> bytes:
@@ -81,29 +86,80 @@ def _valid_images() -> list[tuple[str, bytes]]:
     ]
 
 
-VALID_BOXES = [None, [{"xyxy": [0.1, 0.1, 0.6, 0.7], "kind": k, "normalized": True} for k in ("face", "head")],
-               [{"xyxy": [0.05, 0.1, 0.45, 0.9], "kind": "person"}, {"xyxy": [0.5, 0.1, 0.95, 0.9], "kind": "person"},
-                {"xyxy": [0.1, 0.1, 0.3, 0.4], "kind": "face"}, {"xyxy": [0.6, 0.5, 0.7, 0.6], "kind": "hand"}]]  # fmt: skip
+VALID_BOXES = [
+    None,
+    [{"xyxy": [0.1, 0.1, 0.6, 0.7], "kind": k, "normalized": True} for k in ("face", "head")],
+    [
+        {"xyxy": [0.05, 0.1, 0.45, 0.9], "kind": "person"},
+        {"xyxy": [0.5, 0.1, 0.95, 0.9], "kind": "person"},
+        {"xyxy": [0.1, 0.1, 0.3, 0.4], "kind": "face"},
+        {"xyxy": [0.6, 0.5, 0.7, 0.6], "kind": "hand"},
+    ],
+]
 VALID_TASKS = ["lam,gaze", "all", "expression,gesture,relation"]
 
 HOSTILE = {  # kind: (request builder, expected status)
     "not an image": (lambda: {"files": {"image": ("a.png", b"hello, not an image\n" * 20, "image/png")}}, 415),
-    "truncated image": (lambda: {"files": {"image": ("t.png", _encode(_noise(128, 128, 9), "PNG")[:20000], "image/png")}}, 422),
+    "truncated image": (
+        lambda: {"files": {"image": ("t.png", _encode(_noise(128, 128, 9), "PNG")[:20000], "image/png")}},
+        422,
+    ),
     "png bomb": (lambda: {"files": {"image": ("bomb.png", _bomb_png(), "image/png")}}, 413),
     "jpeg bomb": (lambda: {"files": {"image": ("bomb.jpg", _bomb_jpeg(), "image/jpeg")}}, 413),
-    "oversized": (lambda: {"files": {"image": ("big.png", b"\x89PNG" + b"\0" * (MAX_UPLOAD + 200_000), "image/png")}}, 413),
-    "oversized, no length": (lambda: {"content": iter([b"--b\r\n"] + [b"x" * 65536] * 24),
-                                      "headers": {"content-type": "multipart/form-data; boundary=b"}}, 413),  # fmt: skip
-    "malformed boxes": (lambda: {"files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))}, "data": {"boxes": "[{'xyxy': [1,2"}}, 400),
-    "NaN box": (lambda: {"files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))}, "data": {"boxes": '[{"xyxy": [1, NaN, 3, 4]}]'}}, 422),
-    "box of 3 numbers": (lambda: {"files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))}, "data": {"boxes": '[{"xyxy": [1, 2, 3]}]'}}, 422),
-    "box outside": (lambda: {"files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))}, "data": {"boxes": '[{"xyxy": [1, 2, 3000, 4]}]'}}, 422),
-    "unknown task": (lambda: {"files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))}, "data": {"tasks": "lam,telepathy"}}, 422),
+    "oversized": (
+        lambda: {"files": {"image": ("big.png", b"\x89PNG" + b"\0" * (MAX_UPLOAD + 200_000), "image/png")}},
+        413,
+    ),
+    "oversized, no length": (
+        lambda: {
+            "content": iter([b"--b\r\n"] + [b"x" * 65536] * 24),
+            "headers": {"content-type": "multipart/form-data; boundary=b"},
+        },
+        413,
+    ),
+    "malformed boxes": (
+        lambda: {"files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))}, "data": {"boxes": "[{'xyxy': [1,2"}},
+        400,
+    ),
+    "NaN box": (
+        lambda: {
+            "files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))},
+            "data": {"boxes": '[{"xyxy": [1, NaN, 3, 4]}]'},
+        },
+        422,
+    ),
+    "box of 3 numbers": (
+        lambda: {
+            "files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))},
+            "data": {"boxes": '[{"xyxy": [1, 2, 3]}]'},
+        },
+        422,
+    ),
+    "box outside": (
+        lambda: {
+            "files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))},
+            "data": {"boxes": '[{"xyxy": [1, 2, 3000, 4]}]'},
+        },
+        422,
+    ),
+    "unknown task": (
+        lambda: {"files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))}, "data": {"tasks": "lam,telepathy"}},
+        422,
+    ),
     "empty file": (lambda: {"files": {"image": ("e.png", b"", "image/png")}}, 422),
     "missing image": (lambda: {"data": {"tasks": "lam"}, "files": {"other": ("x", b"1")}}, 422),
     "not multipart": (lambda: {"json": {"image": "aGVsbG8="}}, 415),
-    "deeply nested boxes": (lambda: {"files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))}, "data": {"boxes": "[" * 50_000 + "]" * 50_000}}, 400),
-    "boxes not a list": (lambda: {"files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))}, "data": {"boxes": '"abc"'}}, 422),
+    "deeply nested boxes": (
+        lambda: {
+            "files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))},
+            "data": {"boxes": "[" * 50_000 + "]" * 50_000},
+        },
+        400,
+    ),
+    "boxes not a list": (
+        lambda: {"files": {"image": ("a.png", _encode(_noise(32, 32, 1), "PNG"))}, "data": {"boxes": '"abc"'}},
+        422,
+    ),
 }
 
 
@@ -227,5 +283,7 @@ def test_burst_of_valid_and_hostile_requests_on_a_real_socket(server, capsys):
     assert grown_mb < RSS_BOUND_MB, f"resident memory grew by {grown_mb:.0f} MB during the burst"
     counts = {s: attempts.count(s) for s in sorted(set(attempts))}
     with capsys.disabled():
-        print(f"\nservice burst: {len(jobs)} requests from {N_THREADS} threads, {len(attempts)} attempts with 503 retries, "
-              f"statuses {counts}, {elapsed:.1f} s, peak RSS growth {grown_mb:.0f} MB")  # fmt: skip
+        print(
+            f"\nservice burst: {len(jobs)} requests from {N_THREADS} threads, {len(attempts)} attempts with 503 retries, "
+            f"statuses {counts}, {elapsed:.1f} s, peak RSS growth {grown_mb:.0f} MB"
+        )

@@ -25,10 +25,19 @@ STEPS, EVAL_EVERY = 8, 4
 SEED = 20251201  # the kill points below are drawn from this seed
 
 
-def _overrides(synth_root: Path, cache: Path, steps: int = STEPS, eval_every: int = EVAL_EVERY, workers: int = 0) -> list[str]:
+def _overrides(
+    synth_root: Path, cache: Path, steps: int = STEPS, eval_every: int = EVAL_EVERY, workers: int = 0
+) -> list[str]:
     caps = [f"data.tasks.{i}.max_eval_samples=4" for i in range(5)]  # evaluation stays short but real
-    return [*synth_overrides(synth_root, cache), *caps, f"train.steps={steps}", "train.save_every=1",
-            "train.log_every=1", f"train.eval_every={eval_every}", f"train.num_workers={workers}"]  # fmt: skip
+    return [
+        *synth_overrides(synth_root, cache),
+        *caps,
+        f"train.steps={steps}",
+        "train.save_every=1",
+        "train.log_every=1",
+        f"train.eval_every={eval_every}",
+        f"train.num_workers={workers}",
+    ]
 
 
 class _Run:
@@ -44,7 +53,9 @@ class _Run:
             import multiprocessing
 
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["socialfusion.commands", "socialfusion.train.loop", "tests.reliability._train_child"])
+            ctx.set_forkserver_preload(
+                ["socialfusion.commands", "socialfusion.train.loop", "tests.reliability._train_child"]
+            )
             _Run._context = ctx
         from tests.reliability._train_child import run_train
 
@@ -89,8 +100,15 @@ def _reap():
 def _launch(synth_root, cache, out: Path, resume: bool, tag: str, workers: int = 1) -> _Run:
     """A training run; the runs of the SIGKILL test decode in a DataLoader worker (test_training.py's resume test
     covers both 0 and 1 workers)."""
-    argv = ["tiny", *_overrides(synth_root, cache, workers=workers), "train.feature_cache=off", "--out", str(out), "--no-progress",
-            *(["--resume"] if resume else [])]  # fmt: skip
+    argv = [
+        "tiny",
+        *_overrides(synth_root, cache, workers=workers),
+        "train.feature_cache=off",
+        "--out",
+        str(out),
+        "--no-progress",
+        *(["--resume"] if resume else []),
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     return _Run(argv, out.parent / f"{out.name}-{tag}.out")
 
@@ -234,7 +252,9 @@ def test_checkpoint_cut_short_at_any_file_is_refused(tiny_model, tiny_config, tm
             read_checkpoint_config(partial)
 
 
-def test_failed_checkpoint_write_keeps_the_previous_one_and_leaves_no_temporary(tiny_model, tiny_config, tmp_path, monkeypatch):
+def test_failed_checkpoint_write_keeps_the_previous_one_and_leaves_no_temporary(
+    tiny_model, tiny_config, tmp_path, monkeypatch
+):
     import socialfusion.models.checkpoint as ckpt_mod
 
     out = save_checkpoint(tiny_model, tiny_config, tmp_path / "last", training_state={"step": torch.tensor(1)})
@@ -268,7 +288,9 @@ def _mount_tmpfs(path: Path, size_kb: int) -> bool:
     return r.returncode == 0
 
 
-def test_full_disk_during_a_checkpoint_write_fails_the_run_and_keeps_the_previous_checkpoint(synth_root, tmp_path, monkeypatch):
+def test_full_disk_during_a_checkpoint_write_fails_the_run_and_keeps_the_previous_checkpoint(
+    synth_root, tmp_path, monkeypatch
+):
     """The run directory on a tmpfs that holds one checkpoint but not a second (ENOSPC from the kernel); where
     tmpfs cannot be mounted, the write is made to fail with ENOSPC instead."""
     from socialfusion.config import load_config

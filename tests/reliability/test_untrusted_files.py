@@ -264,7 +264,9 @@ def test_escaping_paths_in_a_training_run_are_counted_skips(escaping_dataset, tm
     from socialfusion.train.loop import train
 
     root, hostile = escaping_dataset
-    config = load_config("tiny", [f"train.cache_dir={tmp_path / 'cache'}", "train.steps=2", "train.eval_every=2", "train.batch_size=8"])
+    config = load_config(
+        "tiny", [f"train.cache_dir={tmp_path / 'cache'}", "train.steps=2", "train.eval_every=2", "train.batch_size=8"]
+    )
     config.data.tasks = [TaskDataConfig(task="expression", dataset="jsonl", root=str(root))]
     validate(config)
     summary = train(config, tmp_path / "run", progress=False)
@@ -324,7 +326,11 @@ def test_a_checkpoint_stores_each_tensor_once(run_with_checkpoint):
             key = short(name)
             assert seen_names.setdefault(key, f.name) == f.name, f"{name} is in {seen_names[key]} and {f.name}"
             if t.numel() > 1 and bool(t.ne(0).any()):  # zeros (and scalars) are equal by chance, not copies
-                value = (t.dtype, tuple(t.shape), hashlib.sha256(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest())
+                value = (
+                    t.dtype,
+                    tuple(t.shape),
+                    hashlib.sha256(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest(),
+                )
                 assert seen_values.setdefault(value, f"{f.name}:{name}").startswith(f"{f.name}:"), (
                     f"{f.name}:{name} repeats {seen_values[value]}"
                 )

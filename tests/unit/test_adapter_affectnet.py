@@ -6,8 +6,12 @@ from socialfusion.data.adapters.affectnet import parse_landmarks
 from socialfusion.data.schema import DataError
 from socialfusion.data.skips import SkipReport
 from tests.official_fixtures import (
-    AFFECTNET_HEADER, affectnet_landmarks, write_affectnet_csv, write_affectnet_npy, write_jpeg,
-)  # fmt: skip
+    AFFECTNET_HEADER,
+    affectnet_landmarks,
+    write_affectnet_csv,
+    write_affectnet_npy,
+    write_jpeg,
+)
 
 
 def _read(root, split="train", policy="skip", **options):
@@ -28,9 +32,14 @@ def test_csv_8_class_keeps_rows_1_and_2(tmp_path):
     ]
     assert samples[0].boxes[0].xyxy == (0.0, 0.0, 1.0, 1.0)
     assert samples[1].boxes[0].xyxy == pytest.approx((20 / 224, 20 / 224, 200 / 224, 200 / 224))
-    assert samples[1].meta["expression"] == 7 and samples[1].meta["valence"] == -0.4 and samples[1].meta["arousal"] == 0.3
+    assert (
+        samples[1].meta["expression"] == 7 and samples[1].meta["valence"] == -0.4 and samples[1].meta["arousal"] == 0.3
+    )
     assert all(s.task == "expression" and s.root == str(root) for s in samples)
-    assert report.total == 2 and {w for ex in report.examples.values() for w in ex} == {"training.csv:4", "training.csv:5"}
+    assert report.total == 2 and {w for ex in report.examples.values() for w in ex} == {
+        "training.csv:4",
+        "training.csv:5",
+    }
 
 
 def test_protocol_filters_are_counted_but_never_an_error(tmp_path):

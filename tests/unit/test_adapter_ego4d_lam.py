@@ -74,7 +74,12 @@ def test_without_any_flag_persons_0_is_the_wearer_as_in_the_baseline(tmp_path):
 def test_stride_keeps_every_nth_sample_of_each_track(tmp_path):
     root = write_lam(tmp_path)
     samples, _ = _read(root, stride="2")  # command-line strings are accepted
-    assert [(s.meta["track_id"], s.meta["frame"]) for s in samples] == [("trk-a", 1), ("trk-a", 3), ("trk-a", 5), ("trk-b", 1)]
+    assert [(s.meta["track_id"], s.meta["frame"]) for s in samples] == [
+        ("trk-a", 1),
+        ("trk-a", 3),
+        ("trk-a", 5),
+        ("trk-b", 1),
+    ]
     with pytest.raises(DataError, match="stride"):
         _read(root, stride=0)
 

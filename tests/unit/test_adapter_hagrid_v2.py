@@ -34,7 +34,12 @@ def test_classification_labels_and_boxes(tmp_path):
     samples, report = _read(write_hagrid(tmp_path))
     assert report.total == 0
     names = {key: HAGRID_CLASSES[s.label] for key, s in samples.items()}
-    assert names == {K["like_1"]: "like", K["like_2"]: "like", K["hand_heart"]: "hand_heart", K["no_gesture"]: "no_gesture"}
+    assert names == {
+        K["like_1"]: "like",
+        K["like_2"]: "like",
+        K["hand_heart"]: "hand_heart",
+        K["no_gesture"]: "no_gesture",
+    }
     assert [s.id for s in samples.values()][0] == K["hand_heart"]  # official target order: hand_heart before like
     # the box of the hand that shows the target gesture (not the free no_gesture hand)
     assert [b.xyxy for b in samples[K["like_1"]].boxes] == [pytest.approx((0.1, 0.2, 0.3, 0.5))]
@@ -51,11 +56,19 @@ def test_classification_labels_and_boxes(tmp_path):
 def test_detection_targets_and_hand_counts(tmp_path):
     samples, _ = _read(write_hagrid(tmp_path))
     targets = {key: s.meta["gesture_labels"] for key, s in samples.items()}
-    assert targets == {K["like_1"]: ["like", "no_gesture"], K["like_2"]: ["like"], K["hand_heart"]: ["hand_heart"],
-                       K["no_gesture"]: ["no_gesture"]}  # fmt: skip
+    assert targets == {
+        K["like_1"]: ["like", "no_gesture"],
+        K["like_2"]: ["like"],
+        K["hand_heart"]: ["hand_heart"],
+        K["no_gesture"]: ["no_gesture"],
+    }
     assert samples[K["hand_heart"]].meta["gesture_boxes"] == [pytest.approx([0.2, 0.3, 0.55, 0.5])]
     assert {key: len(s.meta["hand_boxes"]) for key, s in samples.items()} == {
-        K["like_1"]: 2, K["like_2"]: 1, K["hand_heart"]: 2, K["no_gesture"]: 1}
+        K["like_1"]: 2,
+        K["like_2"]: 1,
+        K["hand_heart"]: 2,
+        K["no_gesture"]: 1,
+    }
 
 
 def test_united_bbox_encodings(tmp_path):
@@ -63,7 +76,12 @@ def test_united_bbox_encodings(tmp_path):
     hands = [[0.1, 0.1, 0.2, 0.2], [0.5, 0.1, 0.2, 0.2]]
     _add(root, "like", "empty-list", _record(hands, ["like", "no_gesture"], united=[]))
     # an earlier README duplicated bboxes into united_bbox for one-handed gestures
-    _add(root, "like", "duplicated", _record(hands, ["like", "no_gesture"], united=hands, united_label=["like", "no_gesture"]))
+    _add(
+        root,
+        "like",
+        "duplicated",
+        _record(hands, ["like", "no_gesture"], united=hands, united_label=["like", "no_gesture"]),
+    )
     samples, report = _read(root)
     assert report.total == 0
     for key in ("empty-list", "duplicated"):
@@ -100,7 +118,17 @@ def test_hands_heart2_folder_alias_and_unknown_files(tmp_path):
     root = write_hagrid(tmp_path)
     key = "hh2"
     (root / "hagrid_annotations" / "test" / "hand_heart2.json").write_text(
-        json.dumps({key: _record([[0.1, 0.1, 0.2, 0.2], [0.3, 0.1, 0.2, 0.2]], ["hand_heart2"] * 2, [[0.1, 0.1, 0.4, 0.2]], ["hand_heart2"])}))
+        json.dumps(
+            {
+                key: _record(
+                    [[0.1, 0.1, 0.2, 0.2], [0.3, 0.1, 0.2, 0.2]],
+                    ["hand_heart2"] * 2,
+                    [[0.1, 0.1, 0.4, 0.2]],
+                    ["hand_heart2"],
+                )
+            }
+        )
+    )
     write_jpeg(root / "hagrid_dataset" / "hands_heart2" / f"{key}.jpg", HAGRID_SIZE)  # download.py's folder name
     (root / "hagrid_annotations" / "test" / "readme.json").write_text("{}")
     samples, report = _read(root)

@@ -12,7 +12,9 @@ from tests.official_fixtures import write_jpeg
 def _samples():
     return [
         Sample(id="a", task="expression", image="img/a.jpg", boxes=[Box((0.1, 0.1, 0.5, 0.5))], label=3, meta={"k": 1}),
-        Sample(id="b", task="relation", image="img/a.jpg", boxes=[Box((0, 0, 0.5, 1), 0), Box((0.5, 0, 1, 1), 1)], label=2),
+        Sample(
+            id="b", task="relation", image="img/a.jpg", boxes=[Box((0, 0, 0.5, 1), 0), Box((0.5, 0, 1, 1), 1)], label=2
+        ),
         Sample(id="c", task="gaze", image="img/a.jpg", boxes=[Box((0.2, 0.2, 0.3, 0.3))], points=[(0.5, 0.5)], inout=1),
     ]
 
@@ -55,8 +57,11 @@ def test_line_reader_agrees_with_read_jsonl_on_roots(tmp_path):
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     fast, _ = _read(tmp_path)
     slow = read_lines(tmp_path / "train.jsonl", SkipReport())
-    assert [s.root for s in fast] == [s.root for s in slow] == [
-        str((tmp_path / "elsewhere").resolve()), "/abs/root", str(tmp_path)]
+    assert (
+        [s.root for s in fast]
+        == [s.root for s in slow]
+        == [str((tmp_path / "elsewhere").resolve()), "/abs/root", str(tmp_path)]
+    )
 
 
 def test_missing_file(tmp_path):

@@ -46,7 +46,10 @@ def test_coarse_labels_cover_other_pairs(tmp_path):
     root = write_pisc(tmp_path)
     samples, _ = _read(root, level="coarse")
     assert [(s.meta["pair"], PISC_COARSE[s.label]) for s in samples] == [
-        ([1, 2], "intimate"), ([1, 3], "no_relation"), ([2, 3], "no_relation")]
+        ([1, 2], "intimate"),
+        ([1, 3], "no_relation"),
+        ([2, 3], "no_relation"),
+    ]
 
 
 def test_domain_split_accepts_relation_names(tmp_path):
@@ -68,8 +71,15 @@ def test_int_ids_in_the_split_are_accepted(tmp_path):
 
 def test_bad_pairs_and_images_are_counted(tmp_path):
     root = write_pisc(tmp_path)
-    (root / "relationship.json").write_text(json.dumps(
-        {"1": {"1 2": 2, "1 3": 6, "1 9": 1, "2 2": 1, "1-2": 1, "2 3": 7, "3 1": "x"}, "2": {"1 2": 4}, "3": {"1 2": 1}}))
+    (root / "relationship.json").write_text(
+        json.dumps(
+            {
+                "1": {"1 2": 2, "1 3": 6, "1 9": 1, "2 2": 1, "1-2": 1, "2 3": 7, "3 1": "x"},
+                "2": {"1 2": 4},
+                "3": {"1 2": 1},
+            }
+        )
+    )
     (root / "relationship_split" / "relation_testidx.json").write_text('["1", "3", "abc", "4"]')
     info = json.loads((root / "annotation_image_info.json").read_text())
     info.append({"id": 3, "imgH": 50, "imgW": 50, "bbox": [[0, 0, 10, 10], [20, 20, 30, 30]]})  # image file missing

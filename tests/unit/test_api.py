@@ -30,13 +30,18 @@ def sf():
     predictor = SocialFusion.from_pretrained("tiny", device="cpu")
     # the box embedding starts at zero (boxes change nothing at init): give it values so boxes matter here
     with torch.no_grad():
-        predictor.model.box_embed.embedding.copy_(torch.randn(predictor.model.box_embed.embedding.shape, generator=torch.Generator().manual_seed(1)))
+        predictor.model.box_embed.embedding.copy_(
+            torch.randn(predictor.model.box_embed.embedding.shape, generator=torch.Generator().manual_seed(1))
+        )
     return predictor
 
 
 def _every_kind(first, second) -> list[dict]:
     """A face, head and hand box at `first` and two person boxes: one box for every task."""
-    return [{"xyxy": first, "kind": k} for k in ("face", "head", "hand")] + [{"xyxy": first, "kind": "person"}, {"xyxy": second, "kind": "person"}]
+    return [{"xyxy": first, "kind": k} for k in ("face", "head", "hand")] + [
+        {"xyxy": first, "kind": "person"},
+        {"xyxy": second, "kind": "person"},
+    ]
 
 
 def _probs(result, task):
@@ -52,7 +57,14 @@ def test_every_image_kind_gives_one_result_of_its_size(sf, tmp_path, precision):
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
     array = np.asarray(pil)
-    inputs = {"path": path, "str": str(path), "pil": pil, "uint8": array, "float01": array.astype(np.float32) / 255.0, "bytes": buf.getvalue()}
+    inputs = {
+        "path": path,
+        "str": str(path),
+        "pil": pil,
+        "uint8": array,
+        "float01": array.astype(np.float32) / 255.0,
+        "bytes": buf.getvalue(),
+    }
     reference = None
     for kind, image in inputs.items():
         [r] = sf.predict(image, tasks="lam")
@@ -113,13 +125,22 @@ def test_all_tasks_in_one_call_equal_each_task_alone_and_share_the_decoder_pass(
     images = [_image(64, 48, seed=1), _image(40, 70, seed=2), _image(50, 50, seed=3)]
     boxes = [
         _every_kind([4, 4, 30, 30], [32, 10, 60, 40]),
-        [{"xyxy": [0.1, 0.1, 0.4, 0.4], "kind": k} for k in ("face", "head")] + [{"xyxy": [0.6, 0.6, 0.9, 0.9], "kind": "hand"},
-         {"xyxy": [0.7, 0.6, 0.8, 0.7], "kind": "hand"}, {"xyxy": [0.1, 0.1, 0.4, 0.4], "kind": "person"}, {"xyxy": [0.5, 0.0, 1.0, 0.5], "kind": "person"}],
-        [{"xyxy": [0.2, 0.2, 0.7, 0.9], "kind": k} for k in ("face", "head", "hand")],  # no persons: relation skipped here only
+        [{"xyxy": [0.1, 0.1, 0.4, 0.4], "kind": k} for k in ("face", "head")]
+        + [
+            {"xyxy": [0.6, 0.6, 0.9, 0.9], "kind": "hand"},
+            {"xyxy": [0.7, 0.6, 0.8, 0.7], "kind": "hand"},
+            {"xyxy": [0.1, 0.1, 0.4, 0.4], "kind": "person"},
+            {"xyxy": [0.5, 0.0, 1.0, 0.5], "kind": "person"},
+        ],
+        [
+            {"xyxy": [0.2, 0.2, 0.7, 0.9], "kind": k} for k in ("face", "head", "hand")
+        ],  # no persons: relation skipped here only
     ]
     decoder, _ = decoder_and_head(sf.model.llm)
     calls = []
-    handle = decoder.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs["inputs_embeds"].shape), with_kwargs=True)
+    handle = decoder.register_forward_pre_hook(
+        lambda mod, args, kwargs: calls.append(kwargs["inputs_embeds"].shape), with_kwargs=True
+    )
     try:
         together = sf.predict(images, boxes=boxes, tasks="all")
     finally:
@@ -134,10 +155,14 @@ def test_all_tasks_in_one_call_equal_each_task_alone_and_share_the_decoder_pass(
             if "skipped" in alone["tasks"][task]:
                 assert r["tasks"][task] == alone["tasks"][task]
             elif task == "gaze":
-                np.testing.assert_allclose(r["tasks"][task]["heatmap"], alone["tasks"][task]["heatmap"], rtol=0, atol=tol.heatmap)
+                np.testing.assert_allclose(
+                    r["tasks"][task]["heatmap"], alone["tasks"][task]["heatmap"], rtol=0, atol=tol.heatmap
+                )
                 assert r["tasks"][task]["inout"] == pytest.approx(alone["tasks"][task]["inout"], abs=tol.probability)
             else:
-                np.testing.assert_allclose(_probs(r, task), _probs(alone, task), rtol=0, atol=tol.probability, err_msg=task)
+                np.testing.assert_allclose(
+                    _probs(r, task), _probs(alone, task), rtol=0, atol=tol.probability, err_msg=task
+                )
     assert "skipped" in together[2]["tasks"]["relation"]
 
 
@@ -163,7 +188,11 @@ def test_batched_results_equal_one_by_one(sf, precision):
     sf, tol = in_precision(sf, precision), tolerance(precision)
     images = [_image(50, 50, seed=s) for s in range(3)]
     boxes = [
-        [{"xyxy": [0.1, 0.1, 0.4, 0.4], "kind": "face"}, {"xyxy": [0.6, 0.6, 0.9, 0.9], "kind": "head"}, {"xyxy": [0.6, 0.1, 0.9, 0.3], "kind": "hand"}],
+        [
+            {"xyxy": [0.1, 0.1, 0.4, 0.4], "kind": "face"},
+            {"xyxy": [0.6, 0.6, 0.9, 0.9], "kind": "head"},
+            {"xyxy": [0.6, 0.1, 0.9, 0.3], "kind": "hand"},
+        ],
         None,
         [{"xyxy": [10, 10, 40, 30], "kind": "face"}, {"xyxy": [8, 8, 42, 34], "kind": "head"}],
     ]
@@ -171,17 +200,23 @@ def test_batched_results_equal_one_by_one(sf, precision):
     for image, b, r in zip(images, boxes, together):
         [alone] = sf.predict(image, boxes=b, tasks=["lam", "gaze"])
         np.testing.assert_allclose(_probs(r, "lam"), _probs(alone, "lam"), rtol=0, atol=tol.probability)
-        np.testing.assert_allclose(r["tasks"]["gaze"]["heatmap"], alone["tasks"]["gaze"]["heatmap"], rtol=0, atol=tol.heatmap)
+        np.testing.assert_allclose(
+            r["tasks"]["gaze"]["heatmap"], alone["tasks"]["gaze"]["heatmap"], rtol=0, atol=tol.heatmap
+        )
 
 
 def test_default_whole_image_box_and_relation_needs_two_roles(sf):
     img = _image(60, 40, seed=4)
     [r] = sf.predict(img, tasks=["lam", "relation"])
-    assert r["boxes"] == [{"xyxy": [0, 0, 60, 40], "xyxy_normalized": [0, 0, 1, 1], "kind": None, "role": 0, "source": "whole_image"}]
+    assert r["boxes"] == [
+        {"xyxy": [0, 0, 60, 40], "xyxy_normalized": [0, 0, 1, 1], "kind": None, "role": 0, "source": "whole_image"}
+    ]
     assert "skipped" in r["tasks"]["relation"] and "role" in r["tasks"]["relation"]["skipped"]
     assert r["tasks"]["lam"]["label"] in ("looking", "not_looking")
     assert r["notes"]
-    [r] = sf.predict(img, boxes=[{"xyxy": [0, 0, 0.5, 1], "role": 0}, {"xyxy": [0.5, 0, 1, 1], "role": 1}], tasks="relation")
+    [r] = sf.predict(
+        img, boxes=[{"xyxy": [0, 0, 0.5, 1], "role": 0}, {"xyxy": [0.5, 0, 1, 1], "role": 1}], tasks="relation"
+    )
     assert r["tasks"]["relation"]["label"] in sf.model.tasks["relation"].classes
     # a role-1 box alone: the single-person task has no subject and says so
     [r] = sf.predict(img, boxes=[{"xyxy": [0.5, 0, 1, 1], "role": 1}], tasks="lam")
@@ -212,7 +247,10 @@ def test_result_to_json_round_trips(sf):
         ([{"xyxy": [0.1, 0.1, 0.2, 0.3], "colour": "red"}], "unknown key"),
         (["0.1,0.1,0.2,0.3"], "box is an object"),
         ([{"xyxy": [0.1, 0.1, 0.2, 0.3], "kind": "elbow"}], "'kind' must be one of face, hand, head, person"),
-        ([{"xyxy": [0.1, 0.1, 0.2, 0.3], "kind": "face"}, {"xyxy": [0.1, 0.1, 0.2, 0.3]}], "box 1: no 'kind' while other boxes have one"),
+        (
+            [{"xyxy": [0.1, 0.1, 0.2, 0.3], "kind": "face"}, {"xyxy": [0.1, 0.1, 0.2, 0.3]}],
+            "box 1: no 'kind' while other boxes have one",
+        ),
         ("nope", "list of box objects"),
     ],
 )
@@ -268,14 +306,37 @@ def test_predict_verb_writes_jsonl_overlays_and_counts_bad_images(tmp_path, caps
     _image(40, 40, seed=7).save(src / "three.png")
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (src / "notes.txt").write_text("ignored: not an image suffix")
-    boxes = {"one.png": [{"xyxy": [4, 4, 30, 30], "kind": "face"}, {"xyxy": [4, 2, 32, 34], "kind": "head"},
-                         {"xyxy": [2, 2, 30, 46], "kind": "person"}, {"xyxy": [30, 10, 60, 40], "kind": "person"}],
-             "two.jpg": [{"xyxy": [0.1, 0.1, 0.3, 1.5], "normalized": True, "kind": "face"}],
-             "three.png": [{"xyxy": [4, 4, 20, 20], "role": 0}]}  # untagged, and the tasks take different kinds  # fmt: skip
+    boxes = {
+        "one.png": [
+            {"xyxy": [4, 4, 30, 30], "kind": "face"},
+            {"xyxy": [4, 2, 32, 34], "kind": "head"},
+            {"xyxy": [2, 2, 30, 46], "kind": "person"},
+            {"xyxy": [30, 10, 60, 40], "kind": "person"},
+        ],
+        "two.jpg": [{"xyxy": [0.1, 0.1, 0.3, 1.5], "normalized": True, "kind": "face"}],
+        "three.png": [{"xyxy": [4, 4, 20, 20], "role": 0}],
+    }  # untagged, and the tasks take different kinds
     (tmp_path / "boxes.json").write_text(json.dumps(boxes))
     out = tmp_path / "out"
-    rc = main(["predict", "--ckpt", "tiny", "--dir", str(src), "--boxes", str(tmp_path / "boxes.json"), "--tasks", "all",
-               "--out", str(out), "--visualize", "--batch-size", "2", "--no-progress"])
+    rc = main(
+        [
+            "predict",
+            "--ckpt",
+            "tiny",
+            "--dir",
+            str(src),
+            "--boxes",
+            str(tmp_path / "boxes.json"),
+            "--tasks",
+            "all",
+            "--out",
+            str(out),
+            "--visualize",
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [line["image"] for line in lines] == [str(src / "one.png")]
@@ -300,12 +361,32 @@ def test_predict_verb_writes_jsonl_overlays_and_counts_bad_images(tmp_path, caps
     assert png.size[0] == 800 and png.size[1] > 600  # the 800x600 picture, the answers in a panel below it
     # the older role-only form still works for one task
     (tmp_path / "roles.json").write_text(json.dumps({"three.png": [{"xyxy": [4, 4, 20, 20], "role": 0}]}))
-    assert main(["predict", "--ckpt", "tiny", "--images", str(src / "three.png"), "--boxes", str(tmp_path / "roles.json"),
-                 "--tasks", "gesture", "--out", str(tmp_path / "out2"), "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "--ckpt",
+                "tiny",
+                "--images",
+                str(src / "three.png"),
+                "--boxes",
+                str(tmp_path / "roles.json"),
+                "--tasks",
+                "gesture",
+                "--out",
+                str(tmp_path / "out2"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     [row] = [json.loads(line) for line in (tmp_path / "out2" / "predictions.jsonl").read_text().splitlines()]
     assert row["tasks"]["gesture"]["label"] in HAGRID and row["tasks"]["gesture"]["boxes"] == [0]
     # usage errors are exit code 2 with a message, not a traceback
-    assert main(["predict", "--ckpt", "tiny", "--images", str(src / "one.png"), "--tasks", "smile", "--out", str(out)]) == 2
+    assert (
+        main(["predict", "--ckpt", "tiny", "--images", str(src / "one.png"), "--tasks", "smile", "--out", str(out)])
+        == 2
+    )
     assert main(["predict", "--ckpt", "no-such-preset", "--images", str(src / "one.png"), "--out", str(out)]) == 2
 
 
@@ -320,17 +401,29 @@ def test_each_task_reads_the_box_of_its_kind(sf, precision):
     task run alone on that box in the older role-only form (within the precision's bound)."""
     sf, tol = in_precision(sf, precision), tolerance(precision)
     img = _image(100, 80, seed=11)
-    boxes = [{"xyxy": FACE, "kind": "face"}, {"xyxy": HAND, "kind": "hand"}, {"xyxy": PERSON_A, "kind": "person"},
-             {"xyxy": PERSON_B, "kind": "person"}, {"xyxy": HEAD, "kind": "head"}]  # fmt: skip
+    boxes = [
+        {"xyxy": FACE, "kind": "face"},
+        {"xyxy": HAND, "kind": "hand"},
+        {"xyxy": PERSON_A, "kind": "person"},
+        {"xyxy": PERSON_B, "kind": "person"},
+        {"xyxy": HEAD, "kind": "head"},
+    ]
     [r] = sf.predict(img, boxes=boxes, tasks="all")
     used = {name: t["boxes"] for name, t in r["tasks"].items()}
     assert used == {"lam": [0], "expression": [0], "gesture": [1], "relation": [2, 3], "gaze": [4]}
-    alone_boxes = {"lam": [{"xyxy": FACE}], "expression": [{"xyxy": FACE}], "gesture": [{"xyxy": HAND}],
-                   "relation": [{"xyxy": PERSON_A, "role": 0}, {"xyxy": PERSON_B, "role": 1}], "gaze": [{"xyxy": HEAD}]}  # fmt: skip
+    alone_boxes = {
+        "lam": [{"xyxy": FACE}],
+        "expression": [{"xyxy": FACE}],
+        "gesture": [{"xyxy": HAND}],
+        "relation": [{"xyxy": PERSON_A, "role": 0}, {"xyxy": PERSON_B, "role": 1}],
+        "gaze": [{"xyxy": HEAD}],
+    }
     for task, b in alone_boxes.items():
         [alone] = sf.predict(img, boxes=b, tasks=[task])
         if task == "gaze":
-            np.testing.assert_allclose(r["tasks"]["gaze"]["heatmap"], alone["tasks"]["gaze"]["heatmap"], rtol=0, atol=tol.heatmap)
+            np.testing.assert_allclose(
+                r["tasks"]["gaze"]["heatmap"], alone["tasks"]["gaze"]["heatmap"], rtol=0, atol=tol.heatmap
+            )
         else:
             np.testing.assert_allclose(_probs(r, task), _probs(alone, task), rtol=0, atol=tol.probability, err_msg=task)
     # and not the face: the gesture task on the face box answers differently (boxes reach the model); both calls
@@ -371,12 +464,22 @@ def test_the_relation_pair_by_role_or_by_order(sf, precision):
     third = [0.3, 0.2, 0.6, 0.9]
     [r] = sf.predict(img, boxes=[{"xyxy": p, "kind": "person"} for p in (PERSON_A, third, PERSON_B)], tasks="relation")
     assert "mark the pair with 'role' 0 and 1" in r["tasks"]["relation"]["skipped"]
-    marked = [{"xyxy": PERSON_B, "kind": "person", "role": 1}, {"xyxy": third, "kind": "person"}, {"xyxy": PERSON_A, "kind": "person", "role": 0}]
+    marked = [
+        {"xyxy": PERSON_B, "kind": "person", "role": 1},
+        {"xyxy": third, "kind": "person"},
+        {"xyxy": PERSON_A, "kind": "person", "role": 0},
+    ]
     [r] = sf.predict(img, boxes=marked, tasks="relation")
     assert r["tasks"]["relation"]["boxes"] == [0, 2]
-    [ordered] = sf.predict(img, boxes=[{"xyxy": PERSON_A, "kind": "person"}, {"xyxy": PERSON_B, "kind": "person"}], tasks="relation")
+    [ordered] = sf.predict(
+        img, boxes=[{"xyxy": PERSON_A, "kind": "person"}, {"xyxy": PERSON_B, "kind": "person"}], tasks="relation"
+    )
     np.testing.assert_array_equal(_probs(r, "relation"), _probs(ordered, "relation"))  # the same pair: the same answer
-    [bad] = sf.predict(img, boxes=[{"xyxy": PERSON_A, "kind": "person", "role": 0}, {"xyxy": PERSON_B, "kind": "person", "role": 0}], tasks="relation")
+    [bad] = sf.predict(
+        img,
+        boxes=[{"xyxy": PERSON_A, "kind": "person", "role": 0}, {"xyxy": PERSON_B, "kind": "person", "role": 0}],
+        tasks="relation",
+    )
     assert "one person box per role 0..1; the roles given are [0, 0]" in bad["tasks"]["relation"]["skipped"]
 
 

@@ -42,7 +42,9 @@ def test_entries_are_the_distinct_training_images_after_the_cap(expression_confi
     assert row.entries == n > 0 and "counted" in row.how
     capped = apply_overrides(expression_config, [f"data.tasks.0.max_train_samples={n - 3}"])
     assert split_entries(capped, "train")[0].entries == n - 3
-    missing = apply_overrides(expression_config, ["data.tasks.0.root=/nonexistent/affectnet", "data.tasks.0.max_train_samples=7"])
+    missing = apply_overrides(
+        expression_config, ["data.tasks.0.root=/nonexistent/affectnet", "data.tasks.0.max_train_samples=7"]
+    )
     [row] = split_entries(missing, "train")
     assert row.entries == 7 and "at most max_train_samples" in row.how
     unknown = apply_overrides(missing, ["data.tasks.0.max_train_samples=null"])
@@ -110,7 +112,9 @@ def _samples(config):
     from socialfusion.data.skips import SkipReport
     from socialfusion.tasks import tasks_from_config
 
-    return build_task_datasets(config, tasks_from_config(config), "train", lambda s: {}, SkipReport())["expression"].samples
+    return build_task_datasets(config, tasks_from_config(config), "train", lambda s: {}, SkipReport())[
+        "expression"
+    ].samples
 
 
 def test_entries_are_stored_in_the_compute_dtype_and_never_mix(expression_config, model, tmp_path):
@@ -130,7 +134,9 @@ def test_entries_are_stored_in_the_compute_dtype_and_never_mix(expression_config
     # a run in bf16 opens the bf16 directory
     from socialfusion.features.inputs import open_cache
 
-    assert open_cache(apply_overrides(expression_config, ["train.precision=bf16"]), model.encoder).dir.name.endswith("-bf16")
+    assert open_cache(apply_overrides(expression_config, ["train.precision=bf16"]), model.encoder).dir.name.endswith(
+        "-bf16"
+    )
     assert open_cache(expression_config, model.encoder).dir.name.endswith("-fp32")
 
 
@@ -201,5 +207,7 @@ def test_plan_reports_the_configured_models_cache(expression_config, model):
     fc = plan["feature_cache"]
     assert fc["tokens_per_entry"] == model.encoder.num_patches and fc["dim"] == model.encoder.hidden_size
     assert fc["bytes_per_entry"] == entry_bytes(model.encoder, torch.float32)
-    assert {r["split"] for r in fc["rows"]} == {"train", "val", "test"} and fc["all_counted"]  # train, selection, report
+    assert {r["split"] for r in fc["rows"]} == {"train", "val", "test"} and fc[
+        "all_counted"
+    ]  # train, selection, report
     assert "feature cache:" in format_plan(plan)

@@ -79,12 +79,26 @@ def test_half_written_checkpoint_is_the_interrupted_story(capsys, tmp_path):
 def test_missing_synthetic_data_root_gives_the_synth_command(capsys, tmp_path, monkeypatch, no_model_build):
     monkeypatch.chdir(tmp_path)  # the presets' roots are data/synth/<dataset>, relative to where the command runs
     rc, _, err = run_cli(capsys, "train", "tiny", "--tasks", "relation", "--out", "runs/relation")
-    assert_user_error(rc, err, "relation", str(tmp_path / "data" / "synth" / "pisc"),
-                      hint=f"socialfusion data synth --out {tmp_path / 'data' / 'synth'}")  # fmt: skip
+    assert_user_error(
+        rc,
+        err,
+        "relation",
+        str(tmp_path / "data" / "synth" / "pisc"),
+        hint=f"socialfusion data synth --out {tmp_path / 'data' / 'synth'}",
+    )
 
 
 def test_missing_other_data_root_names_the_config_key(capsys, tmp_path, no_model_build):
-    rc, _, err = run_cli(capsys, "train", "tiny", "--tasks", "expression", f"data.tasks.expression.root={tmp_path / 'mine'}", "--out", tmp_path / "r")
+    rc, _, err = run_cli(
+        capsys,
+        "train",
+        "tiny",
+        "--tasks",
+        "expression",
+        f"data.tasks.expression.root={tmp_path / 'mine'}",
+        "--out",
+        tmp_path / "r",
+    )
     assert_user_error(rc, err, str(tmp_path / "mine"), hint="check data.tasks.expression.root")
 
 
@@ -100,7 +114,18 @@ def test_unknown_task_is_refused_before_the_model_loads(capsys, tmp_path, no_mod
     assert_user_error(rc, err, "smile", "lam", "gaze")
     rc, _, err = run_cli(capsys, "train", "tiny", "data.tasks.smile.root=/x", "--out", tmp_path / "r")
     assert_user_error(rc, err, "smile", "expression")
-    rc, _, err = run_cli(capsys, "predict", "--ckpt", "tiny", "--images", tmp_path / "a.png", "--tasks", "lam,smile", "--out", tmp_path / "p")
+    rc, _, err = run_cli(
+        capsys,
+        "predict",
+        "--ckpt",
+        "tiny",
+        "--images",
+        tmp_path / "a.png",
+        "--tasks",
+        "lam,smile",
+        "--out",
+        tmp_path / "p",
+    )
     assert_user_error(rc, err, "smile", "known: lam")
 
 
@@ -120,7 +145,9 @@ def test_version_says_whether_this_cpu_has_native_bf16_and_what_auto_resolves_to
         monkeypatch.setattr(runtime, "cpu_has_bf16", lambda native=native: native)
         rc, out, _ = run_cli(capsys, "--version")
         cpu = next(line for line in out.splitlines() if line.startswith("cpu: "))
-        assert rc == 0 and f"native bf16: {'yes' if native else 'no'}" in cpu and cpu.endswith(f"precision auto -> {auto}"), out
+        assert (
+            rc == 0 and f"native bf16: {'yes' if native else 'no'}" in cpu and cpu.endswith(f"precision auto -> {auto}")
+        ), out
         assert "cuda: none" in out
     # and on this machine, what runtime decides
     monkeypatch.undo()
@@ -153,8 +180,22 @@ def test_user_errors_through_the_console_entry_point(tmp_path):
     """The real process: `python -m socialfusion.cli` (what the `socialfusion` script runs)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.pop("SOCIALFUSION_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "socialfusion.cli", "eval", "--ckpt", str(tmp_path / "nope"), "--out", str(tmp_path / "e")],
-                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "socialfusion.cli",
+            "eval",
+            "--ckpt",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "e"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert_user_error(proc.returncode, proc.stderr, "does not exist")
 
 
@@ -163,9 +204,19 @@ def test_user_errors_through_the_console_entry_point(tmp_path):
 
 def test_overrides_anywhere_on_the_line(capsys, tmp_path, no_model_build):
     """The same words before or after an option: the override reaches the config (here: a root that is missing)."""
-    for argv in (["train", "tiny", "--tasks", "expression", f"data.tasks.1.root={tmp_path / 'x'}", "--out", tmp_path / "r"],
-                 ["train", "tiny", f"data.tasks.1.root={tmp_path / 'x'}", "--tasks", "expression", "--out", tmp_path / "r"],
-                 ["train", "--out", tmp_path / "r", "tiny", "--tasks", "expression", f"data.tasks.expression.root={tmp_path / 'x'}"]):  # fmt: skip
+    for argv in (
+        ["train", "tiny", "--tasks", "expression", f"data.tasks.1.root={tmp_path / 'x'}", "--out", tmp_path / "r"],
+        ["train", "tiny", f"data.tasks.1.root={tmp_path / 'x'}", "--tasks", "expression", "--out", tmp_path / "r"],
+        [
+            "train",
+            "--out",
+            tmp_path / "r",
+            "tiny",
+            "--tasks",
+            "expression",
+            f"data.tasks.expression.root={tmp_path / 'x'}",
+        ],
+    ):
         rc, _, err = run_cli(capsys, *argv)
         assert_user_error(rc, err, str(tmp_path / "x"))
     rc, _, err = run_cli(capsys, "train", "train.steps=3", "tiny", "--out", tmp_path / "r")
@@ -173,7 +224,9 @@ def test_overrides_anywhere_on_the_line(capsys, tmp_path, no_model_build):
 
 
 def test_tasks_addressable_by_name_or_index_in_overrides(tiny_config):
-    by_name = apply_overrides(tiny_config, ["data.tasks.expression.root=/data/affectnet", "data.tasks.gaze.loss_weight=2"])
+    by_name = apply_overrides(
+        tiny_config, ["data.tasks.expression.root=/data/affectnet", "data.tasks.gaze.loss_weight=2"]
+    )
     by_index = apply_overrides(tiny_config, ["data.tasks.1.root=/data/affectnet", "data.tasks.-1.loss_weight=2"])
     assert by_name.data.tasks == by_index.data.tasks
     assert by_name.data.tasks[1].root == "/data/affectnet" and by_name.data.tasks[4].loss_weight == 2.0
@@ -223,7 +276,10 @@ def test_every_option_of_every_verb_has_help(verb, monkeypatch):
     missing = []
     for name, parser in _parsers(_verb_parser(verb, monkeypatch), verb):
         for action in parser._actions:
-            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:
+            if (
+                isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
+                or action.help == argparse.SUPPRESS
+            ):
                 continue  # SUPPRESS: a former name kept as a hidden alias
             if not (action.help or "").strip():
                 missing.append(f"{name}: {'/'.join(action.option_strings) or action.dest}")
@@ -272,7 +328,9 @@ def test_building_a_model_with_checkpointing_warns_nothing(tiny_config):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = build_model(config.model, tasks=tasks_from_config(config))
-    assert not [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))], [str(w.message) for w in caught]
+    assert not [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))], [
+        str(w.message) for w in caught
+    ]
     assert model.llm.get_base_model().is_activation_checkpointing
 
 
@@ -307,13 +365,31 @@ def test_predict_notes_a_clipped_box_and_keeps_the_image(capsys, tmp_path):
     out = tmp_path / "out"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the untrained preset's warning
-        rc, _, err = run_cli(capsys, "predict", "--ckpt", "tiny", "--images", tmp_path / "a.png", tmp_path / "b.png", "--boxes", tmp_path / "boxes.json",
-                             "--tasks", "lam", "--out", out, "--no-progress")  # fmt: skip
+        rc, _, err = run_cli(
+            capsys,
+            "predict",
+            "--ckpt",
+            "tiny",
+            "--images",
+            tmp_path / "a.png",
+            tmp_path / "b.png",
+            "--boxes",
+            tmp_path / "boxes.json",
+            "--tasks",
+            "lam",
+            "--out",
+            out,
+            "--no-progress",
+        )
     assert rc == 0, err
     [rec] = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert rec["image"].endswith("a.png") and any("clipped" in n for n in rec["notes"])
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["clipped_boxes"] == 1 and summary["skipped"] == 1 and "wholly outside" in summary["skipped_files"][0]["reason"]
+    assert (
+        summary["clipped_boxes"] == 1
+        and summary["skipped"] == 1
+        and "wholly outside" in summary["skipped_files"][0]["reason"]
+    )
     assert err.count("were clipped") == 1  # reported once per run
 
 
@@ -326,7 +402,18 @@ def test_train_in_one_directory_evaluate_from_another(synth_root, tmp_path, monk
     elsewhere.mkdir()
     (here / "data" / "synth").symlink_to(synth_root)  # the preset's relative roots, data/synth/<dataset>
     monkeypatch.chdir(here)
-    rc, out, err = run_cli(capsys, "train", "tiny", "--tasks", "expression", "train.steps=1", "train.cache_dir=cache", "--out", "run", "--no-progress")
+    rc, out, err = run_cli(
+        capsys,
+        "train",
+        "tiny",
+        "--tasks",
+        "expression",
+        "train.steps=1",
+        "train.cache_dir=cache",
+        "--out",
+        "run",
+        "--no-progress",
+    )
     assert rc == 0, err
     tail = out.strip().splitlines()[-3:]
     assert tail[0] == f"checkpoint: {here / 'run' / 'checkpoints' / 'last'} (step 1)"
@@ -337,9 +424,21 @@ def test_train_in_one_directory_evaluate_from_another(synth_root, tmp_path, monk
         json.loads(line, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
 
     monkeypatch.chdir(elsewhere)
-    rc, out, err = run_cli(capsys, "eval", "--ckpt", here / "run" / "checkpoints" / "last", "--out", "ev", "--max-samples", "4", "--no-progress")
+    rc, out, err = run_cli(
+        capsys,
+        "eval",
+        "--ckpt",
+        here / "run" / "checkpoints" / "last",
+        "--out",
+        "ev",
+        "--max-samples",
+        "4",
+        "--no-progress",
+    )
     assert rc == 0, err
-    results = json.loads((elsewhere / "ev" / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    results = json.loads(
+        (elsewhere / "ev" / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"not JSON: {c}")
+    )
     assert results["metrics"]["expression"]["n"] == 4
 
 

@@ -48,8 +48,18 @@ def test_probe_from_a_preset_with_only_the_named_tasks_data(tmp_path, capsys, mo
 
     monkeypatch.setattr(probe, "run_probe", fake_run_probe)
     (tmp_path / "affectnet").mkdir()
-    rc = cli.main(["probe", "default", f"data.tasks.lam.root={tmp_path / 'absent'}", f"data.tasks.expression.root={tmp_path / 'affectnet'}",
-                   "--tasks", "expression", "--out", str(tmp_path / "p")])  # fmt: skip
+    rc = cli.main(
+        [
+            "probe",
+            "default",
+            f"data.tasks.lam.root={tmp_path / 'absent'}",
+            f"data.tasks.expression.root={tmp_path / 'affectnet'}",
+            "--tasks",
+            "expression",
+            "--out",
+            str(tmp_path / "p"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert seen["tasks"] == ["expression"]
 
@@ -59,12 +69,16 @@ def test_plan_reads_no_data():
 
     from socialfusion.commands import _load
 
-    config = _load(Namespace(config="default", overrides=["data.tasks.lam.root=/no/such/dir"], tasks="lam,gaze"), data=False)
+    config = _load(
+        Namespace(config="default", overrides=["data.tasks.lam.root=/no/such/dir"], tasks="lam,gaze"), data=False
+    )
     assert [td.task for td in config.data.tasks] == ["lam", "gaze"]
 
 
 def test_python_dash_m_socialfusion_and_plain_text_help():
-    run = lambda *a: subprocess.run([sys.executable, "-m", "socialfusion", *a], capture_output=True, text=True, timeout=120)  # noqa: E731
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "socialfusion", *a], capture_output=True, text=True, timeout=120
+    )  # noqa: E731
     version = run("--version")
     assert version.returncode == 0 and version.stdout.startswith("socialfusion "), version.stderr
     for verb in ("study", "demo"):
@@ -79,4 +93,6 @@ def test_python_dash_m_socialfusion_and_plain_text_help():
 def test_plain_text_keeps_link_addresses():
     from socialfusion.errors import plain_text
 
-    assert plain_text("see **this** `code` and [the docs](docs/USAGE.md)") == "see this code and the docs (docs/USAGE.md)"
+    assert (
+        plain_text("see **this** `code` and [the docs](docs/USAGE.md)") == "see this code and the docs (docs/USAGE.md)"
+    )

@@ -64,7 +64,9 @@ def test_the_label_space_is_set_once_by_the_task():
 
     with pytest.raises(ConfigError, match=r"data.tasks\[3\]: adapter_options.level='coarse' reads another label space"):
         load_config("tiny", ["data.tasks.3.adapter_options={level: coarse}"])
-    config = load_config("tiny", ["data.tasks.3.task_options={level: coarse}", "data.tasks.1.task_options={n_classes: 7}"])
+    config = load_config(
+        "tiny", ["data.tasks.3.task_options={level: coarse}", "data.tasks.1.task_options={n_classes: 7}"]
+    )
     relation, expression = config.data.tasks[3], config.data.tasks[1]
     assert adapter_options(relation, build_task("relation", **relation.task_options)) == {"level": "coarse"}
     assert adapter_options(expression, build_task("expression", **expression.task_options)) == {"classes": 7}
@@ -81,7 +83,9 @@ def test_the_pipeline_reads_the_label_space_the_task_predicts(tmp_path):
     from socialfusion.tasks import tasks_from_config
 
     generate(tmp_path, n=8, seed=0)
-    config = load_config("tiny", [f"data.tasks.3.root={tmp_path / 'pisc'}", "data.tasks.3.task_options={level: coarse}"])
+    config = load_config(
+        "tiny", [f"data.tasks.3.root={tmp_path / 'pisc'}", "data.tasks.3.task_options={level: coarse}"]
+    )
     td = config.data.tasks[3]
     task = tasks_from_config(config)["relation"]
     samples = load_split(td, task, "train", SkipReport())

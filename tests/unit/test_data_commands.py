@@ -23,7 +23,10 @@ def test_prepare_writes_records_with_absolute_root(pisc_jsonl, capsys, tmp_path,
     assert [s.label for s in samples] == [1, 5]
     assert all(s.root == str((tmp_path / "pisc").resolve()) for s in samples)
     monkeypatch.chdir(tmp_path)  # a relative --root still gives absolute records
-    assert main(["prepare", "pisc", "--root", "pisc", "--split", "train", "--out", "t.jsonl", "--option", "level=coarse"]) == 0
+    assert (
+        main(["prepare", "pisc", "--root", "pisc", "--split", "train", "--out", "t.jsonl", "--option", "level=coarse"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "wrote 1 pisc train samples" in out and "skipped: 0" in out
     assert list(read_jsonl(tmp_path / "t.jsonl"))[0].root == str((tmp_path / "pisc").resolve())
@@ -47,13 +50,20 @@ def test_prepare_errors(tmp_path, capsys):
     assert "annotation_image_info.json" in capsys.readouterr().err
     assert main(["prepare", "nosuch", "--root", str(tmp_path), "--split", "test", "--out", out]) == 2
     assert "unknown dataset" in capsys.readouterr().err
-    assert main(["prepare", "pisc", "--root", str(tmp_path), "--split", "test", "--out", out, "--option", "colour=red"]) == 2
+    assert (
+        main(["prepare", "pisc", "--root", str(tmp_path), "--split", "test", "--out", out, "--option", "colour=red"])
+        == 2
+    )
     assert "level" in capsys.readouterr().err
 
 
 def test_parse_options_types_values():
     assert parse_options(["stride=13", "val_fraction=0.05", "challenge=true", "level=coarse"]) == {
-        "stride": 13, "val_fraction": 0.05, "challenge": True, "level": "coarse"}
+        "stride": 13,
+        "val_fraction": 0.05,
+        "challenge": True,
+        "level": "coarse",
+    }
 
 
 def test_validate_passes_on_good_records(pisc_jsonl, capsys):
@@ -72,7 +82,11 @@ def test_validate_fails_past_the_threshold(pisc_jsonl, capsys, tmp_path):
     assert main(["validate", str(path)]) == 1
     out = capsys.readouterr().out
     assert "5 records, 5 bad" in out
-    assert "label 6 is not a class of relation (0..5)" in out and "image: not a readable image" in out and "not valid JSON" in out
+    assert (
+        "label 6 is not a class of relation (0..5)" in out
+        and "image: not a readable image" in out
+        and "not valid JSON" in out
+    )
     assert main(["validate", str(path), "--max-bad-fraction", "1.0"]) == 0
     # the coarse task has 3 classes: label 5 is out of range there
     assert main(["validate", str(pisc_jsonl), "--task-option", "relation.level=coarse"]) == 1

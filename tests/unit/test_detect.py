@@ -52,7 +52,10 @@ def found():
     """detect() once per photo for the whole module (each call costs ~0.1-0.2 s)."""
     if not D.available():
         return {}
-    return {name: (photo(name), D.detect(photo(name), threads=2)) for name in ("astronaut", "camera", "grace_hopper", "chelsea", "coffee")}
+    return {
+        name: (photo(name), D.detect(photo(name), threads=2))
+        for name in ("astronaut", "camera", "grace_hopper", "chelsea", "coffee")
+    }
 
 
 @needs_models
@@ -66,7 +69,11 @@ def test_each_labelled_box_is_found_once(found, name, kind):
     overlap = BENCH.iou(to_pixels(mine[0], image), truth)
     assert overlap >= 0.5, f"{name} {kind}: IoU {overlap:.2f} with the label {truth}"
     assert 0.5 <= mine[0].score <= 1.0
-    assert all(0.0 <= v <= 1.0 for v in mine[0].xyxy) and mine[0].xyxy[0] < mine[0].xyxy[2] and mine[0].xyxy[1] < mine[0].xyxy[3]
+    assert (
+        all(0.0 <= v <= 1.0 for v in mine[0].xyxy)
+        and mine[0].xyxy[0] < mine[0].xyxy[2]
+        and mine[0].xyxy[1] < mine[0].xyxy[3]
+    )
 
 
 @needs_models
@@ -182,10 +189,15 @@ def test_missing_model_wheel_names_it(monkeypatch):
 def test_boxes_for_tasks_pick_one_subject_and_the_two_largest_persons():
     det = D.Detection
     dets = [
-        det("face", (0.1, 0.1, 0.2, 0.2), 0.95), det("face", (0.5, 0.1, 0.7, 0.3), 0.6),  # the second is larger
-        det("head", (0.0, 0.0, 0.3, 0.3), 0.95), det("head", (0.4, 0.0, 0.8, 0.4), 0.6),
-        det("hand", (0.3, 0.6, 0.4, 0.7), 0.7), det("hand", (0.6, 0.6, 0.7, 0.7), 0.9),
-        det("person", (0.0, 0.0, 0.3, 1.0), 0.8), det("person", (0.4, 0.0, 0.9, 1.0), 0.7), det("person", (0.9, 0.5, 1.0, 1.0), 0.9),
+        det("face", (0.1, 0.1, 0.2, 0.2), 0.95),
+        det("face", (0.5, 0.1, 0.7, 0.3), 0.6),  # the second is larger
+        det("head", (0.0, 0.0, 0.3, 0.3), 0.95),
+        det("head", (0.4, 0.0, 0.8, 0.4), 0.6),
+        det("hand", (0.3, 0.6, 0.4, 0.7), 0.7),
+        det("hand", (0.6, 0.6, 0.7, 0.7), 0.9),
+        det("person", (0.0, 0.0, 0.3, 1.0), 0.8),
+        det("person", (0.4, 0.0, 0.9, 1.0), 0.7),
+        det("person", (0.9, 0.5, 1.0, 1.0), 0.9),
     ]
     boxes, note = D.boxes_for_tasks(dets, (200, 100))
     by = {}
@@ -195,11 +207,17 @@ def test_boxes_for_tasks_pick_one_subject_and_the_two_largest_persons():
     assert by["face"][0]["xyxy"] == pytest.approx([100.0, 10.0, 140.0, 30.0])  # pixels of a 200 x 100 image
     assert by["head"][0]["xyxy_normalized"] == pytest.approx(list(D.head_from_face((0.5, 0.1, 0.7, 0.3))))
     assert [b["score"] for b in by["hand"]] == [0.9]
-    assert [(b["xyxy_normalized"], b["role"]) for b in by["person"]] == [([0.4, 0.0, 0.9, 1.0], 0), ([0.0, 0.0, 0.3, 1.0], 1)]
+    assert [(b["xyxy_normalized"], b["role"]) for b in by["person"]] == [
+        ([0.4, 0.0, 0.9, 1.0], 0),
+        ([0.0, 0.0, 0.3, 1.0], 1),
+    ]
     assert all(b["source"] == "detected" and b["role"] is None for b in by["face"] + by["head"] + by["hand"])
     assert note.startswith("detected 2 faces, 2 heads, 2 hands, 3 persons")
 
     alone, note = D.boxes_for_tasks([det("person", (0.0, 0.0, 0.5, 1.0), 0.8)], (100, 100))
     assert alone == []  # one person is no pair: relation is skipped for want of person boxes
     assert "no face found" in note and "no hand found" in note and "relation needs two" in note
-    assert D.boxes_for_tasks([], (10, 10)) == ([], "detected nothing; no face found; no head found; no hand found; no person found")
+    assert D.boxes_for_tasks([], (10, 10)) == (
+        [],
+        "detected nothing; no face found; no head found; no hand found; no person found",
+    )

@@ -80,8 +80,14 @@ def test_labelled_set_is_well_formed():
 def test_smoke_run_writes_scores_and_times(tmp_path):
     out = tmp_path / "detect.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--json", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| face |" in proc.stdout and "| astronaut |" in proc.stdout
     result = json.loads(out.read_text())

@@ -51,7 +51,9 @@ def lam_videos(tmp_path):
 
 def test_extracts_the_annotated_frames_and_the_adapter_reads_them(lam_videos, capsys):
     root, videos = lam_videos
-    rc = data_main(["extract-frames", "ego4d_lam", "--videos", str(videos), "--root", str(root), "--split", "val", "--no-progress"])
+    rc = data_main(
+        ["extract-frames", "ego4d_lam", "--videos", str(videos), "--root", str(root), "--split", "val", "--no-progress"]
+    )
     assert rc == 0
     frames = root / "video_imgs" / "clip-0001"
     # the fixture's tracks cover frames 1-5 (trk-b's frame 0 and trk-a's zero-width frame 6 are cleaned away)
@@ -65,7 +67,17 @@ def test_extracts_the_annotated_frames_and_the_adapter_reads_them(lam_videos, ca
 
 def test_resumes_and_extracts_everything_with_all(lam_videos, capsys):
     root, videos = lam_videos
-    args = ["extract-frames", "ego4d_lam", "--videos", str(videos), "--root", str(root), "--split", "val", "--no-progress"]
+    args = [
+        "extract-frames",
+        "ego4d_lam",
+        "--videos",
+        str(videos),
+        "--root",
+        str(root),
+        "--split",
+        "val",
+        "--no-progress",
+    ]
     data_main(args)
     capsys.readouterr()
     (root / "video_imgs" / "clip-0001" / "img_00003.jpg").unlink()
@@ -78,24 +90,31 @@ def test_resumes_and_extracts_everything_with_all(lam_videos, capsys):
 def test_missing_and_unreadable_videos_are_counted_skips_naming_the_file(lam_videos, capsys):
     root, videos = lam_videos
     (videos / "clip-0001.mp4").write_bytes(b"not a video at all")
-    rc = data_main(["extract-frames", "ego4d_lam", "--videos", str(videos), "--root", str(root), "--split", "val", "--no-progress"])
+    rc = data_main(
+        ["extract-frames", "ego4d_lam", "--videos", str(videos), "--root", str(root), "--split", "val", "--no-progress"]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "unreadable video" in out and "clip-0001.mp4" in out and '"skipped": 1' in out
     (videos / "clip-0001.mp4").unlink()
-    data_main(["extract-frames", "ego4d_lam", "--videos", str(videos), "--root", str(root), "--split", "val", "--no-progress"])
+    data_main(
+        ["extract-frames", "ego4d_lam", "--videos", str(videos), "--root", str(root), "--split", "val", "--no-progress"]
+    )
     assert "no video for an annotated clip" in capsys.readouterr().out
 
 
 # What `ffmpeg -i clip.mp4 -f image2 -vf fps=30 -qscale:v 2 img_%05d.jpg` (ffmpeg 5.1, Debian 12) wrote for these
 # clips, as source-frame indices per image: slower clips repeat frames, faster ones drop them, and the last frame
 # fills the slots up to its own end.
-@pytest.mark.parametrize("fps, n_frames, expected", [
-    (30, 8, [0, 1, 2, 3, 4, 5, 6, 7]),
-    (60, 8, [0, 2, 4, 6]),
-    (15, 4, [0, 0, 1, 1, 2, 2, 3, 3]),
-    (25, 10, [0, 1, 2, 2, 3, 4, 5, 6, 7, 7, 8, 9]),
-    (24, 9, [0, 1, 1, 2, 3, 4, 5, 5, 6, 7, 8]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "fps, n_frames, expected",
+    [
+        (30, 8, [0, 1, 2, 3, 4, 5, 6, 7]),
+        (60, 8, [0, 2, 4, 6]),
+        (15, 4, [0, 0, 1, 1, 2, 2, 3, 3]),
+        (25, 10, [0, 1, 2, 2, 3, 4, 5, 6, 7, 7, 8, 9]),
+        (24, 9, [0, 1, 1, 2, 3, 4, 5, 5, 6, 7, 8]),
+    ],
+)
 def test_frame_numbering_follows_ffmpegs_fps_filter(tmp_path, fps, n_frames, expected):
     write_clip(tmp_path / "clip.mp4", n_frames=n_frames, fps=fps, size=(64, 48))
     got = []

@@ -154,7 +154,10 @@ def test_bootstrap_over_batches_reproduces_the_point_estimates_and_brackets_them
 def test_large_components_are_count_sketched_for_the_intervals():
     g = torch.Generator().manual_seed(4)
     base = torch.randn(20000, generator=g)
-    batches = [{"A": base + 0.5 * torch.randn(20000, generator=g), "B": -base + 0.5 * torch.randn(20000, generator=g)} for _ in range(4)]
+    batches = [
+        {"A": base + 0.5 * torch.randn(20000, generator=g), "B": -base + 0.5 * torch.randn(20000, generator=g)}
+        for _ in range(4)
+    ]
     stats = ConflictStats(["A", "B"], {"big": (0, 20000)}, sketch_dim=4096)
     for grads in batches:
         stats.update(grads)
@@ -165,5 +168,7 @@ def test_large_components_are_count_sketched_for_the_intervals():
     assert np.abs(approx - exact).max() / scale.max() < 0.05  # ~1/sqrt(4096) relative error
     out = stats.summary(resamples=200)
     assert out["big"]["sketched"] and out["overall"]["sketched"]
-    assert np.allclose(out["overall"]["cosine"], cosine_matrix({t: sum(b[t] for b in batches) for t in "AB"}))  # exact point
+    assert np.allclose(
+        out["overall"]["cosine"], cosine_matrix({t: sum(b[t] for b in batches) for t in "AB"})
+    )  # exact point
     assert out["overall"]["ci"]["cosine"][0][1][1] < -0.5

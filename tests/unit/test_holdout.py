@@ -10,7 +10,10 @@ from socialfusion.data.schema import DataError, Sample
 def _samples(groups: dict[str, int]) -> list[Sample]:
     out = []
     for g, k in groups.items():
-        out += [Sample(id=f"{g}-{i}", task="lam", image=f"{g}/{i}.jpg", label=0, meta={"group": f"clip:{g}"}) for i in range(k)]
+        out += [
+            Sample(id=f"{g}-{i}", task="lam", image=f"{g}/{i}.jpg", label=0, meta={"group": f"clip:{g}"})
+            for i in range(k)
+        ]
     return out
 
 
@@ -69,4 +72,6 @@ def test_the_synthetic_lam_holdout_keeps_clips_apart(synth_root):
     assert train and held
     clips = lambda ss: {s.meta["clip_uid"] for s in ss}  # noqa: E731
     assert not clips(train) & clips(held)
-    assert len(train) + len(held) == len(load_split(td.__class__(**{**td.__dict__, "val_split": "val", "test_split": None}), task, "train", SkipReport()))
+    assert len(train) + len(held) == len(
+        load_split(td.__class__(**{**td.__dict__, "val_split": "val", "test_split": None}), task, "train", SkipReport())
+    )

@@ -72,10 +72,13 @@ def test_exif_orientation_applied_to_pixels_and_header_size(tmp_path):
     assert image_size(_save(image, tmp_path / "r3.jpg", "JPEG", exif=exif.tobytes())) == (40, 20)
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"", "image file is empty (0 bytes)"),
-    (b"this is not an image at all", "not a readable image"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "image file is empty (0 bytes)"),
+        (b"this is not an image at all", "not a readable image"),
+    ],
+)
 def test_empty_and_non_image_files(tmp_path, content, reason):
     path = tmp_path / "bad.jpg"
     path.write_bytes(content)

@@ -20,7 +20,12 @@ from socialfusion.eval.intervals import (
     t_interval,
     t_quantile,
 )
-from socialfusion.eval.metrics import classification_metrics, classification_resampled, gazefollow_metrics, gazefollow_per_person
+from socialfusion.eval.metrics import (
+    classification_metrics,
+    classification_resampled,
+    gazefollow_metrics,
+    gazefollow_per_person,
+)
 from socialfusion.tasks import build_task
 
 
@@ -69,8 +74,15 @@ def test_paired_difference_excludes_zero_for_a_real_difference_and_covers_it_for
             # model b's samples in another order: pairing is by id
             order = rng.permutation(n)
             sb, pb = [sb[i] for i in order], [pb[i] for i in order]
-            res = paired_difference(task.resampler(sa, pa), [s.id for s in sa], task.resampler(sb, pb), [s.id for s in sb],
-                                    "accuracy", resamples=400, seed=sim)
+            res = paired_difference(
+                task.resampler(sa, pa),
+                [s.id for s in sa],
+                task.resampler(sb, pb),
+                [s.id for s in sb],
+                "accuracy",
+                resamples=400,
+                seed=sim,
+            )
             assert res["n"] == n
             if kind == "real":
                 real += excludes_zero(res["delta"]) == 1
@@ -127,8 +139,12 @@ def test_gaze_resampler_is_the_mean_of_per_person_values():
     n = 12
     samples = [Sample(id=str(i), task="gaze", image="x.jpg", points=[tuple(rng.random(2))], inout=1) for i in range(n)]
     predictions = [{"heatmap": rng.random((64, 64)).astype(np.float32), "image_size": (40, 30)} for _ in range(n)]
-    per = gazefollow_per_person(np.stack([p["heatmap"] for p in predictions]), [s.points for s in samples], [(40, 30)] * n)
-    whole = gazefollow_metrics(np.stack([p["heatmap"] for p in predictions]), [s.points for s in samples], [(40, 30)] * n)
+    per = gazefollow_per_person(
+        np.stack([p["heatmap"] for p in predictions]), [s.points for s in samples], [(40, 30)] * n
+    )
+    whole = gazefollow_metrics(
+        np.stack([p["heatmap"] for p in predictions]), [s.points for s in samples], [(40, 30)] * n
+    )
     assert np.mean(per["auc"]) == pytest.approx(whole["auc"])
     idx = rng.integers(0, n, (4, n))
     values = task.resampler(samples, predictions)(idx)
@@ -172,9 +188,21 @@ def test_t_interval_covers_the_mean_of_normal_draws_about_95_percent_of_the_time
 
 
 def test_a_transfer_is_called_only_when_its_interval_excludes_zero():
-    up = transfer_row("map", {"map": 0.5, "ci": {"map": [0.4, 0.6]}}, {"map": 0.6}, {"delta": [0.02, 0.18], "relative": [0.04, 0.36], "n": 100})
-    assert up["transfer"] == "positive" and up["delta_ci"] == [0.02, 0.18] and up["single_ci"] == [0.4, 0.6] and up["n"] == 100
-    noisy = transfer_row("map", {"map": 0.5}, {"map": 0.495}, {"delta": [-0.05, 0.04], "relative": [-0.1, 0.08], "n": 100})
+    up = transfer_row(
+        "map",
+        {"map": 0.5, "ci": {"map": [0.4, 0.6]}},
+        {"map": 0.6},
+        {"delta": [0.02, 0.18], "relative": [0.04, 0.36], "n": 100},
+    )
+    assert (
+        up["transfer"] == "positive"
+        and up["delta_ci"] == [0.02, 0.18]
+        and up["single_ci"] == [0.4, 0.6]
+        and up["n"] == 100
+    )
+    noisy = transfer_row(
+        "map", {"map": 0.5}, {"map": 0.495}, {"delta": [-0.05, 0.04], "relative": [-0.1, 0.08], "n": 100}
+    )
     assert noisy["transfer"] == "within noise"
     down = transfer_row("auc", {"auc": 0.8}, {"auc": 0.6}, {"delta": [-0.3, -0.1], "relative": [-0.35, -0.12]})
     assert down["transfer"] == "negative"
@@ -182,7 +210,10 @@ def test_a_transfer_is_called_only_when_its_interval_excludes_zero():
     rows = [transfer_row("map", {"map": 0.5}, {"map": 0.5 + d}) for d in (0.10, 0.12, 0.11)]
     agg = seeds_row(rows)
     assert agg["transfer"] == "positive" and agg["delta"] == pytest.approx(0.11) and agg["seeds"] == 3
-    assert seeds_row([transfer_row("map", {"map": 0.5}, {"map": 0.5 + d}) for d in (0.1, -0.1, 0.02)])["transfer"] == "within noise"
+    assert (
+        seeds_row([transfer_row("map", {"map": 0.5}, {"map": 0.5 + d}) for d in (0.1, -0.1, 0.02)])["transfer"]
+        == "within noise"
+    )
 
 
 def test_fmt_ci():

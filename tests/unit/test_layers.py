@@ -20,9 +20,13 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 def lint_imports(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
     if not LINT_IMPORTS.exists():
-        pytest.fail(f"{LINT_IMPORTS} not found: install the dev extra (pip install -e '.[dev]', which has import-linter)")
+        pytest.fail(
+            f"{LINT_IMPORTS} not found: install the dev extra (pip install -e '.[dev]', which has import-linter)"
+        )
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_import_contracts_are_kept():
@@ -43,7 +47,11 @@ def test_import_contracts_are_kept():
     ],
 )
 def test_a_forbidden_import_breaks_a_contract(tmp_path, module, bad_import, contract):
-    shutil.copytree(ROOT / "src" / "socialfusion", tmp_path / "src" / "socialfusion", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        ROOT / "src" / "socialfusion",
+        tmp_path / "src" / "socialfusion",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     path = tmp_path / "src" / "socialfusion" / module
     path.write_text(path.read_text() + "\n\n" + bad_import)

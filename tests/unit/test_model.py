@@ -212,7 +212,9 @@ def test_verbalizer_loss_is_minus_the_scorers_log_probability_of_the_label(tiny_
     assert abs(model(batch)["loss"].item() - expected.item()) > 1e-3
 
 
-@pytest.mark.parametrize("box_tokens, box_tokens_at, patch_keys", [(0, "image", 0), (2, "image", 0), (2, "answer", 0), (2, "answer", 8)])
+@pytest.mark.parametrize(
+    "box_tokens, box_tokens_at, patch_keys", [(0, "image", 0), (2, "image", 0), (2, "answer", 0), (2, "answer", 8)]
+)
 def test_tasks_run_together_equal_each_task_alone(tiny_config, box_tokens, box_tokens_at, patch_keys, precision):
     """infer_tasks packs the tasks that share the [text + image] prefix into one decoder call; with region tokens
     (one set per role the task uses) relation's visual tokens differ, so it gets its own call. With `patch_keys`
@@ -272,7 +274,9 @@ def test_scoring_is_one_decoder_pass_without_a_kv_cache(tiny_model):
 
     decoder, _ = decoder_and_head(tiny_model.llm)
     calls = []
-    handle = decoder.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs.get("use_cache")), with_kwargs=True)
+    handle = decoder.register_forward_pre_hook(
+        lambda mod, args, kwargs: calls.append(kwargs.get("use_cache")), with_kwargs=True
+    )
     try:
         for task in ("lam", "gesture"):
             calls.clear()
@@ -301,7 +305,9 @@ def test_training_reads_answers_from_a_per_task_table_and_asks_for_no_cache(tiny
     assert tiny_model.answer_table("gesture")[0] is table  # built once
     decoder, _ = decoder_and_head(tiny_model.llm)
     calls = []
-    handle = decoder.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs.get("use_cache")), with_kwargs=True)
+    handle = decoder.register_forward_pre_hook(
+        lambda mod, args, kwargs: calls.append(kwargs.get("use_cache")), with_kwargs=True
+    )
     try:
         batch = make_batch("gesture", b=4)
         out = tiny_model(batch)
@@ -366,7 +372,9 @@ def test_checkpoint_round_trip_gives_identical_outputs(tiny_model, tiny_config, 
     loaded.eval()
     torch.testing.assert_close(loaded.score_classes(batch), tiny_model.score_classes(batch), rtol=0, atol=0)
     g = make_batch("gaze")
-    torch.testing.assert_close(loaded.predict_heatmap(g)["heatmap"], tiny_model.predict_heatmap(g)["heatmap"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        loaded.predict_heatmap(g)["heatmap"], tiny_model.predict_heatmap(g)["heatmap"], rtol=0, atol=0
+    )
 
 
 def test_llm_layer_selection_keeps_the_chosen_pretrained_layers_in_order(tmp_path):
@@ -394,7 +402,9 @@ def test_llm_layer_selection_keeps_the_chosen_pretrained_layers_in_order(tmp_pat
     for new, old in ((0, 0), (1, 3)):
         layer = cut.get_decoder().layers[new]
         assert layer.self_attn.layer_idx == new
-        torch.testing.assert_close(layer.mlp.up_proj.weight, full.get_decoder().layers[old].mlp.up_proj.weight, rtol=0, atol=0)
+        torch.testing.assert_close(
+            layer.mlp.up_proj.weight, full.get_decoder().layers[old].mlp.up_proj.weight, rtol=0, atol=0
+        )
     ids = torch.tensor([[1, 5, 7, 9]])
     # the same as running those two layers of the full model by hand
     full.get_decoder().layers = torch.nn.ModuleList([full.get_decoder().layers[0], full.get_decoder().layers[3]])
@@ -409,7 +419,10 @@ def test_standardize_measures_per_channel_statistics_and_is_the_identity_before(
     x = torch.randn(2, 5, 3)
     torch.testing.assert_close(norm(x), x)
     g = torch.Generator().manual_seed(0)
-    chunks = [torch.randn(4, 6, 3, generator=g) * torch.tensor([0.3, 8.0, 1.0]) + torch.tensor([17.0, -2.0, 0.0]) for _ in range(3)]
+    chunks = [
+        torch.randn(4, 6, 3, generator=g) * torch.tensor([0.3, 8.0, 1.0]) + torch.tensor([17.0, -2.0, 0.0])
+        for _ in range(3)
+    ]
     assert norm.fit(iter(chunks)) == 3 * 4 * 6
     flat = torch.cat([c.reshape(-1, 3) for c in chunks]).double()
     torch.testing.assert_close(norm.feature_mean, flat.mean(0).float())
@@ -470,7 +483,9 @@ def test_merged_lora_gives_the_same_outputs(tiny_model):
     merged = merged_llm(tiny_model)
     assert not any("lora" in n for n, _ in merged.named_parameters())
     with torch.no_grad():
-        torch.testing.assert_close(merged(input_ids=ids).logits, tiny_model.llm(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            merged(input_ids=ids).logits, tiny_model.llm(input_ids=ids).logits, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_trainability_plan(tiny_config):
@@ -564,4 +579,6 @@ def test_merge_lora_command_from_a_checkpoint_without_an_adapter_directory(tiny_
     ids = torch.tensor([tok("a person looking at the camera")["input_ids"]])
     assert ids.shape[1] > 1 and int(ids.max()) < merged.config.vocab_size
     with torch.no_grad():
-        torch.testing.assert_close(merged(input_ids=ids).logits, tiny_model.llm(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            merged(input_ids=ids).logits, tiny_model.llm(input_ids=ids).logits, rtol=1e-5, atol=1e-5
+        )

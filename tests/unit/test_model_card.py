@@ -16,7 +16,10 @@ from socialfusion.models.factory import build_model
 from socialfusion.tasks import tasks_from_config
 from tests.conftest import synth_overrides
 
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("ignore::socialfusion.api.UntrainedModelWarning")]
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings("ignore::socialfusion.api.UntrainedModelWarning"),
+]
 
 
 def _image() -> Image.Image:
@@ -40,11 +43,17 @@ def _manifest(synthetic: dict[str, bool], n: int = 40) -> dict:
 def test_a_card_says_what_the_model_learned_from_and_how_it_compares_with_chance(tiny):
     model, config = tiny
     names = [td.task for td in config.data.tasks]
-    facts = {"manifest": _manifest({n: True for n in names}), "step": 20, "validation_step": 20,
-             "validation": {"lam": {"map": 0.51, "accuracy": 0.5, "n": 10}, "expression": {"accuracy": 0.9, "n": 10}},
-             "chance": {"lam": 0.5, "expression": 0.125}}  # fmt: skip
+    facts = {
+        "manifest": _manifest({n: True for n in names}),
+        "step": 20,
+        "validation_step": 20,
+        "validation": {"lam": {"map": 0.51, "accuracy": 0.5, "n": 10}, "expression": {"accuracy": 0.9, "n": 10}},
+        "chance": {"lam": 0.5, "expression": 0.125},
+    }
     card = build_card(model, config, facts)
-    assert card["summary"] == "trained on synthetic scenes: not meant for real photos; validation at chance level on lam"
+    assert (
+        card["summary"] == "trained on synthetic scenes: not meant for real photos; validation at chance level on lam"
+    )
     assert card["steps"] == 20 and card["config"] == "tiny" and card["trained"] is True
     assert [d["task"] for d in card["datasets"]] == names
     lam = next(d for d in card["datasets"] if d["task"] == "lam")
@@ -56,7 +65,9 @@ def test_a_card_says_what_the_model_learned_from_and_how_it_compares_with_chance
     mixed = build_card(model, config, {"manifest": _manifest({n: n == "gaze" for n in names}), "step": 5})
     assert mixed["summary"] == "trained partly on synthetic scenes (gaze): not meant for real photos"
     assert mixed["validation"] is None
-    real = build_card(model, select_tasks(config, ["expression"]), {"manifest": _manifest({"expression": False}, n=1000), "step": 300})
+    real = build_card(
+        model, select_tasks(config, ["expression"]), {"manifest": _manifest({"expression": False}, n=1000), "step": 300}
+    )
     assert real["summary"] == "trained 300 steps: expression on affectnet (1000 samples)"
     assert real["untrained_tasks"] == ["lam", "gesture", "relation", "gaze"]
     # nothing handed over: the card says the data are not recorded
@@ -69,12 +80,20 @@ def test_a_card_says_what_the_model_learned_from_and_how_it_compares_with_chance
 def test_checkpoints_carry_their_card_and_the_api_shows_it(tiny, tmp_path):
     model, config = tiny
     one_task = select_tasks(config, ["lam"])
-    facts = {"manifest": _manifest({"lam": True}), "step": 7, "validation": {"lam": {"map": 0.8, "n": 10}}, "validation_step": 7, "chance": {"lam": 0.5}}
+    facts = {
+        "manifest": _manifest({"lam": True}),
+        "step": 7,
+        "validation": {"lam": {"map": 0.8, "n": 10}},
+        "validation_step": 7,
+        "chance": {"lam": 0.5},
+    }
     ckpt = save_checkpoint(model, one_task, tmp_path / "ckpt", card=facts)
     written = json.loads((ckpt / CARD_JSON).read_text())
     markdown = (ckpt / CARD_MD).read_text()
     assert written["summary"] == "trained on synthetic scenes: not meant for real photos"
-    assert written["summary"] in markdown and "| lam | map | 0.800 | 0.500 |" in markdown and "## Intended use" in markdown
+    assert (
+        written["summary"] in markdown and "| lam | map | 0.800 | 0.500 |" in markdown and "## Intended use" in markdown
+    )
     sf = SocialFusion.from_pretrained(ckpt, device="cpu")
     assert sf.card_summary == written["summary"] and sf.warning is None
     [r] = sf.predict(_image(), tasks="lam")
@@ -102,8 +121,16 @@ def test_old_and_broken_cards(tiny, tmp_path):
 def test_training_writes_the_card_from_the_run(synth_root, tmp_path):
     from socialfusion.train.loop import train
 
-    config = load_config("tiny", [*synth_overrides(synth_root, tmp_path / "cache"), "train.steps=2", "train.warmup_steps=1",
-                                  "train.eval_every=2"] + [f"data.tasks.{i}.max_eval_samples=8" for i in range(5)])  # fmt: skip
+    config = load_config(
+        "tiny",
+        [
+            *synth_overrides(synth_root, tmp_path / "cache"),
+            "train.steps=2",
+            "train.warmup_steps=1",
+            "train.eval_every=2",
+        ]
+        + [f"data.tasks.{i}.max_eval_samples=8" for i in range(5)],
+    )
     train(config, tmp_path / "run", progress=False)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     for name in ("last", "best"):

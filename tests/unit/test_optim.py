@@ -23,7 +23,9 @@ def _encoder_groups(opt, encoder_params):
 
 
 def test_a_fully_trained_encoder_gets_lr_encoder(tiny_config):
-    cfg = apply_overrides(tiny_config, ["model.trainable.encoder=full", "train.feature_cache=off", "train.lr_encoder=3e-6"])
+    cfg = apply_overrides(
+        tiny_config, ["model.trainable.encoder=full", "train.feature_cache=off", "train.lr_encoder=3e-6"]
+    )
     opt, enc = _groups(cfg)
     groups = _encoder_groups(opt, enc)
     assert groups and {g["lr"] for g in groups} == {3e-6}
@@ -33,7 +35,9 @@ def test_a_fully_trained_encoder_gets_lr_encoder(tiny_config):
 
 
 def test_the_default_encoder_lr_is_a_fiftieth_of_the_connectors(tiny_config):
-    cfg = apply_overrides(tiny_config, ["model.trainable.encoder=full", "train.feature_cache=off", "train.lr_connector=5e-4"])
+    cfg = apply_overrides(
+        tiny_config, ["model.trainable.encoder=full", "train.feature_cache=off", "train.lr_connector=5e-4"]
+    )
     assert cfg.train.lr_encoder is None
     opt, enc = _groups(cfg)
     lrs = [g["lr"] for g in _encoder_groups(opt, enc)]

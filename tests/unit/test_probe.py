@@ -45,7 +45,15 @@ def test_separable_blobs_give_near_perfect_accuracy():
 def test_shuffled_labels_give_chance_level():
     X, y = _blobs(200, 3, 10, sep=6.0, seed=2)
     y_shuffled = np.random.default_rng(3).permutation(y)  # labels no longer depend on the features
-    res = fit_linear_probe(X[:300], y_shuffled[:300], X[300:400], y_shuffled[300:400], num_classes=3, X_test=X[400:], y_test=y_shuffled[400:])
+    res = fit_linear_probe(
+        X[:300],
+        y_shuffled[:300],
+        X[300:400],
+        y_shuffled[300:400],
+        num_classes=3,
+        X_test=X[400:],
+        y_test=y_shuffled[400:],
+    )
     assert abs(res["test"]["accuracy"] - 1 / 3) < 0.1
     # the same features with their true labels are decodable
     assert fit_linear_probe(X[:300], y[:300], X[300:400], y[300:400], num_classes=3)["val"]["accuracy"] > 0.95
@@ -101,7 +109,12 @@ def test_gaze_probe_finds_the_marked_patch():
     assert m["auc"] > 0.85 and m["n"] == 40
     # without the marker there is nothing to find: AUC near chance
     noise = np.random.default_rng(5).normal(size=Fev.shape).astype(np.float32)
-    assert gazefollow_metrics(fit_gaze_probe(noise[:30], Ttr[:30], (4, 4), noise[30:], steps=50), pts[30:], [(64, 48)] * 10)["auc"] < 0.8
+    assert (
+        gazefollow_metrics(
+            fit_gaze_probe(noise[:30], Ttr[:30], (4, 4), noise[30:], steps=50), pts[30:], [(64, 48)] * 10
+        )["auc"]
+        < 0.8
+    )
 
 
 def test_pooling_cls_mean_box_pair_and_patch():

@@ -35,8 +35,12 @@ def test_roi_align_orders_tokens_box_by_box_and_clamps_at_the_border():
 
 
 def test_role_union_boxes_enclose_each_roles_boxes_and_flag_absent_roles():
-    boxes = torch.tensor([[[0.1, 0.2, 0.3, 0.4], [0.5, 0.0, 0.6, 0.25], [0.0, 0.0, 0.0, 0.0]],
-                          [[0.2, 0.2, 0.4, 0.4], [0.6, 0.6, 0.9, 0.9], [0.0, 0.0, 0.0, 0.0]]])
+    boxes = torch.tensor(
+        [
+            [[0.1, 0.2, 0.3, 0.4], [0.5, 0.0, 0.6, 0.25], [0.0, 0.0, 0.0, 0.0]],
+            [[0.2, 0.2, 0.4, 0.4], [0.6, 0.6, 0.9, 0.9], [0.0, 0.0, 0.0, 0.0]],
+        ]
+    )
     roles = torch.tensor([[0, 0, -1], [0, 1, -1]])
     union, present = role_union_boxes(boxes, roles, 2)
     assert torch.allclose(union[0, 0], torch.tensor([0.1, 0.0, 0.6, 0.4]))

@@ -45,14 +45,25 @@ def test_the_support_check_is_the_onednn_one(monkeypatch):
     assert runtime.cpu_has_bf16() is False
 
 
-@pytest.mark.parametrize("device_type,native,expected", [("cuda", True, "bf16"), ("cuda", False, "fp32"), ("cpu", True, "bf16"), ("cpu", False, "fp32"), ("mps", True, "fp32")])
+@pytest.mark.parametrize(
+    "device_type,native,expected",
+    [
+        ("cuda", True, "bf16"),
+        ("cuda", False, "fp32"),
+        ("cpu", True, "bf16"),
+        ("cpu", False, "fp32"),
+        ("mps", True, "fp32"),
+    ],
+)
 def test_auto_precision_is_bf16_where_the_hardware_has_it(monkeypatch, device_type, native, expected):
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native)
     monkeypatch.setattr(runtime, "cuda_has_bf16", lambda: native)
     assert runtime.resolve_precision(torch.device(device_type), "auto") == expected
     for explicit in ("fp32", "bf16"):  # asked for: kept
         assert runtime.resolve_precision(torch.device(device_type), explicit) == explicit
-    assert runtime.compute_dtype(torch.device(device_type), "auto") == (torch.bfloat16 if expected == "bf16" else torch.float32)
+    assert runtime.compute_dtype(torch.device(device_type), "auto") == (
+        torch.bfloat16 if expected == "bf16" else torch.float32
+    )
 
 
 def test_autocast_follows_the_resolved_precision(monkeypatch, fresh_warning):

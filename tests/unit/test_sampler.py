@@ -32,4 +32,6 @@ def test_draws_depend_only_on_seed_and_step_so_a_resumed_run_draws_the_same():
         whole = list(sampler.micro_batches(0, 10, grad_accum=3))
         resumed = list(MultiTaskSampler(SIZES, batch_size=4, mode=mode, seed=1).micro_batches(4, 10, grad_accum=3))
         assert resumed == whole[12:]
-        assert list(MultiTaskSampler(SIZES, batch_size=4, mode=mode, seed=2).micro_batches(0, 10, grad_accum=3)) != whole
+        assert (
+            list(MultiTaskSampler(SIZES, batch_size=4, mode=mode, seed=2).micro_batches(0, 10, grad_accum=3)) != whole
+        )

@@ -39,4 +39,9 @@ def test_flat_gradients_round_trip_and_missing_ones_count_as_zero():
 def test_surgery_needs_several_tasks_in_a_step():
     with pytest.raises(ConfigError, match="needs several tasks in a step"):
         load_config("tiny", ["train.gradient_surgery=pcgrad"])
-    assert load_config("tiny", ["train.gradient_surgery=pcgrad", "train.grad_accum=5", "data.sampler=round_robin"]).train.gradient_surgery == "pcgrad"
+    assert (
+        load_config(
+            "tiny", ["train.gradient_surgery=pcgrad", "train.grad_accum=5", "data.sampler=round_robin"]
+        ).train.gradient_surgery
+        == "pcgrad"
+    )

@@ -18,12 +18,50 @@ from PIL import Image
 from socialfusion.data.synth import DATASET_DIRS, DATASETS, HAGRID_CLASSES, PISC_DOMAIN_OF, generate
 
 N = 150
-AFFECTNET_HEADER = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks", "expression", "valence", "arousal"]
-CLIP_FIELDS = {"clip_uid", "source_clip_uid", "video_uid", "video_start_sec", "video_end_sec", "video_start_frame", "video_end_frame",
-               "clip_start_sec", "clip_end_sec", "clip_start_frame", "clip_end_frame", "valid", "camera_wearer", "persons",
-               "missing_voice_segments", "transcriptions", "social_segments_talking", "social_segments_looking"}  # fmt: skip
-SEGMENT_FIELDS = {"start_time", "end_time", "start_frame", "end_frame", "video_start_time", "video_end_time", "video_start_frame",
-                  "video_end_frame", "person", "target", "is_at_me"}  # fmt: skip
+AFFECTNET_HEADER = [
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+]
+CLIP_FIELDS = {
+    "clip_uid",
+    "source_clip_uid",
+    "video_uid",
+    "video_start_sec",
+    "video_end_sec",
+    "video_start_frame",
+    "video_end_frame",
+    "clip_start_sec",
+    "clip_end_sec",
+    "clip_start_frame",
+    "clip_end_frame",
+    "valid",
+    "camera_wearer",
+    "persons",
+    "missing_voice_segments",
+    "transcriptions",
+    "social_segments_talking",
+    "social_segments_looking",
+}
+SEGMENT_FIELDS = {
+    "start_time",
+    "end_time",
+    "start_frame",
+    "end_frame",
+    "video_start_time",
+    "video_end_time",
+    "video_start_frame",
+    "video_end_frame",
+    "person",
+    "target",
+    "is_at_me",
+}
 RECORD_FIELDS = {"bboxes", "labels", "united_bbox", "united_label", "user_id", "hand_landmarks", "meta"}
 TWO_HANDED = {"hand_heart", "hand_heart2", "thumb_index2", "timeout", "holy", "take_picture", "xsign"}
 
@@ -51,7 +89,12 @@ def lam_samples(root: Path, split: str):
                 for tp in person["tracking_paths"]:
                     for t in tp["track"]:
                         f = t["frame"]
-                        label = int(any(s["person"] == person["person_id"] and s["start_frame"] <= f <= s["end_frame"] for s in segs))
+                        label = int(
+                            any(
+                                s["person"] == person["person_id"] and s["start_frame"] <= f <= s["end_frame"]
+                                for s in segs
+                            )
+                        )
                         box = (t["x"], t["y"], t["x"] + t["width"], t["y"] + t["height"])
                         out.append((base / "video_imgs" / clip["clip_uid"] / f"img_{f:05d}.jpg", box, label))
     return out
@@ -324,13 +367,17 @@ def test_gazefollow_layout(synth):
         img = Image.open(base / path).convert("HSV")
         gx, gy = np.mean([[float(r[8]), float(r[9])] for r in rows], 0)
         W, H = img.size
-        sat.append(np.asarray(img)[int(gy * H) - 2: int(gy * H) + 3, int(gx * W) - 2: int(gx * W) + 3, 1].mean())
+        sat.append(np.asarray(img)[int(gy * H) - 2 : int(gy * H) + 3, int(gx * W) - 2 : int(gx * W) + 3, 1].mean())
     assert np.median(sat) > 120, sat
 
 
 # --------------------------------------------------------------------------- determinism
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_deterministic_for_a_seed(tmp_path):
@@ -342,7 +389,11 @@ def test_deterministic_for_a_seed(tmp_path):
     strip = lambda s: {k: v for k, v in s.items() if k not in ("paths", "root")}  # noqa: E731
     assert strip(a) == strip(b)
     assert da != dc
-    for name in ("ego4d_lam/json/av_train.json", "pisc/annotation_image_info.json", "gazefollow_extended/train_annotations_release.txt"):
+    for name in (
+        "ego4d_lam/json/av_train.json",
+        "pisc/annotation_image_info.json",
+        "gazefollow_extended/train_annotations_release.txt",
+    ):
         assert da[name] != dc.get(name)
     # regenerating into an existing synthetic folder replaces that dataset (no stale files, same bytes)
     (tmp_path / "a" / "affectnet" / "stale.txt").write_text("x")
@@ -420,10 +471,21 @@ def _expected_labels(root: Path, name: str, split: str) -> Counter:
 
 @pytest.mark.parametrize(
     "name,split",
-    [("ego4d_lam", "train"), ("ego4d_lam", "val"), ("affectnet", "train"), ("affectnet", "val"), ("hagrid_v2", "train"),
-     ("hagrid_v2", "val"), ("hagrid_v2", "test"), ("pisc", "train"), ("pisc", "val"), ("pisc", "test"),
-     ("gazefollow", "train"), ("gazefollow", "test")],
-)  # fmt: skip
+    [
+        ("ego4d_lam", "train"),
+        ("ego4d_lam", "val"),
+        ("affectnet", "train"),
+        ("affectnet", "val"),
+        ("hagrid_v2", "train"),
+        ("hagrid_v2", "val"),
+        ("hagrid_v2", "test"),
+        ("pisc", "train"),
+        ("pisc", "val"),
+        ("pisc", "test"),
+        ("gazefollow", "train"),
+        ("gazefollow", "test"),
+    ],
+)
 def test_official_adapter_reads_it(synth, name, split):
     from socialfusion.data.skips import SkipReport
 
@@ -439,7 +501,9 @@ def test_official_adapter_reads_it(synth, name, split):
         assert sample.boxes
     if name == "gazefollow":
         if split == "train":
-            assert Counter(x.inout for x in samples) == Counter(int(r[14]) for r in gaze_rows(root, "train") if r[14] != "-1")
+            assert Counter(x.inout for x in samples) == Counter(
+                int(r[14]) for r in gaze_rows(root, "train") if r[14] != "-1"
+            )
         else:
             assert all(len(x.points) >= 4 for x in samples)
         return

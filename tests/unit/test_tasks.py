@@ -25,17 +25,35 @@ def _digest(task) -> str:
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_prompt_templates_match_their_snapshot(name):
     task = build_task(name)
-    assert _digest(task) == PROMPT_SNAPSHOTS[name], f"{name}: prompt templates changed; add a new version instead of editing one"
+    assert _digest(task) == PROMPT_SNAPSHOTS[name], (
+        f"{name}: prompt templates changed; add a new version instead of editing one"
+    )
     for text in task.prompt_templates.values():
         assert text.count("<image>") == 1
 
 
 def test_official_class_orders():
-    assert build_task("expression").classes == ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt"]
+    assert build_task("expression").classes == [
+        "neutral",
+        "happiness",
+        "sadness",
+        "surprise",
+        "fear",
+        "disgust",
+        "anger",
+        "contempt",
+    ]
     assert build_task("expression", n_classes=7).classes[-1] == "anger"
     gesture = build_task("gesture").classes
     assert len(gesture) == 34 and gesture[0] == "grabbing" and gesture[16] == "like" and gesture[-1] == "no_gesture"
-    assert build_task("relation").classes == ["friends", "family", "couple", "professional", "commercial", "no_relation"]
+    assert build_task("relation").classes == [
+        "friends",
+        "family",
+        "couple",
+        "professional",
+        "commercial",
+        "no_relation",
+    ]
     assert build_task("relation", level="coarse").classes == ["intimate", "non-intimate", "no_relation"]
     assert build_task("lam").verbalizers == ["no", "yes"]
 

@@ -45,7 +45,18 @@ def test_api_threads_apply_to_the_process_and_the_detectors(monkeypatch):
 
 def test_predict_threads_option(tmp_path, capsys):
     Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "a.png")
-    argv = ["predict", "--ckpt", "tiny", "--images", str(tmp_path / "a.png"), "--tasks", "lam", "--out", str(tmp_path / "o"), "--no-progress"]
+    argv = [
+        "predict",
+        "--ckpt",
+        "tiny",
+        "--images",
+        str(tmp_path / "a.png"),
+        "--tasks",
+        "lam",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    ]
     torch.set_num_threads(2)
     assert cli.main([*argv, "--threads", "1"]) == 0
     assert torch.get_num_threads() == 1

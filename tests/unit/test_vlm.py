@@ -44,8 +44,13 @@ def vlm_batch(model, task, seed=0):
     box, one lists role 1 first), so that prompts differ in length and the batch is padded."""
     batch = make_batch(task, b=3, seed=seed)
     batch["pixel_values"] = model.encoder.preprocess(_images(3, seed))
-    batch["boxes"] = torch.tensor([[[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]], [[0.123, 0.45, 0.999, 1.0], [0, 0, 0, 0]],
-                                   [[0.0, 0.0, 1.0, 1.0], [0.25, 0.3, 0.7, 0.61]]])  # fmt: skip
+    batch["boxes"] = torch.tensor(
+        [
+            [[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]],
+            [[0.123, 0.45, 0.999, 1.0], [0, 0, 0, 0]],
+            [[0.0, 0.0, 1.0, 1.0], [0.25, 0.3, 0.7, 0.61]],
+        ]
+    )
     batch["box_roles"] = torch.tensor([[0, 1], [0, -1], [1, 0]])
     return batch
 
@@ -66,7 +71,9 @@ def test_image_tokens_sit_where_the_processor_puts_them(vlm):
         image = _images(3)[i].convert("RGB").resize((vlm.image_size,) * 2)
         ref = vlm.processor(text=[text], images=[image], return_tensors="pt")
         assert ref["input_ids"][0].tolist() == ids[i]
-        torch.testing.assert_close(ref["pixel_values"].reshape(-1), batch["pixel_values"][i].reshape(-1), rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            ref["pixel_values"].reshape(-1), batch["pixel_values"][i].reshape(-1), rtol=0, atol=1e-6
+        )
     assert vlm.num_visual_tokens == vlm.grid[0] * vlm.grid[1] == 16
     inputs = vlm.model_inputs(batch)
     pos = vlm.image_positions(inputs["input_ids"])
@@ -78,7 +85,9 @@ def test_image_tokens_sit_where_the_processor_puts_them(vlm):
     assert (inputs["attention_mask"][:, -1] == 1).all()
     assert (inputs["attention_mask"].sum(1) == torch.tensor([len(r) for r in ids])).all()
     mark = {"llava": "<image>", "qwen2vl": "<|vision_start|><|image_pad|><|vision_end|>"}[vlm.family]
-    assert texts[0].startswith(f"User: {mark}\nMarked boxes: ") and texts[0].endswith("Answer with one relationship.\nAssistant:")
+    assert texts[0].startswith(f"User: {mark}\nMarked boxes: ") and texts[0].endswith(
+        "Answer with one relationship.\nAssistant:"
+    )
 
 
 def test_box_text_per_family_and_role_order(vlm):
@@ -88,7 +97,10 @@ def test_box_text_per_family_and_role_order(vlm):
         assert "Marked box: [0.12, 0.45, 1.00, 1.00]\n" in texts[1]
         assert "Marked boxes: [0.25, 0.30, 0.70, 0.61], [0.00, 0.00, 1.00, 1.00]\n" in texts[2]  # role 0 first
     else:
-        assert "Marked boxes: <|box_start|>(100,100),(500,500)<|box_end|>, <|box_start|>(500,500),(900,900)<|box_end|>\n" in texts[0]
+        assert (
+            "Marked boxes: <|box_start|>(100,100),(500,500)<|box_end|>, <|box_start|>(500,500),(900,900)<|box_end|>\n"
+            in texts[0]
+        )
         assert "Marked box: <|box_start|>(123,450),(999,1000)<|box_end|>\n" in texts[1]
         assert texts[2].index("(250,300),(700,610)") < texts[2].index("(0,0),(1000,1000)")
         box_start = vlm.tokenizer.convert_tokens_to_ids("<|box_start|>")
@@ -107,7 +119,9 @@ def test_draw_mode_paints_the_boxes_and_drops_the_box_text():
 
     grey = Image.new("RGB", (32, 32), (128, 128, 128))
     plain = model.encoder.preprocess([grey], boxes=[[]])[0]
-    drawn = model.encoder.preprocess([grey], boxes=[[Box((0.25, 0.25, 0.75, 0.75), 0), Box((0.0, 0.0, 0.5, 0.5), 1)]])[0]
+    drawn = model.encoder.preprocess([grey], boxes=[[Box((0.25, 0.25, 0.75, 0.75), 0), Box((0.0, 0.0, 0.5, 0.5), 1)]])[
+        0
+    ]
     changed = (plain != drawn).any(0)
     assert changed[20, 23] and changed[10, 0] and not changed[16, 16] and not changed[28, 28]  # outlines only
     assert drawn[0, 20, 23] > plain[0, 20, 23] and drawn[2, 20, 23] < plain[2, 20, 23]  # role 0: red
@@ -141,10 +155,15 @@ def test_a_few_steps_on_a_fixed_batch_reduce_the_loss_and_only_trainable_parts_l
     assert table["vision"]["trainable"] == 0 and table["llm"]["trainable"] == 0
     assert table["projector"]["frozen"] == 0 and table["llm.lora"]["frozen"] == 0 and table["gaze_head"]["frozen"] == 0
     out = model(vlm_batch(model, "relation"))
-    assert int(out["n_supervised"]) == sum(len(model.answers("relation")[c]) for c in make_batch("relation")["labels"].tolist())
+    assert int(out["n_supervised"]) == sum(
+        len(model.answers("relation")[c]) for c in make_batch("relation")["labels"].tolist()
+    )
 
 
-@pytest.mark.parametrize("vision, llm, expect", [("lora", "full", {"vision.lora", "llm", "projector"}), ("full", "frozen", {"vision", "projector"})])
+@pytest.mark.parametrize(
+    "vision, llm, expect",
+    [("lora", "full", {"vision.lora", "llm", "projector"}), ("full", "frozen", {"vision", "projector"})],
+)
 def test_trainability_per_component(vision, llm, expect):
     from socialfusion.models.factory import build_model
 
@@ -240,7 +259,9 @@ def test_checkpoint_round_trip_through_the_factory(vlm, tmp_path):
                 p.add_(0.01 * torch.randn_like(p))
     save_checkpoint(model, config, tmp_path / "ckpt")
     loaded, _ = load_model(tmp_path / "ckpt")
-    assert type(loaded).__name__ == "VLMBaseline" and not (tmp_path / "ckpt" / "adapter").exists()  # one copy: trainable.safetensors
+    assert (
+        type(loaded).__name__ == "VLMBaseline" and not (tmp_path / "ckpt" / "adapter").exists()
+    )  # one copy: trainable.safetensors
     batch = vlm_batch(model, "expression")
     model.eval(), loaded.eval()
     torch.testing.assert_close(loaded.score_classes(batch), model.score_classes(batch), rtol=0, atol=0)
@@ -268,6 +289,9 @@ def test_plan_paper_presets_on_the_meta_device(preset, family, tokens, grid, tot
     assert rows["vision"]["trainable"] == 0 and rows["llm"]["trainable"] == 0 and rows["projector"]["frozen"] == 0
     assert 1e8 < plan["trainable_parameters"] < 3e8  # LoRA r=64 on all LLM projections + projector
     assert plan["family"] == family and plan["visual_tokens_per_image"] == tokens and plan["patch_grid"] == grid
-    assert plan["sequence_length"] > tokens and plan["training_gflops_per_sample"] > plan["forward_gflops_per_sample"] > 1000
+    assert (
+        plan["sequence_length"] > tokens
+        and plan["training_gflops_per_sample"] > plan["forward_gflops_per_sample"] > 1000
+    )
     text = format_plan(plan)
     assert "llm.lora" in text and "approximate" in text

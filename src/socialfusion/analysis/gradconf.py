@@ -133,8 +133,13 @@ def bootstrap_batches(gram: np.ndarray, batch_cos: np.ndarray, weights: np.ndarr
         count = np.einsum("bk,kac->bac", weights, defined.astype(np.float64))
         mean_cos = np.einsum("bk,kac->bac", weights, np.where(defined, batch_cos, 0.0)) / count
         conflict = np.einsum("bk,kac->bac", weights, (np.where(defined, batch_cos, 0.0) < 0).astype(np.float64)) / count
-    return {"cosine": cos, "mean_batch_cosine": mean_cos, "conflict_frequency": conflict, "magnitude_similarity": mag,
-            "mean_grad_norm": norm / weights.sum(1, keepdims=True)}
+    return {
+        "cosine": cos,
+        "mean_batch_cosine": mean_cos,
+        "conflict_frequency": conflict,
+        "magnitude_similarity": mag,
+        "mean_grad_norm": norm / weights.sum(1, keepdims=True),
+    }
 
 
 def _matrix_intervals(values: np.ndarray, level: float = 0.95) -> list[list[list[float] | None]]:
@@ -151,7 +156,9 @@ class ConflictStats:
     vector. Held: the T running sums and, per batch and component, T vectors of at most `sketch_dim` floats.
     """
 
-    def __init__(self, tasks: Sequence[str], segments: Mapping[str, tuple[int, int]], sketch_dim: int = SKETCH_DIM, seed: int = 0):
+    def __init__(
+        self, tasks: Sequence[str], segments: Mapping[str, tuple[int, int]], sketch_dim: int = SKETCH_DIM, seed: int = 0
+    ):
         self.tasks = list(tasks)
         end = max(e for _, e in segments.values()) if segments else 0
         self.segments = {"overall": (0, end), **segments}
@@ -160,7 +167,12 @@ class ConflictStats:
         self.batches = 0
         # the overall Gram matrix is the sum of the components' when they tile the vector; else it is kept itself
         tiles = sorted(segments.values())
-        covered = bool(tiles) and tiles[0][0] == 0 and all(a[1] == b[0] for a, b in zip(tiles, tiles[1:])) and tiles[-1][1] == end
+        covered = (
+            bool(tiles)
+            and tiles[0][0] == 0
+            and all(a[1] == b[0] for a, b in zip(tiles, tiles[1:]))
+            and tiles[-1][1] == end
+        )
         self._kept_scopes = list(segments) if covered else list(self.segments)
         self._kept: dict[str, list[torch.Tensor]] = {s: [] for s in self._kept_scopes}
         self._sketch: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -168,7 +180,10 @@ class ConflictStats:
         for scope in self._kept_scopes:
             a, b = self.segments[scope]
             if b - a > sketch_dim:
-                self._sketch[scope] = (torch.randint(0, sketch_dim, (b - a,), generator=g), torch.randint(0, 2, (b - a,), generator=g, dtype=torch.bool))
+                self._sketch[scope] = (
+                    torch.randint(0, sketch_dim, (b - a,), generator=g),
+                    torch.randint(0, 2, (b - a,), generator=g, dtype=torch.bool),
+                )
         self.sketch_dim = sketch_dim
 
     def update(self, grads: Mapping[str, torch.Tensor]) -> None:
@@ -215,8 +230,13 @@ class ConflictStats:
             }
             if weights is not None:
                 boot = bootstrap_batches(self.gram(scope), np.stack(self.batch_cos[scope]), weights)
-                ci = {m: _matrix_intervals(boot[m]) for m in ("cosine", "mean_batch_cosine", "conflict_frequency", "magnitude_similarity")}
-                ci["mean_grad_norm"] = {t: percentile_interval(boot["mean_grad_norm"][:, i]) for i, t in enumerate(self.tasks)}
+                ci = {
+                    m: _matrix_intervals(boot[m])
+                    for m in ("cosine", "mean_batch_cosine", "conflict_frequency", "magnitude_similarity")
+                }
+                ci["mean_grad_norm"] = {
+                    t: percentile_interval(boot["mean_grad_norm"][:, i]) for i, t in enumerate(self.tasks)
+                }
                 out[scope]["ci"] = ci
         return out
 
@@ -244,7 +264,9 @@ def shared_parameters(model) -> tuple[list[tuple[str, torch.nn.Parameter]], dict
 
 def flat_grad(params) -> torch.Tensor:
     """The current .grad of `params` flattened into one float32 CPU vector (zeros where a parameter got none)."""
-    parts = [(p.grad.detach().float().flatten().cpu() if p.grad is not None else torch.zeros(p.numel())) for _, p in params]
+    parts = [
+        (p.grad.detach().float().flatten().cpu() if p.grad is not None else torch.zeros(p.numel())) for _, p in params
+    ]
     return torch.cat(parts)
 
 
@@ -256,7 +278,9 @@ def fixed_batches(n: int, batch_size: int, k: int, seed: int, salt: int) -> list
     return [[int(perm[(b * batch_size + i) % n]) for i in range(min(batch_size, n))] for b in range(k)]
 
 
-def run_gradconf(model, config, out_dir, batches: int = DEFAULT_BATCHES, progress: bool = True, resamples: int = RESAMPLES) -> dict:
+def run_gradconf(
+    model, config, out_dir, batches: int = DEFAULT_BATCHES, progress: bool = True, resamples: int = RESAMPLES
+) -> dict:
     """Per-task gradients over `batches` fixed multi-task batches -> gradconf.json, gradconf.md, gradconf.png, each
     statistic with a 95 % percentile bootstrap interval over the batches (`resamples` resamples; 0: none)."""
     from tqdm.auto import tqdm
@@ -282,7 +306,10 @@ def run_gradconf(model, config, out_dir, batches: int = DEFAULT_BATCHES, progres
         raise ValueError(f"gradient conflict needs at least two tasks with training data, got {sorted(datasets)}")
     tasks = list(datasets)
     weights = {td.task: td.loss_weight for td in config.data.tasks}
-    plan = {t: fixed_batches(len(ds), config.train.batch_size, batches, config.train.seed, i) for i, (t, ds) in enumerate(datasets.items())}
+    plan = {
+        t: fixed_batches(len(ds), config.train.batch_size, batches, config.train.seed, i)
+        for i, (t, ds) in enumerate(datasets.items())
+    }
     if cache is not None:
         needed = {t: [datasets[t].samples[i] for i in sorted({i for b in plan[t] for i in b})] for t in tasks}
         for t in tasks:
@@ -326,7 +353,9 @@ def run_gradconf(model, config, out_dir, batches: int = DEFAULT_BATCHES, progres
         "mean_loss_ci": loss_ci,
         "intervals": interval_info(resamples, SEED, over="batches") if resamples > 0 else None,
         "components": {c: b - a for c, (a, b) in segments.items()},
-        "excluded_components": sorted({model.component(n) for n, p in model.named_parameters() if p.requires_grad} - set(segments)),
+        "excluded_components": sorted(
+            {model.component(n) for n, p in model.named_parameters() if p.requires_grad} - set(segments)
+        ),
         "overall": summary.pop("overall"),
         "per_component": summary,
         "pairs": [],
@@ -344,7 +373,13 @@ def run_gradconf(model, config, out_dir, batches: int = DEFAULT_BATCHES, progres
     matrix_heatmaps(
         [
             ("cosine of accumulated task gradients", ov["cosine"].tolist(), (-1.0, 1.0), "RdBu", ci.get("cosine")),
-            (f"conflict frequency (cos < 0, {batches} batches)", ov["conflict_frequency"].tolist(), (0.0, 1.0), "Reds", ci.get("conflict_frequency")),
+            (
+                f"conflict frequency (cos < 0, {batches} batches)",
+                ov["conflict_frequency"].tolist(),
+                (0.0, 1.0),
+                "Reds",
+                ci.get("conflict_frequency"),
+            ),
         ],
         tasks,
         out_dir / "gradconf.png",
@@ -362,7 +397,10 @@ STATISTICS = ("cosine", "mean_batch_cosine", "conflict_frequency", "magnitude_si
 
 def pairs_table(result: dict) -> str:
     """The overall statistics per task pair as one markdown table (value [95 % interval]), for embedding in reports."""
-    lines = ["| pair | cosine | mean batch cosine | conflict frequency | magnitude similarity |", "|---|---|---|---|---|"]
+    lines = [
+        "| pair | cosine | mean batch cosine | conflict frequency | magnitude similarity |",
+        "|---|---|---|---|---|",
+    ]
     for r in result["pairs"]:
         ci = r.get("ci") or {}
         lines.append(f"| {r['a']} / {r['b']} | " + " | ".join(fmt_ci(r[m], ci.get(m), 3) for m in STATISTICS) + " |")
@@ -387,29 +425,60 @@ def markdown(result: dict) -> str:
     ov = result["overall"]
     for i, a in enumerate(tasks):
         lines.append(f"| {a} | " + " | ".join(fmt(ov["cosine"][i, j], 3) for j in range(len(tasks))) + " |")
-    lines += ["", "## Task pairs", "", "| pair | scope | cosine | mean batch cosine | conflict frequency | magnitude similarity |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Task pairs",
+        "",
+        "| pair | scope | cosine | mean batch cosine | conflict frequency | magnitude similarity |",
+        "|---|---|---|---|---|---|",
+    ]
     scopes = {"overall": ov, **result["per_component"]}
     for i, a in enumerate(tasks):
         for j in range(i + 1, len(tasks)):
             for scope, s in scopes.items():
                 ci = s.get("ci") or {}
-                cells = [fmt_ci(s[m][i, j], (ci.get(m) or [[None] * len(tasks)] * len(tasks))[i][j], 3) for m in STATISTICS]
+                cells = [
+                    fmt_ci(s[m][i, j], (ci.get(m) or [[None] * len(tasks)] * len(tasks))[i][j], 3) for m in STATISTICS
+                ]
                 lines.append(f"| {a} / {tasks[j]} | {scope} | " + " | ".join(cells) + " |")
-    lines += ["", "Cosine < 0 means the two tasks pull the shared parameters in conflicting directions; a conflict frequency near 1 "
-              "means they do so on almost every batch. A magnitude similarity far below 1 means one task's gradient dominates.", ""]
+    lines += [
+        "",
+        "Cosine < 0 means the two tasks pull the shared parameters in conflicting directions; a conflict frequency near 1 "
+        "means they do so on almost every batch. A magnitude similarity far below 1 means one task's gradient dominates.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     from ..errors import add_console_options
 
-    p = add_console_options(argparse.ArgumentParser(prog="socialfusion gradconf", description="Gradient conflict between tasks on the shared trainable parameters."))
-    p.add_argument("args", nargs="*", help="CONFIG [overrides key.sub=value] (preset or YAML), or only overrides with --ckpt; anywhere on the line")
+    p = add_console_options(
+        argparse.ArgumentParser(
+            prog="socialfusion gradconf",
+            description="Gradient conflict between tasks on the shared trainable parameters.",
+        )
+    )
+    p.add_argument(
+        "args",
+        nargs="*",
+        help="CONFIG [overrides key.sub=value] (preset or YAML), or only overrides with --ckpt; anywhere on the line",
+    )
     p.add_argument("--ckpt", help="a checkpoint directory (e.g. RUN/checkpoints/last); its config is used")
     p.add_argument("--out", required=True, help="output folder (gradconf.json, gradconf.md, heatmap)")
     p.add_argument("--tasks", help="comma-separated subset of the config's tasks (at least two)")
-    p.add_argument("--batches", type=int, default=DEFAULT_BATCHES, help=f"K multi-task batches (default {DEFAULT_BATCHES}; the intervals are over them)")
-    p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the batches for the intervals (0: none)")
+    p.add_argument(
+        "--batches",
+        type=int,
+        default=DEFAULT_BATCHES,
+        help=f"K multi-task batches (default {DEFAULT_BATCHES}; the intervals are over them)",
+    )
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=RESAMPLES,
+        help="bootstrap resamples of the batches for the intervals (0: none)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
@@ -435,7 +504,9 @@ def main(argv: list[str] | None = None) -> int:
 
         model = build_model(config.model, tasks=tasks_from_config(config))
     model.to(resolve_device(args.device))
-    result = run_gradconf(model, config, args.out, batches=args.batches, progress=not args.no_progress, resamples=args.resamples)
+    result = run_gradconf(
+        model, config, args.out, batches=args.batches, progress=not args.no_progress, resamples=args.resamples
+    )
     print((Path(args.out) / "gradconf.md").read_text())
     return 0 if result else 1
 

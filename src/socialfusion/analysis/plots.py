@@ -52,7 +52,9 @@ def _err(value: float, ci, scale: float = 1.0):
     return [[max(0.0, scale * (value - ci[0]))], [max(0.0, scale * (ci[1] - value))]]
 
 
-def transfer_bars(tasks: Sequence[str], families: dict[str, dict[str, dict | float | None]], path: str | Path, title: str = "") -> Path:
+def transfer_bars(
+    tasks: Sequence[str], families: dict[str, dict[str, dict | float | None]], path: str | Path, title: str = ""
+) -> Path:
     """Figure-1-style bars: per task, the relative change (%) of the primary metric, joint vs single-task.
 
     `families` maps a model family to {task: transfer row} (`analysis.transfer.transfer_row`: "relative",
@@ -79,12 +81,29 @@ def transfer_bars(tasks: Sequence[str], families: dict[str, dict[str, dict | flo
             call = row.get("transfer")
             color = POSITIVE if call == "positive" else NEGATIVE if call == "negative" else NEUTRAL
             err = _err(rel, ci, 100.0)
-            ax.bar(x, pct, width * 0.92, color=color, hatch=HATCHES[j % len(HATCHES)], edgecolor="black", linewidth=0.6,
-                   yerr=err, capsize=3, error_kw={"elinewidth": 0.8})
+            ax.bar(
+                x,
+                pct,
+                width * 0.92,
+                color=color,
+                hatch=HATCHES[j % len(HATCHES)],
+                edgecolor="black",
+                linewidth=0.6,
+                yerr=err,
+                capsize=3,
+                error_kw={"elinewidth": 0.8},
+            )
             top = pct + (err[1][0] if err else 0.0)
             bottom = pct - (err[0][0] if err else 0.0)
             extent += [top, bottom]
-            ax.text(x, top if pct >= 0 else bottom, f"{pct:+.1f}", ha="center", va="bottom" if pct >= 0 else "top", fontsize=7)
+            ax.text(
+                x,
+                top if pct >= 0 else bottom,
+                f"{pct:+.1f}",
+                ha="center",
+                va="bottom" if pct >= 0 else "top",
+                fontsize=7,
+            )
     ax.axhline(0, color="black", linewidth=0.8)
     lo, hi = min(extent), max(extent)
     pad = 0.15 * ((hi - lo) or 1.0)  # room for the value labels on both sides of zero
@@ -96,18 +115,26 @@ def transfer_bars(tasks: Sequence[str], families: dict[str, dict[str, dict | flo
     ax.set_title(title or "Transfer: joint multi-task vs single-task training")
     from matplotlib.patches import Patch
 
-    handles = [Patch(facecolor=POSITIVE, label="positive transfer"), Patch(facecolor=NEGATIVE, label="negative transfer"),
-               Patch(facecolor=NEUTRAL, label="within noise")]
+    handles = [
+        Patch(facecolor=POSITIVE, label="positive transfer"),
+        Patch(facecolor=NEGATIVE, label="negative transfer"),
+        Patch(facecolor=NEUTRAL, label="within noise"),
+    ]
     if len(names) > 1:
-        handles += [Patch(facecolor="white", edgecolor="black", hatch=HATCHES[j % len(HATCHES)], label=fam) for j, fam in enumerate(names)]
+        handles += [
+            Patch(facecolor="white", edgecolor="black", hatch=HATCHES[j % len(HATCHES)], label=fam)
+            for j, fam in enumerate(names)
+        ]
     ax.legend(handles=handles, fontsize=7, loc="best")
     return save(fig, path)
 
 
 def transfer_caption(interval: str) -> str:
-    return ("Relative change of each task's primary metric, joint five-task model vs the single-task model, per model family. "
-            f"Error bars: 95 % intervals ({interval}). Green: positive transfer, red: negative transfer (the interval excludes "
-            "zero); grey: within noise (the interval contains zero).")
+    return (
+        "Relative change of each task's primary metric, joint five-task model vs the single-task model, per model family. "
+        f"Error bars: 95 % intervals ({interval}). Green: positive transfer, red: negative transfer (the interval excludes "
+        "zero); grey: within noise (the interval contains zero)."
+    )
 
 
 def matrix_heatmaps(panels: list[tuple], labels: Sequence[str], path: str | Path) -> Path:
@@ -134,8 +161,18 @@ def matrix_heatmaps(panels: list[tuple], labels: Sequence[str], path: str | Path
                 if math.isfinite(v) and ci and ci[0] is not None and ci[1] is not None:
                     text += f"\n[{ci[0]:.2f}, {ci[1]:.2f}]"
                 # white text where the colour is dark (the far ends of the scale)
-                strong = math.isfinite(v) and abs((v - vmin) / max(1e-12, vmax - vmin) - (0.5 if vmin < 0 else 0.0)) > (0.35 if vmin < 0 else 0.7)
-                ax.text(c, r, text, ha="center", va="center", fontsize=8 if "\n" not in text else 6, color="white" if strong else "black")
+                strong = math.isfinite(v) and abs((v - vmin) / max(1e-12, vmax - vmin) - (0.5 if vmin < 0 else 0.0)) > (
+                    0.35 if vmin < 0 else 0.7
+                )
+                ax.text(
+                    c,
+                    r,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=8 if "\n" not in text else 6,
+                    color="white" if strong else "black",
+                )
         ax.set_xticks(range(k))
         ax.set_yticks(range(k))
         ax.set_xticklabels(labels, rotation=45, ha="right")
@@ -145,8 +182,13 @@ def matrix_heatmaps(panels: list[tuple], labels: Sequence[str], path: str | Path
     return save(fig, path)
 
 
-def metric_by_layer(panels: dict[str, dict[str, list[tuple]]], ylabels: dict[str, str], path: str | Path, line_labels: dict[str, dict[str, str]] | None = None,
-                    chance: dict[str, float | None] | None = None) -> Path:
+def metric_by_layer(
+    panels: dict[str, dict[str, list[tuple]]],
+    ylabels: dict[str, str],
+    path: str | Path,
+    line_labels: dict[str, dict[str, str]] | None = None,
+    chance: dict[str, float | None] | None = None,
+) -> Path:
     """One panel per task; in each, one line per encoder of the metric against the layer index.
 
     `panels` maps task -> {encoder: [(layer, value[, [lo, hi]]), ...]} (the interval drawn as error bars);
@@ -169,8 +211,14 @@ def metric_by_layer(panels: dict[str, dict[str, list[tuple]]], ylabels: dict[str
                 continue
             label = (line_labels or {}).get(task, {}).get(enc, enc)
             errs = [_err(v, ci) or [[0.0], [0.0]] for _, v, ci in pts]
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[[e[0][0] for e in errs], [e[1][0] for e in errs]],
-                        marker="o", capsize=3, label=label)
+            ax.errorbar(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                yerr=[[e[0][0] for e in errs], [e[1][0] for e in errs]],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
         level = (chance or {}).get(task)
         if _finite(level):
             ax.axhline(level, color="black", linestyle="dashed", linewidth=1.0, label="chance")
@@ -205,56 +253,87 @@ def probe_figure(result: dict, path: str | Path, preferred: dict[str, str]) -> P
 
 
 def probe_caption(result: dict) -> str:
-    return ("Linear-probe score of each task's primary metric on frozen encoder features, by encoder layer (one line per "
-            "encoder and its pooling). Error bars: 95 % percentile bootstrap intervals over the evaluation samples; dashed "
-            "line: the chance level (a probe that ignores the features).")
+    return (
+        "Linear-probe score of each task's primary metric on frozen encoder features, by encoder layer (one line per "
+        "encoder and its pooling). Error bars: 95 % percentile bootstrap intervals over the evaluation samples; dashed "
+        "line: the chance level (a probe that ignores the features)."
+    )
 
 
 def gradconf_caption(batches: int) -> str:
-    return (f"Left: cosine similarity of the task gradients accumulated over {batches} fixed batches; right: fraction of "
-            "batches in which two tasks' gradients conflict (cosine < 0). Bracketed under each value: its 95 % percentile "
-            "bootstrap interval over the batches. The diagonal is 1 (left) and 0 (right) by definition.")
+    return (
+        f"Left: cosine similarity of the task gradients accumulated over {batches} fixed batches; right: fraction of "
+        "batches in which two tasks' gradients conflict (cosine < 0). Bracketed under each value: its 95 % percentile "
+        "bootstrap interval over the batches. The diagonal is 1 (left) and 0 (right) by definition."
+    )
 
 
 def probe_table(result: dict) -> str:
     """All probes in one markdown table (rows: encoder, task, layer; columns: poolings), for embedding in reports."""
     pools = list(dict.fromkeys(r["pool"] for r in result["results"]))
-    lines = ["| encoder | task | metric | layer | " + " | ".join(pools) + " |", "|---|---|---|---|" + "---|" * len(pools)]
+    lines = [
+        "| encoder | task | metric | layer | " + " | ".join(pools) + " |",
+        "|---|---|---|---|" + "---|" * len(pools),
+    ]
     cells: dict = {}
     for r in result["results"]:
         cells.setdefault((r["encoder"], r["task"], r["metric"], r["layer"]), {})[r["pool"]] = (r["value"], r.get("ci"))
     for (enc, task, metric, layer), vals in cells.items():
-        lines.append(f"| {enc} | {task} | {metric} | {layer} | " + " | ".join(fmt_ci(*vals.get(p, (None, None))) for p in pools) + " |")
+        lines.append(
+            f"| {enc} | {task} | {metric} | {layer} | "
+            + " | ".join(fmt_ci(*vals.get(p, (None, None))) for p in pools)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def probe_markdown(result: dict) -> str:
-    lines = ["# Linear probes of frozen encoder features", "",
-             "Each cell: the task's primary metric of a linear probe on frozen features of that layer and pooling "
-             "(classification: logistic regression, C chosen on the validation split; gaze: linear patch -> heatmap map), "
-             "with its 95 % percentile bootstrap interval over the evaluation samples in brackets.", ""]
+    lines = [
+        "# Linear probes of frozen encoder features",
+        "",
+        "Each cell: the task's primary metric of a linear probe on frozen features of that layer and pooling "
+        "(classification: logistic regression, C chosen on the validation split; gaze: linear patch -> heatmap map), "
+        "with its 95 % percentile bootstrap interval over the evaluation samples in brackets.",
+        "",
+    ]
     if result.get("chance"):
-        lines += ["Chance level (a probe that ignores the features): "
-                  + ", ".join(f"{t} {fmt(v)}" for t, v in result["chance"].items()) + ".", ""]
+        lines += [
+            "Chance level (a probe that ignores the features): "
+            + ", ".join(f"{t} {fmt(v)}" for t, v in result["chance"].items())
+            + ".",
+            "",
+        ]
     by_task: dict = {}
     for r in result["results"]:
         by_task.setdefault(r["task"], []).append(r)
     for task, rows in by_task.items():
         pools = list(dict.fromkeys(r["pool"] for r in rows))
         split = rows[0]["split"]
-        lines += [f"## {task} ({rows[0]['metric']}, {split} split)", "", "| encoder | layer | " + " | ".join(pools) + " |", "|---|---|" + "---|" * len(pools)]
+        lines += [
+            f"## {task} ({rows[0]['metric']}, {split} split)",
+            "",
+            "| encoder | layer | " + " | ".join(pools) + " |",
+            "|---|---|" + "---|" * len(pools),
+        ]
         cells: dict = {}
         for r in rows:
             cells.setdefault((r["encoder"], r["layer"]), {})[r["pool"]] = (r["value"], r.get("ci"))
         for (enc, layer), vals in cells.items():
             lines.append(f"| {enc} | {layer} | " + " | ".join(fmt_ci(*vals.get(p, (None, None))) for p in pools) + " |")
         lines.append("")
-    lines += ["## Best probe per encoder and task", "", "| encoder | task | metric | best | layer | pool |", "|---|---|---|---|---|---|"]
+    lines += [
+        "## Best probe per encoder and task",
+        "",
+        "| encoder | task | metric | best | layer | pool |",
+        "|---|---|---|---|---|---|",
+    ]
     for enc in result["encoders"]:
         for task, rows in by_task.items():
             mine = [r for r in rows if r["encoder"] == enc and r["value"] is not None and math.isfinite(r["value"])]
             if mine:
                 b = max(mine, key=lambda r: r["value"])
-                lines.append(f"| {enc} | {task} | {b['metric']} | {fmt_ci(b['value'], b.get('ci'))} | {b['layer']} | {b['pool']} |")
+                lines.append(
+                    f"| {enc} | {task} | {b['metric']} | {fmt_ci(b['value'], b.get('ci'))} | {b['layer']} | {b['pool']} |"
+                )
     lines.append("")
     return "\n".join(lines)

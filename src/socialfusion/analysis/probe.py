@@ -44,8 +44,19 @@ def full_probs(clf, X: np.ndarray, num_classes: int) -> np.ndarray:
     return probs
 
 
-def fit_linear_probe(X_train, y_train, X_val, y_val, num_classes: int, score_fn=None, primary: str = "accuracy",
-                     Cs=C_GRID, X_test=None, y_test=None, seed: int = 0) -> dict:
+def fit_linear_probe(
+    X_train,
+    y_train,
+    X_val,
+    y_val,
+    num_classes: int,
+    score_fn=None,
+    primary: str = "accuracy",
+    Cs=C_GRID,
+    X_test=None,
+    y_test=None,
+    seed: int = 0,
+) -> dict:
     """Standardise, fit multinomial logistic regression for each C, keep the C best on (X_val, y_val).
 
     `score_fn(labels, probs) -> metrics dict` (default: accuracy) and `primary` its key to maximise. Returns
@@ -65,8 +76,15 @@ def fit_linear_probe(X_train, y_train, X_val, y_val, num_classes: int, score_fn=
     if len(np.unique(y_train)) < 2:  # nothing to separate: predict the one class seen
         const = lambda X: np.eye(num_classes)[np.full(len(X), int(y_train[0]))]  # noqa: E731
         test = score_fn(y_test, const(Xs)) if Xs is not None else None
-        return {"C": None, "val": score_fn(y_val, const(Xv)), "test": test, "per_C": {}, "degenerate": "one class in the training split",
-                "val_probs": const(Xv), "test_probs": const(Xs) if Xs is not None else None}
+        return {
+            "C": None,
+            "val": score_fn(y_val, const(Xv)),
+            "test": test,
+            "per_C": {},
+            "degenerate": "one class in the training split",
+            "val_probs": const(Xv),
+            "test_probs": const(Xs) if Xs is not None else None,
+        }
     best, per_c = None, {}
     # ascending C with warm starts: each fit starts from the more regularised solution (same optimum, fewer steps)
     clf = LogisticRegression(max_iter=1000, random_state=seed, warm_start=True)
@@ -102,8 +120,17 @@ def heatmaps_from_logits(logits: torch.Tensor, grid: tuple[int, int], size: int 
     return F.softmax(up.flatten(1), dim=-1).view(-1, size, size)
 
 
-def fit_gaze_probe(F_train, T_train, grid: tuple[int, int], F_eval, steps: int = 300, lr: float = 0.05,
-                   weight_decay: float = 1e-4, batch: int = 1024, seed: int = 0) -> np.ndarray:
+def fit_gaze_probe(
+    F_train,
+    T_train,
+    grid: tuple[int, int],
+    F_eval,
+    steps: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-4,
+    batch: int = 1024,
+    seed: int = 0,
+) -> np.ndarray:
     """A linear map from each patch feature to a logit; returns the eval heatmaps (M, 64, 64).
 
     F_train (N, P, d) patch features (P = h*w), T_train (N, 64, 64) normalised Gaussian targets, F_eval (M, P, d).
@@ -130,7 +157,9 @@ def fit_gaze_probe(F_train, T_train, grid: tuple[int, int], F_eval, steps: int =
         opt.step()
     with torch.no_grad():
         E = torch.as_tensor(np.asarray(F_eval))
-        out = [heatmaps_from_logits(((E[i : i + batch].float() - mean) / std) @ w, grid) for i in range(0, len(E), batch)]
+        out = [
+            heatmaps_from_logits(((E[i : i + batch].float() - mean) / std) @ w, grid) for i in range(0, len(E), batch)
+        ]
     return torch.cat(out).numpy() if out else np.zeros((0, 64, 64), dtype=np.float32)
 
 
@@ -210,7 +239,18 @@ def pool_one(hidden: torch.Tensor, num_patches: int, grid, boxes, pools, num_rol
 
 
 @torch.no_grad()
-def extract(encoder, samples: dict, tasks: dict, layers, pools, batch_size: int, device, precision: str, report, progress: bool = True) -> dict:
+def extract(
+    encoder,
+    samples: dict,
+    tasks: dict,
+    layers,
+    pools,
+    batch_size: int,
+    device,
+    precision: str,
+    report,
+    progress: bool = True,
+) -> dict:
     """{(task, split): {"feats": {(layer, pool): array}, "samples": [the samples whose image loaded], "sizes": [(W, H)]}}.
     Each image is encoded once (images shared by several samples, e.g. PISC pairs, are not re-encoded)."""
     from tqdm.auto import tqdm
@@ -235,7 +275,10 @@ def extract(encoder, samples: dict, tasks: dict, layers, pools, batch_size: int,
                 ok.append(path)
             except DataError as err:
                 key, i = refs[path][0]
-                report.skip(f"{samples[key][i].image} (sample {samples[key][i].id})", f"unusable image: {str(err).split(': ')[-1]}")
+                report.skip(
+                    f"{samples[key][i].image} (sample {samples[key][i].id})",
+                    f"unusable image: {str(err).split(': ')[-1]}",
+                )
         if not images:
             continue
         with autocast(device, precision):
@@ -244,8 +287,22 @@ def extract(encoder, samples: dict, tasks: dict, layers, pools, batch_size: int,
         for b, path in enumerate(ok):
             for key, i in refs[path]:
                 task, boxes = tasks[key[0]], [(list(x.xyxy), x.role) for x in samples[key][i].boxes]
-                store[key][i] = {(layer, pool): v for layer in layers for pool, v in pool_one(
-                    chosen[layer][b], encoder.num_patches, encoder.grid, boxes, pools, task.num_roles, task.readout == "heatmap").items()}, images[b].size
+                store[key][i] = (
+                    {
+                        (layer, pool): v
+                        for layer in layers
+                        for pool, v in pool_one(
+                            chosen[layer][b],
+                            encoder.num_patches,
+                            encoder.grid,
+                            boxes,
+                            pools,
+                            task.num_roles,
+                            task.readout == "heatmap",
+                        ).items()
+                    },
+                    images[b].size,
+                )
     out = {}
     for key, found in store.items():
         keep = sorted(found)
@@ -276,8 +333,18 @@ def _with_ci(task, out: dict, samples: list, predictions: list, metrics: dict | 
     return {**out, "metrics": scalars, "metric_ci": ci, "ci": ci.get(task.primary_metric)}
 
 
-def _probe_task(task, data: dict, splits: dict, layer: int, pool: str, grid, gaze_sigma: float, gaze_steps: int, seed: int,
-                resamples: int = 1000) -> dict | None:
+def _probe_task(
+    task,
+    data: dict,
+    splits: dict,
+    layer: int,
+    pool: str,
+    grid,
+    gaze_sigma: float,
+    gaze_steps: int,
+    seed: int,
+    resamples: int = 1000,
+) -> dict | None:
     """One probe; `data` maps split name -> extracted entry, `splits` role ('train', 'val', 'test') -> split name."""
     from ..tasks.gaze import gaze_target
 
@@ -299,20 +366,59 @@ def _probe_task(task, data: dict, splits: dict, layer: int, pool: str, grid, gaz
         heat = fit_gaze_probe(tr["feats"][k][use], targets, grid, ev["feats"][k], steps=gaze_steps, seed=seed)
         predictions = [{"heatmap": h, "image_size": size} for h, size in zip(heat, ev["sizes"])]
         metrics = task.evaluate(ev["samples"], predictions)
-        return _with_ci(task, {**out, "n_train": len(use), "n_eval": len(ev["samples"])}, ev["samples"], predictions, metrics, resamples)
+        return _with_ci(
+            task,
+            {**out, "n_train": len(use), "n_eval": len(ev["samples"])},
+            ev["samples"],
+            predictions,
+            metrics,
+            resamples,
+        )
     labels = lambda e: np.array([s.label for s in e["samples"]])  # noqa: E731
-    res = fit_linear_probe(tr["feats"][k], labels(tr), va["feats"][k], labels(va), task.num_classes,
-                           score_fn=task.metrics, primary=task.primary_metric,
-                           X_test=te["feats"][k] if te is not None else None, y_test=labels(te) if te is not None else None, seed=seed)
+    res = fit_linear_probe(
+        tr["feats"][k],
+        labels(tr),
+        va["feats"][k],
+        labels(va),
+        task.num_classes,
+        score_fn=task.metrics,
+        primary=task.primary_metric,
+        X_test=te["feats"][k] if te is not None else None,
+        y_test=labels(te) if te is not None else None,
+        seed=seed,
+    )
     ev, probs = (te, res["test_probs"]) if te is not None else (va, res["val_probs"])
     predictions = [{"probs": p, "index": int(p.argmax())} for p in probs]
-    return _with_ci(task, {**out, "C": res["C"], "selection_value": res["per_C"].get(res["C"]), "n_train": len(tr["samples"]), "n_eval": len(ev["samples"])},
-                    ev["samples"], predictions, res["test"] if te is not None else res["val"], resamples)
+    return _with_ci(
+        task,
+        {
+            **out,
+            "C": res["C"],
+            "selection_value": res["per_C"].get(res["C"]),
+            "n_train": len(tr["samples"]),
+            "n_eval": len(ev["samples"]),
+        },
+        ev["samples"],
+        predictions,
+        res["test"] if te is not None else res["val"],
+        resamples,
+    )
 
 
-def run_probe(config, out_dir, encoders=None, layers=None, pools=None, progress: bool = True, device: str = "auto",
-              max_samples: int | None = None, tasks=None, gaze_steps: int = 300, gaze_max_train: int | None = 2000,
-              resamples: int = 1000) -> dict:
+def run_probe(
+    config,
+    out_dir,
+    encoders=None,
+    layers=None,
+    pools=None,
+    progress: bool = True,
+    device: str = "auto",
+    max_samples: int | None = None,
+    tasks=None,
+    gaze_steps: int = 300,
+    gaze_max_train: int | None = 2000,
+    resamples: int = 1000,
+) -> dict:
     """Probe every (encoder, layer, task, pool); write probe.json, probe.md, probe.png; return the result.
     Each score has a 95 % bootstrap interval over the evaluation samples (`resamples` resamples; 0: none).
 
@@ -342,15 +448,27 @@ def run_probe(config, out_dir, encoders=None, layers=None, pools=None, progress:
         td.max_train_samples = _cap(_cap(td.max_train_samples, max_samples), gaze_cap)
         td.max_eval_samples = _cap(td.max_eval_samples, max_samples)
     report = SkipReport(config.data.on_bad_sample)
-    split_names = {td.task: {"train": td.train_split, "val": td.val_split, "test": td.test_split} for td in config.data.tasks}
+    split_names = {
+        td.task: {"train": td.train_split, "val": td.val_split, "test": td.test_split} for td in config.data.tasks
+    }
     samples = {}
     for which in ("train", "val", "test"):
         for name, ds in build_task_datasets(config, task_defs, which, lambda s: {}, report).items():
             samples[(name, split_names[name][which])] = ds.samples
-    task_names = [td.task for td in config.data.tasks if (td.task, td.train_split) in samples and (td.task, td.val_split) in samples]
+    task_names = [
+        td.task
+        for td in config.data.tasks
+        if (td.task, td.train_split) in samples and (td.task, td.val_split) in samples
+    ]
     dev = resolve_device(device)
     specs = list(encoders) if encoders else [None]
-    result = {"config": config.name, "pools": pools, "encoders": {}, "results": [], "n_samples": {f"{t}/{s}": len(v) for (t, s), v in samples.items()}}
+    result = {
+        "config": config.name,
+        "pools": pools,
+        "encoders": {},
+        "results": [],
+        "n_samples": {f"{t}/{s}": len(v) for (t, s), v in samples.items()},
+    }
     for spec in specs:
         label, enc_cfg = resolve_encoder(spec, config)
         while label in result["encoders"]:
@@ -361,26 +479,67 @@ def run_probe(config, out_dir, encoders=None, layers=None, pools=None, progress:
         if not layers:
             enc_layers = sorted(enc_layers, reverse=True)
         if progress:
-            print(f"[probe] {label}: layers {enc_layers}, grid {encoder.grid}, d={encoder.hidden_size}", file=sys.stderr)
-        feats = extract(encoder, samples, task_defs, enc_layers, pools, config.train.eval_batch_size, dev, config.train.precision, report, progress)
-        result["encoders"][label] = {"spec": spec, "identity": encoder.identity(), "num_layers": encoder.num_layers, "grid": list(encoder.grid),
-                                     "hidden_size": encoder.hidden_size, "layers": enc_layers, "skipped_layers": dropped}
+            print(
+                f"[probe] {label}: layers {enc_layers}, grid {encoder.grid}, d={encoder.hidden_size}", file=sys.stderr
+            )
+        feats = extract(
+            encoder,
+            samples,
+            task_defs,
+            enc_layers,
+            pools,
+            config.train.eval_batch_size,
+            dev,
+            config.train.precision,
+            report,
+            progress,
+        )
+        result["encoders"][label] = {
+            "spec": spec,
+            "identity": encoder.identity(),
+            "num_layers": encoder.num_layers,
+            "grid": list(encoder.grid),
+            "hidden_size": encoder.hidden_size,
+            "layers": enc_layers,
+            "skipped_layers": dropped,
+        }
         for task_name in task_names:
             task = task_defs[task_name]
             data = {s: feats[(task_name, s)] for (t, s) in samples if t == task_name}
             for layer in enc_layers:
-                for pool in (["patch"] if task.readout == "heatmap" else pools):
-                    res = _probe_task(task, data, split_names[task_name], layer, pool, encoder.grid, config.model.gaze.sigma, gaze_steps, config.train.seed,
-                                      resamples)
+                for pool in ["patch"] if task.readout == "heatmap" else pools:
+                    res = _probe_task(
+                        task,
+                        data,
+                        split_names[task_name],
+                        layer,
+                        pool,
+                        encoder.grid,
+                        config.model.gaze.sigma,
+                        gaze_steps,
+                        config.train.seed,
+                        resamples,
+                    )
                     if res is None:
                         continue
-                    result["results"].append({"encoder": label, "layer": layer, "task": task_name, "pool": pool, "metric": task.primary_metric,
-                                              "value": res["metrics"].get(task.primary_metric), **res})
+                    result["results"].append(
+                        {
+                            "encoder": label,
+                            "layer": layer,
+                            "task": task_name,
+                            "pool": pool,
+                            "metric": task.primary_metric,
+                            "value": res["metrics"].get(task.primary_metric),
+                            **res,
+                        }
+                    )
         del encoder, feats
     result["skips"] = report.to_dict()
     result["intervals"] = interval_info(resamples) if resamples > 0 else None
     eval_split = {r["task"]: r["split"] for r in result["results"]}
-    result["chance"] = {t: task_defs[t].chance(samples[(t, split)]) for t, split in eval_split.items() if samples.get((t, split))}
+    result["chance"] = {
+        t: task_defs[t].chance(samples[(t, split)]) for t, split in eval_split.items() if samples.get((t, split))
+    }
     probe_figure(result, out_dir / "probe.png", {name: task.probe_pools[0] for name, task in task_defs.items()})
     result["figures"] = [str(out_dir / "probe.png")]
     result["captions"] = {"probe": probe_caption(result)}
@@ -398,19 +557,39 @@ def main(argv: list[str] | None = None) -> int:
         argv[i : i + 2] = [f"--layers={argv[i + 1]}"]
     from ..errors import add_console_options
 
-    p = add_console_options(argparse.ArgumentParser(prog="socialfusion probe", description="Linear probes of frozen encoder features, per layer and pooling."))
-    p.add_argument("config", help="preset name (tiny, default, paper) or YAML file (gives the data and the default encoder)")
+    p = add_console_options(
+        argparse.ArgumentParser(
+            prog="socialfusion probe", description="Linear probes of frozen encoder features, per layer and pooling."
+        )
+    )
+    p.add_argument(
+        "config", help="preset name (tiny, default, paper) or YAML file (gives the data and the default encoder)"
+    )
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line")
     p.add_argument("--out", required=True, help="output folder (probe.json, probe.md, plots)")
-    p.add_argument("--encoders", nargs="+", help="presets, YAML configs, HF ids or local paths (vlm:<id-or-path> for a VLM's vision tower); default: the config's")
-    p.add_argument("--layers", help="comma-separated hidden-state indices, e.g. -1,-4,-8 (default: -1,-2,-4,-8,... within the depth)")
-    p.add_argument("--pool", "--pools", dest="pools", help=f"comma-separated subset of {','.join(POOLS)} (default: all)")
+    p.add_argument(
+        "--encoders",
+        nargs="+",
+        help="presets, YAML configs, HF ids or local paths (vlm:<id-or-path> for a VLM's vision tower); default: the config's",
+    )
+    p.add_argument(
+        "--layers",
+        help="comma-separated hidden-state indices, e.g. -1,-4,-8 (default: -1,-2,-4,-8,... within the depth)",
+    )
+    p.add_argument(
+        "--pool", "--pools", dest="pools", help=f"comma-separated subset of {','.join(POOLS)} (default: all)"
+    )
     p.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     p.add_argument("--max-samples", type=int, help="at most N samples per task and split")
     p.add_argument("--limit", type=int, dest="max_samples", help=argparse.SUPPRESS)  # eval's former name for it
     p.add_argument("--gaze-steps", type=int, default=300, help="Adam steps of the gaze probe")
     p.add_argument("--gaze-max-train", type=int, default=2000, help="cap on gaze training samples (0: none)")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the evaluation samples for the intervals (0: none)")
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=1000,
+        help="bootstrap resamples of the evaluation samples for the intervals (0: none)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_intermixed_args(argv)
@@ -424,9 +603,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         raise ConfigError(f"--layers {args.layers!r}: {err}") from err
     config = narrow_to_tasks(config, split_list(args.tasks))
-    run_probe(config, args.out, encoders=args.encoders, layers=layers, pools=split_list(args.pools), progress=not args.no_progress,
-              device=args.device, max_samples=args.max_samples, tasks=split_list(args.tasks), gaze_steps=args.gaze_steps, gaze_max_train=args.gaze_max_train or None,
-              resamples=args.resamples)
+    run_probe(
+        config,
+        args.out,
+        encoders=args.encoders,
+        layers=layers,
+        pools=split_list(args.pools),
+        progress=not args.no_progress,
+        device=args.device,
+        max_samples=args.max_samples,
+        tasks=split_list(args.tasks),
+        gaze_steps=args.gaze_steps,
+        gaze_max_train=args.gaze_max_train or None,
+        resamples=args.resamples,
+    )
     print((Path(args.out) / "probe.md").read_text())
     return 0
 

@@ -43,7 +43,16 @@ from pathlib import Path
 import numpy as np
 
 from ..config import absolute_paths, apply_overrides, select_tasks
-from ..eval.intervals import RESAMPLES, SEED, excludes_zero, fmt_ci, interval_info, paired_difference, percentile_interval, t_interval
+from ..eval.intervals import (
+    RESAMPLES,
+    SEED,
+    excludes_zero,
+    fmt_ci,
+    interval_info,
+    paired_difference,
+    percentile_interval,
+    t_interval,
+)
 from . import write_json
 
 BUDGETS = ("plateau", "equal-steps-per-task", "equal-total-steps")
@@ -100,12 +109,18 @@ def check_protocol(config, budget: str) -> None:
 
     missing = [td.task for td in config.data.tasks if td.test_split is None]
     if missing:
-        raise ConfigError(f"task(s) {', '.join(missing)} have no report split (data.tasks.<task>.test_split): a transfer reports every model on a "
-                          "split that nothing was selected on", hint="for a dataset without public test labels report on its val and select on a "
-                          "holdout carved from train: data.tasks.<task>.val_split=holdout data.tasks.<task>.test_split=val")
+        raise ConfigError(
+            f"task(s) {', '.join(missing)} have no report split (data.tasks.<task>.test_split): a transfer reports every model on a "
+            "split that nothing was selected on",
+            hint="for a dataset without public test labels report on its val and select on a "
+            "holdout carved from train: data.tasks.<task>.val_split=holdout data.tasks.<task>.test_split=val",
+        )
     if budget == "plateau" and not (config.train.eval_every >= 1 and config.train.early_stop_patience >= 1):
-        raise ConfigError(f"budget plateau stops on the selection split: it needs train.eval_every >= 1 and train.early_stop_patience >= 1 "
-                          f"(got {config.train.eval_every} and {config.train.early_stop_patience})", hint="or use --budget equal-steps-per-task")
+        raise ConfigError(
+            f"budget plateau stops on the selection split: it needs train.eval_every >= 1 and train.early_stop_patience >= 1 "
+            f"(got {config.train.eval_every} and {config.train.early_stop_patience})",
+            hint="or use --budget equal-steps-per-task",
+        )
 
 
 def run_configs(config, tasks: list[str], steps: dict, budget: str) -> list[tuple[str, object]]:
@@ -139,11 +154,20 @@ def transfer_row(metric: str, single: dict | None, joint: dict | None, paired: d
     rel = delta / abs(s) if delta is not None and s != 0 else None
     paired = paired or {}
     ci = lambda m: ((m or {}).get("ci") or {}).get(metric)  # noqa: E731
-    return {"metric": metric, "single": s, "single_ci": ci(single), "joint": j, "joint_ci": ci(joint),
-            "delta": delta, "delta_ci": paired.get("delta") if delta is not None else None,
-            "relative": rel, "relative_ci": paired.get("relative") if rel is not None else None,
-            "transfer": None if delta is None else CALLS[excludes_zero(paired.get("delta"))],
-            "n": paired.get("n"), "interval": "paired bootstrap over report-split samples" if paired.get("delta") else None}
+    return {
+        "metric": metric,
+        "single": s,
+        "single_ci": ci(single),
+        "joint": j,
+        "joint_ci": ci(joint),
+        "delta": delta,
+        "delta_ci": paired.get("delta") if delta is not None else None,
+        "relative": rel,
+        "relative_ci": paired.get("relative") if rel is not None else None,
+        "transfer": None if delta is None else CALLS[excludes_zero(paired.get("delta"))],
+        "n": paired.get("n"),
+        "interval": "paired bootstrap over report-split samples" if paired.get("delta") else None,
+    }
 
 
 def seeds_row(rows: list[dict]) -> dict:
@@ -151,12 +175,21 @@ def seeds_row(rows: list[dict]) -> dict:
     t-interval. The per-seed rows are kept under "per_seed"."""
     stats = {k: t_interval([r.get(k) for r in rows]) for k in ("single", "joint", "delta", "relative")}
     delta = stats["delta"]
-    return {"metric": rows[0]["metric"], **{k: v["mean"] for k, v in stats.items()}, **{f"{k}_ci": v["ci"] for k, v in stats.items()},
-            "transfer": None if delta["mean"] is None else CALLS[excludes_zero(delta["ci"])], "n": rows[0].get("n"),
-            "seeds": delta["k"], "interval": f"t over {delta['k']} seeds", "per_seed": rows}
+    return {
+        "metric": rows[0]["metric"],
+        **{k: v["mean"] for k, v in stats.items()},
+        **{f"{k}_ci": v["ci"] for k, v in stats.items()},
+        "transfer": None if delta["mean"] is None else CALLS[excludes_zero(delta["ci"])],
+        "n": rows[0].get("n"),
+        "seeds": delta["k"],
+        "interval": f"t over {delta['k']} seeds",
+        "per_seed": rows,
+    }
 
 
-def mean_relative(rows: dict[str, dict], relative_samples: dict[str, np.ndarray] | None = None) -> tuple[float | None, list[float] | None]:
+def mean_relative(
+    rows: dict[str, dict], relative_samples: dict[str, np.ndarray] | None = None
+) -> tuple[float | None, list[float] | None]:
     """The mean relative change over tasks and its interval: bootstrap over the tasks' (independent) validation
     sets when their per-resample relative changes are given, else None."""
     rels = {t: r["relative"] for t, r in rows.items() if r["relative"] is not None}
@@ -174,7 +207,9 @@ def mean_relative(rows: dict[str, dict], relative_samples: dict[str, np.ndarray]
 
 
 # ------------------------------------------------------------------------------------------- runs
-def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resume: bool, resamples: int) -> tuple[dict, dict, dict]:
+def _train_and_evaluate(
+    config, run_dir: Path, progress: bool, device: str, resume: bool, resamples: int
+) -> tuple[dict, dict, dict]:
     """Train (unless `resume` finds this run finished with the same config) and evaluate its selected checkpoint
     (best under early stopping, else last) on the report split: (metrics with intervals, {task: (sample ids,
     bootstrap statistic)} for the paired comparison, the run's fit record with the checkpoint evaluated)."""
@@ -191,13 +226,26 @@ def _train_and_evaluate(config, run_dir: Path, progress: bool, device: str, resu
     if not finished:
         train(config, run_dir, resume=resume, progress=progress, device=device)
     fit = json.loads((run_dir / "fit.json").read_text())
-    selected = "best" if config.train.early_stop_patience and (run_dir / "checkpoints" / "best" / "COMPLETE").exists() else "last"
+    selected = (
+        "best"
+        if config.train.early_stop_patience and (run_dir / "checkpoints" / "best" / "COMPLETE").exists()
+        else "last"
+    )
     fit["checkpoint"] = str(run_dir / "checkpoints" / selected)
     # a finished run is evaluated again (no training): the paired bootstrap needs its per-sample predictions
     model, _ = load_model(Path(fit["checkpoint"]))
     dev = resolve_device(device)
     model.to(dev)
-    results = evaluate_model(model, config, run_dir / "eval", split=REPORT_ROLE, device=dev, progress=progress, resamples=resamples, keep_resamplers=True)
+    results = evaluate_model(
+        model,
+        config,
+        run_dir / "eval",
+        split=REPORT_ROLE,
+        device=dev,
+        progress=progress,
+        resamples=resamples,
+        keep_resamplers=True,
+    )
     return results["metrics"], results["resamplers"], fit
 
 
@@ -225,15 +273,27 @@ def seed_list(config, seeds: int) -> list[int]:
 
 def _with_seed(config, k: int):
     """The config of the k-th repeat: model initialisation and training order both move by k."""
-    return config if k == 0 else apply_overrides(config, [f"model.seed={config.model.seed + k}", f"train.seed={config.train.seed + k}"])
+    return (
+        config
+        if k == 0
+        else apply_overrides(config, [f"model.seed={config.model.seed + k}", f"train.seed={config.train.seed + k}"])
+    )
 
 
 def _run(name: str, cfg, out_dir: Path, progress: bool, device: str, resume: bool, resamples: int) -> tuple[dict, dict]:
     run_dir = out_dir / name
     t0 = time.perf_counter()
     metrics, stats, fit = _train_and_evaluate(cfg, run_dir, progress, device, resume, resamples)
-    run = {"dir": str(run_dir), "checkpoint": fit.pop("checkpoint"), "steps": fit["steps"], "cap": cfg.train.steps, "seed": cfg.train.seed,
-           "metrics": metrics, "fit": fit, "seconds": time.perf_counter() - t0}
+    run = {
+        "dir": str(run_dir),
+        "checkpoint": fit.pop("checkpoint"),
+        "steps": fit["steps"],
+        "cap": cfg.train.steps,
+        "seed": cfg.train.seed,
+        "metrics": metrics,
+        "fit": fit,
+        "seconds": time.perf_counter() - t0,
+    }
     return run, stats
 
 
@@ -252,11 +312,29 @@ def _compare(tasks: list[str], task_defs: dict, runs: dict, stats: dict, resampl
             rel_samples[t] = paired.pop("samples")["relative"]
         rows[t] = transfer_row(metric, single[t], joint[t], paired)
     mean, mean_ci = mean_relative(rows, rel_samples)
-    return {"tasks": rows, "single_metrics": single, "joint_metrics": joint, "mean_relative": mean, "mean_relative_ci": mean_ci, "runs": runs}
+    return {
+        "tasks": rows,
+        "single_metrics": single,
+        "joint_metrics": joint,
+        "mean_relative": mean,
+        "mean_relative_ci": mean_ci,
+        "runs": runs,
+    }
 
 
-def _one_seed(config, out_dir: Path, tasks: list[str], steps: dict, budget: str, task_defs: dict, progress: bool, device: str, resume: bool,
-              resamples: int, variants: dict[str, list[str]]) -> dict:
+def _one_seed(
+    config,
+    out_dir: Path,
+    tasks: list[str],
+    steps: dict,
+    budget: str,
+    task_defs: dict,
+    progress: bool,
+    device: str,
+    resume: bool,
+    resamples: int,
+    variants: dict[str, list[str]],
+) -> dict:
     """One seed of a family: its single-task runs, its joint run, and the joint run of every variant (compared with
     the same single-task runs). {"family": rows..., "variants": {name: rows...}}."""
     plan = run_configs(config, tasks, steps, budget)
@@ -281,8 +359,17 @@ def _summarise(per_seed: dict, tasks: list[str], steps: dict) -> dict:
         rows = {t: seeds_row([res["tasks"][t] for res in per_seed.values()]) for t in tasks}
         across = t_interval([res["mean_relative"] for res in per_seed.values()])
         mean, mean_ci = across["mean"], across["ci"]
-    out = {"steps": steps, "seeds": list(per_seed), "tasks": rows, "single_metrics": first["single_metrics"], "joint_metrics": first["joint_metrics"],
-           "mean_relative": mean, "mean_relative_ci": mean_ci, **_counts(rows), "runs": first["runs"]}
+    out = {
+        "steps": steps,
+        "seeds": list(per_seed),
+        "tasks": rows,
+        "single_metrics": first["single_metrics"],
+        "joint_metrics": first["joint_metrics"],
+        "mean_relative": mean,
+        "mean_relative_ci": mean_ci,
+        **_counts(rows),
+        "runs": first["runs"],
+    }
     if len(per_seed) > 1:
         out["runs_by_seed"] = {s: res["runs"] for s, res in per_seed.items()}
     return out
@@ -292,8 +379,17 @@ def _counts(rows: dict) -> dict:
     return {f"n_{k.replace(' ', '_')}": sum(r["transfer"] == k for r in rows.values()) for k in CALLS.values()}
 
 
-def run_family(config, out_dir: Path, budget: str, progress: bool = True, device: str = "auto", resume: bool = False,
-               seeds: int = 1, resamples: int = RESAMPLES, variants: dict[str, list[str]] | None = None) -> dict:
+def run_family(
+    config,
+    out_dir: Path,
+    budget: str,
+    progress: bool = True,
+    device: str = "auto",
+    resume: bool = False,
+    seeds: int = 1,
+    resamples: int = RESAMPLES,
+    variants: dict[str, list[str]] | None = None,
+) -> dict:
     """Single-task runs for every configured task and one joint run of one model family, for each seed; plus the
     joint run of each variant (its overrides applied to the joint config only) against the same single-task runs.
     Returns the family's result, with the variants' results under "variants"."""
@@ -306,7 +402,19 @@ def run_family(config, out_dir: Path, budget: str, progress: bool = True, device
     per_seed = {}
     for k, seed in enumerate(seed_list(config, seeds)):
         seed_dir = out_dir if seeds == 1 else out_dir / f"seed-{seed}"
-        per_seed[seed] = _one_seed(_with_seed(config, k), seed_dir, tasks, steps, budget, task_defs, progress, device, resume, resamples, variants)
+        per_seed[seed] = _one_seed(
+            _with_seed(config, k),
+            seed_dir,
+            tasks,
+            steps,
+            budget,
+            task_defs,
+            progress,
+            device,
+            resume,
+            resamples,
+            variants,
+        )
     out = _summarise({s: r["family"] for s, r in per_seed.items()}, tasks, steps)
     out["variants"] = {}
     for vname in variants:
@@ -316,8 +424,18 @@ def run_family(config, out_dir: Path, budget: str, progress: bool = True, device
     return out
 
 
-def run_transfer(config, out_dir, budget: str = "plateau", baselines=None, progress: bool = True, device: str = "auto", resume: bool = False,
-                 seeds: int = 1, resamples: int = RESAMPLES, variants=None) -> dict:
+def run_transfer(
+    config,
+    out_dir,
+    budget: str = "plateau",
+    baselines=None,
+    progress: bool = True,
+    device: str = "auto",
+    resume: bool = False,
+    seeds: int = 1,
+    resamples: int = RESAMPLES,
+    variants=None,
+) -> dict:
     """Train and evaluate every family's single-task and joint models; write transfer.json/.md/.png; return the result.
 
     `baselines`: None, {name: [overrides]} or ['NAME=override,override', ...]; each is applied to `config` to make
@@ -343,23 +461,59 @@ def run_transfer(config, out_dir, budget: str = "plateau", baselines=None, progr
         apply_overrides(config, overrides)  # validate early
     tasks = [td.task for td in config.data.tasks]
     t0 = time.perf_counter()
-    interval = ("paired percentile bootstrap over the report split's samples" if seeds == 1 else f"Student-t across {seeds} seeds") + ", 95 %"
-    splits = {td.task: {"train": td.train_split, "selection": td.val_split, "report": td.test_split} for td in config.data.tasks}
-    result = {"config": config.name, "budget": budget, "split": "report", "splits": splits, "tasks": tasks, "seeds": seeds, "interval": interval,
-              "bootstrap": interval_info(resamples, SEED), "families": {}, "runs": {}}
+    interval = (
+        "paired percentile bootstrap over the report split's samples"
+        if seeds == 1
+        else f"Student-t across {seeds} seeds"
+    ) + ", 95 %"
+    splits = {
+        td.task: {"train": td.train_split, "selection": td.val_split, "report": td.test_split}
+        for td in config.data.tasks
+    }
+    result = {
+        "config": config.name,
+        "budget": budget,
+        "split": "report",
+        "splits": splits,
+        "tasks": tasks,
+        "seeds": seeds,
+        "interval": interval,
+        "bootstrap": interval_info(resamples, SEED),
+        "families": {},
+        "runs": {},
+    }
     for name, (cfg, overrides) in families.items():
         if progress:
-            print(f"[transfer] family {name}: {len(tasks)} single-task runs + 1 joint run, {seeds} seed(s)", file=sys.stderr)
-        fam = run_family(cfg, out_dir / name, budget, progress, device, resume, seeds, resamples, variants if name == MAIN_FAMILY else None)
-        entries = [(name, overrides, fam)] + [(f"{name}:{v}", variants[v], res) for v, res in fam.pop("variants").items()]
+            print(
+                f"[transfer] family {name}: {len(tasks)} single-task runs + 1 joint run, {seeds} seed(s)",
+                file=sys.stderr,
+            )
+        fam = run_family(
+            cfg,
+            out_dir / name,
+            budget,
+            progress,
+            device,
+            resume,
+            seeds,
+            resamples,
+            variants if name == MAIN_FAMILY else None,
+        )
+        entries = [(name, overrides, fam)] + [
+            (f"{name}:{v}", variants[v], res) for v, res in fam.pop("variants").items()
+        ]
         for key, ov, res in entries:
             result["runs"][key] = res.pop("runs")
             if "runs_by_seed" in res:
                 result.setdefault("runs_by_seed", {})[key] = res.pop("runs_by_seed")
             result["families"][key] = {"overrides": ov, **({"joint_variant_of": name} if key != name else {}), **res}
     result["seconds"] = time.perf_counter() - t0
-    transfer_bars(tasks, {n: f["tasks"] for n, f in result["families"].items()}, out_dir / "transfer.png",
-                  title=f"Transfer (joint vs single-task, {budget}, {result['split']} split)")
+    transfer_bars(
+        tasks,
+        {n: f["tasks"] for n, f in result["families"].items()},
+        out_dir / "transfer.png",
+        title=f"Transfer (joint vs single-task, {budget}, {result['split']} split)",
+    )
     result["figures"] = [str(out_dir / "transfer.png")]
     result["captions"] = {"transfer": transfer_caption(interval)}
     result["markdown"] = main_table(result) + "\n" + splits_line(result) + "\n\n" + fit_table(result)
@@ -370,7 +524,9 @@ def run_transfer(config, out_dir, budget: str = "plateau", baselines=None, progr
 
 def splits_line(result: dict) -> str:
     """Which split selected and which reported, per task, and how each model's training ended."""
-    parts = [f"{t}: selected on `{r['selection']}`, reported on `{r['report']}`" for t, r in result.get("splits", {}).items()]
+    parts = [
+        f"{t}: selected on `{r['selection']}`, reported on `{r['report']}`" for t, r in result.get("splits", {}).items()
+    ]
     return "Splits (train / selection / report roles, docs/DATASETS.md): " + "; ".join(parts) + "."
 
 
@@ -380,19 +536,29 @@ def fit_table(result: dict) -> str:
     for name, runs in result.get("runs", {}).items():
         for run_name, run in runs.items():
             fit = run.get("fit") or {}
-            lines.append(f"| {name} | {run_name} | {fit.get('steps', run.get('steps'))} / {run.get('cap', '-')} | "
-                         f"{fit.get('best_step') if fit.get('best_step') is not None else 'last'} | {fit.get('stop_reason', '-')} |")
+            lines.append(
+                f"| {name} | {run_name} | {fit.get('steps', run.get('steps'))} / {run.get('cap', '-')} | "
+                f"{fit.get('best_step') if fit.get('best_step') is not None else 'last'} | {fit.get('stop_reason', '-')} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main_table(result: dict) -> str:
     """The per-task transfer table alone (markdown), for embedding in reports: each value with its 95 % interval."""
-    lines = ["| family | task | metric | single-task | multi-task | Δ abs | Δ rel | transfer |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| family | task | metric | single-task | multi-task | Δ abs | Δ rel | transfer |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, fam in result["families"].items():
         for task, r in fam["tasks"].items():
             rel = fmt_ci(r["relative"], r.get("relative_ci"), digits=1, scale=100.0, signed=True)
             rel = rel if rel == "-" else rel.replace(" [", " % [") + ("" if "[" in rel else " %")
-            cells = [fmt_ci(r["single"], r.get("single_ci")), fmt_ci(r["joint"], r.get("joint_ci")), fmt_ci(r["delta"], r.get("delta_ci"), signed=True), rel]
+            cells = [
+                fmt_ci(r["single"], r.get("single_ci")),
+                fmt_ci(r["joint"], r.get("joint_ci")),
+                fmt_ci(r["delta"], r.get("delta_ci"), signed=True),
+                rel,
+            ]
             lines.append(f"| {name} | {task} | {r['metric']} | " + " | ".join(cells) + f" | {r['transfer'] or 'n/a'} |")
     return "\n".join(lines) + "\n"
 
@@ -410,15 +576,21 @@ def markdown(result: dict) -> str:
         "",
         splits_line(result),
     ]
-    lines += ["", "| family | seeds | steps (single / joint) | positive | negative | within noise | mean relative Δ | overrides |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| family | seeds | steps (single / joint) | positive | negative | within noise | mean relative Δ | overrides |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, fam in result["families"].items():
         mean = fmt_ci(fam["mean_relative"], fam.get("mean_relative_ci"), digits=1, scale=100.0, signed=True)
         ov = ", ".join(f"`{o}`" for o in fam["overrides"]) or "(the configured model)"
         if fam.get("joint_variant_of"):
             ov = f"joint run only: {ov}"
         seeds = ", ".join(str(s) for s in fam.get("seeds", [])) or "-"
-        lines.append(f"| {name} | {seeds} | {fam['steps']['single']} / {fam['steps']['joint']} | {fam['n_positive']} | {fam['n_negative']} | "
-                     f"{fam['n_within_noise']} | {mean} | {ov} |")
+        lines.append(
+            f"| {name} | {seeds} | {fam['steps']['single']} / {fam['steps']['joint']} | {fam['n_positive']} | {fam['n_negative']} | "
+            f"{fam['n_within_noise']} | {mean} | {ov} |"
+        )
     lines += ["", fit_table(result).rstrip("\n"), ""]
     return "\n".join(lines)
 
@@ -426,20 +598,49 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     from ..errors import add_console_options
 
-    p = add_console_options(argparse.ArgumentParser(prog="socialfusion transfer", description="Single-task vs joint training: the transfer table and figure."))
+    p = add_console_options(
+        argparse.ArgumentParser(
+            prog="socialfusion transfer", description="Single-task vs joint training: the transfer table and figure."
+        )
+    )
     p.add_argument("config", help="preset name (tiny, default, paper) or YAML file")
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line ")
-    p.add_argument("--out", required=True, help="output folder (one run folder per model, transfer.json, transfer.md, figure)")
-    p.add_argument("--budget", default="plateau", choices=BUDGETS, help="plateau: every model trains until its selection metric stops improving (default); "
-                   "equal-steps-per-task / equal-total-steps: fixed step counts")
-    p.add_argument("--baseline", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
-                   help="another model family through the same protocol (repeat the flag for more), e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off")
-    p.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[,OVERRIDE...]",
-                   help="another way to train the joint model, compared with the same single-task models (repeat the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5,train.steps=90")
+    p.add_argument(
+        "--out", required=True, help="output folder (one run folder per model, transfer.json, transfer.md, figure)"
+    )
+    p.add_argument(
+        "--budget",
+        default="plateau",
+        choices=BUDGETS,
+        help="plateau: every model trains until its selection metric stops improving (default); "
+        "equal-steps-per-task / equal-total-steps: fixed step counts",
+    )
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDE[,OVERRIDE...]",
+        help="another model family through the same protocol (repeat the flag for more), e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDE[,OVERRIDE...]",
+        help="another way to train the joint model, compared with the same single-task models (repeat the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5,train.steps=90",
+    )
     p.add_argument("--tasks", help="comma-separated subset of the config's tasks")
-    p.add_argument("--resume", action="store_true", help="reuse finished runs under --out (same config) and resume interrupted ones")
-    p.add_argument("--seeds", type=int, default=1, help="repeat every run with K seeds; K >= 2 gives t-intervals across seeds")
-    p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the val samples (default 1000)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse finished runs under --out (same config) and resume interrupted ones",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=1, help="repeat every run with K seeds; K >= 2 gives t-intervals across seeds"
+    )
+    p.add_argument(
+        "--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the val samples (default 1000)"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
@@ -462,8 +663,18 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(str(err)) from err
     for td in config.data.tasks:
         check_root(td)
-    run_transfer(config, args.out, budget=args.budget, baselines=baselines, progress=not args.no_progress, device=args.device, resume=args.resume,
-                 seeds=args.seeds, resamples=args.resamples, variants=variants)
+    run_transfer(
+        config,
+        args.out,
+        budget=args.budget,
+        baselines=baselines,
+        progress=not args.no_progress,
+        device=args.device,
+        resume=args.resume,
+        seeds=args.seeds,
+        resamples=args.resamples,
+        variants=variants,
+    )
     print((Path(args.out) / "transfer.md").read_text())
     return 0
 

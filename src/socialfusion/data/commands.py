@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     from ..errors import add_console_options
 
-    p = add_console_options(argparse.ArgumentParser(prog="socialfusion data", description="Prepare and check datasets."))
+    p = add_console_options(
+        argparse.ArgumentParser(prog="socialfusion data", description="Prepare and check datasets.")
+    )
     sub = p.add_subparsers(dest="command", metavar="{prepare,validate,stats,synth,extract-frames}")
 
     prep = sub.add_parser("prepare", help="read an official layout and write canonical JSONL records")
@@ -30,14 +32,21 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--split", required=True, help="the official split to read (e.g. train, val, test)")
     prep.add_argument("--out", required=True, help="output .jsonl file")
     prep.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="adapter option (repeatable)")
-    prep.add_argument("--on-bad-sample", choices=("skip", "error"), default="skip", help="skip a bad record (counted) or stop at it")
+    prep.add_argument(
+        "--on-bad-sample", choices=("skip", "error"), default="skip", help="skip a bad record (counted) or stop at it"
+    )
     prep.set_defaults(run=_prepare)
 
     val = sub.add_parser("validate", help="open every image and check every box and label of a JSONL file")
     val.add_argument("file", help="a JSONL file of canonical records")
     val.add_argument("--max-bad-fraction", type=float, default=0.0, help="exit 1 when more records than this are bad")
-    val.add_argument("--task-option", action="append", default=[], metavar="TASK.KEY=VALUE",
-                     help="task option for the label check, e.g. expression.n_classes=7 or relation.level=coarse")  # fmt: skip
+    val.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="TASK.KEY=VALUE",
+        help="task option for the label check, e.g. expression.n_classes=7 or relation.level=coarse",
+    )
     val.set_defaults(run=_validate)
 
     st = sub.add_parser("stats", help="class histograms, boxes per sample and image sizes of a JSONL file")
@@ -55,9 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     ext = sub.add_parser("extract-frames", help="decode a dataset's videos into the frame images its adapter reads")
     ext.add_argument("dataset", choices=["ego4d_lam"], help="the dataset whose layout to write (ego4d_lam)")
     ext.add_argument("--videos", required=True, help="folder of the clips, <clip_uid>.mp4 (the baseline's data/videos)")
-    ext.add_argument("--root", required=True, help="the dataset root: its json/ (and split/) say which frames are "
-                     "needed; frames go to ROOT/video_imgs/<clip_uid>/img_%%05d.jpg")  # fmt: skip
-    ext.add_argument("--split", action="append", help="annotated split(s) whose frames to extract (default: train and val)")
+    ext.add_argument(
+        "--root",
+        required=True,
+        help="the dataset root: its json/ (and split/) say which frames are "
+        "needed; frames go to ROOT/video_imgs/<clip_uid>/img_%%05d.jpg",
+    )
+    ext.add_argument(
+        "--split", action="append", help="annotated split(s) whose frames to extract (default: train and val)"
+    )
     ext.add_argument("--all", action="store_true", help="every frame of each annotated clip, not only the tracked ones")
     ext.add_argument("--fps", type=float, default=30.0, help="output frame rate (the baseline's ffmpeg -vf fps=30)")
     ext.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -104,8 +119,10 @@ def _prepare(args) -> int:
         return 2
     except TypeError:
         known = [p for p in inspect.signature(adapter).parameters][3:]
-        print(f"error: unknown option for {args.dataset} in {sorted(options)}; its options: {', '.join(known) or 'none'}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: unknown option for {args.dataset} in {sorted(options)}; its options: {', '.join(known) or 'none'}",
+            file=sys.stderr,
+        )
         return 2
     samples, _ = read_dataset(args.dataset, root, args.split, report=report, **options)
     for s in samples:
@@ -289,7 +306,10 @@ def _extract_frames(args) -> int:
             report.skip(str(err), "unreadable video")
             continue
         if done["missing"]:
-            report.skip(f"{video}: {done['missing']} annotated frames past the end of the video", "video shorter than its annotations")
+            report.skip(
+                f"{video}: {done['missing']} annotated frames past the end of the video",
+                "video shorter than its annotations",
+            )
         totals["clips"] += 1
         for key in ("written", "existing", "missing"):
             totals[key] += done[key]

@@ -60,7 +60,9 @@ def narrow_to_tasks(config, tasks: list[str] | None = None, check_roots: bool = 
     return config
 
 
-def load_split(td: TaskDataConfig, task: Task, split: str, report: SkipReport, require_labels: bool = False) -> list[Sample]:
+def load_split(
+    td: TaskDataConfig, task: Task, split: str, report: SkipReport, require_labels: bool = False
+) -> list[Sample]:
     """Samples of one split through the task's adapter, checked against the task (bad ones counted).
 
     Training needs labels; evaluation accepts unlabelled samples (they get predictions, not metrics)."""
@@ -84,14 +86,22 @@ def load_split(td: TaskDataConfig, task: Task, split: str, report: SkipReport, r
             continue
         kept.append(s)
     if carved:  # the holdout's groups leave the training split (`data/holdout.py`)
-        kept = carve(samples, kept, td.holdout_fraction, HOLDOUT if split == HOLDOUT else "train", f"{dataset} {td.root} split {source!r}")
+        kept = carve(
+            samples,
+            kept,
+            td.holdout_fraction,
+            HOLDOUT if split == HOLDOUT else "train",
+            f"{dataset} {td.root} split {source!r}",
+        )
     return kept
 
 
 class SampleDataset(torch.utils.data.Dataset):
     """Items are dicts; an image that fails to load becomes a counted skip (None), dropped by `collate`."""
 
-    def __init__(self, samples: list[Sample], task: Task, image_to_input: Callable[[Sample], dict] | None, report: SkipReport):
+    def __init__(
+        self, samples: list[Sample], task: Task, image_to_input: Callable[[Sample], dict] | None, report: SkipReport
+    ):
         # image_to_input None: only the samples are wanted (counting), or it is set once the input is chosen
         self.samples = samples
         self.task = task
@@ -132,7 +142,13 @@ def collate(items: list[dict | None], task: Task) -> dict | None:
         for j, b in enumerate(s.boxes):
             boxes[i, j] = torch.tensor(b.xyxy)
             roles[i, j] = b.role
-    batch: dict = {"task": task.name, "ids": [s.id for s in samples], "boxes": boxes, "box_roles": roles, "samples": samples}
+    batch: dict = {
+        "task": task.name,
+        "ids": [s.id for s in samples],
+        "boxes": boxes,
+        "box_roles": roles,
+        "samples": samples,
+    }
     for key in ("pixel_values", "features"):
         if key in items[0]:
             batch[key] = torch.stack([it[key] for it in items])
@@ -250,20 +266,36 @@ class BatchLoader:
     random state (which a resumed run restores) untouched.
     """
 
-    def __init__(self, datasets: dict[str, SampleDataset], workers: int = 0, prefetch_factor: int = 2, pin_memory: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        datasets: dict[str, SampleDataset],
+        workers: int = 0,
+        prefetch_factor: int = 2,
+        pin_memory: bool = False,
+        seed: int = 0,
+    ):
         self.datasets = datasets
         self.workers = workers
         self._sampler = _PlanSampler()
         extra = {}
         if workers > 0:
-            extra = {"num_workers": workers, "prefetch_factor": prefetch_factor, "persistent_workers": True, "worker_init_fn": _lower_priority}
+            extra = {
+                "num_workers": workers,
+                "prefetch_factor": prefetch_factor,
+                "persistent_workers": True,
+                "worker_init_fn": _lower_priority,
+            }
             if sys.platform.startswith("linux"):
                 # fork: workers share the parent's datasets and encoder copy-on-write instead of unpickling them
                 extra["multiprocessing_context"] = "fork"
         self.loader = torch.utils.data.DataLoader(
-            TaskItems(datasets), batch_sampler=self._sampler, collate_fn=_CollateTask({k: ds.task for k, ds in datasets.items()}),
-            pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed), **extra,
-        )  # fmt: skip
+            TaskItems(datasets),
+            batch_sampler=self._sampler,
+            collate_fn=_CollateTask({k: ds.task for k, ds in datasets.items()}),
+            pin_memory=pin_memory,
+            generator=torch.Generator().manual_seed(seed),
+            **extra,
+        )
 
     def batches(self, plan: Iterable[tuple[str, list[int]]]) -> Iterator[dict | None]:
         self._sampler.plan = plan
@@ -315,11 +347,15 @@ def decoded_images(paths: list[Path], workers: int = 0, prefetch_factor: int = 2
     extra = {"num_workers": workers, "prefetch_factor": prefetch_factor} if workers > 0 else {}
     if workers > 0 and sys.platform.startswith("linux"):
         extra["multiprocessing_context"] = "fork"
-    loader = torch.utils.data.DataLoader(_ImageFiles(list(paths)), batch_size=None, collate_fn=_as_is, generator=torch.Generator(), **extra)
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(list(paths)), batch_size=None, collate_fn=_as_is, generator=torch.Generator(), **extra
+    )
     yield from loader
 
 
-def batch_loader(datasets: dict[str, SampleDataset], train: TrainConfig, device, in_process: bool = False) -> BatchLoader:
+def batch_loader(
+    datasets: dict[str, SampleDataset], train: TrainConfig, device, in_process: bool = False
+) -> BatchLoader:
     """The configured BatchLoader: `train.num_workers` workers (resolved, "auto" included), `train.prefetch_factor`,
     page-locked batches for a CUDA device only. `in_process` (the feature cache's inputs: a cached entry reads
     faster than a worker hands it over, and a miss runs the encoder, which stays in the training process) loads
@@ -361,7 +397,14 @@ def manifest(samples_by_split: dict[str, list[Sample]]) -> dict:
     return out
 
 
-def build_task_datasets(config, tasks: dict[str, Task], which: str, input_fn: Callable[[Sample], dict] | None, report: SkipReport, task_names=None) -> dict[str, SampleDataset]:
+def build_task_datasets(
+    config,
+    tasks: dict[str, Task],
+    which: str,
+    input_fn: Callable[[Sample], dict] | None,
+    report: SkipReport,
+    task_names=None,
+) -> dict[str, SampleDataset]:
     """One dataset per configured task for `which` in ("train", "val", "test"), capped as configured.
 
     A cap keeps a deterministic subset (a seeded shuffle), so a capped run is reproducible.

@@ -33,7 +33,13 @@ from ..tasks.gesture import HAGRID_CLASSES as _GESTURE_CLASSES
 from . import synth_draw as sd
 
 DATASETS = ("ego4d_lam", "affectnet", "hagrid_v2", "pisc", "gazefollow")
-DATASET_DIRS = {"ego4d_lam": "ego4d_lam", "affectnet": "affectnet", "hagrid_v2": "hagrid", "pisc": "pisc", "gazefollow": "gazefollow_extended"}
+DATASET_DIRS = {
+    "ego4d_lam": "ego4d_lam",
+    "affectnet": "affectnet",
+    "hagrid_v2": "hagrid",
+    "pisc": "pisc",
+    "gazefollow": "gazefollow_extended",
+}
 _SEED_KEY = {"ego4d_lam": 11, "affectnet": 12, "hagrid_v2": 13, "pisc": 14, "gazefollow": 15}
 MARKER = "SocialFusion synthetic data"
 JPEG_QUALITY = 90
@@ -43,7 +49,16 @@ PISC_RELATIONS = {1: "friends", 2: "family", 3: "couple", 4: "professional", 5: 
 PISC_DOMAIN_OF = {1: 1, 2: 1, 3: 1, 4: 2, 5: 2, 6: 3}  # 1 intimate, 2 non-intimate, 3 no relation
 OPEN_EYED = (0, 2, 3, 4, 6, 7)  # expressions whose pupils stay visible (LAM and gaze faces)
 # (valence, arousal) centre per AffectNet expression 0..7
-_VA = {0: (0.0, 0.0), 1: (0.7, 0.35), 2: (-0.6, -0.3), 3: (0.2, 0.7), 4: (-0.5, 0.65), 5: (-0.6, 0.3), 6: (-0.6, 0.6), 7: (-0.4, 0.2)}
+_VA = {
+    0: (0.0, 0.0),
+    1: (0.7, 0.35),
+    2: (-0.6, -0.3),
+    3: (0.2, 0.7),
+    4: (-0.5, 0.65),
+    5: (-0.6, 0.3),
+    6: (-0.6, 0.6),
+    7: (-0.4, 0.2),
+}
 
 README = f"""{MARKER}
 =============================
@@ -107,7 +122,9 @@ def _unit(v) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------------- LAM
-def _lam_clip(root: Path, rng: np.random.Generator, video_uid: str, W: int, H: int, max_frames: int = 12) -> tuple[dict, int, int]:
+def _lam_clip(
+    root: Path, rng: np.random.Generator, video_uid: str, W: int, H: int, max_frames: int = 12
+) -> tuple[dict, int, int]:
     clip_uid = _uuid(rng)
     T = min(max_frames, int(rng.integers(8, 13)))
     n_persons = 1 if rng.random() < 0.4 else 2
@@ -131,14 +148,28 @@ def _lam_clip(root: Path, rng: np.random.Generator, video_uid: str, W: int, H: i
             a = int(rng.integers(1, T - 1))  # a looking run with non-looking frames around it
             b = int(rng.integers(a + 1, T + 1)) if a > 1 else int(rng.integers(a + 1, T))
             looking = np.zeros(T + 1, bool)
-            looking[a: b + 1] = True
+            looking[a : b + 1] = True
         if rng.random() < 0.8:  # turned aside
             away = (float(rng.choice([-1, 1]) * rng.uniform(0.7, 1.0)), float(rng.uniform(-0.3, 0.45)))
         else:  # looking down
             away = (float(rng.uniform(-0.3, 0.3)), float(rng.uniform(0.75, 1.0)))
-        persons.append(dict(pid=str(p + 2), track_id=_uuid(rng), r=r, x0=x0, y0=y0, drift=drift, looking=looking, away=away,
-                            skin=sd.pick(rng, sd.SKIN), hair=sd.pick(rng, sd.HAIR), shirt=sd.pick(rng, sd.BRIGHT),
-                            expr=int(sd.pick(rng, OPEN_EYED)), track=[]))
+        persons.append(
+            dict(
+                pid=str(p + 2),
+                track_id=_uuid(rng),
+                r=r,
+                x0=x0,
+                y0=y0,
+                drift=drift,
+                looking=looking,
+                away=away,
+                skin=sd.pick(rng, sd.SKIN),
+                hair=sd.pick(rng, sd.HAIR),
+                shirt=sd.pick(rng, sd.BRIGHT),
+                expr=int(sd.pick(rng, OPEN_EYED)),
+                track=[],
+            )
+        )
     bg, _ = sd.canvas(rng, W, H)
     n_pos = 0
     for f in range(1, T + 1):
@@ -160,8 +191,17 @@ def _lam_clip(root: Path, rng: np.random.Generator, video_uid: str, W: int, H: i
             face = sd.draw_face(d, cx, cy, r, p["skin"], p["hair"], turn=turn, look=look, expression=p["expr"])
             x1, y1, x2, y2 = face["box"]
             x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(W - 1.0, x2), min(H - 1.0, y2)
-            p["track"].append({"x": _r(x1), "y": _r(y1), "width": _r(x2 - x1), "height": _r(y2 - y1), "frame": f,
-                               "video_frame": v0 + f, "clip_frame": None})
+            p["track"].append(
+                {
+                    "x": _r(x1),
+                    "y": _r(y1),
+                    "width": _r(x2 - x1),
+                    "height": _r(y2 - y1),
+                    "frame": f,
+                    "video_frame": v0 + f,
+                    "clip_frame": None,
+                }
+            )
         _save(img, root / "video_imgs" / clip_uid / f"img_{f:05d}.jpg")
     segments = []
     for p in persons:
@@ -172,26 +212,60 @@ def _lam_clip(root: Path, rng: np.random.Generator, video_uid: str, W: int, H: i
                 g = f
                 while g + 1 <= T and lk[g + 1]:
                     g += 1
-                segments.append({"start_time": _r(f / 30.0, 4), "end_time": _r(g / 30.0, 4), "start_frame": f, "end_frame": g,
-                                 "video_start_time": _r((v0 + f) / 30.0, 4), "video_end_time": _r((v0 + g) / 30.0, 4),
-                                 "video_start_frame": v0 + f, "video_end_frame": v0 + g,
-                                 "person": p["pid"], "target": None, "is_at_me": True})
+                segments.append(
+                    {
+                        "start_time": _r(f / 30.0, 4),
+                        "end_time": _r(g / 30.0, 4),
+                        "start_frame": f,
+                        "end_frame": g,
+                        "video_start_time": _r((v0 + f) / 30.0, 4),
+                        "video_end_time": _r((v0 + g) / 30.0, 4),
+                        "video_start_frame": v0 + f,
+                        "video_end_frame": v0 + g,
+                        "person": p["pid"],
+                        "target": None,
+                        "is_at_me": True,
+                    }
+                )
                 f = g + 1
             else:
                 f += 1
     wearer = {"person_id": "1", "camera_wearer": True, "voice_segments": []}
     clip = {
-        "clip_uid": clip_uid, "source_clip_uid": _uuid(rng), "video_uid": video_uid,
-        "video_start_sec": _r(v0 / 30.0, 4), "video_end_sec": _r((v0 + T) / 30.0, 4),
-        "video_start_frame": v0, "video_end_frame": v0 + T,
-        "clip_start_sec": 0, "clip_end_sec": _r(T / 30.0, 4), "clip_start_frame": 0, "clip_end_frame": T,
-        "valid": True, "camera_wearer": dict(wearer),
-        "persons": [dict(wearer, tracking_paths=[])] + [
-            {"person_id": p["pid"], "camera_wearer": False, "voice_segments": [],
-             "tracking_paths": [{"track_id": p["track_id"], "suspect": False, "unmapped_frames_count": 0,
-                                 "unmapped_frames": [], "track": p["track"]}]}
-            for p in persons],
-        "missing_voice_segments": [], "transcriptions": [], "social_segments_talking": [],
+        "clip_uid": clip_uid,
+        "source_clip_uid": _uuid(rng),
+        "video_uid": video_uid,
+        "video_start_sec": _r(v0 / 30.0, 4),
+        "video_end_sec": _r((v0 + T) / 30.0, 4),
+        "video_start_frame": v0,
+        "video_end_frame": v0 + T,
+        "clip_start_sec": 0,
+        "clip_end_sec": _r(T / 30.0, 4),
+        "clip_start_frame": 0,
+        "clip_end_frame": T,
+        "valid": True,
+        "camera_wearer": dict(wearer),
+        "persons": [dict(wearer, tracking_paths=[])]
+        + [
+            {
+                "person_id": p["pid"],
+                "camera_wearer": False,
+                "voice_segments": [],
+                "tracking_paths": [
+                    {
+                        "track_id": p["track_id"],
+                        "suspect": False,
+                        "unmapped_frames_count": 0,
+                        "unmapped_frames": [],
+                        "track": p["track"],
+                    }
+                ],
+            }
+            for p in persons
+        ],
+        "missing_voice_segments": [],
+        "transcriptions": [],
+        "social_segments_talking": [],
         "social_segments_looking": segments,
     }
     return clip, T * n_persons, n_pos
@@ -214,7 +288,12 @@ def write_lam(root: Path, rng: np.random.Generator, n: int, S: int) -> dict:
                 uids.append(clip["clip_uid"])
                 count, pos = count + c, pos + p
             videos.append({"video_uid": video_uid, "split": split, "clips": clips})
-        doc = {"date": "2022-02-01", "version": "synthetic-1", "description": f"{MARKER}: Ego4D AV/social layout", "videos": videos}
+        doc = {
+            "date": "2022-02-01",
+            "version": "synthetic-1",
+            "description": f"{MARKER}: Ego4D AV/social layout",
+            "videos": videos,
+        }
         _write_json(doc, root / "json" / f"av_{split}.json")
         _write_text("".join(u + "\n" for u in uids), root / "split" / f"{split}.list")
         counts[split] = count
@@ -241,9 +320,22 @@ def write_affectnet(root: Path, rng: np.random.Generator, n: int, S: int) -> dic
                 lm = np.tile([[cx, cy]], (68, 1))
             else:
                 expr = label if label < 8 else int(rng.integers(0, 8))
-                d.ellipse([cx - 1.6 * r, cy + 0.75 * r, cx + 1.6 * r, cy + 3.2 * r], fill=sd.pick(rng, sd.BRIGHT), outline=sd.OUTLINE)
-                face = sd.draw_face(d, cx, cy, r, sd.pick(rng, sd.SKIN), sd.pick(rng, sd.HAIR), turn=tuple(rng.uniform(-0.12, 0.12, 2)),
-                                    look=tuple(rng.uniform(-0.3, 0.3, 2)), expression=expr)
+                d.ellipse(
+                    [cx - 1.6 * r, cy + 0.75 * r, cx + 1.6 * r, cy + 3.2 * r],
+                    fill=sd.pick(rng, sd.BRIGHT),
+                    outline=sd.OUTLINE,
+                )
+                face = sd.draw_face(
+                    d,
+                    cx,
+                    cy,
+                    r,
+                    sd.pick(rng, sd.SKIN),
+                    sd.pick(rng, sd.HAIR),
+                    turn=tuple(rng.uniform(-0.12, 0.12, 2)),
+                    look=tuple(rng.uniform(-0.3, 0.3, 2)),
+                    expression=expr,
+                )
                 lm = face["landmarks"]
             x, y, s = int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(side))
             x, y = max(0, x), max(0, y)
@@ -285,8 +377,21 @@ def _hagrid_image(rng, gesture, W, H):
     shirt = sd.pick(rng, sd.BRIGHT)
     # the subject, behind the hands: torso and head
     pcx, hr = W * rng.uniform(0.35, 0.65), 0.12 * H
-    d.polygon([(pcx - 0.42 * W, H), (pcx - 0.3 * W, 0.36 * H), (pcx + 0.3 * W, 0.36 * H), (pcx + 0.42 * W, H)], fill=shirt, outline=sd.OUTLINE)
-    sd.draw_face(d, pcx, 0.2 * H, hr, skin, sd.pick(rng, sd.HAIR), turn=tuple(rng.uniform(-0.2, 0.2, 2)), expression=int(rng.integers(0, 8)))
+    d.polygon(
+        [(pcx - 0.42 * W, H), (pcx - 0.3 * W, 0.36 * H), (pcx + 0.3 * W, 0.36 * H), (pcx + 0.42 * W, H)],
+        fill=shirt,
+        outline=sd.OUTLINE,
+    )
+    sd.draw_face(
+        d,
+        pcx,
+        0.2 * H,
+        hr,
+        skin,
+        sd.pick(rng, sd.HAIR),
+        turn=tuple(rng.uniform(-0.2, 0.2, 2)),
+        expression=int(rng.integers(0, 8)),
+    )
     two = gesture in sd.TWO_HANDED
     base = min(W, H) if two else H
     s = base * (rng.uniform(0.13, 0.16) if two else rng.uniform(0.15, 0.19))
@@ -302,7 +407,9 @@ def _hagrid_image(rng, gesture, W, H):
             rot2 = rng.uniform(-15, 15)
             eh = sd.draw_gesture(None, "no_gesture", ex, ey, s2, rot2, skin, shirt, dry=True)[0]["box"]
             inside = eh[0] >= 0 and eh[1] >= 0 and eh[2] <= W and eh[3] <= H
-            ix = max(0.0, min(eh[2], ubox[2]) - max(eh[0], ubox[0])) * max(0.0, min(eh[3], ubox[3]) - max(eh[1], ubox[1]))
+            ix = max(0.0, min(eh[2], ubox[2]) - max(eh[0], ubox[0])) * max(
+                0.0, min(eh[3], ubox[3]) - max(eh[1], ubox[1])
+            )
             if inside and ix == 0:
                 extra = sd.draw_gesture(d, "no_gesture", ex, ey, s2, rot2, skin, shirt)[0]
                 hands_out.append(("no_gesture", extra))
@@ -313,8 +420,11 @@ def _hagrid_image(rng, gesture, W, H):
 
 def write_hagrid(root: Path, rng: np.random.Generator, n: int, S: int) -> dict:
     counts, users_seen = {}, set()
-    per_class = {"train": max(2, int(round(n / len(HAGRID_CLASSES)))), "val": max(2, int(round(n / 4 / len(HAGRID_CLASSES)))),
-                 "test": max(2, int(round(n / 4 / len(HAGRID_CLASSES))))}
+    per_class = {
+        "train": max(2, int(round(n / len(HAGRID_CLASSES)))),
+        "val": max(2, int(round(n / 4 / len(HAGRID_CLASSES)))),
+        "test": max(2, int(round(n / 4 / len(HAGRID_CLASSES)))),
+    }
     for split in ("train", "val", "test"):
         k = per_class[split]
         users = []
@@ -349,10 +459,19 @@ def write_hagrid(root: Path, rng: np.random.Generator, n: int, S: int) -> dict:
                 else:
                     united, ulabel = None, None
                 records[key] = {
-                    "bboxes": bboxes, "labels": labels, "united_bbox": united, "united_label": ulabel,
-                    "user_id": sd.pick(rng, users), "hand_landmarks": lms,
-                    "meta": {"age": [_r(rng.uniform(18, 65), 1)], "gender": [sd.pick(rng, ["male", "female"])],
-                             "race": [sd.pick(rng, ["White", "Black", "Asian", "Indian", "Latino_Hispanic", "Middle Eastern"])]},
+                    "bboxes": bboxes,
+                    "labels": labels,
+                    "united_bbox": united,
+                    "united_label": ulabel,
+                    "user_id": sd.pick(rng, users),
+                    "hand_landmarks": lms,
+                    "meta": {
+                        "age": [_r(rng.uniform(18, 65), 1)],
+                        "gender": [sd.pick(rng, ["male", "female"])],
+                        "race": [
+                            sd.pick(rng, ["White", "Black", "Asian", "Indian", "Latino_Hispanic", "Middle Eastern"])
+                        ],
+                    },
                 }
             _write_json(records, root / "hagrid_annotations" / split / f"{gesture}.json")
             total += len(records)
@@ -397,7 +516,14 @@ def _pisc_scene(rng, rel: int, W: int, H: int, third: bool):
             b = _people_style(rng)
         h2 = hA * rng.uniform(0.93, 1.05)
         people.append(("a", sd.draw_person(d, mid - g / 2, feet - hA, hA, turn=turn0(), expression=1, **a)["box"]))
-        people.append(("b", sd.draw_person(d, mid + g / 2, feet - h2, h2, turn=turn0(), expression=int(rng.choice([0, 1])), **b)["box"]))
+        people.append(
+            (
+                "b",
+                sd.draw_person(d, mid + g / 2, feet - h2, h2, turn=turn0(), expression=int(rng.choice([0, 1])), **b)[
+                    "box"
+                ],
+            )
+        )
     elif rel == 2:  # family: adult + child in matching clothes, adult's hand on the child's shoulder
         hc = hA * rng.uniform(0.5, 0.6)
         g = hA * rng.uniform(0.22, 0.28)
@@ -415,21 +541,54 @@ def _pisc_scene(rng, rel: int, W: int, H: int, third: bool):
         h2 = hA * rng.uniform(0.9, 1.0)
         a, b = _people_style(rng), _people_style(rng)
         joint = (mid, feet - hA + 0.56 * hA)
-        people.append(("a", sd.draw_person(d, mid - g / 2, feet - hA, hA, turn=(rng.uniform(0.45, 0.65), 0.0), hands=(None, joint), expression=1, **a)["box"]))
-        people.append(("b", sd.draw_person(d, mid + g / 2, feet - h2, h2, turn=(-rng.uniform(0.45, 0.65), 0.0), hands=(joint, None), expression=1, **b)["box"]))
+        people.append(
+            (
+                "a",
+                sd.draw_person(
+                    d,
+                    mid - g / 2,
+                    feet - hA,
+                    hA,
+                    turn=(rng.uniform(0.45, 0.65), 0.0),
+                    hands=(None, joint),
+                    expression=1,
+                    **a,
+                )["box"],
+            )
+        )
+        people.append(
+            (
+                "b",
+                sd.draw_person(
+                    d,
+                    mid + g / 2,
+                    feet - h2,
+                    h2,
+                    turn=(-rng.uniform(0.45, 0.65), 0.0),
+                    hands=(joint, None),
+                    expression=1,
+                    **b,
+                )["box"],
+            )
+        )
     elif rel == 4:  # professional: both in dark suits with ties, one carrying a briefcase
         g = hA * rng.uniform(0.44, 0.54)
         mid = fit(mid, g)
         h2 = hA * rng.uniform(0.93, 1.05)
         a, b = _people_style(rng, "suit"), _people_style(rng, "suit")
-        ta, tb = sd.pick(rng, [(180, 30, 40), (40, 60, 170), (120, 30, 120)]), sd.pick(rng, [(180, 30, 40), (40, 60, 170), (200, 160, 40)])
+        ta, tb = (
+            sd.pick(rng, [(180, 30, 40), (40, 60, 170), (120, 30, 120)]),
+            sd.pick(rng, [(180, 30, 40), (40, 60, 170), (200, 160, 40)]),
+        )
         pa = sd.draw_person(d, mid - g / 2, feet - hA, hA, turn=turn0(), tie=ta, **a)
         people.append(("a", pa["box"]))
         pb = sd.draw_person(d, mid + g / 2, feet - h2, h2, turn=turn0(), tie=tb, **b)
         people.append(("b", pb["box"]))
         bx = (mid + g / 2 + 0.21 * h2) if rng.random() < 0.5 else (mid - g / 2 - 0.21 * hA)
         by = feet - hA + 0.57 * hA
-        d.rectangle([bx - 0.07 * hA, by, bx + 0.07 * hA, by + 0.11 * hA], fill=(70, 45, 25), outline=sd.OUTLINE, width=2)
+        d.rectangle(
+            [bx - 0.07 * hA, by, bx + 0.07 * hA, by + 0.11 * hA], fill=(70, 45, 25), outline=sd.OUTLINE, width=2
+        )
     elif rel == 5:  # commercial: clerk in an apron behind a counter, customer at the counter
         sgn = rng.choice([-1, 1])  # clerk on the left (-1) or right (+1) of the customer
         cw = hA * rng.uniform(0.55, 0.7)
@@ -438,20 +597,43 @@ def _pisc_scene(rng, rel: int, W: int, H: int, third: bool):
         hk = hA * rng.uniform(0.95, 1.05)
         top_k = feet - 0.1 * H - hk  # clerk stands a bit further back
         ctop = feet - hA * 0.45
-        pk = sd.draw_person(d, xk, top_k, hk, turn=(-sgn * rng.uniform(0.4, 0.6), 0.0), expression=1, **_people_style(rng, "apron"))
+        pk = sd.draw_person(
+            d, xk, top_k, hk, turn=(-sgn * rng.uniform(0.4, 0.6), 0.0), expression=1, **_people_style(rng, "apron")
+        )
         sd.draw_counter(d, xk - cw / 2, ctop, xk + cw / 2, feet, rng)
         kb = pk["box"]
         people.append(("a", (kb[0], kb[1], kb[2], ctop)))
-        people.append(("b", sd.draw_person(d, xc, feet - hA, hA, turn=(sgn * rng.uniform(0.4, 0.6), 0.0), **_people_style(rng))["box"]))
+        people.append(
+            (
+                "b",
+                sd.draw_person(d, xc, feet - hA, hA, turn=(sgn * rng.uniform(0.4, 0.6), 0.0), **_people_style(rng))[
+                    "box"
+                ],
+            )
+        )
     else:  # no relation: far apart, different depth, facing away from each other
         h2 = hA * rng.uniform(0.55, 0.8)
         x1, x2 = W * rng.uniform(0.12, 0.2), W * rng.uniform(0.8, 0.88)
         if rng.random() < 0.5:
             x1, x2 = x2, x1
         back_a = rng.random() < 0.6
-        people.append(("b", sd.draw_person(d, x2, feet - H * rng.uniform(0.05, 0.12) - h2, h2, back=True, **_people_style(rng))["box"]))
+        people.append(
+            (
+                "b",
+                sd.draw_person(d, x2, feet - H * rng.uniform(0.05, 0.12) - h2, h2, back=True, **_people_style(rng))[
+                    "box"
+                ],
+            )
+        )
         away = -1.0 if x1 < x2 else 1.0
-        people.append(("a", sd.draw_person(d, x1, feet - hA, hA, back=back_a, turn=(away * rng.uniform(0.6, 0.9), 0.0), **_people_style(rng))["box"]))
+        people.append(
+            (
+                "a",
+                sd.draw_person(
+                    d, x1, feet - hA, hA, back=back_a, turn=(away * rng.uniform(0.6, 0.9), 0.0), **_people_style(rng)
+                )["box"],
+            )
+        )
     return img, people
 
 
@@ -510,7 +692,14 @@ def _gaze_scene(rng, W: int, H: int, inframe: bool):
     for _ in range(int(rng.integers(0, 3))):  # faint distractors
         kind = int(rng.integers(0, 4))
         base = np.array(img.getpixel((int(rng.integers(0, W)), int(rng.integers(0, H)))), float)
-        sd.draw_target(d, rng.uniform(0.1, 0.9) * W, rng.uniform(0.1, 0.9) * H, rng.uniform(0.04, 0.07) * H, kind, sd.col(base + rng.normal(0, 25, 3)))
+        sd.draw_target(
+            d,
+            rng.uniform(0.1, 0.9) * W,
+            rng.uniform(0.1, 0.9) * H,
+            rng.uniform(0.04, 0.07) * H,
+            kind,
+            sd.col(base + rng.normal(0, 25, 3)),
+        )
     target = None
     if inframe:
         for _ in range(60):
@@ -531,11 +720,20 @@ def _gaze_scene(rng, W: int, H: int, inframe: bool):
         else:
             hx, hy, u = rng.uniform(0.2, 0.8) * W, rng.uniform(0.25, 0.4) * H, _unit((rng.uniform(-0.6, 0.6), -1.0))
     hy = max(hy, 1.1 * r)
-    body = [(hx - 1.7 * r, hy + 1.2 * r), (hx + 1.7 * r, hy + 1.2 * r), (hx + 1.5 * r, min(H, hy + 5.5 * r)), (hx - 1.5 * r, min(H, hy + 5.5 * r))]
+    body = [
+        (hx - 1.7 * r, hy + 1.2 * r),
+        (hx + 1.7 * r, hy + 1.2 * r),
+        (hx + 1.5 * r, min(H, hy + 5.5 * r)),
+        (hx - 1.5 * r, min(H, hy + 5.5 * r)),
+    ]
     d.polygon(body, fill=shirt, outline=sd.OUTLINE)
     if target is not None:
-        sd.draw_target(d, target[0], target[1], rng.uniform(0.06, 0.09) * H, int(rng.integers(0, 4)), sd.pick(rng, sd.BRIGHT))
-    face = sd.draw_face(d, hx, hy, r, skin, hair, turn=tuple(u * 0.9), look=tuple(u), expression=int(sd.pick(rng, OPEN_EYED)))
+        sd.draw_target(
+            d, target[0], target[1], rng.uniform(0.06, 0.09) * H, int(rng.integers(0, 4)), sd.pick(rng, sd.BRIGHT)
+        )
+    face = sd.draw_face(
+        d, hx, hy, r, skin, hair, turn=tuple(u * 0.9), look=tuple(u), expression=int(sd.pick(rng, OPEN_EYED))
+    )
     hb = face["box"]
     pad = 0.04 * (hb[2] - hb[0])
     head = (max(0.0, hb[0] - pad), max(0.0, hb[1] - pad), min(float(W), hb[2] + pad), min(float(H), hb[3] + pad))
@@ -549,7 +747,11 @@ def write_gazefollow(root: Path, rng: np.random.Generator, n: int, S: int) -> di
     counts, dropped = {}, {}
     for split, count in (("train", n), ("test", max(16, n // 4))):
         lines, idx, n_bad = [], 0, 0
-        bad_at = set(rng.choice(count, size=max(1, int(round(0.03 * count))), replace=False).tolist()) if split == "train" else set()
+        bad_at = (
+            set(rng.choice(count, size=max(1, int(round(0.03 * count))), replace=False).tolist())
+            if split == "train"
+            else set()
+        )
         for i in range(count):
             W, H = (int(round(S * 4 / 3)), S) if rng.random() < 0.7 else (S, S)
             inframe = split == "test" or rng.random() >= 0.2
@@ -566,11 +768,16 @@ def write_gazefollow(root: Path, rng: np.random.Generator, n: int, S: int) -> di
             gx, gy = (g["target"][0] / W, g["target"][1] / H) if g["target"] is not None else (-1.0, -1.0)
             if split == "train":
                 idx += 1
-                lines.append(",".join([rel, str(idx)] + common + [_f(gx), _f(gy)] + head + ["1" if inframe else "0", src, meta]) + "\n")
+                lines.append(
+                    ",".join([rel, str(idx)] + common + [_f(gx), _f(gy)] + head + ["1" if inframe else "0", src, meta])
+                    + "\n"
+                )
                 if i in bad_at:  # an invalid duplicate annotation, to be dropped (inout = -1)
                     idx += 1
                     n_bad += 1
-                    lines.append(",".join([rel, str(idx)] + common + [_f(gx), _f(gy)] + head + ["-1", src, meta]) + "\n")
+                    lines.append(
+                        ",".join([rel, str(idx)] + common + [_f(gx), _f(gy)] + head + ["-1", src, meta]) + "\n"
+                    )
             else:
                 for _ in range(int(rng.integers(4, 9))):  # several annotators per person
                     idx += 1
@@ -585,7 +792,13 @@ def write_gazefollow(root: Path, rng: np.random.Generator, n: int, S: int) -> di
 
 
 # ------------------------------------------------------------------------------------------------------ public
-_WRITERS = {"ego4d_lam": write_lam, "affectnet": write_affectnet, "hagrid_v2": write_hagrid, "pisc": write_pisc, "gazefollow": write_gazefollow}
+_WRITERS = {
+    "ego4d_lam": write_lam,
+    "affectnet": write_affectnet,
+    "hagrid_v2": write_hagrid,
+    "pisc": write_pisc,
+    "gazefollow": write_gazefollow,
+}
 
 
 def generate(out_dir, n: int = 200, seed: int = 0, image_size: int = 224, datasets=DATASETS) -> dict:
@@ -606,10 +819,20 @@ def generate(out_dir, n: int = 200, seed: int = 0, image_size: int = 224, datase
         target = out / DATASET_DIRS[name]
         if target.exists():
             if not ours:
-                raise FileExistsError(f"{target} exists and {out} holds no synthetic-data README; refusing to overwrite it")
+                raise FileExistsError(
+                    f"{target} exists and {out} holds no synthetic-data README; refusing to overwrite it"
+                )
             shutil.rmtree(target)
     _write_text(README, readme)
-    summary: dict = {"paths": {}, "dropped": {}, "stats": {}, "root": str(out), "seed": seed, "n": n, "image_size": image_size}
+    summary: dict = {
+        "paths": {},
+        "dropped": {},
+        "stats": {},
+        "root": str(out),
+        "seed": seed,
+        "n": n,
+        "image_size": image_size,
+    }
     for name in datasets:
         root = out / DATASET_DIRS[name]
         root.mkdir(parents=True, exist_ok=True)
@@ -635,7 +858,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     summary = generate(args.out_dir, n=args.n, seed=args.seed, image_size=args.image_size)
-    print(json.dumps({k: summary[k] for k in DATASETS} | {"dropped": summary["dropped"], "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
+    print(
+        json.dumps(
+            {k: summary[k] for k in DATASETS}
+            | {"dropped": summary["dropped"], "seconds": round(time.perf_counter() - t0, 2)},
+            indent=1,
+        )
+    )
     return 0
 
 

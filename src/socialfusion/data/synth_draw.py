@@ -16,9 +16,26 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-SKIN = [(255, 224, 189), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (105, 66, 40), (250, 208, 178)]
+SKIN = [
+    (255, 224, 189),
+    (241, 194, 125),
+    (224, 172, 105),
+    (198, 134, 66),
+    (141, 85, 36),
+    (105, 66, 40),
+    (250, 208, 178),
+]
 HAIR = [(28, 20, 16), (72, 46, 26), (118, 78, 40), (196, 160, 92), (95, 95, 95), (150, 62, 30), (12, 12, 12)]
-BRIGHT = [(215, 40, 40), (40, 90, 215), (40, 165, 60), (235, 195, 30), (230, 120, 20), (150, 50, 190), (20, 175, 190), (225, 80, 160)]
+BRIGHT = [
+    (215, 40, 40),
+    (40, 90, 215),
+    (40, 165, 60),
+    (235, 195, 30),
+    (230, 120, 20),
+    (150, 50, 190),
+    (20, 175, 190),
+    (225, 80, 160),
+]
 DARK_SUIT = [(30, 30, 42), (32, 44, 82), (58, 58, 64), (22, 22, 22)]
 PANTS = [(50, 70, 130), (60, 60, 60), (110, 90, 60), (35, 40, 60)]
 OUTLINE = (32, 24, 20)
@@ -51,7 +68,9 @@ def canvas(rng: np.random.Generator, w: int, h: int, n_shapes: tuple[int, int] =
         elif kind == 1:
             d.ellipse([x0, y0, x0 + sw, y0 + sh], fill=c)
         else:
-            d.line([x0, y0, x0 + sw * (1 if rng.random() < 0.5 else -1), y0 + sh], fill=c, width=int(rng.integers(2, 7)))
+            d.line(
+                [x0, y0, x0 + sw * (1 if rng.random() < 0.5 else -1), y0 + sh], fill=c, width=int(rng.integers(2, 7))
+            )
     return img, d
 
 
@@ -75,14 +94,32 @@ def _ellipse_pts(cx, cy, rx, ry, n, a0=0.0, a1=2 * math.pi, endpoint=False):
 
 # --------------------------------------------------------------------------------------------------------- faces
 # per expression: brow (inner, outer) raise for the left and right brow (units of r, + = up), eye openness, mouth
-_BROWS = {0: ((0, 0), (0, 0)), 1: ((0.05, 0.05), (0.05, 0.05)), 2: ((0.13, -0.07), (0.13, -0.07)),
-          3: ((0.16, 0.16), (0.16, 0.16)), 4: ((0.15, 0.0), (0.15, 0.0)), 5: ((-0.07, -0.03), (-0.07, -0.03)),
-          6: ((-0.12, 0.07), (-0.12, 0.07)), 7: ((0, 0), (0.14, 0.1))}  # fmt: skip
+_BROWS = {
+    0: ((0, 0), (0, 0)),
+    1: ((0.05, 0.05), (0.05, 0.05)),
+    2: ((0.13, -0.07), (0.13, -0.07)),
+    3: ((0.16, 0.16), (0.16, 0.16)),
+    4: ((0.15, 0.0), (0.15, 0.0)),
+    5: ((-0.07, -0.03), (-0.07, -0.03)),
+    6: ((-0.12, 0.07), (-0.12, 0.07)),
+    7: ((0, 0), (0.14, 0.1)),
+}
 _EYE_OPEN = {0: 1.0, 1: 0.0, 2: 0.8, 3: 1.5, 4: 1.45, 5: 0.35, 6: 0.7, 7: 0.85}
 
 
-def draw_face(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, skin, hair, *, turn=(0.0, 0.0), look=None,
-              expression: int = 0, back: bool = False) -> dict:
+def draw_face(
+    d: ImageDraw.ImageDraw,
+    cx: float,
+    cy: float,
+    r: float,
+    skin,
+    hair,
+    *,
+    turn=(0.0, 0.0),
+    look=None,
+    expression: int = 0,
+    back: bool = False,
+) -> dict:
     """A head of half-height `r` centred at (cx, cy).
 
     `turn` = (tx, ty) in [-1, 1]: the head's rotation; the face plate, eyes, nose and mouth shift toward it, the
@@ -94,7 +131,9 @@ def draw_face(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, skin, hair
     lx, ly = (tx, ty) if look is None else (float(look[0]), float(look[1]))
     rx = 0.8 * r
     lw = max(2, int(round(0.075 * r)))
-    d.ellipse([cx - rx * 1.04, cy - r * 1.04, cx + rx * 1.04, cy + r], fill=hair, outline=OUTLINE, width=max(1, lw // 2))
+    d.ellipse(
+        [cx - rx * 1.04, cy - r * 1.04, cx + rx * 1.04, cy + r], fill=hair, outline=OUTLINE, width=max(1, lw // 2)
+    )
     box = (cx - rx * 1.04, cy - r * 1.04, cx + rx * 1.04, cy + r)
     if back:
         return {"box": box, "eyes": (cx, cy), "landmarks": np.tile([[cx, cy]], (68, 1))}
@@ -104,7 +143,12 @@ def draw_face(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, skin, hair
         d.ellipse([ex_ - 0.13 * r, cy - 0.05 * r, ex_ + 0.13 * r, cy + 0.28 * r], fill=skin, outline=OUTLINE)
     pcx, pcy = cx + tx * 0.16 * r, cy + 0.1 * r + ty * 0.06 * r
     prx, pry = rx * (0.92 - 0.14 * at), r * 0.86
-    d.ellipse([pcx - prx, pcy - pry, pcx + prx, pcy + pry], fill=skin, outline=col(np.array(skin) * 0.6), width=max(1, lw // 2))
+    d.ellipse(
+        [pcx - prx, pcy - pry, pcx + prx, pcy + pry],
+        fill=skin,
+        outline=col(np.array(skin) * 0.6),
+        width=max(1, lw // 2),
+    )
     fx, fy = cx + tx * 0.42 * r, cy + 0.12 * r + ty * 0.3 * r
     dark = col(np.array(skin) * 0.55)
     lm = np.zeros((68, 2))
@@ -125,11 +169,13 @@ def draw_face(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, skin, hair
             pts = _ellipse_pts(ex, ey + 0.05 * r, ew, 0.09 * r, 7, math.pi, 2 * math.pi, endpoint=True)
             polyline(d, [tuple(p) for p in pts], lw, OUTLINE)
         else:
-            d.ellipse([ex - ew, ey - eh, ex + ew, ey + eh], fill=(250, 250, 250), outline=OUTLINE, width=max(1, lw // 2))
+            d.ellipse(
+                [ex - ew, ey - eh, ex + ew, ey + eh], fill=(250, 250, 250), outline=OUTLINE, width=max(1, lw // 2)
+            )
             pr = min(0.085 * r, eh * 0.95, ew * 0.8)
             px, py = ex + lx * (ew - pr) * 0.95, ey + ly * (eh - pr) * 0.8
             d.ellipse([px - pr, py - pr, px + pr, py + pr], fill=(20, 15, 15))
-        lm[36 + 6 * k: 42 + 6 * k] = _ellipse_pts(ex, ey, ew, eh, 6, math.pi, 3 * math.pi)
+        lm[36 + 6 * k : 42 + 6 * k] = _ellipse_pts(ex, ey, ew, eh, 6, math.pi, 3 * math.pi)
         # brow
         inner, outer = _BROWS.get(expression, ((0, 0), (0, 0)))[k]
         by = ey - 0.2 * r - (0.04 * r if openness > 1.2 else 0)
@@ -137,7 +183,7 @@ def draw_face(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, skin, hair
         pout = (ex + s * ew * 1.15, by - outer * r)
         capsule(d, pin, pout, max(2.0, 0.085 * r), hair if sum(hair) < 300 else OUTLINE)
         bp = np.linspace(pout if s < 0 else pin, pin if s < 0 else pout, 5)
-        lm[17 + 5 * k: 22 + 5 * k] = bp
+        lm[17 + 5 * k : 22 + 5 * k] = bp
     # nose: leans and sticks out toward the turn
     tip = (fx + tx * 0.34 * r, fy + 0.17 * r + ty * 0.06 * r)
     nose = [(fx, fy - 0.08 * r), (tip[0] + 0.07 * r, tip[1] + 0.02 * r), (tip[0] - 0.07 * r, tip[1] + 0.03 * r)]
@@ -160,7 +206,14 @@ def _draw_mouth(d, mx, my, mw, r, expression, lw) -> float:
     """Draws the mouth shape of an expression; returns its half-height (for landmarks)."""
     red, dark, white = (150, 40, 45), (55, 15, 20), (245, 245, 240)
     if expression == 1:  # happiness: wide open smile (lower half disc) with teeth
-        d.pieslice([mx - mw * 1.1, my - 0.22 * r, mx + mw * 1.1, my + 0.24 * r], 0, 180, fill=dark, outline=OUTLINE, width=lw // 2 + 1)
+        d.pieslice(
+            [mx - mw * 1.1, my - 0.22 * r, mx + mw * 1.1, my + 0.24 * r],
+            0,
+            180,
+            fill=dark,
+            outline=OUTLINE,
+            width=lw // 2 + 1,
+        )
         d.rectangle([mx - mw * 0.8, my, mx + mw * 0.8, my + 0.06 * r], fill=white)
         return 0.12 * r
     if expression == 2:  # sadness: frown arc
@@ -175,7 +228,13 @@ def _draw_mouth(d, mx, my, mw, r, expression, lw) -> float:
         d.rectangle([mx - mw * 0.6, my - 0.05 * r, mx + mw * 0.6, my - 0.01 * r], fill=white)
         return 0.1 * r
     if expression == 5:  # disgust: zigzag, upper lip raised on one side
-        pts = [(mx - mw, my + 0.05 * r), (mx - mw / 2, my - 0.05 * r), (mx, my + 0.05 * r), (mx + mw / 2, my - 0.1 * r), (mx + mw, my - 0.03 * r)]
+        pts = [
+            (mx - mw, my + 0.05 * r),
+            (mx - mw / 2, my - 0.05 * r),
+            (mx, my + 0.05 * r),
+            (mx + mw / 2, my - 0.1 * r),
+            (mx + mw, my - 0.03 * r),
+        ]
         polyline(d, pts, lw * 1.2, red)
         return 0.07 * r
     if expression == 6:  # anger: clenched, bared teeth
@@ -187,7 +246,12 @@ def _draw_mouth(d, mx, my, mw, r, expression, lw) -> float:
             d.line([(x, y0), (x, y1)], fill=OUTLINE, width=1)
         return 0.07 * r
     if expression == 7:  # contempt: one-sided smirk
-        pts = [(mx - mw * 0.8, my + 0.02 * r), (mx + mw * 0.3, my + 0.02 * r), (mx + mw * 0.75, my - 0.04 * r), (mx + mw, my - 0.13 * r)]
+        pts = [
+            (mx - mw * 0.8, my + 0.02 * r),
+            (mx + mw * 0.3, my + 0.02 * r),
+            (mx + mw * 0.75, my - 0.04 * r),
+            (mx + mw, my - 0.13 * r),
+        ]
         polyline(d, pts, lw * 1.2, red)
         return 0.06 * r
     capsule(d, (mx - mw, my), (mx + mw, my), lw * 1.2, red)  # neutral: straight line
@@ -247,7 +311,9 @@ def _hand_parts(pose: dict) -> tuple[list, list]:
     fingers, spread = pose["f"], pose.get("spread", 0.5)
     parts: list = []
     t = np.linspace(0, 2 * math.pi, 20, endpoint=False)
-    palm = np.stack([0.5 * np.sign(np.cos(t)) * np.abs(np.cos(t)) ** 0.45, 0.5 * np.sign(np.sin(t)) * np.abs(np.sin(t)) ** 0.45], 1)
+    palm = np.stack(
+        [0.5 * np.sign(np.cos(t)) * np.abs(np.cos(t)) ** 0.45, 0.5 * np.sign(np.sin(t)) * np.abs(np.sin(t)) ** 0.45], 1
+    )
     parts.append(("poly", palm))
     parts.append(("cap", np.array([0.0, 0.35]), np.array([0.0, 0.72]), 0.62))  # wrist
     lms = [np.array([0.0, 0.7])]
@@ -326,15 +392,22 @@ def _group(gesture: str) -> list[tuple[dict, tuple[float, float], float, bool, t
         return [(L, (-0.78, 0.0), 0.0, True, None), (L, (0.78, 0.0), 0.0, False, None)]
     if gesture == "hand_heart":
         h = _heart(1.05, 0.0, -0.55)
-        return [(fist, (-1.0, 0.55), 35.0, True, (h[h[:, 0] <= 0.01], FW * 1.1)), (fist, (1.0, 0.55), -35.0, False, (h[h[:, 0] >= -0.01], FW * 1.1))]
+        return [
+            (fist, (-1.0, 0.55), 35.0, True, (h[h[:, 0] <= 0.01], FW * 1.1)),
+            (fist, (1.0, 0.55), -35.0, False, (h[h[:, 0] >= -0.01], FW * 1.1)),
+        ]
     if gesture == "hand_heart2":
         h = _heart(0.85, 0.0, 0.75)
-        return [(fist, (-0.95, -0.75), 215.0, False, (h[h[:, 0] <= 0.01], FW * 1.1)), (fist, (0.95, -0.75), 145.0, True, (h[h[:, 0] >= -0.01], FW * 1.1))]
+        return [
+            (fist, (-0.95, -0.75), 215.0, False, (h[h[:, 0] <= 0.01], FW * 1.1)),
+            (fist, (0.95, -0.75), 145.0, True, (h[h[:, 0] >= -0.01], FW * 1.1)),
+        ]
     raise KeyError(gesture)
 
 
-def draw_gesture(d: ImageDraw.ImageDraw, gesture: str, cx: float, cy: float, s: float, rot: float, skin, sleeve,
-                 dry: bool = False) -> list[dict]:
+def draw_gesture(
+    d: ImageDraw.ImageDraw, gesture: str, cx: float, cy: float, s: float, rot: float, skin, sleeve, dry: bool = False
+) -> list[dict]:
     """Draw a (one- or two-handed) gesture centred at (cx, cy), palm width `s` px, extra rotation `rot` degrees.
 
     Returns one dict per hand: {"box": xyxy px, "landmarks": 21 (x, y) px}. With `dry` nothing is drawn (used to
@@ -414,13 +487,32 @@ def _draw_parts(d, tparts, skin, dark, ow) -> None:
                 capsule(d, p[1], p[2], p[3] + 2 * grow, fill)
             else:
                 c, rr, w = p[1], p[2], p[3] + 2 * grow
-                d.ellipse([c[0] - rr - w / 2, c[1] - rr - w / 2, c[0] + rr + w / 2, c[1] + rr + w / 2], outline=fill, width=max(1, int(round(w))))
+                d.ellipse(
+                    [c[0] - rr - w / 2, c[1] - rr - w / 2, c[0] + rr + w / 2, c[1] + rr + w / 2],
+                    outline=fill,
+                    width=max(1, int(round(w))),
+                )
 
 
 # --------------------------------------------------------------------------------------------------------- people
-def draw_person(d: ImageDraw.ImageDraw, cx: float, top: float, h: float, *, skin, hair, shirt, pants, outfit: str = "casual",
-                turn=(0.0, 0.0), back: bool = False, hands=None, child: bool = False, tie=(180, 30, 40),
-                expression: int = 0) -> dict:
+def draw_person(
+    d: ImageDraw.ImageDraw,
+    cx: float,
+    top: float,
+    h: float,
+    *,
+    skin,
+    hair,
+    shirt,
+    pants,
+    outfit: str = "casual",
+    turn=(0.0, 0.0),
+    back: bool = False,
+    hands=None,
+    child: bool = False,
+    tie=(180, 30, 40),
+    expression: int = 0,
+) -> dict:
     """A standing person of height `h` (feet at top + h). `outfit`: casual (short sleeves), suit (jacket, white shirt,
     tie) or apron. `hands`: optional (left, right) absolute hand positions (e.g. holding hands). Returns
     {"box": xyxy px, "head": head box, "eyes": eye midpoint}."""
@@ -435,20 +527,38 @@ def draw_person(d: ImageDraw.ImageDraw, cx: float, top: float, h: float, *, skin
     for s in (-1, 1):  # legs
         capsule(d, (cx + s * 0.07 * h, hip_y), (cx + s * 0.085 * h, top + 0.955 * h), lw + 2 * ow, OUTLINE)
         capsule(d, (cx + s * 0.07 * h, hip_y), (cx + s * 0.085 * h, top + 0.955 * h), lw, pants)
-        d.ellipse([cx + s * 0.085 * h - lw * 0.7, top + 0.94 * h, cx + s * 0.085 * h + lw * 0.7, top + h], fill=(25, 20, 20))
+        d.ellipse(
+            [cx + s * 0.085 * h - lw * 0.7, top + 0.94 * h, cx + s * 0.085 * h + lw * 0.7, top + h], fill=(25, 20, 20)
+        )
     jacket = shirt
     torso = [(cx - sw, sh_y), (cx + sw, sh_y), (cx + 0.13 * h, hip_y + 0.02 * h), (cx - 0.13 * h, hip_y + 0.02 * h)]
     d.polygon(torso, fill=jacket, outline=OUTLINE, width=max(1, int(ow)))
     if outfit == "suit" and not back:
         d.polygon([(cx - 0.06 * h, sh_y), (cx + 0.06 * h, sh_y), (cx, sh_y + 0.17 * h)], fill=(245, 245, 245))
-        d.polygon([(cx - 0.014 * h, sh_y + 0.01 * h), (cx + 0.014 * h, sh_y + 0.01 * h), (cx + 0.022 * h, sh_y + 0.2 * h),
-                   (cx, sh_y + 0.23 * h), (cx - 0.022 * h, sh_y + 0.2 * h)], fill=tie)
+        d.polygon(
+            [
+                (cx - 0.014 * h, sh_y + 0.01 * h),
+                (cx + 0.014 * h, sh_y + 0.01 * h),
+                (cx + 0.022 * h, sh_y + 0.2 * h),
+                (cx, sh_y + 0.23 * h),
+                (cx - 0.022 * h, sh_y + 0.2 * h),
+            ],
+            fill=tie,
+        )
         for s in (-1, 1):  # lapels
-            d.line([(cx + s * 0.06 * h, sh_y), (cx + s * 0.01 * h, sh_y + 0.22 * h)], fill=OUTLINE, width=max(1, int(ow)))
+            d.line(
+                [(cx + s * 0.06 * h, sh_y), (cx + s * 0.01 * h, sh_y + 0.22 * h)], fill=OUTLINE, width=max(1, int(ow))
+            )
     if outfit == "apron":
-        d.rectangle([cx - 0.11 * h, sh_y + 0.08 * h, cx + 0.11 * h, hip_y + 0.12 * h], fill=(240, 240, 235), outline=OUTLINE)
+        d.rectangle(
+            [cx - 0.11 * h, sh_y + 0.08 * h, cx + 0.11 * h, hip_y + 0.12 * h], fill=(240, 240, 235), outline=OUTLINE
+        )
         for s in (-1, 1):
-            d.line([(cx + s * 0.09 * h, sh_y + 0.08 * h), (cx + s * 0.05 * h, sh_y - 0.01 * h)], fill=(240, 240, 235), width=max(1, int(0.02 * h)))
+            d.line(
+                [(cx + s * 0.09 * h, sh_y + 0.08 * h), (cx + s * 0.05 * h, sh_y - 0.01 * h)],
+                fill=(240, 240, 235),
+                width=max(1, int(0.02 * h)),
+            )
     default = [(cx - 0.21 * h, top + 0.57 * h), (cx + 0.21 * h, top + 0.57 * h)]
     hands = hands or default
     for k, s in enumerate((-1, 1)):
@@ -493,8 +603,18 @@ def draw_target(d: ImageDraw.ImageDraw, cx: float, cy: float, rad: float, kind: 
     elif kind == 1:
         d.rectangle([cx - rad, cy - rad * 0.8, cx + rad, cy + rad * 0.8], fill=fill, outline=(10, 10, 10), width=ow)
     elif kind == 2:
-        d.polygon([(cx, cy - rad), (cx + rad, cy + rad * 0.8), (cx - rad, cy + rad * 0.8)], fill=fill, outline=(10, 10, 10), width=ow)
+        d.polygon(
+            [(cx, cy - rad), (cx + rad, cy + rad * 0.8), (cx - rad, cy + rad * 0.8)],
+            fill=fill,
+            outline=(10, 10, 10),
+            width=ow,
+        )
     else:
         t = np.linspace(-math.pi / 2, 1.5 * math.pi, 11)[:-1]
         rr = np.where(np.arange(10) % 2 == 0, rad, rad * 0.45)
-        d.polygon([(cx + a * math.cos(b), cy + a * math.sin(b)) for a, b in zip(rr, t)], fill=fill, outline=(10, 10, 10), width=ow)
+        d.polygon(
+            [(cx + a * math.cos(b), cy + a * math.sin(b)) for a, b in zip(rr, t)],
+            fill=fill,
+            outline=(10, 10, 10),
+            width=ow,
+        )

@@ -16,8 +16,21 @@ from .intervals import RESAMPLES, SEED, add_intervals, interval_info
 from .runner import gather_predictions, markdown_table, predict, score, write_predictions
 
 
-def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, device=None, rank=0, world=1, progress=True,
-                   resamples: int = RESAMPLES, ci_seed: int = SEED, keep_resamplers: bool = False) -> dict:
+def evaluate_model(
+    model,
+    config,
+    out_dir,
+    split="val",
+    tasks=None,
+    limit=None,
+    device=None,
+    rank=0,
+    world=1,
+    progress=True,
+    resamples: int = RESAMPLES,
+    ci_seed: int = SEED,
+    keep_resamplers: bool = False,
+) -> dict:
     """Predict every configured task's `split`, score it with the official metrics, each with a 95 % percentile
     bootstrap interval over the split's samples (`metrics[task]["ci"]`, `resamples` resamples, 0: none), and
     write results.json / results.md / per-sample JSONL. With `keep_resamplers` the returned dict (not the files)
@@ -34,7 +47,19 @@ def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, 
     metrics, files, resamplers = {}, {}, {}
     loader = batch_loader(datasets, config.train, device, in_process=cache is not None)  # workers decode the pixels
     for name, ds in datasets.items():
-        pred = gather_predictions(predict(model, ds, config.train.eval_batch_size, device, config.train.precision, rank, world, progress, loader=loader))
+        pred = gather_predictions(
+            predict(
+                model,
+                ds,
+                config.train.eval_batch_size,
+                device,
+                config.train.precision,
+                rank,
+                world,
+                progress,
+                loader=loader,
+            )
+        )
         metrics[name] = score(ds.task, pred)
         if rank == 0 and metrics[name] is not None and pred["samples"] and (resamples > 0 or keep_resamplers):
             statistic = ds.task.resampler(pred["samples"], pred["predictions"])
@@ -63,8 +88,14 @@ def evaluate_model(model, config, out_dir, split="val", tasks=None, limit=None, 
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
-        note = f"\nIntervals: 95 % percentile bootstrap over the {split} samples ({resamples} resamples, seed {ci_seed}).\n" if resamples > 0 else ""
-        (out_dir / "results.md").write_text(markdown_table(metrics) + note + ("\n" + report.summary() + "\n" if report.total else ""))
+        note = (
+            f"\nIntervals: 95 % percentile bootstrap over the {split} samples ({resamples} resamples, seed {ci_seed}).\n"
+            if resamples > 0
+            else ""
+        )
+        (out_dir / "results.md").write_text(
+            markdown_table(metrics) + note + ("\n" + report.summary() + "\n" if report.total else "")
+        )
     if keep_resamplers:
         results["resamplers"] = resamplers
     return results

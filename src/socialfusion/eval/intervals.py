@@ -89,7 +89,9 @@ def bootstrap(statistic: Statistic, n: int, resamples: int = RESAMPLES, seed: in
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def bootstrap_intervals(statistic: Statistic, n: int, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> dict[str, list[float] | None]:
+def bootstrap_intervals(
+    statistic: Statistic, n: int, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL
+) -> dict[str, list[float] | None]:
     """{metric: [lo, hi]}: percentile-bootstrap intervals of every metric the statistic returns."""
     return {k: percentile_interval(v, level) for k, v in bootstrap(statistic, n, resamples, seed).items()}
 
@@ -99,15 +101,26 @@ def interval_info(resamples: int = RESAMPLES, seed: int = SEED, level: float = L
     return {"level": level, "method": f"percentile bootstrap over {over}", "resamples": resamples, "seed": seed}
 
 
-def add_intervals(metrics: dict, statistic: Statistic, n: int, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> dict:
+def add_intervals(
+    metrics: dict, statistic: Statistic, n: int, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL
+) -> dict:
     """`metrics` with ``metrics["ci"] = {metric: [lo, hi]}`` for each float metric it reports (in place)."""
     ci = bootstrap_intervals(statistic, n, resamples, seed, level)
     metrics["ci"] = {k: ci.get(k) for k, v in metrics.items() if is_metric(v) and k in ci}
     return metrics
 
 
-def paired_difference(a: Statistic, ids_a: Sequence, b: Statistic, ids_b: Sequence, metric: str,
-                      resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL, keep_samples: bool = False) -> dict:
+def paired_difference(
+    a: Statistic,
+    ids_a: Sequence,
+    b: Statistic,
+    ids_b: Sequence,
+    metric: str,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+    keep_samples: bool = False,
+) -> dict:
     """Interval of metric(b) - metric(a) for two models scored on the same samples: every resample picks the same
     samples (matched by id) for both, so what the samples share cancels out of the difference.
 
@@ -128,8 +141,13 @@ def paired_difference(a: Statistic, ids_a: Sequence, b: Statistic, ids_b: Sequen
     va, vb = np.concatenate(va), np.concatenate(vb)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(va != 0, (vb - va) / np.abs(va), np.nan)
-    out = {"n": len(common), "delta": percentile_interval(vb - va, level), "relative": percentile_interval(rel, level),
-           "a": percentile_interval(va, level), "b": percentile_interval(vb, level)}
+    out = {
+        "n": len(common),
+        "delta": percentile_interval(vb - va, level),
+        "relative": percentile_interval(rel, level),
+        "a": percentile_interval(va, level),
+        "b": percentile_interval(vb, level),
+    }
     if keep_samples:
         out["samples"] = {"delta": vb - va, "relative": rel}
     return out

@@ -19,9 +19,20 @@ if TYPE_CHECKING:
     from ..tasks.base import Task
 
 __all__ = [
-    "lam_ap", "lam_map", "lam_accuracy", "classification_metrics", "batch_averaged_micro_f1",
-    "pisc_ap", "pisc_metrics", "roc_auc", "gazefollow_auc", "gazefollow_l2", "gazefollow_metrics",
-    "mean_primary", "classification_resampled", "gazefollow_per_person",
+    "lam_ap",
+    "lam_map",
+    "lam_accuracy",
+    "classification_metrics",
+    "batch_averaged_micro_f1",
+    "pisc_ap",
+    "pisc_metrics",
+    "roc_auc",
+    "gazefollow_auc",
+    "gazefollow_l2",
+    "gazefollow_metrics",
+    "mean_primary",
+    "classification_resampled",
+    "gazefollow_per_person",
 ]
 
 
@@ -192,7 +203,7 @@ def batch_averaged_micro_f1(labels: Any, pred: Any, batch_size: int, log_every: 
     bs = int(batch_size)
     n_batches = math.ceil(len(y) / bs)
     values = [
-        float(np.mean(y[i * bs:(i + 1) * bs] == p[i * bs:(i + 1) * bs]))
+        float(np.mean(y[i * bs : (i + 1) * bs] == p[i * bs : (i + 1) * bs]))
         for i in range(n_batches)
         if (i + 1) % int(log_every) == 0 or i + 1 == n_batches
     ]
@@ -361,8 +372,13 @@ def gazefollow_metrics(heatmaps: Any, points: Sequence, image_sizes: Sequence) -
     scored = np.isfinite(per["auc"])
     mean = (lambda v: float(np.mean(v[scored]))) if scored.any() else (lambda v: float("nan"))
     n = len(scored)
-    return {"auc": mean(per["auc"]), "avg_l2": mean(per["avg_l2"]), "min_l2": mean(per["min_l2"]), "n": int(scored.sum()),
-            "n_skipped": int(n - scored.sum())}
+    return {
+        "auc": mean(per["auc"]),
+        "avg_l2": mean(per["avg_l2"]),
+        "min_l2": mean(per["min_l2"]),
+        "n": int(scored.sum()),
+        "n_skipped": int(n - scored.sum()),
+    }
 
 
 def gazefollow_per_person(heatmaps: Any, points: Sequence, image_sizes: Sequence) -> dict[str, np.ndarray]:
@@ -403,5 +419,7 @@ def mean_primary(metrics: dict[str, dict | None], tasks: dict[str, Task]) -> flo
     unknown = sorted(set(metrics) - set(tasks))
     if unknown:
         raise ValueError(f"metrics for unknown task(s) {unknown}; known: {sorted(tasks)}")
-    values = [float(m[tasks[name].primary_metric]) for name, m in metrics.items() if m and tasks[name].primary_metric in m]
+    values = [
+        float(m[tasks[name].primary_metric]) for name, m in metrics.items() if m and tasks[name].primary_metric in m
+    ]
     return float(sum(values) / len(values)) if values else float("nan")

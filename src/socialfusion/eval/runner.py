@@ -13,8 +13,17 @@ from ..runtime import autocast
 
 
 @torch.no_grad()
-def predict(model, dataset: SampleDataset, batch_size: int, device, precision: str = "fp32", rank: int = 0, world: int = 1, progress: bool = True,
-            loader: BatchLoader | None = None) -> dict:  # fmt: skip
+def predict(
+    model,
+    dataset: SampleDataset,
+    batch_size: int,
+    device,
+    precision: str = "fp32",
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = True,
+    loader: BatchLoader | None = None,
+) -> dict:
     """Predictions for this rank's shard (samples rank, rank + world, ...): {"ids", "samples", "predictions"},
     one decoded prediction per sample (`Task.decode`, with the image's "image_size" added).
 
@@ -29,7 +38,9 @@ def predict(model, dataset: SampleDataset, batch_size: int, device, precision: s
     indices = list(range(rank, len(dataset), world))
     plan = [(task.name, indices[start : start + batch_size]) for start in range(0, len(indices), batch_size)]
     out: dict = {"ids": [], "samples": [], "predictions": []}
-    for batch in tqdm(loader.batches(plan), total=len(plan), desc=f"eval {task.name}", disable=not progress, leave=False):
+    for batch in tqdm(
+        loader.batches(plan), total=len(plan), desc=f"eval {task.name}", disable=not progress, leave=False
+    ):
         if batch is None:
             continue
         with autocast(device, precision):
@@ -89,6 +100,10 @@ def markdown_table(metrics_by_task: dict[str, dict | None]) -> str:
             lines.append(f"| {name} | - | unlabelled: submission file written |")
             continue
         ci = m.get("ci") or {}
-        scalars = ", ".join(f"{k} {v:.4f}" + (f" [{ci[k][0]:.4f}, {ci[k][1]:.4f}]" if ci.get(k) else "") for k, v in m.items() if isinstance(v, float))
+        scalars = ", ".join(
+            f"{k} {v:.4f}" + (f" [{ci[k][0]:.4f}, {ci[k][1]:.4f}]" if ci.get(k) else "")
+            for k, v in m.items()
+            if isinstance(v, float)
+        )
         lines.append(f"| {name} | {m.get('n', '-')} | {scalars} |")
     return "\n".join(lines) + "\n"

@@ -63,7 +63,9 @@ def _read_entry(entry: Path, verify: bool) -> tuple[torch.Tensor, tuple[int, int
     with safe_open(str(entry), framework="pt") as f:
         recorded = (f.metadata() or {}).get("sha256")
         feats, size = f.get_tensor("features"), f.get_tensor("image_size")
-    if verify and recorded is not None and _content_hash(feats, size) != recorded:  # None: written before content hashes
+    if (
+        verify and recorded is not None and _content_hash(feats, size) != recorded
+    ):  # None: written before content hashes
         raise CorruptEntry("content hash mismatch")
     return feats, tuple(int(v) for v in size.tolist())
 
@@ -137,7 +139,12 @@ class FeatureCache:
         try:
             feats, size = _read_entry(entry, verify)
         except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
-            log.warning("%s: corrupt feature cache entry (%s: %s); deleted, the features are recomputed", entry, type(err).__name__, err)
+            log.warning(
+                "%s: corrupt feature cache entry (%s: %s); deleted, the features are recomputed",
+                entry,
+                type(err).__name__,
+                err,
+            )
             entry.unlink(missing_ok=True)
             self.stats["corrupt_recomputed"] += 1
             return None
@@ -156,7 +163,10 @@ class FeatureCache:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=entry.parent)
         os.close(fd)
         try:
-            tensors = {"features": features.detach().to("cpu", self.dtype).contiguous(), "image_size": torch.tensor(image_size)}
+            tensors = {
+                "features": features.detach().to("cpu", self.dtype).contiguous(),
+                "image_size": torch.tensor(image_size),
+            }
             save_file(tensors, tmp, metadata={"sha256": _content_hash(tensors["features"], tensors["image_size"])})
             os.replace(tmp, entry)
         finally:
@@ -183,7 +193,9 @@ class FeatureCache:
         self.stats["misses"] += len(samples)
         return out
 
-    def warm(self, samples: list[Sample], report, batch_size: int = 16, desc: str = "caching features", progress: bool = True) -> None:
+    def warm(
+        self, samples: list[Sample], report, batch_size: int = 16, desc: str = "caching features", progress: bool = True
+    ) -> None:
         """Compute every missing entry for these samples: `num_workers` DataLoader workers hash and decode the
         images, this process runs the encoder (unreadable images become counted skips; undecodable ones are
         counted when a sample asks for them)."""
@@ -205,7 +217,9 @@ class FeatureCache:
         from ..data.pipeline import pixel_input
 
         dataset = _HashAndDecode(unique, self.dir, pixel_input(self.encoder))
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=self.num_workers, collate_fn=_as_list)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, num_workers=self.num_workers, collate_fn=_as_list
+        )
         for items in tqdm(loader, desc=desc, disable=not progress, leave=False):
             todo = []
             for it in items:

@@ -40,8 +40,12 @@ def open_cache(config: Config, encoder):
     from .cache import FeatureCache
 
     device = next(encoder.parameters()).device
-    return FeatureCache(default_cache_dir(config), encoder, compute_dtype(device, config.train.precision),
-                        resolve_num_workers(config.train.num_workers))
+    return FeatureCache(
+        default_cache_dir(config),
+        encoder,
+        compute_dtype(device, config.train.precision),
+        resolve_num_workers(config.train.num_workers),
+    )
 
 
 @dataclass
@@ -74,7 +78,15 @@ def split_entries(config: Config, which: str, tasks: dict | None = None) -> list
             try:
                 ds = build_task_datasets(config, tasks, which, None, SkipReport("skip"), task_names=[td.task])[td.task]
             except (DataError, OSError, ValueError) as err:
-                out.append(SplitEntries(td.task, which, split, cap, f"{td.root}: unreadable ({err})" + (f"; at most {cap_name}" if cap else "")))
+                out.append(
+                    SplitEntries(
+                        td.task,
+                        which,
+                        split,
+                        cap,
+                        f"{td.root}: unreadable ({err})" + (f"; at most {cap_name}" if cap else ""),
+                    )
+                )
                 continue
             n = distinct_images([ds])
             out.append(SplitEntries(td.task, which, split, n, f"counted in {td.root}"))
@@ -99,7 +111,9 @@ def distinct_images(datasets) -> int:
     return sum(len({(s.root, s.image) for s in ds.samples}) for ds in datasets)
 
 
-def cache_decision(model, config: Config, world: int | None = None, images: dict[str, int] | None = None) -> CacheDecision:
+def cache_decision(
+    model, config: Config, world: int | None = None, images: dict[str, int] | None = None
+) -> CacheDecision:
     """Whether a training run reads cached features or pixels. `auto`: the cache when the run reads each
     training image more than once in all (steps x batch x grad_accum x processes x `feature_cache_runs` /
     distinct training images > 1) and its entries (training images, plus validation images when the run
@@ -130,7 +144,11 @@ def cache_decision(model, config: Config, world: int | None = None, images: dict
     runs = f" x {t.feature_cache_runs} runs" if t.feature_cache_runs > 1 else ""
     procs = f" x {world} processes" if world > 1 else ""
     why = f"{reuse:.2f} reads per training image ({t.steps} steps x {t.batch_size} x {t.grad_accum} accum{procs}{runs} / {n_train} images)"
-    n_val = (images["val"] if images is not None else sum(c.entries or 0 for c in split_entries(config, "val"))) if t.eval_every else 0
+    n_val = (
+        (images["val"] if images is not None else sum(c.entries or 0 for c in split_entries(config, "val")))
+        if t.eval_every
+        else 0
+    )
     entries = n_train + n_val
     size_gb = entries * per_entry / 1e9
     size = f"{entries} entries x {per_entry / 1e6:.3g} MB {'bf16' if dtype == torch.bfloat16 else 'fp32'} = {size_gb:.3g} GB"
@@ -141,7 +159,9 @@ def cache_decision(model, config: Config, world: int | None = None, images: dict
     return CacheDecision(True, f"{why}; {size} <= train.feature_cache_max_gb {t.feature_cache_max_gb:g}")
 
 
-def input_function(model, config: Config, training: bool = False, announce: bool = False, images: dict[str, int] | None = None):
+def input_function(
+    model, config: Config, training: bool = False, announce: bool = False, images: dict[str, int] | None = None
+):
     """The feature cache, or None (the model reads pixels). A training run follows `cache_decision` (printed in
     one line when `announce`; `images` as there); other callers use the cache whenever the encoder is frozen and
     the cache is not `off`."""
@@ -156,7 +176,9 @@ def input_function(model, config: Config, training: bool = False, announce: bool
     return open_cache(config, encoder) if use else None
 
 
-def sample_inputs(model, config: Config, training: bool = False, announce: bool = False, images: dict[str, int] | None = None):
+def sample_inputs(
+    model, config: Config, training: bool = False, announce: bool = False, images: dict[str, int] | None = None
+):
     """(cache or None, the function that turns a Sample into the model's input item): cached features where
     `input_function` gives a cache, the model's pixel inputs otherwise."""
     from ..data.pipeline import pixel_input

@@ -41,7 +41,9 @@ def role_union_boxes(boxes: torch.Tensor, roles: torch.Tensor, n_roles: int) -> 
     lo = torch.where(m, boxes[:, None, :, :2], big).amin(2)
     hi = torch.where(m, boxes[:, None, :, 2:], -big).amax(2)
     present = member.any(1)
-    union = torch.where(present[..., None], torch.cat([lo, hi], -1), torch.zeros((), dtype=boxes.dtype, device=boxes.device))
+    union = torch.where(
+        present[..., None], torch.cat([lo, hi], -1), torch.zeros((), dtype=boxes.dtype, device=boxes.device)
+    )
     return union, present
 
 

@@ -54,13 +54,15 @@ def _datasets(config, manifest: dict, tasks: dict) -> list[dict]:
         train = manifest.get(f"{td.task}/train") or {}
         val = manifest.get(f"{td.task}/val") or {}
         flags = [e["synthetic"] for e in (train, val) if "synthetic" in e]
-        out.append({
-            "task": td.task,
-            "dataset": td.dataset or getattr(tasks.get(td.task), "default_dataset", None),
-            "train_samples": train.get("n"),
-            "val_samples": val.get("n"),
-            "synthetic": any(flags) if flags else None,  # None: not recorded
-        })  # fmt: skip
+        out.append(
+            {
+                "task": td.task,
+                "dataset": td.dataset or getattr(tasks.get(td.task), "default_dataset", None),
+                "train_samples": train.get("n"),
+                "val_samples": val.get("n"),
+                "synthetic": any(flags) if flags else None,  # None: not recorded
+            }
+        )
     return out
 
 
@@ -88,7 +90,9 @@ def _summary(card: dict) -> str:
     elif synthetic:
         line = f"trained partly on synthetic scenes ({', '.join(synthetic)}): not meant for real photos"
     else:
-        parts = [f"{d['task']} on {d['dataset'] or 'its default dataset'} ({d['train_samples']} samples)" for d in datasets]
+        parts = [
+            f"{d['task']} on {d['dataset'] or 'its default dataset'} ({d['train_samples']} samples)" for d in datasets
+        ]
         line = f"trained {card['steps']} steps: " + ", ".join(parts)
     at_chance = card.get("at_chance") or []
     if at_chance:
@@ -99,8 +103,11 @@ def _summary(card: dict) -> str:
 def _at_chance(validation: dict | None) -> list[str]:
     if not validation:
         return []
-    return [name for name, v in validation["tasks"].items()
-            if v["value"] is not None and v["chance"] is not None and v["value"] <= v["chance"] + AT_CHANCE_MARGIN]  # fmt: skip
+    return [
+        name
+        for name, v in validation["tasks"].items()
+        if v["value"] is not None and v["chance"] is not None and v["value"] <= v["chance"] + AT_CHANCE_MARGIN
+    ]
 
 
 def build_card(model, config, facts: dict | None = None) -> dict:
@@ -112,8 +119,11 @@ def build_card(model, config, facts: dict | None = None) -> dict:
         "format": FORMAT,
         "trained": True,
         "config": config.name,
-        "model": {"type": config.model.type, "encoder": config.model.encoder.pretrained or config.model.encoder.arch,
-                  "llm": config.model.llm.pretrained or config.model.llm.arch},  # fmt: skip
+        "model": {
+            "type": config.model.type,
+            "encoder": config.model.encoder.pretrained or config.model.encoder.arch,
+            "llm": config.model.llm.pretrained or config.model.llm.arch,
+        },
         "steps": facts.get("step"),
         "trained_tasks": trained,
         "untrained_tasks": [name for name in tasks if name not in trained],
@@ -124,11 +134,15 @@ def build_card(model, config, facts: dict | None = None) -> dict:
     card["at_chance"] = _at_chance(card["validation"])
     limits = []
     if any(d["synthetic"] for d in card["datasets"]):
-        limits.append("Learned from procedurally drawn scenes (socialfusion.data.synth): on real photographs its answers carry "
-                      "no information, whatever their probabilities.")  # fmt: skip
+        limits.append(
+            "Learned from procedurally drawn scenes (socialfusion.data.synth): on real photographs its answers carry "
+            "no information, whatever their probabilities."
+        )
     if card["untrained_tasks"]:
-        limits.append(f"Tasks not trained in this checkpoint: {', '.join(card['untrained_tasks'])}; their answers come from "
-                      "untrained weights.")  # fmt: skip
+        limits.append(
+            f"Tasks not trained in this checkpoint: {', '.join(card['untrained_tasks'])}; their answers come from "
+            "untrained weights."
+        )
     if card["at_chance"]:
         limits.append(f"At chance level on validation: {', '.join(card['at_chance'])}.")
     card["limits"] = limits + GENERAL_LIMITS
@@ -138,10 +152,21 @@ def build_card(model, config, facts: dict | None = None) -> dict:
 
 def untrained_card(config) -> dict:
     """The card of a preset built from its config: nothing was trained for the tasks."""
-    summary = (f"UNTRAINED: '{config.name}' is a preset, not a trained checkpoint; its connector, box and adapter weights are "
-               "at their initial values, so its answers carry no information")  # fmt: skip
-    return {"format": FORMAT, "trained": False, "config": config.name, "summary": summary, "trained_tasks": [],
-            "datasets": [], "validation": None, "intended_use": "testing the software only", "limits": [summary]}  # fmt: skip
+    summary = (
+        f"UNTRAINED: '{config.name}' is a preset, not a trained checkpoint; its connector, box and adapter weights are "
+        "at their initial values, so its answers carry no information"
+    )
+    return {
+        "format": FORMAT,
+        "trained": False,
+        "config": config.name,
+        "summary": summary,
+        "trained_tasks": [],
+        "datasets": [],
+        "validation": None,
+        "intended_use": "testing the software only",
+        "limits": [summary],
+    }
 
 
 def write_card(card: dict, directory: Path) -> None:
@@ -166,20 +191,36 @@ def read_card(ckpt: str | Path) -> dict | None:
 
 def render_markdown(card: dict) -> str:
     lines = [f"# Model card: {card.get('config')}", "", f"**{card['summary']}**", ""]
-    lines += [f"- steps: {card.get('steps')}", f"- model: {json.dumps(card.get('model'))}",
-              f"- trained tasks: {', '.join(card.get('trained_tasks') or []) or 'none'}"]  # fmt: skip
+    lines += [
+        f"- steps: {card.get('steps')}",
+        f"- model: {json.dumps(card.get('model'))}",
+        f"- trained tasks: {', '.join(card.get('trained_tasks') or []) or 'none'}",
+    ]
     if card.get("untrained_tasks"):
         lines.append(f"- untrained tasks (answers from initial weights): {', '.join(card['untrained_tasks'])}")
-    lines += ["", "## Data", "", "| task | dataset | train samples | val samples | synthetic |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Data",
+        "",
+        "| task | dataset | train samples | val samples | synthetic |",
+        "|---|---|---|---|---|",
+    ]
     for d in card.get("datasets") or []:
-        lines.append(f"| {d['task']} | {d['dataset'] or '(default)'} | {d['train_samples']} | {d['val_samples']} | {d['synthetic']} |")
+        lines.append(
+            f"| {d['task']} | {d['dataset'] or '(default)'} | {d['train_samples']} | {d['val_samples']} | {d['synthetic']} |"
+        )
     lines += ["", "## Validation", ""]
     val = card.get("validation")
     if not val:
         lines.append("No validation metrics recorded.")
     else:
-        lines += [f"At step {val.get('step')}, primary metric of each task against its chance level (a model that ignores "
-                  "the image):", "", "| task | metric | value | chance |", "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"At step {val.get('step')}, primary metric of each task against its chance level (a model that ignores "
+            "the image):",
+            "",
+            "| task | metric | value | chance |",
+            "|---|---|---|---|",
+        ]
 
         def fmt(v):
             return "n/a" if v is None else f"{v:.3f}"

@@ -89,8 +89,10 @@ def verify_checksums(ckpt: str | Path, names: tuple[str, ...] = CHECKSUMMED) -> 
         except OSError as err:
             raise CheckpointError(f"{path}: cannot read ({err})") from err
         if actual != recorded[name]:
-            raise CheckpointError(f"{path}: checksum mismatch (sha256 {actual[:16]}..., recorded {str(recorded[name])[:16]}...): "
-                                  "the file is corrupt or was modified; refusing to load it")  # fmt: skip
+            raise CheckpointError(
+                f"{path}: checksum mismatch (sha256 {actual[:16]}..., recorded {str(recorded[name])[:16]}...): "
+                "the file is corrupt or was modified; refusing to load it"
+            )
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -110,8 +112,15 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def save_checkpoint(model, config: Config, out_dir: str | Path, extra: dict | None = None, training_state: dict | None = None,
-                    card: dict | None = None, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(
+    model,
+    config: Config,
+    out_dir: str | Path,
+    extra: dict | None = None,
+    training_state: dict | None = None,
+    card: dict | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write the checkpoint into a temporary sibling, then rename it over `out_dir`. A failed write (e.g. a full
     disk) raises CheckpointError naming `out_dir`, removes the temporary and leaves `out_dir` as it was.
     `card`: what the model card says about the training run (`models.card.build_card`'s facts); every checkpoint
@@ -124,7 +133,9 @@ def save_checkpoint(model, config: Config, out_dir: str | Path, extra: dict | No
         meta = {"model_type": MODEL_TYPE, "config": config.to_dict(), "versions": versions(), **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         write_card(build_card(model, config, card), tmp)
-        save_file(trainable_state_dict(model) if tensors is None else tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        save_file(
+            trainable_state_dict(model) if tensors is None else tensors, str(tmp / WEIGHTS), metadata={"format": "pt"}
+        )
         if training_state is not None:
             torch.save(training_state, tmp / TRAINING_STATE)
         sums = {name: _sha256(tmp / name) for name in CHECKSUMMED if (tmp / name).is_file()}
@@ -142,14 +153,18 @@ def save_checkpoint(model, config: Config, out_dir: str | Path, extra: dict | No
                 old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
                 os.replace(out_dir, old)
             os.replace(tmp, out_dir)
-    except Exception as err:  # a full disk shows up as OSError, SafetensorError or torch's "unexpected pos" RuntimeError
+    except (
+        Exception
+    ) as err:  # a full disk shows up as OSError, SafetensorError or torch's "unexpected pos" RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             free = f"{shutil.disk_usage(out_dir.parent).free} bytes free there"
         except OSError:
             free = "free space unknown"
-        raise CheckpointError(f"{out_dir}: cannot write the checkpoint ({type(err).__name__}: {err}; {free}); "
-                              "the previous checkpoint there, if any, is kept") from err  # fmt: skip
+        raise CheckpointError(
+            f"{out_dir}: cannot write the checkpoint ({type(err).__name__}: {err}; {free}); "
+            "the previous checkpoint there, if any, is kept"
+        ) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -169,10 +184,18 @@ def _not_a_checkpoint(ckpt: Path) -> CheckpointError:
         if (meant / MARKER).exists():
             return CheckpointError(f"{ckpt} is not a checkpoint but holds one", hint=f"did you mean {meant}?")
     where = "a checkpoint is a training run's RUN/checkpoints/last or RUN/checkpoints/best"
-    written = ("config.json", CHECKSUMS, *CHECKSUMMED, "model_card.json", "MODEL_CARD.md")  # what save_checkpoint writes
+    written = (
+        "config.json",
+        CHECKSUMS,
+        *CHECKSUMMED,
+        "model_card.json",
+        "MODEL_CARD.md",
+    )  # what save_checkpoint writes
     if any((ckpt / name).exists() for name in written):
-        return CheckpointError(f"{ckpt}: not a complete checkpoint (no {MARKER} marker; was the write interrupted?)",
-                               hint="resume the run with --resume, or use another checkpoint (e.g. RUN/checkpoints/best)")  # fmt: skip
+        return CheckpointError(
+            f"{ckpt}: not a complete checkpoint (no {MARKER} marker; was the write interrupted?)",
+            hint="resume the run with --resume, or use another checkpoint (e.g. RUN/checkpoints/best)",
+        )
     if not any(ckpt.iterdir()):
         return CheckpointError(f"{ckpt}: not a complete checkpoint (an empty directory)", hint=where)
     return CheckpointError(f"{ckpt} is not a checkpoint (no config.json, no {MARKER} marker)", hint=where)
@@ -204,16 +227,25 @@ def load_trainable(model, ckpt: str | Path, strict: bool = True) -> dict[str, li
     expected = set(targets)
     report = {"missing": sorted(expected - set(state)), "unexpected": sorted(set(state) - expected)}
     if strict and (report["missing"] or report["unexpected"]):
-        raise CheckpointError(f"{path}: missing keys {report['missing'][:5]}, unexpected keys {report['unexpected'][:5]}")
+        raise CheckpointError(
+            f"{path}: missing keys {report['missing'][:5]}, unexpected keys {report['unexpected'][:5]}"
+        )
     with torch.no_grad():
         for name, tensor in state.items():
             if name in targets:
                 if targets[name].shape != tensor.shape:
-                    raise CheckpointError(f"{path}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(targets[name].shape)}")
+                    raise CheckpointError(
+                        f"{path}: {name} has shape {tuple(tensor.shape)}, model expects {tuple(targets[name].shape)}"
+                    )
                 if hasattr(targets[name], "device_mesh"):  # a DTensor, sharded by FSDP: this rank keeps its part
                     from torch.distributed.tensor import distribute_tensor
 
-                    tensor = distribute_tensor(tensor.to(targets[name].to_local().device), targets[name].device_mesh, targets[name].placements, src_data_rank=None)
+                    tensor = distribute_tensor(
+                        tensor.to(targets[name].to_local().device),
+                        targets[name].device_mesh,
+                        targets[name].placements,
+                        src_data_rank=None,
+                    )
                 targets[name].copy_(tensor)
     return report
 
@@ -227,4 +259,3 @@ def load_model(ckpt: str | Path):
     model = build_model(config.model, tasks=tasks_from_config(config))
     load_trainable(model, ckpt)
     return model, config
-

@@ -34,8 +34,11 @@ class Connector(nn.Module):
         self.pool = cfg.pool
         self.in_grid = grid
         self.grid = pooled_grid(grid, cfg.pool)
-        self.norm = {"none": nn.Identity, "layer": lambda: nn.LayerNorm(d_vision, elementwise_affine=False),
-                     "standardize": lambda: Standardize(d_vision)}[cfg.input_norm]()
+        self.norm = {
+            "none": nn.Identity,
+            "layer": lambda: nn.LayerNorm(d_vision, elementwise_affine=False),
+            "standardize": lambda: Standardize(d_vision),
+        }[cfg.input_norm]()
         self.proj = CONNECTORS.get(cfg.type)(d_vision, d_llm)
 
     def _as_grid(self, features: torch.Tensor) -> torch.Tensor:
@@ -105,6 +108,8 @@ def roi_align(grid: torch.Tensor, boxes: torch.Tensor, k: int, samples: int = 2)
     xs = x0[..., None] + (x1 - x0)[..., None] * t  # (B, R, m)
     ys = y0[..., None] + (y1 - y0)[..., None] * t
     points = torch.stack(torch.broadcast_tensors(xs[:, :, None, :], ys[:, :, :, None]), dim=-1)  # (B, R, m, m, 2)
-    sampled = F.grid_sample(grid, (points * 2 - 1).reshape(b, r * m, m, 2), mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = F.grid_sample(
+        grid, (points * 2 - 1).reshape(b, r * m, m, 2), mode="bilinear", padding_mode="border", align_corners=False
+    )
     bins = F.avg_pool2d(sampled.reshape(b, d, r, m, m).reshape(b, d * r, m, m), samples)  # (B, d*R, k, k)
     return bins.reshape(b, d, r * k * k).transpose(1, 2)

@@ -21,8 +21,16 @@ from ..tasks.gaze import HEATMAP_SIZE
 
 
 class GazeHead(nn.Module):
-    def __init__(self, d_llm: int, grid: tuple[int, int], inout: bool = True, size: int = HEATMAP_SIZE,
-                 patch_grid: tuple[int, int] | None = None, d_patch: int = 0, patch_keys: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        d_llm: int,
+        grid: tuple[int, int],
+        inout: bool = True,
+        size: int = HEATMAP_SIZE,
+        patch_grid: tuple[int, int] | None = None,
+        d_patch: int = 0,
+        patch_keys: int = 0,
+    ):
         super().__init__()
         self.grid = grid
         self.size = size
@@ -33,7 +41,9 @@ class GazeHead(nn.Module):
             self.query = nn.Linear(d_llm, patch_keys)
             self.key = nn.Linear(d_patch, patch_keys)
 
-    def forward(self, image_hidden: torch.Tensor, last_hidden: torch.Tensor, patches: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, image_hidden: torch.Tensor, last_hidden: torch.Tensor, patches: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """image_hidden (B, h*w, d), last_hidden (B, d), patches (B, H*W, d_v) the standardised patch features
         (needed with `patch_keys`) -> log-probabilities over the 64 x 64 grid and the in/out logit."""
         b = image_hidden.shape[0]
@@ -41,7 +51,9 @@ class GazeHead(nn.Module):
         if self.patch_grid is not None:
             q, k = self.query(last_hidden), self.key(patches.to(last_hidden.dtype))
             fine = torch.einsum("bpd,bd->bp", k, q).float() / math.sqrt(q.shape[-1])
-            logits = F.interpolate(logits, size=self.patch_grid, mode="bilinear", align_corners=False) + fine.view(b, 1, *self.patch_grid)
+            logits = F.interpolate(logits, size=self.patch_grid, mode="bilinear", align_corners=False) + fine.view(
+                b, 1, *self.patch_grid
+            )
         logits = F.interpolate(logits, size=(self.size, self.size), mode="bilinear", align_corners=False)
         out = {"heatmap_logits": logits.view(b, self.size, self.size)}
         if self.inout is not None:

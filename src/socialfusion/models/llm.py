@@ -125,7 +125,11 @@ def prompt_pieces(tokenizer, instruction: str, use_chat_template: bool = True) -
         text = f"User: {instruction}\nAssistant:"
     before, after = text.split(IMAGE_PLACEHOLDER, 1)
     pre = tokenizer(before, add_special_tokens=False).input_ids
-    if tokenizer.bos_token_id is not None and (not pre or pre[0] != tokenizer.bos_token_id) and not getattr(tokenizer, "chat_template", None):
+    if (
+        tokenizer.bos_token_id is not None
+        and (not pre or pre[0] != tokenizer.bos_token_id)
+        and not getattr(tokenizer, "chat_template", None)
+    ):
         pre = [tokenizer.bos_token_id] + pre
     post = tokenizer(after, add_special_tokens=False).input_ids
     return PromptPieces(pre=pre, post=post)

@@ -53,5 +53,7 @@ def attention_mask(allowed: torch.Tensor, config, dtype: torch.dtype) -> torch.T
     if impl == "sdpa":
         return allowed
     if impl == "eager":
-        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
     raise NotImplementedError(f"tree attention needs the sdpa or eager attention implementation, not {impl!r}")

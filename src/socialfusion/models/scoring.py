@@ -72,7 +72,9 @@ def _plan(answers: tuple[tuple[int, ...], ...]) -> ScoringPlan:
     branch_index = {p: k for k, p in enumerate(branching)}
     edges = [(k, tok) for k, p in enumerate(branching) for tok in sorted(children[p])]
     edge_index = {e: i for i, e in enumerate(edges)}
-    per_class = [[edge_index[branch_index[a[:t]], a[t]] for t in range(len(a)) if a[:t] in branch_index] for a in answers]
+    per_class = [
+        [edge_index[branch_index[a[:t]], a[t]] for t in range(len(a)) if a[:t] in branch_index] for a in answers
+    ]
     width = max(1, max(len(e) for e in per_class))
     mask = torch.zeros(len(branching), len(vocab), dtype=torch.bool)
     for k, p in enumerate(branching):
@@ -105,7 +107,9 @@ def plan_scoring(answers: list[list[int]], method: str = "auto", task: str = "")
     return _plan(tuple(tuple(a) for a in answers))
 
 
-def class_scores(plan: ScoringPlan, head: nn.Module, first_hidden: torch.Tensor, tree_hidden: torch.Tensor | None) -> torch.Tensor:
+def class_scores(
+    plan: ScoringPlan, head: nn.Module, first_hidden: torch.Tensor, tree_hidden: torch.Tensor | None
+) -> torch.Tensor:
     """Class log-probabilities (B, C) from the hidden state after the prompt (B, d) and after each tree node
     (B, len(plan.nodes), d; None when the tree is empty)."""
     hidden = first_hidden[:, None]
@@ -121,8 +125,9 @@ def class_scores(plan: ScoringPlan, head: nn.Module, first_hidden: torch.Tensor,
     return edge_logp[:, plan.class_edges.to(dev) + 1].sum(-1)
 
 
-
-def verbalizer_nll(plan: ScoringPlan, head: nn.Module, answer_hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def verbalizer_nll(
+    plan: ScoringPlan, head: nn.Module, answer_hidden: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """Mean over rows of -log P(label) under the scores of `class_scores`, from teacher-forced hidden states:
     answer_hidden (B, W, d) holds at [:, t] the hidden state that predicts answer token t of the row's own label.
 

@@ -39,8 +39,14 @@ class SocialFusionModel(TaskModel):
         self.connector = Connector(cfg.connector, self.encoder.hidden_size, d_llm, self.encoder.grid)
         self.grid = self.connector.grid
         self.box_embed = BoxEmbedding(cfg.box.roles, d_llm, self.grid, enabled=cfg.box.enabled)
-        self.gaze_head = GazeHead(d_llm, self.grid, inout=cfg.gaze.inout, patch_grid=self.encoder.grid, d_patch=self.encoder.hidden_size,
-                                  patch_keys=cfg.gaze.patch_keys)  # fmt: skip
+        self.gaze_head = GazeHead(
+            d_llm,
+            self.grid,
+            inout=cfg.gaze.inout,
+            patch_grid=self.encoder.grid,
+            d_patch=self.encoder.hidden_size,
+            patch_keys=cfg.gaze.patch_keys,
+        )
         if cfg.trainable.llm == "lora":
             lm = apply_lora(lm, cfg.llm)
         if cfg.llm.gradient_checkpointing:
@@ -99,7 +105,9 @@ class SocialFusionModel(TaskModel):
 
     def prompt(self, task: str):
         if task not in self._prompts:
-            self._prompts[task] = prompt_pieces(self.tokenizer, self.tasks[task].instruction(), self.cfg.llm.use_chat_template)
+            self._prompts[task] = prompt_pieces(
+                self.tokenizer, self.tasks[task].instruction(), self.cfg.llm.use_chat_template
+            )
         return self._prompts[task]
 
     def answer_table(self, task: str) -> tuple[torch.Tensor, list[int]]:
@@ -181,14 +189,18 @@ class SocialFusionModel(TaskModel):
         """The gaze head's view of the full patch grid (standardised like the connector's input), when it has one."""
         return self.connector.norm(feats) if self.cfg.gaze.patch_keys else None
 
-    def _heatmap_readout(self, batch: dict, prefix: torch.Tensor, image_start: int, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _heatmap_readout(
+        self, batch: dict, prefix: torch.Tensor, image_start: int, feats: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """The gaze head's logits over the image positions' final hidden states (and the patch grid)."""
         decoder, _ = decoder_and_head(self.llm)
         hidden = decoder(inputs_embeds=prefix, use_cache=False).last_hidden_state  # no cache: nothing reads one
         image = hidden[:, image_start : image_start + self.num_visual_tokens]
         return self.gaze_head(image, hidden[:, -1], self._patches(feats))
 
-    def _answer_readout(self, batch: dict, prefix: torch.Tensor, image_start: int, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _answer_readout(
+        self, batch: dict, prefix: torch.Tensor, image_start: int, feats: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """The negative log-likelihood of each row's class verbalizer after the prompt (`model.answer_loss`)."""
         task = batch["task"]
         decoder, head = decoder_and_head(self.llm)
@@ -200,7 +212,9 @@ class SocialFusionModel(TaskModel):
         ids, valid = rows[:, 0, :width], rows[:, 1, :width]
         # feed all answer tokens but the last; position t of the answer is predicted from position t-1
         inputs = torch.cat([prefix, self._embed(ids[:, :-1])], dim=1)
-        attention = torch.cat([torch.ones(prefix.shape[:2], dtype=valid.dtype, device=self.device), valid[:, :-1]], dim=1)
+        attention = torch.cat(
+            [torch.ones(prefix.shape[:2], dtype=valid.dtype, device=self.device), valid[:, :-1]], dim=1
+        )
         hidden = decoder(inputs_embeds=inputs, attention_mask=attention, use_cache=False).last_hidden_state
         n_prefix = prefix.shape[1]
         pred_hidden = hidden[:, n_prefix - 1 : n_prefix - 1 + width]
@@ -257,7 +271,9 @@ class SocialFusionModel(TaskModel):
         It is all `visual_tokens` takes from the task, so tasks with the same value share their visual tokens."""
         return min(self.tasks[task].num_roles, self.box_embed.roles) if self.cfg.connector.box_tokens else 0
 
-    def _infer_shared_prefix(self, pre: list[int], visual: torch.Tensor, names: list[str], method: str, patches: torch.Tensor | None) -> dict:
+    def _infer_shared_prefix(
+        self, pre: list[int], visual: torch.Tensor, names: list[str], method: str, patches: torch.Tensor | None
+    ) -> dict:
         b = visual.shape[0]
         pieces = [self._embed(torch.tensor(pre, device=self.device)).expand(b, -1, -1)]
         image, tail = self._split_visual(visual.to(pieces[0].dtype))
@@ -310,4 +326,6 @@ class SocialFusionModel(TaskModel):
             return decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state
         allowed, depth = ancestry(parents)
         mask = attention_mask(allowed.to(embeds.device)[None, None], decoder.config, embeds.dtype)
-        return decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=depth.to(embeds.device)[None], use_cache=False).last_hidden_state
+        return decoder(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=depth.to(embeds.device)[None], use_cache=False
+        ).last_hidden_state

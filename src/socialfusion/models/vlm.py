@@ -60,12 +60,15 @@ def family_of(hf_config) -> str:
 def box_text(family: str, boxes) -> str:
     """The prompt line for a list of normalised xyxy boxes (already in role order)."""
     if family == "qwen2vl":
+
         def one(b):
             x1, y1, x2, y2 = (min(1000, max(0, round(float(v) * 1000))) for v in b)
             return f"<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
     else:
+
         def one(b):
             return "[" + ", ".join(f"{min(1.0, max(0.0, float(v))):.2f}" for v in b) + "]"
+
     return ("Marked box: " if len(boxes) == 1 else "Marked boxes: ") + ", ".join(one(b) for b in boxes)
 
 
@@ -79,7 +82,11 @@ def draw_boxes(image, boxes):
     width = max(1, round(min(w, h) / 112))
     for xyxy, role in boxes:
         x1, y1, x2, y2 = xyxy
-        draw.rectangle([x1 * (w - 1), y1 * (h - 1), x2 * (w - 1), y2 * (h - 1)], outline=ROLE_COLOURS[role % len(ROLE_COLOURS)], width=width)
+        draw.rectangle(
+            [x1 * (w - 1), y1 * (h - 1), x2 * (w - 1), y2 * (h - 1)],
+            outline=ROLE_COLOURS[role % len(ROLE_COLOURS)],
+            width=width,
+        )
     return image
 
 
@@ -108,7 +115,12 @@ def _tiny_tokenizer(extra: list[str]):
     from .tiny_tokenizer import build_tiny_tokenizer
 
     base = build_tiny_tokenizer()
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(base.backend_tokenizer.to_str()), pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(base.backend_tokenizer.to_str()),
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
     tok.add_special_tokens({"additional_special_tokens": extra})
     return tok
 
@@ -140,29 +152,51 @@ def tiny_processor(family: str, hf_config, size: int):
 
         ip = CLIPImageProcessorPil(size={"height": size, "width": size}, do_center_crop=False)
         cls_token = 1 if vc.model_type == "clip_vision_model" else 0
-        return LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=vc.patch_size, num_additional_image_tokens=cls_token,
-                              vision_feature_select_strategy=hf_config.vision_feature_select_strategy)  # fmt: skip
+        return LlavaProcessor(
+            image_processor=ip,
+            tokenizer=tok,
+            patch_size=vc.patch_size,
+            num_additional_image_tokens=cls_token,
+            vision_feature_select_strategy=hf_config.vision_feature_select_strategy,
+        )
     if family == "qwen2vl":
         from transformers import Qwen2VLProcessor
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-        ip = Qwen2VLImageProcessorPil(size={"shortest_edge": size * size, "longest_edge": size * size}, patch_size=vc.patch_size,
-                                      merge_size=vc.spatial_merge_size, temporal_patch_size=vc.temporal_patch_size)  # fmt: skip
+        ip = Qwen2VLImageProcessorPil(
+            size={"shortest_edge": size * size, "longest_edge": size * size},
+            patch_size=vc.patch_size,
+            merge_size=vc.spatial_merge_size,
+            temporal_patch_size=vc.temporal_patch_size,
+        )
         return _image_only(Qwen2VLProcessor, "<|image_pad|>", "<|video_pad|>")(ip, tok)
     from transformers import LlavaOnevisionProcessor
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
-    ip = LlavaOnevisionImageProcessorPil(size={"height": size, "width": size}, image_grid_pinpoints=hf_config.image_grid_pinpoints,
-                                         image_mean=[0.5] * 3, image_std=[0.5] * 3)  # fmt: skip
+    ip = LlavaOnevisionImageProcessorPil(
+        size={"height": size, "width": size},
+        image_grid_pinpoints=hf_config.image_grid_pinpoints,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    )
     cls = _image_only(LlavaOnevisionProcessor, "<image>", "<video>")
-    return cls(ip, tok, num_image_tokens=(size // vc.patch_size) ** 2, vision_aspect_ratio=hf_config.vision_aspect_ratio,
-               vision_feature_select_strategy=hf_config.vision_feature_select_strategy)  # fmt: skip
+    return cls(
+        ip,
+        tok,
+        num_image_tokens=(size // vc.patch_size) ** 2,
+        vision_aspect_ratio=hf_config.vision_aspect_ratio,
+        vision_feature_select_strategy=hf_config.vision_feature_select_strategy,
+    )
 
 
 def hf_vlm_config(vcfg):
     from transformers import AutoConfig
 
-    return load_arch(vcfg.arch) if vcfg.pretrained is None else AutoConfig.from_pretrained(resolve_pretrained(vcfg.pretrained))
+    return (
+        load_arch(vcfg.arch)
+        if vcfg.pretrained is None
+        else AutoConfig.from_pretrained(resolve_pretrained(vcfg.pretrained))
+    )
 
 
 class VLMImageInput:
@@ -215,7 +249,9 @@ class VLMBaseline(TaskModel):
             self.grid = (self.image_size // unit,) * 2
         else:
             if self.image_size != vc.image_size:
-                raise ValueError(f"model.vlm.image_size {self.image_size} must equal the vision tower's {vc.image_size}")
+                raise ValueError(
+                    f"model.vlm.image_size {self.image_size} must equal the vision tower's {vc.image_size}"
+                )
             self.grid = (self.image_size // vc.patch_size,) * 2
         # `processor`: an object, or a source overriding the config's ("tiny" builds one; plan uses it, keeping
         # the architecture's vocabulary, which is replaced by the tiny tokenizer's only when the config says tiny)
@@ -233,17 +269,34 @@ class VLMBaseline(TaskModel):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if v.processor == "tiny" and v.pretrained is None:  # random init: the vocabulary is the tiny tokenizer's
             tok, tc = self.tokenizer, hf.text_config
-            tc.vocab_size, tc.pad_token_id, tc.bos_token_id, tc.eos_token_id = len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id
-            special = {"image_token_id": processor.image_token, "video_token_id": getattr(processor, "video_token", None),
-                       "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}  # fmt: skip
+            tc.vocab_size, tc.pad_token_id, tc.bos_token_id, tc.eos_token_id = (
+                len(tok),
+                tok.pad_token_id,
+                tok.bos_token_id,
+                tok.eos_token_id,
+            )
+            special = {
+                "image_token_id": processor.image_token,
+                "video_token_id": getattr(processor, "video_token", None),
+                "vision_start_token_id": "<|vision_start|>",
+                "vision_end_token_id": "<|vision_end|>",
+            }
             for key, token in special.items():
                 if hasattr(hf, key) and token:
                     setattr(hf, key, tok.convert_tokens_to_ids(token))
         auto = AutoModelForImageTextToText
-        model = auto.from_config(hf) if v.pretrained is None else auto.from_pretrained(resolve_pretrained(v.pretrained), config=hf, dtype=torch.float32)
+        model = (
+            auto.from_config(hf)
+            if v.pretrained is None
+            else auto.from_pretrained(resolve_pretrained(v.pretrained), config=hf, dtype=torch.float32)
+        )
         self.image_token_id = model.config.image_token_id
         # LLaVA with strategy "full" keeps CLIP's CLS first; the gaze head reads the patch grid after it
-        self._grid_offset = int(self.family == "llava" and hf.vision_feature_select_strategy == "full" and vc.model_type == "clip_vision_model")
+        self._grid_offset = int(
+            self.family == "llava"
+            and hf.vision_feature_select_strategy == "full"
+            and vc.model_type == "clip_vision_model"
+        )
         self.gaze_head = GazeHead(hf.text_config.hidden_size, self.grid, inout=cfg.gaze.inout)
         targets = []
         if v.trainable.llm == "lora":
@@ -255,17 +308,36 @@ class VLMBaseline(TaskModel):
 
             from .loading import peft_model
 
-            lora = LoraConfig(r=v.lora.r, lora_alpha=v.lora.alpha, lora_dropout=v.lora.dropout, bias="none", target_modules="|".join(f"(?:{t})" for t in targets))
+            lora = LoraConfig(
+                r=v.lora.r,
+                lora_alpha=v.lora.alpha,
+                lora_dropout=v.lora.dropout,
+                bias="none",
+                target_modules="|".join(f"(?:{t})" for t in targets),
+            )
             model = peft_model(model, lora)
         self.llm = model
         if v.gradient_checkpointing:  # activation_checkpointing_enable is the transformers >= 5 name
-            enable = getattr(self.hf_model, "activation_checkpointing_enable", None) or self.hf_model.gradient_checkpointing_enable
+            enable = (
+                getattr(self.hf_model, "activation_checkpointing_enable", None)
+                or self.hf_model.gradient_checkpointing_enable
+            )
             enable({"use_reentrant": False})
-        want = {"vision": v.trainable.vision == "full", "projector": v.trainable.projector == "full", "llm": v.trainable.llm == "full", "gaze_head": True}
+        want = {
+            "vision": v.trainable.vision == "full",
+            "projector": v.trainable.projector == "full",
+            "llm": v.trainable.llm == "full",
+            "gaze_head": True,
+        }
         for name, p in self.named_parameters():
             component = vlm_component(name)
             p.requires_grad_(component.endswith(".lora") or want[component])
-        identity = {"vlm": v.pretrained or v.arch, "family": self.family, "image_size": self.image_size, "boxes": v.boxes}
+        identity = {
+            "vlm": v.pretrained or v.arch,
+            "family": self.family,
+            "image_size": self.image_size,
+            "boxes": v.boxes,
+        }
         self.encoder = VLMImageInput(processor, self.family, self.image_size, v.boxes == "draw", identity)
         self._templates: dict[str, str] = {}
         self._n_image_tokens: int | None = None
@@ -307,7 +379,9 @@ class VLMBaseline(TaskModel):
         out = {}
         for name in tasks:
             one = {**batch, "task": name}
-            out[name] = self.predict_heatmap(one) if self.tasks[name].readout == "heatmap" else self.score_classes(one, method)
+            out[name] = (
+                self.predict_heatmap(one) if self.tasks[name].readout == "heatmap" else self.score_classes(one, method)
+            )
         return out
 
     def train(self, mode: bool = True):
@@ -327,7 +401,9 @@ class VLMBaseline(TaskModel):
             if getattr(self.processor, "chat_template", None):
                 content = [{"type": "text", "text": before}] if before.strip() else []
                 content += [{"type": "image"}, {"type": "text", "text": after.lstrip("\n")}]
-                text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+                text = self.processor.apply_chat_template(
+                    [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+                )
             else:
                 text = f"User: {before}{IMAGE_MARK[self.family]}{after}\nAssistant:"
             self._templates[task] = text
@@ -367,11 +443,18 @@ class VLMBaseline(TaskModel):
             thw = torch.tensor([[1, side, side]] * b, device=dev)
             inputs.update(pixel_values=pixels.flatten(0, 1), image_grid_thw=thw)
             inputs["position_ids"], _ = self.hf_model.model.get_rope_index(
-                input_ids=ids, mm_token_type_ids=(ids == self.image_token_id).int(), image_grid_thw=thw, attention_mask=mask)
+                input_ids=ids,
+                mm_token_type_ids=(ids == self.image_token_id).int(),
+                image_grid_thw=thw,
+                attention_mask=mask,
+            )
         else:
             inputs.update(pixel_values=pixels, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
             if self.family == "onevision":
-                inputs.update(image_sizes=torch.tensor([[self.image_size] * 2] * b, device=dev), batch_num_images=torch.ones(b, dtype=torch.long, device=dev))
+                inputs.update(
+                    image_sizes=torch.tensor([[self.image_size] * 2] * b, device=dev),
+                    batch_num_images=torch.ones(b, dtype=torch.long, device=dev),
+                )
         return inputs
 
     def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -441,11 +524,21 @@ class VLMBaseline(TaskModel):
             b, n = mask.shape[0], len(plan.nodes)
             allowed, depth = ancestry(plan.parents)
             # a node sees the row's prompt (minus its left padding) and its own trie ancestors
-            full = torch.cat([mask.bool()[:, None, None, :].expand(b, 1, n, -1), allowed.to(self.device)[None, None].expand(b, 1, n, n)], dim=-1)
+            full = torch.cat(
+                [
+                    mask.bool()[:, None, None, :].expand(b, 1, n, -1),
+                    allowed.to(self.device)[None, None].expand(b, 1, n, n),
+                ],
+                dim=-1,
+            )
             cont = {
                 "input_ids": torch.tensor(plan.tokens, device=self.device).expand(b, -1),
-                "attention_mask": attention_mask(full, self.hf_model.config.get_text_config(), out.last_hidden_state.dtype),
-                "position_ids": pos[..., -1:] + 1 + depth.to(self.device),  # left padding: the last column is every row's last token
+                "attention_mask": attention_mask(
+                    full, self.hf_model.config.get_text_config(), out.last_hidden_state.dtype
+                ),
+                "position_ids": pos[..., -1:]
+                + 1
+                + depth.to(self.device),  # left padding: the last column is every row's last token
             }
             tree_hidden = self._hidden(cont, cache=out.cache, use_cache=True).last_hidden_state
         return class_scores(plan, head, out.last_hidden_state[:, -1], tree_hidden)

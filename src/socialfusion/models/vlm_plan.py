@@ -14,7 +14,9 @@ def build_vlm_on_meta(config):
 
     cfg = copy.deepcopy(config.model)
     if cfg.vlm.arch is None:
-        raise ValueError(f"plan needs an architecture JSON for {cfg.vlm.pretrained!r} (set model.vlm.arch in the preset)")
+        raise ValueError(
+            f"plan needs an architecture JSON for {cfg.vlm.pretrained!r} (set model.vlm.arch in the preset)"
+        )
     cfg.vlm.pretrained = None
     with torch.device("meta"):
         return VLMBaseline(cfg, processor="tiny")
@@ -44,7 +46,10 @@ def estimate_vlm(config, batch_size: int | None = None, text_tokens: int = 48) -
         per_crop = (model.image_size // vc.patch_size) ** 2 + int(vc.model_type == "clip_vision_model")
         v_layers, v_d = vc.num_hidden_layers, vc.hidden_size
     vision_params = numel.get("vision", 0)
-    vision_fwd = crops * (2 * vision_params * per_crop + 4 * v_layers * per_crop**2 * v_d) + 2 * numel.get("projector", 0) * n_vis
+    vision_fwd = (
+        crops * (2 * vision_params * per_crop + 4 * v_layers * per_crop**2 * v_d)
+        + 2 * numel.get("projector", 0) * n_vis
+    )
     llm_params = numel.get("llm", 0) - vocab * d * (1 if tc.tie_word_embeddings else 2)
     llm_fwd = 2 * llm_params * seq + 4 * layers * seq**2 * d + 2 * vocab * d * 8
     vision_trainable = config.model.vlm.trainable.vision != "frozen"

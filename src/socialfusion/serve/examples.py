@@ -32,10 +32,14 @@ def _two_people(seed: int):
     w, h = SIZE
     img, d = sd.canvas(rng, w, h)
     feet, tall = 0.96 * h, 0.78 * h
-    styles = [dict(skin=sd.SKIN[i], hair=sd.HAIR[i], shirt=sd.BRIGHT[i], pants=sd.PANTS[i % len(sd.PANTS)]) for i in (1, 4)]
+    styles = [
+        dict(skin=sd.SKIN[i], hair=sd.HAIR[i], shirt=sd.BRIGHT[i], pants=sd.PANTS[i % len(sd.PANTS)]) for i in (1, 4)
+    ]
     left = sd.draw_person(d, 0.3 * w, feet - tall, tall, turn=(0.3, 0.0), expression=1, **styles[0])
     right = sd.draw_person(d, 0.68 * w, feet - 0.95 * tall, 0.95 * tall, turn=(-0.2, 0.0), expression=3, **styles[1])
-    hand = sd.draw_gesture(d, "peace", 0.68 * w, feet - 0.95 * tall * 0.55, 0.07 * h, 0.0, styles[1]["skin"], styles[1]["shirt"])[0]
+    hand = sd.draw_gesture(
+        d, "peace", 0.68 * w, feet - 0.95 * tall * 0.55, 0.07 * h, 0.0, styles[1]["skin"], styles[1]["shirt"]
+    )[0]
     boxes = [
         {"kind": "face", "xyxy": _clip(left["head"], w, h)},
         {"kind": "head", "xyxy": _pad(left["head"], 0.04, w, h)},
@@ -51,7 +55,9 @@ def _face_and_hand(seed: int):
     rng = np.random.default_rng(seed)
     w, h = SIZE
     img, d = sd.canvas(rng, w, h)
-    d.polygon([(0.08 * w, h), (0.2 * w, 0.62 * h), (0.6 * w, 0.62 * h), (0.72 * w, h)], fill=sd.BRIGHT[1], outline=sd.OUTLINE)
+    d.polygon(
+        [(0.08 * w, h), (0.2 * w, 0.62 * h), (0.6 * w, 0.62 * h), (0.72 * w, h)], fill=sd.BRIGHT[1], outline=sd.OUTLINE
+    )
     face = sd.draw_face(d, 0.4 * w, 0.36 * h, 0.26 * h, sd.SKIN[2], sd.HAIR[0], turn=(0.1, 0.0), expression=1)
     hand = sd.draw_gesture(d, "like", 0.8 * w, 0.55 * h, 0.08 * h, 0.0, sd.SKIN[2], sd.BRIGHT[1])[0]
     boxes = [
@@ -79,8 +85,16 @@ def _render(name: str) -> tuple[bytes, tuple]:
 
 def list_examples() -> list[dict]:
     """[{"name", "title", "width", "height", "boxes": [{"kind", "xyxy" in pixels}]}] for every example."""
-    return [{"name": name, "title": title, "width": SIZE[0], "height": SIZE[1], "boxes": [dict(b) for b in _render(name)[1]]}
-            for name, (title, _draw, _seed) in _EXAMPLES.items()]  # fmt: skip
+    return [
+        {
+            "name": name,
+            "title": title,
+            "width": SIZE[0],
+            "height": SIZE[1],
+            "boxes": [dict(b) for b in _render(name)[1]],
+        }
+        for name, (title, _draw, _seed) in _EXAMPLES.items()
+    ]
 
 
 def example_png(name: str) -> bytes | None:

@@ -111,8 +111,11 @@ class _RequireKey:
         if given is not None and hmac.compare_digest(given.encode(), self.key):
             return await self.app(scope, receive, send)
         detail = "missing API key" if given is None else "wrong API key"
-        response = JSONResponse({"detail": f"{detail}: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        response = JSONResponse(
+            {"detail": f"{detail}: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
         await response(scope, receive, send)
 
 
@@ -134,8 +137,10 @@ def bind_refusal(host: str, api_key: str | None, insecure: bool) -> str | None:
     model, so it needs a key or an explicit --insecure."""
     if api_key or insecure or is_loopback(host):
         return None
-    return (f"refusing to listen on {host} without an API key: anyone on the network could use the service; "
-            f"set --api-key (or {API_KEY_ENV}), or pass --insecure to accept that")  # fmt: skip
+    return (
+        f"refusing to listen on {host} without an API key: anyone on the network could use the service; "
+        f"set --api-key (or {API_KEY_ENV}), or pass --insecure to accept that"
+    )
 
 
 def _read_index_html() -> str:
@@ -198,7 +203,9 @@ def create_app(
             "model_card": predictor.card_summary,
             "warning": predictor.warning,
             "device": str(predictor.device),
-            "precision": resolve_precision(predictor.device, predictor.precision),  # which batching bound applies (docs/USAGE.md)
+            "precision": resolve_precision(
+                predictor.device, predictor.precision
+            ),  # which batching bound applies (docs/USAGE.md)
             "tasks": predictor.task_names,
             "inside": gate.inside,
             "capacity": gate.limit,
@@ -216,7 +223,10 @@ def create_app(
             "max_boxes": max_boxes,
             "box_kinds": list(BOX_KINDS),
             "detect": can_detect,  # whether POST /predict accepts detect=true here
-            "roles": {"0": "the box of a single-box task, or the first person of a pair", "1": "the second person (relation)"},
+            "roles": {
+                "0": "the box of a single-box task, or the first person of a pair",
+                "1": "the second person (relation)",
+            },
         }
 
     @app.get("/examples")
@@ -257,7 +267,9 @@ def create_app(
             return {"type": "http.request", "body": body, "more_body": False}
 
         try:
-            return await Request(request.scope, receive=replay).form(max_files=2, max_fields=8, max_part_size=FORM_SLACK)
+            return await Request(request.scope, receive=replay).form(
+                max_files=2, max_fields=8, max_part_size=FORM_SLACK
+            )
         except StarletteHTTPException as err:  # Starlette's multipart errors: 400 with a terse message
             fail(err.status_code, f"malformed form body: {err.detail}")
 
@@ -282,15 +294,23 @@ def create_app(
                         "image": {"type": "string", "format": "binary", "description": "the image file"},
                         "boxes": {
                             "type": "string",
-                            "description": 'JSON list of boxes, each with its kind (face, hand, head, person), e.g. '
+                            "description": "JSON list of boxes, each with its kind (face, hand, head, person), e.g. "
                             '[{"xyxy": [10, 20, 110, 140], "kind": "face"}, {"xyxy": [150, 90, 190, 140], "kind": "hand"}]; '
                             "each task reads its own kind (relation: two person boxes, or the two with role 0 and 1); pixel "
-                            "coordinates when any value > 1 unless \"normalized\" says otherwise; none: the whole image",
+                            'coordinates when any value > 1 unless "normalized" says otherwise; none: the whole image',
                         },
-                        "tasks": {"type": "string", "default": "all", "description": '"all" or a comma list, e.g. "lam,gaze"'},
-                        "detect": {"type": "string", "enum": ["true", "false"], "default": "false",
-                                   "description": "true: when no boxes are sent, find them (face, head, hand, person); "
-                                   "the result's boxes carry kind, score and source \"detected\""},
+                        "tasks": {
+                            "type": "string",
+                            "default": "all",
+                            "description": '"all" or a comma list, e.g. "lam,gaze"',
+                        },
+                        "detect": {
+                            "type": "string",
+                            "enum": ["true", "false"],
+                            "default": "false",
+                            "description": "true: when no boxes are sent, find them (face, head, hand, person); "
+                            'the result\'s boxes carry kind, score and source "detected"',
+                        },
                     },
                 }
             }
@@ -304,11 +324,17 @@ def create_app(
     )
     async def predict(request: Request) -> JSONResponse:
         if not gate.enter():
-            fail(503, f"busy: {gate.limit} requests are already being served; retry shortly", {"Retry-After": str(retry_after_s)})
+            fail(
+                503,
+                f"busy: {gate.limit} requests are already being served; retry shortly",
+                {"Retry-After": str(retry_after_s)},
+            )
         try:
             ctype = request.headers.get("content-type", "")
             if not ctype.lower().startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-                fail(415, "send multipart/form-data with an 'image' file field (and optional 'boxes' and 'tasks' fields)")
+                fail(
+                    415, "send multipart/form-data with an 'image' file field (and optional 'boxes' and 'tasks' fields)"
+                )
             body = await read_body(request)
             form = await parse_form(request, body)
             try:
@@ -331,7 +357,13 @@ def create_app(
                     fail(422, "'tasks' must be a text field")
                 task_names = predictor.resolve_tasks("all" if tasks_field is None else tasks_field)
                 detect_field = form.get("detect") or "false"
-                if not isinstance(detect_field, str) or detect_field.strip().lower() not in ("true", "false", "1", "0", "on"):
+                if not isinstance(detect_field, str) or detect_field.strip().lower() not in (
+                    "true",
+                    "false",
+                    "1",
+                    "0",
+                    "on",
+                ):
                     fail(422, "'detect' must be true or false")
                 detect = detect_field.strip().lower() in ("true", "1", "on")
                 if detect and not can_detect:
@@ -395,18 +427,33 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import add_console_options
     from ..runtime import THREADS_HELP, parse_threads
 
-    parser = add_console_options(argparse.ArgumentParser(prog="socialfusion serve", description="HTTP service and web page for a SocialFusion model"))
+    parser = add_console_options(
+        argparse.ArgumentParser(
+            prog="socialfusion serve", description="HTTP service and web page for a SocialFusion model"
+        )
+    )
     parser.add_argument("--ckpt", required=True, help="checkpoint directory or preset name (e.g. tiny)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    parser.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted image upload, in MB (default 10)")
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=10.0, help="largest accepted image upload, in MB (default 10)"
+    )
     parser.add_argument("--max-concurrency", type=int, default=2, help="requests computed at once")
     parser.add_argument("--max-queue", type=int, default=8, help="requests allowed to wait; beyond: 503 + Retry-After")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
     parser.add_argument("--threads", type=parse_threads, default="auto", metavar="N", help=THREADS_HELP)
-    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="the server's log level")
-    parser.add_argument("--api-key", default=None, help=f"require this key on every request (default: ${API_KEY_ENV}); "
-                        "clients send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")  # fmt: skip
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="the server's log level",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require this key on every request (default: ${API_KEY_ENV}); "
+        "clients send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+    )
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
     args = parser.parse_args(argv)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
@@ -414,7 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     if refusal:  # before loading the model: a refused start costs nothing
         from ..errors import UserError
 
-        raise UserError(refusal, hint=f"socialfusion serve --host {args.host} --api-key KEY (clients send it as 'Authorization: Bearer KEY')")
+        raise UserError(
+            refusal,
+            hint=f"socialfusion serve --host {args.host} --api-key KEY (clients send it as 'Authorization: Bearer KEY')",
+        )
 
     import uvicorn
 
@@ -423,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with warnings.catch_warnings():  # printed below, once, in the service's words
         warnings.simplefilter("ignore", UntrainedModelWarning)
-        predictor = SocialFusion.from_pretrained(args.ckpt, device=args.device, threads=args.threads)  # a wrong path: UserError, for the dispatcher
+        predictor = SocialFusion.from_pretrained(
+            args.ckpt, device=args.device, threads=args.threads
+        )  # a wrong path: UserError, for the dispatcher
     app = create_app(
         predictor,
         max_upload_bytes=int(args.max_upload_mb * MB),
@@ -432,11 +484,17 @@ def main(argv: list[str] | None = None) -> int:
         api_key=api_key,
     )
     if not api_key and not is_loopback(args.host):
-        print(f"warning: listening on {args.host} with no API key (--insecure): anyone who reaches it can use it", file=sys.stderr)
+        print(
+            f"warning: listening on {args.host} with no API key (--insecure): anyone who reaches it can use it",
+            file=sys.stderr,
+        )
     print(f"model card: {predictor.card_summary}", file=sys.stderr)
     if predictor.warning:
         print(f"WARNING: {predictor.warning}", file=sys.stderr)
-    print(f"serving {predictor.name} on http://{args.host}:{args.port}/ (docs: /docs; CPU threads: {predictor.threads})", file=sys.stderr)
+    print(
+        f"serving {predictor.name} on http://{args.host}:{args.port}/ (docs: /docs; CPU threads: {predictor.threads})",
+        file=sys.stderr,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

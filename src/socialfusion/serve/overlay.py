@@ -41,8 +41,8 @@ def place_labels(boxes, sizes, width: float, height: float) -> list[tuple[float,
 
 
 def box_tag(box: dict) -> str:
-    """"person 0 0.91": the kind, the role where one is set, the detector's score; "(unused)" for a detection
-    no task read."""
+    """A box's tag, e.g. "person 0 0.91": the kind, the role where one is set, the detector's score; "(unused)" for
+    a detection no task read."""
     parts = [box.get("kind") or "box"]
     if box.get("role") is not None and (box.get("kind") in (None, "person")):
         parts.append(str(box["role"]))
@@ -106,17 +106,43 @@ def save_overlay(image, result: dict, path: Path) -> Path:
         x1, y1, x2, y2 = b["xyxy"]
         color = KIND_COLORS.get(b.get("kind")) or ROLE_COLORS[min(b.get("role") or 0, len(ROLE_COLORS) - 1)]
         dashed = b.get("source") == "whole_image" or b.get("unused")
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=1 if b.get("unused") else 2,
-                               linestyle="--" if dashed else "-"))  # fmt: skip
-        ax.text(lx + 2 * px, ly + px, tag, color="white", fontsize=8, va="top", ha="left", clip_on=True,
-                bbox={"facecolor": color, "alpha": 0.85, "pad": 1, "edgecolor": "none"})  # fmt: skip
+        ax.add_patch(
+            Rectangle(
+                (x1, y1),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                edgecolor=color,
+                linewidth=1 if b.get("unused") else 2,
+                linestyle="--" if dashed else "-",
+            )
+        )
+        ax.text(
+            lx + 2 * px,
+            ly + px,
+            tag,
+            color="white",
+            fontsize=8,
+            va="top",
+            ha="left",
+            clip_on=True,
+            bbox={"facecolor": color, "alpha": 0.85, "pad": 1, "edgecolor": "none"},
+        )
     if gaze and "point" in gaze:
         (hx, hy), (gx, gy) = gaze["head_center"], gaze["point"]
         ax.annotate("", xy=(gx, gy), xytext=(hx, hy), arrowprops={"arrowstyle": "-|>", "color": "white", "lw": 2.5})
         ax.annotate("", xy=(gx, gy), xytext=(hx, hy), arrowprops={"arrowstyle": "-|>", "color": "#2f6fde", "lw": 1.5})
         ax.plot([gx], [gy], "o", color="white", markeredgecolor="#2f6fde", markersize=7)
     if lines:
-        fig.text(0.01, (panel_h - 0.06) / (img_h + panel_h), "\n".join(lines), va="top", ha="left", fontsize=9, family="monospace")
+        fig.text(
+            0.01,
+            (panel_h - 0.06) / (img_h + panel_h),
+            "\n".join(lines),
+            va="top",
+            ha="left",
+            fontsize=9,
+            family="monospace",
+        )
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.axis("off")

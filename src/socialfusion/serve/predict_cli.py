@@ -36,23 +36,46 @@ from ..runtime import THREADS_HELP, parse_threads
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = add_console_options(argparse.ArgumentParser(prog="socialfusion predict", description="run a SocialFusion model on your images (and boxes) or clips"))
+    p = add_console_options(
+        argparse.ArgumentParser(
+            prog="socialfusion predict", description="run a SocialFusion model on your images (and boxes) or clips"
+        )
+    )
     p.add_argument("--ckpt", required=True, help="checkpoint directory or preset name (e.g. tiny)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", nargs="+", metavar="PATH", help="image files")
     src.add_argument("--dir", help=f"a folder of images ({', '.join(sorted(IMAGE_SUFFIXES))}), not recursive")
-    src.add_argument("--video", nargs="+", metavar="CLIP", help="video files (extra: video) or folders of frames: detection, tracks and "
-                     "answers per track and frame (needs the detect extra)")  # fmt: skip
+    src.add_argument(
+        "--video",
+        nargs="+",
+        metavar="CLIP",
+        help="video files (extra: video) or folders of frames: detection, tracks and "
+        "answers per track and frame (needs the detect extra)",
+    )
     p.add_argument("--boxes", help="JSON file: image file name -> list of boxes (images only)")
     p.add_argument("--tasks", default="all", help="all, or a comma list such as lam,gaze")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--visualize", action="store_true", help="also write overlays to OUT/vis/ (PNG per image, MP4 per clip)")
+    p.add_argument(
+        "--visualize", action="store_true", help="also write overlays to OUT/vis/ (PNG per image, MP4 per clip)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    p.add_argument("--workers", default="auto", help="processes decoding the next images while the model runs: a count, 0 (none) or auto "
-                   "(min(4, cpus - 1), the default)")  # fmt: skip
-    p.add_argument("--detect", action="store_true",
-                   help="find face, head, hand and person boxes in images that --boxes does not name (extra: detect); clips always do")  # fmt: skip
-    p.add_argument("--fps", type=float, default=DEFAULT_FPS, help=f"clips: frames sampled per second of video (default {DEFAULT_FPS:g}; at most the clip's own rate)")
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="processes decoding the next images while the model runs: a count, 0 (none) or auto "
+        "(min(4, cpus - 1), the default)",
+    )
+    p.add_argument(
+        "--detect",
+        action="store_true",
+        help="find face, head, hand and person boxes in images that --boxes does not name (extra: detect); clips always do",
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=DEFAULT_FPS,
+        help=f"clips: frames sampled per second of video (default {DEFAULT_FPS:g}; at most the clip's own rate)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
     p.add_argument("--threads", type=parse_threads, default="auto", metavar="N", help=THREADS_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -101,7 +124,10 @@ def _list_images(args) -> list[Path]:
     paths = [Path(p) for p in args.images]
     videos = [str(p) for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
     if videos:
-        raise _UsageError(f"{videos[0]} is a video, not an image", hint=f"socialfusion predict --video {' '.join(videos)} --ckpt ... --out ...")
+        raise _UsageError(
+            f"{videos[0]} is a video, not an image",
+            hint=f"socialfusion predict --video {' '.join(videos)} --ckpt ... --out ...",
+        )
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -185,8 +211,13 @@ def _run_images(predictor, args, paths: list[Path], table: dict) -> int:
                 chunk = list(zip(paths[start : start + args.batch_size], given_names[start : start + args.batch_size]))
                 good = _checked_chunk(predictor, chunk, decoded, table, tasks, run)
                 if good:
-                    results = predictor.predict([g[1] for g in good], boxes=[g[2] for g in good], tasks=tasks, batch_size=args.batch_size,
-                                                detect=args.detect)  # fmt: skip
+                    results = predictor.predict(
+                        [g[1] for g in good],
+                        boxes=[g[2] for g in good],
+                        tasks=tasks,
+                        batch_size=args.batch_size,
+                        detect=args.detect,
+                    )
                     for (given, image, _), res in zip(good, results):
                         _write_image_result(outputs, given, image, res, args.visualize, run)
                 bar.update(len(chunk))
@@ -241,16 +272,33 @@ def _finish_images(predictor, args, paths, table: dict, tasks: list[str], run: d
     out = outputs.out
     unused = sorted(set(table) - run["used_keys"])
     seconds = round(time.perf_counter() - run["t0"], 2)
-    summary = {"images": len(paths), "predicted": run["done"], "skipped": len(run["skipped"]), "skipped_files": run["skipped"],
-               "tasks": tasks, "model": predictor.name, "model_card": predictor.card_summary, "warning": predictor.warning,
-               "boxes_file_unused_keys": unused, "clipped_boxes": run["clipped"], "heatmaps": outputs.heatmap_rows,
-               "threads": predictor.threads, "seconds": seconds}  # fmt: skip
+    summary = {
+        "images": len(paths),
+        "predicted": run["done"],
+        "skipped": len(run["skipped"]),
+        "skipped_files": run["skipped"],
+        "tasks": tasks,
+        "model": predictor.name,
+        "model_card": predictor.card_summary,
+        "warning": predictor.warning,
+        "boxes_file_unused_keys": unused,
+        "clipped_boxes": run["clipped"],
+        "heatmaps": outputs.heatmap_rows,
+        "threads": predictor.threads,
+        "seconds": seconds,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
     if run["clipped"]:
-        print(f"note: {run['clipped']} box(es) extended slightly past their image's border and were clipped to it", file=sys.stderr)
+        print(
+            f"note: {run['clipped']} box(es) extended slightly past their image's border and were clipped to it",
+            file=sys.stderr,
+        )
     if unused:
         print(f"warning: {len(unused)} entries of --boxes name no processed image: {unused[:5]}", file=sys.stderr)
-    print(f"predicted {run['done']} of {len(paths)} images, skipped {len(run['skipped'])}; wrote {out / 'predictions.jsonl'}", file=sys.stderr)
+    print(
+        f"predicted {run['done']} of {len(paths)} images, skipped {len(run['skipped'])}; wrote {out / 'predictions.jsonl'}",
+        file=sys.stderr,
+    )
     return 0 if run["done"] > 0 else 1
 
 

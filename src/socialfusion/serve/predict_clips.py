@@ -15,7 +15,9 @@ def _row_json(row: dict, outputs) -> dict:
     from ..api import result_to_json
 
     def rounded(boxes: list[dict], tasks: dict) -> tuple[list[dict], dict]:
-        j = result_to_json({"width": row["width"], "height": row["height"], "boxes": boxes, "tasks": outputs.store_heatmaps(tasks)})
+        j = result_to_json(
+            {"width": row["width"], "height": row["height"], "boxes": boxes, "tasks": outputs.store_heatmaps(tasks)}
+        )
         return j["boxes"], j["tasks"]
 
     tracks = []
@@ -43,7 +45,9 @@ def _one_clip(predictor, info, tasks: list[str], outputs, args) -> dict:
             writer.add(draw_frame(image, row))
 
     try:
-        summary = predictor.predict_video(info.path, tasks, fps=args.fps, on_frame=on_frame, progress=not args.no_progress)
+        summary = predictor.predict_video(
+            info.path, tasks, fps=args.fps, on_frame=on_frame, progress=not args.no_progress
+        )
     finally:
         if writer is not None:
             writer.close()
@@ -87,9 +91,23 @@ def run_clips(predictor, args, infos) -> int:
     (out / "tracks.json").write_text(json.dumps({"clips": summaries}, indent=1, allow_nan=False))
     frames = sum(s["frames"] for s in summaries)
     seconds = round(sum(s["seconds"] for s in summaries), 2)
-    run = {"clips": len(summaries), "frames": frames, "seconds": seconds, "frames_per_s": round(frames / seconds, 3) if seconds else None,
-           "nobody": [s["clip"] for s in summaries if s["nobody"]], "tasks": tasks, "model": predictor.name, "model_card": predictor.card_summary,
-           "warning": predictor.warning, "heatmaps": outputs.heatmap_rows, "threads": predictor.threads, "fps": args.fps}  # fmt: skip
+    run = {
+        "clips": len(summaries),
+        "frames": frames,
+        "seconds": seconds,
+        "frames_per_s": round(frames / seconds, 3) if seconds else None,
+        "nobody": [s["clip"] for s in summaries if s["nobody"]],
+        "tasks": tasks,
+        "model": predictor.name,
+        "model_card": predictor.card_summary,
+        "warning": predictor.warning,
+        "heatmaps": outputs.heatmap_rows,
+        "threads": predictor.threads,
+        "fps": args.fps,
+    }
     (out / "summary.json").write_text(json.dumps(run, indent=2, allow_nan=False))
-    print(f"predicted {frames} frames of {len(summaries)} clip(s); wrote {out / 'predictions.jsonl'} and {out / 'tracks.json'}", file=sys.stderr)
+    print(
+        f"predicted {frames} frames of {len(summaries)} clip(s); wrote {out / 'predictions.jsonl'} and {out / 'tracks.json'}",
+        file=sys.stderr,
+    )
     return 0 if frames > 0 else 1

@@ -80,7 +80,9 @@ class Task:
         if self.num_roles == 1 and any(r != 0 for r in roles):
             raise DataError(f"sample {sample.id}: box role other than 0 for task {self.name}")
         if self.num_roles > 1 and roles != list(range(self.num_roles)):
-            raise DataError(f"sample {sample.id}: task {self.name} needs exactly one box per role 0..{self.num_roles - 1}")
+            raise DataError(
+                f"sample {sample.id}: task {self.name} needs exactly one box per role 0..{self.num_roles - 1}"
+            )
 
     def targets(self, samples: list[Sample]) -> dict[str, Any]:
         """This task's part of a batch of `samples` (labels, target heatmaps...)."""
@@ -125,7 +127,9 @@ class Task:
         """A benchmark-server submission for an unlabelled split, where the benchmark has one (else None)."""
         return None
 
-    def figures(self, metrics: dict | None, samples: list[Sample], predictions: list[dict], out_dir: Path) -> dict[str, Path]:
+    def figures(
+        self, metrics: dict | None, samples: list[Sample], predictions: list[dict], out_dir: Path
+    ) -> dict[str, Path]:
         """The report's figures for this task's validation results: {name: png path}."""
         return {}
 
@@ -137,8 +141,13 @@ class Task:
     probe_pools: ClassVar[tuple[str, ...]] = ("box",)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "readout": self.readout, "prompt_version": self.prompt_version, "primary_metric": self.primary_metric,
-                "box_kinds": list(self.box_kinds)}
+        return {
+            "name": self.name,
+            "readout": self.readout,
+            "prompt_version": self.prompt_version,
+            "primary_metric": self.primary_metric,
+            "box_kinds": list(self.box_kinds),
+        }
 
 
 @dataclass
@@ -167,7 +176,9 @@ class ClassificationTask(Task):
         if sample.label is None and not require_label:
             return  # an unlabelled sample, e.g. the LAM challenge crops: predicted, not scored
         if sample.label is None or not 0 <= sample.label < self.num_classes:
-            raise DataError(f"sample {sample.id}: label {sample.label!r} is not a class of {self.name} (0..{self.num_classes - 1})")
+            raise DataError(
+                f"sample {sample.id}: label {sample.label!r} is not a class of {self.name} (0..{self.num_classes - 1})"
+            )
 
     def targets(self, samples):
         if all(s.label is not None for s in samples):
@@ -225,7 +236,12 @@ class ClassificationTask(Task):
 
     def record(self, sample, prediction):
         probs, k = prediction["probs"], prediction["index"]
-        return {"label": sample.label, "pred": k, "pred_name": self.classes[k], "probs": [round(float(p), 6) for p in probs]}
+        return {
+            "label": sample.label,
+            "pred": k,
+            "pred_name": self.classes[k],
+            "probs": [round(float(p), 6) for p in probs],
+        }
 
     def present(self, prediction, width, height, boxes):
         probs = prediction["probs"]
@@ -237,14 +253,26 @@ class ClassificationTask(Task):
         from .figures import confusion_png
 
         path = Path(out_dir) / f"confusion_{self.name}.png"
-        return {f"confusion_{self.name}": confusion_png(metrics["confusion_matrix"], self.classes, path, f"{self.name} (val)")}
+        return {
+            f"confusion_{self.name}": confusion_png(
+                metrics["confusion_matrix"], self.classes, path, f"{self.name} (val)"
+            )
+        }
 
     def data_stats(self, samples):
         from collections import Counter
 
         labels = Counter(s.label for s in samples if s.label is not None)
         names = {k: self.classes[k] if isinstance(k, int) and 0 <= k < self.num_classes else str(k) for k in labels}
-        return {"unlabelled": sum(s.label is None for s in samples), "classes": {names[k]: labels[k] for k in sorted(labels)}}
+        return {
+            "unlabelled": sum(s.label is None for s in samples),
+            "classes": {names[k]: labels[k] for k in sorted(labels)},
+        }
 
     def describe(self):
-        return {**super().describe(), "kind": "classification", "classes": list(self.classes), "verbalizers": self.verbalizers}
+        return {
+            **super().describe(),
+            "kind": "classification",
+            "classes": list(self.classes),
+            "verbalizers": self.verbalizers,
+        }

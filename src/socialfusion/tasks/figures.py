@@ -48,9 +48,16 @@ def gaze_examples_png(samples, predictions, path: Path) -> Path:
         ax.imshow(img)
         ax.imshow(pred["heatmap"], extent=(0, w, hgt, 0), alpha=0.5, cmap="jet")
         x1, y1, x2, y2 = s.boxes[0].xyxy
-        ax.add_patch(plt.Rectangle((x1 * w, y1 * hgt), (x2 - x1) * w, (y2 - y1) * hgt, fill=False, color="white", lw=1.5))
+        ax.add_patch(
+            plt.Rectangle((x1 * w, y1 * hgt), (x2 - x1) * w, (y2 - y1) * hgt, fill=False, color="white", lw=1.5)
+        )
         px, py = pred["point"][0] * w, pred["point"][1] * hgt
-        ax.annotate("", xy=(px, py), xytext=((x1 + x2) / 2 * w, (y1 + y2) / 2 * hgt), arrowprops={"arrowstyle": "->", "color": "white", "lw": 1.5})
+        ax.annotate(
+            "",
+            xy=(px, py),
+            xytext=((x1 + x2) / 2 * w, (y1 + y2) / 2 * hgt),
+            arrowprops={"arrowstyle": "->", "color": "white", "lw": 1.5},
+        )
         for gx, gy in s.points or []:
             ax.plot(gx * w, gy * hgt, "g+", ms=10, mew=2)
         ax.plot(px, py, "rx", ms=10, mew=2)

@@ -85,7 +85,9 @@ class Gaze(Task):
         uniform = torch.full((HEATMAP_SIZE, HEATMAP_SIZE), 1 / HEATMAP_SIZE**2)
         return {
             "inout": torch.tensor([-1 if s.inout is None else s.inout for s in samples]),
-            "gaze_target": torch.stack([gaze_target(s.points, sigma=self.sigma) if s.points and s.inout != 0 else uniform for s in samples]),
+            "gaze_target": torch.stack(
+                [gaze_target(s.points, sigma=self.sigma) if s.points and s.inout != 0 else uniform for s in samples]
+            ),
             "points": [list(s.points or []) for s in samples],
         }
 
@@ -93,7 +95,11 @@ class Gaze(Task):
         device = outputs["heatmap_logits"].device
         inout = batch["inout"].to(device)
         losses = gaze_loss(outputs, batch["gaze_target"].to(device), inout, self.loss_type)
-        return {"loss": sum(losses.values()), **{f"loss_{k}": v.detach() for k, v in losses.items()}, "n_supervised": (inout >= 0).sum()}
+        return {
+            "loss": sum(losses.values()),
+            **{f"loss_{k}": v.detach() for k, v in losses.items()},
+            "n_supervised": (inout >= 0).sum(),
+        }
 
     def decode(self, raw):
         """raw: {"heatmap": (B, 64, 64) probabilities, "inout": (B,) in-frame probability when the head has one}
@@ -104,8 +110,13 @@ class Gaze(Task):
         rows = []
         for j, h in enumerate(heat):
             r, c = np.unravel_index(int(np.argmax(h)), h.shape)
-            rows.append({"heatmap": h.astype(np.float32), "inout": None if inout is None else float(inout[j]),
-                         "point": [float(c) / h.shape[1], float(r) / h.shape[0]]})  # fmt: skip
+            rows.append(
+                {
+                    "heatmap": h.astype(np.float32),
+                    "inout": None if inout is None else float(inout[j]),
+                    "point": [float(c) / h.shape[1], float(r) / h.shape[0]],
+                }
+            )
         return rows
 
     def evaluate(self, samples, predictions):
@@ -120,7 +131,9 @@ class Gaze(Task):
         if not scored:
             return None
         heat = np.stack([predictions[j]["heatmap"] for j in scored])
-        metrics = gazefollow_metrics(heat, [list(samples[j].points) for j in scored], [predictions[j]["image_size"] for j in scored])
+        metrics = gazefollow_metrics(
+            heat, [list(samples[j].points) for j in scored], [predictions[j]["image_size"] for j in scored]
+        )
         return {**metrics, "n_out_of_frame": len(samples) - len(scored)} if len(scored) < len(samples) else metrics
 
     def resampler(self, samples, predictions):
@@ -131,7 +144,9 @@ class Gaze(Task):
         # an out-of-frame person is NaN (left out of every resample's mean, as `evaluate` leaves it out)
         scored = [j for j, s in enumerate(samples) if s.points]
         heat = np.stack([predictions[j]["heatmap"] for j in scored])
-        values = gazefollow_per_person(heat, [list(samples[j].points) for j in scored], [predictions[j]["image_size"] for j in scored])
+        values = gazefollow_per_person(
+            heat, [list(samples[j].points) for j in scored], [predictions[j]["image_size"] for j in scored]
+        )
         full = {k: np.full(len(samples), np.nan) for k in values}
         for k, v in values.items():
             full[k][scored] = v
@@ -163,8 +178,11 @@ class Gaze(Task):
         return {"gaze_examples": gaze_examples_png(samples[:k], predictions[:k], Path(out_dir) / "gaze_examples.png")}
 
     def data_stats(self, samples):
-        return {"unlabelled": None, "inout": dict(Counter(str(s.inout) for s in samples)),
-                "points_per_sample": dict(sorted(Counter(len(s.points or []) for s in samples).items()))}  # fmt: skip
+        return {
+            "unlabelled": None,
+            "inout": dict(Counter(str(s.inout) for s in samples)),
+            "points_per_sample": dict(sorted(Counter(len(s.points or []) for s in samples).items())),
+        }
 
     def describe(self):
         return {**super().describe(), "kind": "heatmap", "classes": [], "verbalizers": [], "heatmap_size": HEATMAP_SIZE}

@@ -8,11 +8,41 @@ from . import TASKS
 from .base import ClassificationTask
 
 HAGRID_CLASSES = [
-    "grabbing", "grip", "holy", "point", "call", "three3", "timeout", "xsign", "hand_heart", "hand_heart2",
-    "little_finger", "middle_finger", "take_picture", "dislike", "fist", "four", "like", "mute", "ok",
-    "one", "palm", "peace", "peace_inverted", "rock", "stop", "stop_inverted", "three", "three2",
-    "two_up", "two_up_inverted", "three_gun", "thumb_index", "thumb_index2", "no_gesture",
-]  # fmt: skip
+    "grabbing",
+    "grip",
+    "holy",
+    "point",
+    "call",
+    "three3",
+    "timeout",
+    "xsign",
+    "hand_heart",
+    "hand_heart2",
+    "little_finger",
+    "middle_finger",
+    "take_picture",
+    "dislike",
+    "fist",
+    "four",
+    "like",
+    "mute",
+    "ok",
+    "one",
+    "palm",
+    "peace",
+    "peace_inverted",
+    "rock",
+    "stop",
+    "stop_inverted",
+    "three",
+    "three2",
+    "two_up",
+    "two_up_inverted",
+    "three_gun",
+    "thumb_index",
+    "thumb_index2",
+    "no_gesture",
+]
 
 
 @TASKS.register("gesture")

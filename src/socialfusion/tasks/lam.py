@@ -32,6 +32,14 @@ class LookingAtMe(ClassificationTask):
 
     def submission(self, samples, predictions):
         """Ego4D LAM challenge format (as written to EvalAI's guidelines by third-party converters)."""
-        results = [{"video_id": s.meta.get("video_id"), "unique_id": s.meta.get("unique_id"), "track_id": s.meta.get("track_id"),
-                    "label": 1, "score": float(p["probs"][1])} for s, p in zip(samples, predictions)]  # fmt: skip
+        results = [
+            {
+                "video_id": s.meta.get("video_id"),
+                "unique_id": s.meta.get("unique_id"),
+                "track_id": s.meta.get("track_id"),
+                "label": 1,
+                "score": float(p["probs"][1]),
+            }
+            for s, p in zip(samples, predictions)
+        ]
         return {"version": "1.0", "challenge": "ego4d_looking_at_me", "results": results}

@@ -31,6 +31,7 @@ from ..models.checkpoint import trained_tensors
 from ..runtime import device_for_rank  # noqa: F401  (re-exported: the process setup lives in runtime)
 from ..runtime import init_distributed as init  # noqa: F401
 
+
 class DistributedError(RuntimeError):
     pass
 
@@ -102,7 +103,9 @@ def wrap(model: nn.Module, config: Config, device: torch.device) -> tuple[nn.Mod
     # broadcast_buffers off: no forward of these models changes a buffer (no batch norm); the fitted input
     # statistics are measured identically on every rank before training.
     ids = [device.index] if device.type == "cuda" else None
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
+    ddp = nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False
+    )
     return ddp, model
 
 
@@ -125,7 +128,9 @@ def _fully_shard(model: nn.Module) -> None:
     frozen_encoder = getattr(model, "cacheable_encoder", None)
     blocks = _blocks(model, frozen_encoder)
     if not blocks:
-        raise DistributedError(f"train.distributed=fsdp: found no transformer blocks (a 'layers' ModuleList) in {type(model).__name__} to shard")
+        raise DistributedError(
+            f"train.distributed=fsdp: found no transformer blocks (a 'layers' ModuleList) in {type(model).__name__} to shard"
+        )
     for block in blocks:
         fully_shard(block)  # gathered for its forward and again for its backward, freed in between
     # the root unit (connector, embeddings, heads...) stays gathered from forward to backward: it is small
@@ -228,8 +233,10 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
     by_name = any(isinstance(p, str) for group in state.get("param_groups", []) for p in group["params"])
     if by_name != _sharded(model):
         written, now = ("fsdp", "ddp or one process") if by_name else ("ddp or one process", "fsdp")
-        raise DistributedError(f"{source}: optimizer state written by a {written} run, this run uses {now}; "
-                               "resume with the same train.distributed, on more than one process for fsdp")  # fmt: skip
+        raise DistributedError(
+            f"{source}: optimizer state written by a {written} run, this run uses {now}; "
+            "resume with the same train.distributed, on more than one process for fsdp"
+        )
     if not by_name:
         optimizer.load_state_dict(state)
         return

@@ -56,11 +56,32 @@ def fit_input_norm(model, loader: BatchLoader, config: Config, device, images_pe
     return model.fit_statistics(batch for batch in loader.batches(plan) if batch is not None)
 
 
-def evaluate_all(model, datasets, config: Config, device, rank: int, world: int, progress: bool = True, loader: BatchLoader | None = None) -> dict:
+def evaluate_all(
+    model,
+    datasets,
+    config: Config,
+    device,
+    rank: int,
+    world: int,
+    progress: bool = True,
+    loader: BatchLoader | None = None,
+) -> dict:
     """The official metrics of every dataset; `loader` (holding `datasets`) builds the batches."""
     metrics = {}
     for name, ds in datasets.items():
-        pred = gather_predictions(predict(model, ds, config.train.eval_batch_size, device, config.train.precision, rank, world, progress, loader=loader))
+        pred = gather_predictions(
+            predict(
+                model,
+                ds,
+                config.train.eval_batch_size,
+                device,
+                config.train.precision,
+                rank,
+                world,
+                progress,
+                loader=loader,
+            )
+        )
         metrics[name] = score(ds.task, pred)
     return metrics
 
@@ -87,14 +108,22 @@ class Selection:
         return improved
 
     def to_tensors(self) -> dict:
-        return {"best": torch.tensor(self.best, dtype=torch.float64), "best_step": torch.tensor(self.best_step),
-                "bad_evals": torch.tensor(self.bad_evals), "plateaued": torch.tensor(self.plateaued)}
+        return {
+            "best": torch.tensor(self.best, dtype=torch.float64),
+            "best_step": torch.tensor(self.best_step),
+            "bad_evals": torch.tensor(self.bad_evals),
+            "plateaued": torch.tensor(self.plateaued),
+        }
 
     @classmethod
     def from_tensors(cls, state: dict) -> "Selection":
         # checkpoints written before best_step/plateaued existed resume as "not stopped, best step unknown"
-        return cls(float(state["best"]), int(state.get("best_step", torch.tensor(0))), int(state["bad_evals"]),
-                   bool(state.get("plateaued", torch.tensor(False))))
+        return cls(
+            float(state["best"]),
+            int(state.get("best_step", torch.tensor(0))),
+            int(state["bad_evals"]),
+            bool(state.get("plateaued", torch.tensor(False))),
+        )
 
 
 def _training_state(step, optimizer_state: dict, scheduler, selection: Selection) -> dict:
@@ -107,7 +136,15 @@ def _training_state(step, optimizer_state: dict, scheduler, selection: Selection
     }
 
 
-def train(config: Config, out_dir: str | Path, resume: bool = False, progress: bool = True, device: str = "auto", stop_after: int | None = None, return_model: bool = False) -> dict:
+def train(
+    config: Config,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    device: str = "auto",
+    stop_after: int | None = None,
+    return_model: bool = False,
+) -> dict:
     """Train; returns a summary (with the trained model under "model" when `return_model`).
 
     `stop_after` ends this call after that many steps, as if the process had been stopped there.
@@ -121,7 +158,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     if resuming:
         saved, _ = read_checkpoint_config(last)
         if saved.model != config.model:
-            raise TrainingError(f"{last}: the checkpoint's model config differs from this run's; resume with the same config")
+            raise TrainingError(
+                f"{last}: the checkpoint's model config differs from this run's; resume with the same config"
+            )
     tasks = tasks_from_config(config)
     model = build_model(config.model, tasks=tasks).to(dev)
     if rank == 0:
@@ -145,7 +184,13 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     train_loader = batch_loader(train_sets, config.train, dev, in_process=cache is not None)
     val_loader = batch_loader(val_sets, config.train, dev, in_process=cache is not None) if val_sets else None
     weights = {td.task: td.loss_weight for td in config.data.tasks}
-    sampler = MultiTaskSampler({k: len(v) for k, v in train_sets.items()}, config.train.batch_size, config.data.sampler, config.data.temperature, config.train.seed)
+    sampler = MultiTaskSampler(
+        {k: len(v) for k, v in train_sets.items()},
+        config.train.batch_size,
+        config.data.sampler,
+        config.data.temperature,
+        config.train.seed,
+    )
     if config.train.gradient_surgery != "none" and world > 1 and dist_utils.strategy(config) == "fsdp":
         raise ConfigError("train.gradient_surgery needs whole gradients: use train.distributed=ddp (FSDP keeps shards)")
     train_module, model = dist_utils.wrap(model, config, dev)  # DDP or FSDP across processes; `model` stays plain
@@ -167,10 +212,27 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     log = RunLog(out_dir, config.train.report_to) if rank == 0 else None
 
     def save(path_name: str, extra: dict | None = None):
-        tensors, optimizer_state = dist_utils.trained_state(model), dist_utils.optimizer_state(model, optimizer)  # FSDP: every rank gathers
+        tensors, optimizer_state = (
+            dist_utils.trained_state(model),
+            dist_utils.optimizer_state(model, optimizer),
+        )  # FSDP: every rank gathers
         if rank == 0:
-            card = {"manifest": run_manifest, "step": step, "validation": summary.get("last_eval"), "validation_step": summary.get("last_eval_step"), "chance": chance}
-            save_checkpoint(model, config, out_dir / "checkpoints" / path_name, extra=extra, training_state=_training_state(step, optimizer_state, scheduler, selection), card=card, tensors=tensors)
+            card = {
+                "manifest": run_manifest,
+                "step": step,
+                "validation": summary.get("last_eval"),
+                "validation_step": summary.get("last_eval_step"),
+                "chance": chance,
+            }
+            save_checkpoint(
+                model,
+                config,
+                out_dir / "checkpoints" / path_name,
+                extra=extra,
+                training_state=_training_state(step, optimizer_state, scheduler, selection),
+                card=card,
+                tensors=tensors,
+            )
         dist_utils.barrier()
 
     def write(record: dict):
@@ -190,9 +252,24 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
             try:
                 # the surgery's projection order depends only on (seed, step), so a resumed run repeats it
-                order = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step) if cfg.gradient_surgery != "none" else None
-                result = train_step(train_module, micro_batches, optimizer, scheduler, weights, dev, cfg.precision, cfg.grad_clip, cfg.grad_accum,
-                                    cfg.gradient_surgery, order)
+                order = (
+                    torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+                    if cfg.gradient_surgery != "none"
+                    else None
+                )
+                result = train_step(
+                    train_module,
+                    micro_batches,
+                    optimizer,
+                    scheduler,
+                    weights,
+                    dev,
+                    cfg.precision,
+                    cfg.grad_clip,
+                    cfg.grad_accum,
+                    cfg.gradient_surgery,
+                    order,
+                )
             except NonFiniteLoss as err:
                 raise TrainingError(f"step {step}: {err}; stopped. The last good checkpoint is {last}") from None
             step += 1
@@ -201,7 +278,16 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
             bar.set_postfix(loss=f"{result.loss:.4f}", task=",".join(result.tasks), sps=f"{rate:.1f}")
             bar.update(1)
             if step % cfg.log_every == 0 or step == end:
-                write({"step": step, "loss": result.loss, "tasks": result.tasks, "n_supervised": result.n_supervised, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate})
+                write(
+                    {
+                        "step": step,
+                        "loss": result.loss,
+                        "tasks": result.tasks,
+                        "n_supervised": result.n_supervised,
+                        "lr": scheduler.get_last_lr()[0],
+                        "samples_per_s": rate,
+                    }
+                )
             if cfg.eval_every and val_sets and (step % cfg.eval_every == 0 or step == cfg.steps):
                 with dist_utils.unsharded(model):  # FSDP: gathered, so ranks may run different batch counts
                     metrics = evaluate_all(model, val_sets, config, dev, rank, world, progress=False, loader=val_loader)
@@ -215,8 +301,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
                     save("best", extra={"step": step, "val_metrics": metrics, "mean_primary": value})
                 if selection.plateaued:
                     if rank == 0:
-                        print(f"early stop at step {step}: no improvement in {selection.bad_evals} evaluations "
-                              f"(best {selection.best:.4f} at step {selection.best_step})")
+                        print(
+                            f"early stop at step {step}: no improvement in {selection.bad_evals} evaluations "
+                            f"(best {selection.best:.4f} at step {selection.best_step})"
+                        )
                     save("last")
                     break
             if (cfg.save_every and step % cfg.save_every == 0) or step == end:
@@ -237,7 +325,14 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, progress: b
     fit = _fit_record(config, step, selection, curve, stop_after)
     if rank == 0:
         (out_dir / "fit.json").write_text(json.dumps(fit, indent=2))
-    summary.update(step=step, best=fit["best_value"], fit=fit, skips=report.to_dict(), out_dir=str(out_dir), samples_per_s=seen / max(1e-9, time.perf_counter() - t0))
+    summary.update(
+        step=step,
+        best=fit["best_value"],
+        fit=fit,
+        skips=report.to_dict(),
+        out_dir=str(out_dir),
+        samples_per_s=seen / max(1e-9, time.perf_counter() - t0),
+    )
     return summary
 
 
@@ -250,11 +345,20 @@ def _fit_record(config: Config, step: int, selection: Selection, curve: list, st
         reason = "cap: train.steps reached"
     else:
         reason = "interrupted"  # stop_after or an error: a resumed run goes on
-    return {"steps": step, "cap": cfg.steps, "stop_reason": reason, "plateaued": selection.plateaued, "eval_every": cfg.eval_every,
-            "patience": cfg.early_stop_patience, "selection_split": {td.task: td.val_split for td in config.data.tasks},
-            "best_step": selection.best_step if curve else None,
-            "best_value": selection.best if math.isfinite(selection.best) else None,  # None when no evaluation ran (-inf is not JSON)
-            "curve": curve}
+    return {
+        "steps": step,
+        "cap": cfg.steps,
+        "stop_reason": reason,
+        "plateaued": selection.plateaued,
+        "eval_every": cfg.eval_every,
+        "patience": cfg.early_stop_patience,
+        "selection_split": {td.task: td.val_split for td in config.data.tasks},
+        "best_step": selection.best_step if curve else None,
+        "best_value": selection.best
+        if math.isfinite(selection.best)
+        else None,  # None when no evaluation ran (-inf is not JSON)
+        "curve": curve,
+    }
 
 
 def _selection_curve(log_path: Path, upto: int) -> list:
@@ -280,7 +384,9 @@ def _write_run_files(out_dir: Path, config: Config, train_sets: dict, val_sets: 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(dump_yaml(config))
     (out_dir / "versions.json").write_text(json.dumps({**versions(), "git": git_revision()}, indent=2))
-    splits = {f"{k}/train": v.samples for k, v in train_sets.items()} | {f"{k}/val": v.samples for k, v in val_sets.items()}
+    splits = {f"{k}/train": v.samples for k, v in train_sets.items()} | {
+        f"{k}/val": v.samples for k, v in val_sets.items()
+    }
     run_manifest = manifest(splits)
     (out_dir / "manifest.json").write_text(json.dumps(run_manifest, indent=2))
     return run_manifest

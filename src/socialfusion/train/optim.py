@@ -54,7 +54,12 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
         decay = p.ndim >= 2
         g = groups.setdefault(
             (component, decay),
-            {"params": [], "lr": _component_lr(component, cfg), "weight_decay": cfg.weight_decay if decay else 0.0, "name": f"{component}{'' if decay else '.no_decay'}"},
+            {
+                "params": [],
+                "lr": _component_lr(component, cfg),
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+                "name": f"{component}{'' if decay else '.no_decay'}",
+            },
         )
         g["params"].append(p)
     if not groups:

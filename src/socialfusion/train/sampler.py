@@ -29,7 +29,14 @@ def task_probabilities(sizes: dict[str, int], mode: str, temperature: float = 2.
 
 
 class MultiTaskSampler:
-    def __init__(self, sizes: dict[str, int], batch_size: int, mode: str = "proportional", temperature: float = 2.0, seed: int = 0):
+    def __init__(
+        self,
+        sizes: dict[str, int],
+        batch_size: int,
+        mode: str = "proportional",
+        temperature: float = 2.0,
+        seed: int = 0,
+    ):
         self.sizes = sizes
         self.batch_size = batch_size
         self.probs = task_probabilities(sizes, mode, temperature)

@@ -30,7 +30,9 @@ class StepResult:
     samples: int = 0
 
 
-def task_backward(model, batch: dict, weight: float, device, precision: str, accumulation: int = 1) -> dict[str, torch.Tensor]:
+def task_backward(
+    model, batch: dict, weight: float, device, precision: str, accumulation: int = 1
+) -> dict[str, torch.Tensor]:
     """Backward of `model(batch)["loss"] * weight / accumulation`; returns the detached loss and `n_supervised` of
     the model's outputs under "loss" / "n_supervised", and the scaled loss under "scaled". NonFiniteLoss on NaN/inf."""
     with autocast(device, precision):
@@ -42,8 +44,19 @@ def task_backward(model, batch: dict, weight: float, device, precision: str, acc
     return {"loss": out["loss"].detach(), "scaled": loss.detach(), "n_supervised": out["n_supervised"]}
 
 
-def train_step(module, micro_batches: list[dict | None], optimizer, scheduler, weights: dict[str, float], device, precision: str,
-               grad_clip: float | None, accumulation: int, surgery: str = "none", generator: torch.Generator | None = None) -> StepResult:  # fmt: skip
+def train_step(
+    module,
+    micro_batches: list[dict | None],
+    optimizer,
+    scheduler,
+    weights: dict[str, float],
+    device,
+    precision: str,
+    grad_clip: float | None,
+    accumulation: int,
+    surgery: str = "none",
+    generator: torch.Generator | None = None,
+) -> StepResult:
     """One optimizer step over `micro_batches` (None = a micro-batch whose every sample was a skip). `module`: the
     model, or in a multi-process run the `train_module` of `distributed.wrap`. `surgery` "pcgrad": the tasks'
     gradients are combined by PCGrad (projection order from `generator`)."""

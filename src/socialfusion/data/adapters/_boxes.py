@@ -68,7 +68,9 @@ def normalise_box(
 BORDER_TOLERANCE = 0.05
 
 
-def clip_to_image(xyxy: Sequence[float], width: float, height: float, tolerance: float = BORDER_TOLERANCE) -> tuple[tuple[float, float, float, float], bool]:
+def clip_to_image(
+    xyxy: Sequence[float], width: float, height: float, tolerance: float = BORDER_TOLERANCE
+) -> tuple[tuple[float, float, float, float], bool]:
     """A user's xyxy box (pixels; pass width = height = 1 for normalised coordinates) -> (normalised xyxy clipped
     to the image, whether it was clipped). A box may stick out of the image by `tolerance` of the image's side;
     BoxError when it sticks out further or lies wholly outside (no area inside). Swapped corners are refused."""
@@ -84,9 +86,16 @@ def clip_to_image(xyxy: Sequence[float], width: float, height: float, tolerance:
         raise BoxError("box lies wholly outside the image")
     past = max(-x1 / width, -y1 / height, (x2 - width) / width, (y2 - height) / height)
     if past > tolerance:
-        raise BoxError(f"box lies outside the image: it extends {past:.0%} of the image's side past the border "
-                       f"(up to {tolerance:.0%} is clipped)")  # fmt: skip
-    box = (_clip(cx1 / width, 0.0, 1.0), _clip(cy1 / height, 0.0, 1.0), _clip(cx2 / width, 0.0, 1.0), _clip(cy2 / height, 0.0, 1.0))
+        raise BoxError(
+            f"box lies outside the image: it extends {past:.0%} of the image's side past the border "
+            f"(up to {tolerance:.0%} is clipped)"
+        )
+    box = (
+        _clip(cx1 / width, 0.0, 1.0),
+        _clip(cy1 / height, 0.0, 1.0),
+        _clip(cx2 / width, 0.0, 1.0),
+        _clip(cy2 / height, 0.0, 1.0),
+    )
     return box, (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
 
 

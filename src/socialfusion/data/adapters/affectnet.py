@@ -23,12 +23,30 @@ from ..skips import SkipReport
 from . import DATASETS
 from ._boxes import WHOLE_IMAGE, BoxError, normalise_box, xywh_to_xyxy
 from ._common import (
-    DirectoryIndex, bool_option, check_split, choice_option, csv_error, filtered, int_option, parse_float, parse_int,
-    require_file, size_or_skip,
-)  # fmt: skip
+    DirectoryIndex,
+    bool_option,
+    check_split,
+    choice_option,
+    csv_error,
+    filtered,
+    int_option,
+    parse_float,
+    parse_int,
+    require_file,
+    size_or_skip,
+)
 
-CSV_COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
-               "expression", "valence", "arousal")  # fmt: skip
+CSV_COLUMNS = (
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+)
 NON_CLASSES = {8: "None", 9: "Uncertain", 10: "No-Face"}
 CSV_FILES = {"train": "training.csv", "val": "validation.csv"}
 NPY_DIRS = {"train": "train_set", "val": "val_set"}
@@ -59,8 +77,10 @@ def _detect_layout(root: Path) -> str:
         return "csv"
     if any((root / d).is_dir() for d in NPY_DIRS.values()):
         return "npy"
-    raise DataError(f"AffectNet layout not recognised under {root}: expected Manually_Annotated_file_lists/ (CSV release) "
-                    f"or train_set/ and val_set/ (npy release)")  # fmt: skip
+    raise DataError(
+        f"AffectNet layout not recognised under {root}: expected Manually_Annotated_file_lists/ (CSV release) "
+        f"or train_set/ and val_set/ (npy release)"
+    )
 
 
 class _Protocol(str):
@@ -125,7 +145,9 @@ def _read_csv(root: Path, split: str, report: SkipReport, label_of, images_dir, 
                     continue
                 if not row or not any(cell.strip() for cell in row):
                     continue
-                sample = _csv_row(root, image_dir, row, columns, f"{csv_path.name}:{row_no}", report, label_of, keep_landmarks)
+                sample = _csv_row(
+                    root, image_dir, row, columns, f"{csv_path.name}:{row_no}", report, label_of, keep_landmarks
+                )
                 if sample is not None:
                     out.append(sample)
     except (UnicodeDecodeError, csv.Error) as err:
@@ -171,12 +193,19 @@ def _csv_row(root, image_dir, row, columns, where, report, label_of, keep_landma
     except BoxError as err:
         report.skip(where, str(err))
         return None
-    meta = {"expression": parse_int(cell["expression"]), "valence": _maybe_float(cell["valence"]),
-            "arousal": _maybe_float(cell["arousal"]), "face_xywh": list(face), "row": where}  # fmt: skip
+    meta = {
+        "expression": parse_int(cell["expression"]),
+        "valence": _maybe_float(cell["valence"]),
+        "arousal": _maybe_float(cell["arousal"]),
+        "face_xywh": list(face),
+        "row": where,
+    }
     if keep_landmarks:
         points = parse_landmarks(cell["facial_landmarks"])
         meta["landmarks"] = None if points is None else points.tolist()
-    return Sample(id=rel_path, task="expression", image=image, boxes=[Box(box, 0)], label=label, meta=meta, root=str(root))
+    return Sample(
+        id=rel_path, task="expression", image=image, boxes=[Box(box, 0)], label=label, meta=meta, root=str(root)
+    )
 
 
 def _maybe_float(value) -> float | None:
@@ -195,8 +224,10 @@ def _read_npy(root: Path, split: str, report: SkipReport, label_of, keep_landmar
     if not annotations.is_dir():
         raise DataError(f"AffectNet annotations not found: expected the folder {annotations}")
     files = DirectoryIndex(root)
-    ids = sorted((n[: -len("_exp.npy")] for n in files.names(f"{base}/annotations") if n.endswith("_exp.npy")),
-                 key=lambda s: (0, int(s), "") if s.isdigit() else (1, 0, s))  # fmt: skip
+    ids = sorted(
+        (n[: -len("_exp.npy")] for n in files.names(f"{base}/annotations") if n.endswith("_exp.npy")),
+        key=lambda s: (0, int(s), "") if s.isdigit() else (1, 0, s),
+    )
     out = []
     for image_id in ids:
         where = f"{base}/annotations/{image_id}_exp.npy"
@@ -214,13 +245,25 @@ def _read_npy(root: Path, split: str, report: SkipReport, label_of, keep_landmar
         if image is None:
             report.skip(where, "image: image file not found")
             continue
-        meta = {"expression": parse_int(expression), "valence": _optional_scalar(annotations / f"{image_id}_val.npy"),
-                "arousal": _optional_scalar(annotations / f"{image_id}_aro.npy")}  # fmt: skip
+        meta = {
+            "expression": parse_int(expression),
+            "valence": _optional_scalar(annotations / f"{image_id}_val.npy"),
+            "arousal": _optional_scalar(annotations / f"{image_id}_aro.npy"),
+        }
         if keep_landmarks:
             points = _optional_array(annotations / f"{image_id}_lnd.npy")
             meta["landmarks"] = None if points is None else points.tolist()
-        out.append(Sample(id=f"{base}/{image_id}", task="expression", image=image, boxes=[Box(WHOLE_IMAGE, 0)],
-                          label=label, meta=meta, root=str(root)))  # fmt: skip
+        out.append(
+            Sample(
+                id=f"{base}/{image_id}",
+                task="expression",
+                image=image,
+                boxes=[Box(WHOLE_IMAGE, 0)],
+                label=label,
+                meta=meta,
+                root=str(root),
+            )
+        )
     return out
 
 

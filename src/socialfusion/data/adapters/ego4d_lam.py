@@ -22,8 +22,16 @@ from ..skips import SkipReport
 from . import DATASETS
 from ._boxes import WHOLE_IMAGE, normalise_box
 from ._common import (
-    DirectoryIndex, bool_option, check_split, filtered, int_option, load_json, parse_float, parse_int, size_or_skip,
-)  # fmt: skip
+    DirectoryIndex,
+    bool_option,
+    check_split,
+    filtered,
+    int_option,
+    load_json,
+    parse_float,
+    parse_int,
+    size_or_skip,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -139,13 +147,27 @@ def _clip_samples(root, clip, report, stride, respect_is_at_me, frames, seen) ->
                 # empty crop that it zero-pads but still scores, so such a box is kept (degenerate, flagged)
                 box = normalise_box(xyxy, *clip_size, allow_empty=True)
                 seen.add(sample_id)
-                out.append(Sample(
-                    id=sample_id, task="lam", image=image, boxes=[Box(box, 0)],
-                    label=int((pid, frame) in positives), root=str(root),
-                    meta={"group": f"clip:{uid}", "clip_uid": uid, "video_uid": clip.get("_video_uid"), "frame": frame, "track_id": track_id,
-                          "person_id": pid, "interpolated": interpolated, "box_px": [round(v, 6) for v in xyxy],
-                          "empty_box": box[2] <= box[0] or box[3] <= box[1]},
-                ))  # fmt: skip
+                out.append(
+                    Sample(
+                        id=sample_id,
+                        task="lam",
+                        image=image,
+                        boxes=[Box(box, 0)],
+                        label=int((pid, frame) in positives),
+                        root=str(root),
+                        meta={
+                            "group": f"clip:{uid}",
+                            "clip_uid": uid,
+                            "video_uid": clip.get("_video_uid"),
+                            "frame": frame,
+                            "track_id": track_id,
+                            "person_id": pid,
+                            "interpolated": interpolated,
+                            "box_px": [round(v, 6) for v in xyxy],
+                            "empty_box": box[2] <= box[0] or box[3] <= box[1],
+                        },
+                    )
+                )
     return out
 
 
@@ -246,10 +268,15 @@ def _challenge_crops(root: Path, report: SkipReport, stride: int) -> list[Sample
             for idx, (frame, unique_id, image) in enumerate(crops):
                 if idx % stride:
                     continue
-                out.append(Sample(
-                    id=f"{video.name}:{frame}:{track.name}:{unique_id}", task="lam", image=image,
-                    boxes=[Box(WHOLE_IMAGE, 0)], label=None, root=str(root),
-                    meta={"video_id": video.name, "track_id": track.name, "frame": frame, "unique_id": unique_id},
-                ))  # fmt: skip
+                out.append(
+                    Sample(
+                        id=f"{video.name}:{frame}:{track.name}:{unique_id}",
+                        task="lam",
+                        image=image,
+                        boxes=[Box(WHOLE_IMAGE, 0)],
+                        label=None,
+                        root=str(root),
+                        meta={"video_id": video.name, "track_id": track.name, "frame": frame, "unique_id": unique_id},
+                    )
+                )
     return out
-

@@ -26,8 +26,25 @@ from . import DATASETS
 from ._boxes import BoxError, normalise_box
 from ._common import check_split, csv_error, filtered, float_option, parse_float, parse_int, require_file
 
-COLUMNS = ("path", "idx", "body_bbox_x", "body_bbox_y", "body_bbox_w", "body_bbox_h", "eye_x", "eye_y", "gaze_x",
-           "gaze_y", "bbox_x_min", "bbox_y_min", "bbox_x_max", "bbox_y_max", "inout", "source", "meta")  # fmt: skip
+COLUMNS = (
+    "path",
+    "idx",
+    "body_bbox_x",
+    "body_bbox_y",
+    "body_bbox_w",
+    "body_bbox_h",
+    "eye_x",
+    "eye_y",
+    "gaze_x",
+    "gaze_y",
+    "bbox_x_min",
+    "bbox_y_min",
+    "bbox_x_max",
+    "bbox_y_max",
+    "inout",
+    "source",
+    "meta",
+)
 TRAIN_COLUMNS = COLUMNS
 TEST_COLUMNS = tuple(c for c in COLUMNS if c != "inout")
 FILES = {"train": "train_annotations_release.txt", "test": "test_annotations_release.txt"}
@@ -45,8 +62,10 @@ def read(root: Path, split: str, report: SkipReport, val_fraction=0.0) -> list[S
     if split == "test":
         return _read_test(root, report)
     if split == "val" and fraction <= 0.0:
-        raise DataError("gazefollow: there is no official val split; set the option val_fraction (e.g. 0.05) to hold "
-                        "out part of train, or validate on split 'test' as Chong and Gaze-LLE do")  # fmt: skip
+        raise DataError(
+            "gazefollow: there is no official val split; set the option val_fraction (e.g. 0.05) to hold "
+            "out part of train, or validate on split 'test' as Chong and Gaze-LLE do"
+        )
     want_val = split == "val"
     return _read_train(root, report, keep=lambda path: (fraction > 0 and in_val(path, fraction)) == want_val)
 
@@ -145,12 +164,26 @@ def _read_train(root: Path, report: SkipReport, keep) -> list[Sample]:
         box = sizes.head_box(row, where)
         if box is None:
             continue
-        out.append(Sample(
-            id=f"{row['path']}#L{line_no}", task="gaze", image=row["path"], boxes=[Box(box, 0)], points=points,
-            inout=inout, root=str(root),
-            meta={"path": row["path"], "idx": row["idx"], "eye": list(eye), "line": line_no, "source": row["source"],
-                  "orig": row["meta"], "gaze_raw": [row["gaze_x"], row["gaze_y"]]},
-        ))  # fmt: skip
+        out.append(
+            Sample(
+                id=f"{row['path']}#L{line_no}",
+                task="gaze",
+                image=row["path"],
+                boxes=[Box(box, 0)],
+                points=points,
+                inout=inout,
+                root=str(root),
+                meta={
+                    "path": row["path"],
+                    "idx": row["idx"],
+                    "eye": list(eye),
+                    "line": line_no,
+                    "source": row["source"],
+                    "orig": row["meta"],
+                    "gaze_raw": [row["gaze_x"], row["gaze_y"]],
+                },
+            )
+        )
     return out
 
 
@@ -181,10 +214,22 @@ def _read_test(root: Path, report: SkipReport) -> list[Sample]:
         person["idx"].append(row["idx"])
     return [
         Sample(
-            id=f"{p['row']['path']}#L{p['line']}", task="gaze", image=p["row"]["path"], boxes=[Box(p["box"], 0)],
-            points=p["points"], inout=1, root=str(root),
-            meta={"path": p["row"]["path"], "idx": p["idx"], "eye": list(p["eye"]), "line": p["line"],
-                  "source": p["row"]["source"], "orig": p["row"]["meta"], "n_annotators": len(p["points"])},
+            id=f"{p['row']['path']}#L{p['line']}",
+            task="gaze",
+            image=p["row"]["path"],
+            boxes=[Box(p["box"], 0)],
+            points=p["points"],
+            inout=1,
+            root=str(root),
+            meta={
+                "path": p["row"]["path"],
+                "idx": p["idx"],
+                "eye": list(p["eye"]),
+                "line": p["line"],
+                "source": p["row"]["source"],
+                "orig": p["row"]["meta"],
+                "n_annotators": len(p["points"]),
+            },
         )
         for p in persons.values()
-    ]  # fmt: skip
+    ]

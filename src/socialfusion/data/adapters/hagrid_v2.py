@@ -105,17 +105,30 @@ def _sample(key: str, record, folder_class: str, image: str, root: Path) -> Samp
         target = next((label for label in labels if label != NO_GESTURE), None)
         if target is None:  # ClassificationDataset drops labels == ["no_gesture"] outside the no_gesture folder
             raise _Protocol("only no_gesture hands in a gesture folder (dropped by the official classifier)")
-    boxes = [box for box, label in united if label in (target, None)] or [box for box, label in hands if label == target]
+    boxes = [box for box, label in united if label in (target, None)] or [
+        box for box, label in hands if label == target
+    ]
     # a no_gesture-folder image whose hands carry gesture labels is still no_gesture (full-frame): mark every hand
     boxes = boxes or [box for box, _ in hands]
     detection = [(box, label or target) for box, label in united] if united else hands
     user_id = record.get("user_id")
     return Sample(
-        id=key, task="gesture", image=image, boxes=[Box(b, 0) for b in boxes], label=CLASS_INDEX[target], root=str(root),
-        meta={"group": None if user_id is None else f"user:{user_id}", "user_id": None if user_id is None else str(user_id), "class_folder": folder_class, "labels": labels,
-              "hand_boxes": [_rounded(b) for b, _ in hands], "gesture_boxes": [_rounded(b) for b, _ in detection],
-              "gesture_labels": [label for _, label in detection]},
-    )  # fmt: skip
+        id=key,
+        task="gesture",
+        image=image,
+        boxes=[Box(b, 0) for b in boxes],
+        label=CLASS_INDEX[target],
+        root=str(root),
+        meta={
+            "group": None if user_id is None else f"user:{user_id}",
+            "user_id": None if user_id is None else str(user_id),
+            "class_folder": folder_class,
+            "labels": labels,
+            "hand_boxes": [_rounded(b) for b, _ in hands],
+            "gesture_boxes": [_rounded(b) for b, _ in detection],
+            "gesture_labels": [label for _, label in detection],
+        },
+    )
 
 
 def _hands(record: dict) -> list[tuple[tuple, str]]:

@@ -24,9 +24,13 @@ from ._common import DirectoryIndex, check_split, choice_option, first_existing,
 LEVELS = {
     # level: (label file, classes, split folder, split file name patterns)
     "fine": ("relationship.json", PISC_FINE, "relationship_split", ("relation_{split}idx.json",)),
-    "coarse": ("domain.json", PISC_COARSE, "domain_split",
-               ("domain_{split}idx.json", "relation_{split}idx.json", "{split}idx.json", "domain_{split}.json")),
-}  # fmt: skip
+    "coarse": (
+        "domain.json",
+        PISC_COARSE,
+        "domain_split",
+        ("domain_{split}idx.json", "relation_{split}idx.json", "{split}idx.json", "domain_{split}.json"),
+    ),
+}
 
 
 @DATASETS.register("pisc")
@@ -40,7 +44,9 @@ def read(root: Path, split: str, report: SkipReport, level="fine") -> list[Sampl
     if not isinstance(labels, dict):
         raise DataError(f"{root / label_file}: expected an object {{image id: {{'i j': label}}}}")
     labels = {_norm_id(k): v for k, v in labels.items()}
-    split_path = first_existing([root / split_dir / p.format(split=split) for p in patterns], f"PISC {level} {split} split")
+    split_path = first_existing(
+        [root / split_dir / p.format(split=split) for p in patterns], f"PISC {level} {split} split"
+    )
     image_ids = load_json(split_path, "PISC split list")
     if not isinstance(image_ids, list):
         raise DataError(f"{split_path}: expected a list of image ids")
@@ -65,7 +71,9 @@ def read(root: Path, split: str, report: SkipReport, level="fine") -> list[Sampl
             report.skip(f"{where} ({image})", "image: image file not found")
             continue
         for key, value in pairs.items():
-            sample = _pair(root, image_id, image, info, key, value, classes, level, f"{label_file}:{image_id}:{key}", report)
+            sample = _pair(
+                root, image_id, image, info, key, value, classes, level, f"{label_file}:{image_id}:{key}", report
+            )
             if sample is not None:
                 out.append(sample)
     return out
@@ -115,9 +123,14 @@ def _pair(root, image_id, image, info, key, value, classes, level, where, report
         report.skip(where, str(err))
         return None
     return Sample(
-        id=f"{image_id}:{i}-{j}", task="relation", image=image, boxes=[Box(first, 0), Box(second, 1)], label=label - 1,
-        root=str(root), meta={"image_id": image_id, "pair": [i, j], "level": level, "label_1based": label},
-    )  # fmt: skip
+        id=f"{image_id}:{i}-{j}",
+        task="relation",
+        image=image,
+        boxes=[Box(first, 0), Box(second, 1)],
+        label=label - 1,
+        root=str(root),
+        meta={"image_id": image_id, "pair": [i, j], "level": level, "label_1based": label},
+    )
 
 
 def _norm_id(value) -> str | None:
