@@ -210,14 +210,15 @@ def tables(result: dict) -> str:
     ):
         n = sum(1 for r in result["images"] if name == "all" or r["split"] == name)
         lines += ["", f"{name} ({n} images):", "", *kind_table(totals)]
-    found = lambda row: (
-        ", ".join(
+
+    def found(row):
+        counts = (
             f"{k}: {v['tp']}/{v['tp'] + v['fp']}/{v['tp'] + v['fn']}"
             for k, v in row["kinds"].items()
             if v["tp"] + v["fp"] + v["fn"]
         )
-        or "nothing (none labelled)"
-    )  # noqa: E731
+        return ", ".join(counts) or "nothing (none labelled)"
+
     if timed:
         lines += [
             "",

@@ -221,8 +221,7 @@ def bench_train(
         peak_mem = torch.cuda.max_memory_allocated(device) / 1e9
         est = plan["estimated_training_memory_gb"]
         out.update(peak_memory_gb=peak_mem, plan_memory_gb=est, memory_vs_plan=peak_mem / est)
-    optimizer.zero_grad(set_to_none=True)
-    del optimizer, scheduler
+    optimizer.zero_grad(set_to_none=True)  # the optimiser and its state go with this frame
     return out
 
 

@@ -75,7 +75,7 @@ def select(config, out: Path, tasks: list[str], candidates: list[float], progres
 def markdown(result: dict) -> str:
     from socialfusion.eval.intervals import fmt_ci
 
-    lines = [f"| lr_encoder | task | metric | val [95 % interval] | n | seconds |", "|---|---|---|---|---|---|"]
+    lines = ["| lr_encoder | task | metric | val [95 % interval] | n | seconds |", "|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(
             f"| {r['lr_encoder']:g} | {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | {r['n']} | {r['seconds']} |"

@@ -234,8 +234,8 @@ class TrainWorker:
     def __init__(self, spec: dict):
         import torch
 
-        from socialfusion.tasks import tasks_from_config
         from socialfusion.models.llm import build_tokenizer
+        from socialfusion.tasks import tasks_from_config
 
         self.spec = spec
         self.preset = spec["preset"]
@@ -1199,7 +1199,7 @@ def analyse(groups: list[dict]) -> dict:
         out["train"][preset] = {"rows": rows, "peak_gflops": {d: v / 1e9 for d, v in peak.items()}}
         ref = rows.get("llava-fp32")
         if ref:
-            for w, row in rows.items():
+            for row in rows.values():
                 row["speedup_vs_llava_fp32"] = ref["step_s"] / row["step_s"]
             if "llava-bf16" in rows:
                 for w in ("sf-features-bf16", "sf-pixels-bf16"):
@@ -1331,7 +1331,6 @@ def render(report: dict) -> str:
         L.append(f"### Training step, `{preset}` (preset `{g.get('preset', preset)}`, batch {BATCH})")
         L.append("")
         info = g["worker_setup"]
-        anyw = next(w for w in info if w != "matmul")
         L.append(
             f"Load average start {g['load_start']}, end {g['load_end']}; busy {g['machine_busy_during_measurement']:.0%}; {g['results'][next(iter(g['results']))]['n']} measured rounds after warm-up; group wall {g['wall_s']:.0f}s."
         )
@@ -1567,8 +1566,6 @@ def main(argv=None) -> int:
     if args.out:
         results_dir = Path(args.out).resolve()
     elif args.smoke:
-        import tempfile
-
         results_dir = Path(tempfile.mkdtemp(prefix="socialfusion-bench-smoke-"))
     else:
         results_dir = RESULTS_DIR

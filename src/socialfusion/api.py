@@ -50,16 +50,16 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
 from .data.adapters._boxes import BoxError as BoxProblem, clip_to_image
-from .data.images import ImageError, load_image_bytes
+from .data.images import load_image_bytes
 from .errors import UserError
-
 from .tasks.base import BOX_KINDS
 
 MAX_BOXES = 64  # per image; more is certainly a mistake (and memory grows with it)
@@ -327,7 +327,7 @@ class SocialFusion:
         device: str = "auto",
         precision: str = "auto",
         threads: int | str | None = "auto",
-    ) -> "SocialFusion":
+    ) -> SocialFusion:
         """A checkpoint directory (`load_model`) or a preset name / YAML config (random init where it says so);
         either model type (`model.type`: socialfusion or a VLM baseline) through the one factory. A preset warns
         (UntrainedModelWarning), and every answer it gives carries that warning. `threads`: torch's (and the

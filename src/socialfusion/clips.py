@@ -20,9 +20,9 @@ part-way (truncated) keeps the frames decoded until then, and its summary says w
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .data.images import IMAGE_SUFFIXES, ImageError, image_size, load_image, max_pixels
 from .data.schema import DataError

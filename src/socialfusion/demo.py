@@ -12,6 +12,10 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .study import StudyPlan
 
 DATASET_DIRS = {
     "lam": "ego4d_lam",
@@ -51,7 +55,7 @@ SCALES = {
 DEMO_LR_ENCODER = 2e-5
 
 
-def demo_plan(scale: str) -> "StudyPlan":
+def demo_plan(scale: str) -> StudyPlan:
     from .study import StudyPlan
 
     return StudyPlan(budget="plateau", probe_pools=["box", "pair"], **SCALES[scale]["plan"])

@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +139,7 @@ class _Model:
             return {d["name"]: self.interp.get_tensor(d["index"])[0].copy() for d in self.interp.get_output_details()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model(name: str, threads: int | None = None) -> _Model:
     return _Model(name, threads)
 
@@ -161,7 +161,7 @@ def available() -> bool:
 
 
 # ------------------------------------------------------------------------------------------ SSD decoding
-@lru_cache(maxsize=None)
+@cache
 def _anchors(size: int, strides: tuple[int, ...], per_layer: int) -> np.ndarray:
     """MediaPipe's SsdAnchorsCalculator with fixed_anchor_size (every anchor is 1x1): cell centres, layers that
     share a stride stacked on the same grid, `per_layer` anchors each (2 when interpolated_scale_aspect_ratio=1)."""

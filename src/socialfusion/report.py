@@ -444,7 +444,7 @@ def write_report(
     for name, ds in val_sets.items():
         samples, predictions = example_predictions(model, ds)
         figures.update(ds.task.figures(joint.get(name), samples, predictions, figs))
-    for key, res in (("transfer", transfer), ("probe", probe), ("gradconf", gradconf)):
+    for res in (transfer, probe, gradconf):
         for f in res.get("figures", []) if isinstance(res, dict) else []:
             figures[Path(f).stem] = Path(f)
         captions.update(res.get("captions", {}) if isinstance(res, dict) else {})

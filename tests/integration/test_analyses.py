@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from socialfusion.analysis import jsonable
-from socialfusion.config import apply_overrides
 from socialfusion.analysis.transfer import budget_steps, normalise_baselines, parse_baseline, transfer_row
+from socialfusion.config import apply_overrides
 
 DIRS = {
     "lam": "ego4d_lam",
@@ -273,8 +273,8 @@ def test_gradconf_end_to_end_from_config_and_checkpoint(bench, tmp_path, one_thr
     from socialfusion.analysis.gradconf import main
     from socialfusion.config import load_config
     from socialfusion.models.checkpoint import save_checkpoint
-    from socialfusion.tasks import tasks_from_config
     from socialfusion.models.socialfusion import SocialFusionModel
+    from socialfusion.tasks import tasks_from_config
 
     root, overrides = bench
     out = tmp_path / "gc"

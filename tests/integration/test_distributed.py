@@ -30,7 +30,6 @@ from socialfusion.config import Config
 from socialfusion.numerics import tolerance
 from socialfusion.train import distributed
 from socialfusion.train.step import train_step
-from tests.conftest import synth_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS, ACCUM, PER_RANK, LR = 3, 2, 2, 1e-2

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from socialfusion import cli
-from socialfusion import detect as D
+from socialfusion import cli, detect as D
 
 ROOT = Path(__file__).resolve().parents[2]
 

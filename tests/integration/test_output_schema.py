@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from socialfusion import cli
-from socialfusion import detect as D
+from socialfusion import cli, detect as D
 
 ROOT = Path(__file__).resolve().parents[2]
 LEAVES = {"probs", "labels", "targets"}  # objects keyed by class or target: their keys are values, not fields

@@ -254,6 +254,6 @@ def test_training_with_one_worker_matches_no_worker_exactly_also_across_a_resume
     _train(synth_root, tmp_path, "resumed", 1, stop_after=1)
     s2, rows2 = _train(synth_root, tmp_path, "resumed", 1, resume=True)
     assert s2["step"] == 4
-    assert [(r["step"], r["loss"]) for r in rows2 if "loss" in r] == [(s, l) for s, l, _ in losses0]
+    assert [(r["step"], r["loss"]) for r in rows2 if "loss" in r] == [(s, loss) for s, loss, _ in losses0]
     w2 = _weights(tmp_path / "resumed")
     assert all(torch.equal(w0[k], w2[k]) for k in w0)

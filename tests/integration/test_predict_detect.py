@@ -13,8 +13,7 @@ import warnings
 import pytest
 from PIL import Image
 
-from socialfusion import cli
-from socialfusion import detect as D
+from socialfusion import cli, detect as D
 
 needs_models = pytest.mark.skipif(not D.available(), reason=f"detection packages not installed: {D.EXTRA_HINT}")
 

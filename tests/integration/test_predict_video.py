@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from socialfusion import cli
-from socialfusion import detect as D
+from socialfusion import cli, detect as D
 
 av = pytest.importorskip("av")
 needs_models = pytest.mark.skipif(not D.available(), reason=f"detection packages not installed: {D.EXTRA_HINT}")

@@ -46,7 +46,7 @@ def test_fixed_init_tiny_model_reproduces_the_stored_loss_sequence(synth_root, t
     ]
     assert main_train([*args, "--out", str(tmp_path / "run"), "--no-progress", "--report-to", "none"]) == 0
     losses = _losses(tmp_path / "run")
-    assert len(losses) == 6 and all(l > 0 for l in losses)
+    assert len(losses) == 6 and all(loss > 0 for loss in losses)
     assert not (tmp_path / "run" / "tensorboard").exists()
     if os.environ.get("SOCIALFUSION_UPDATE_GOLDEN") and precision == "fp32":
         GOLDEN.write_text(json.dumps({"losses": losses}, indent=1))

@@ -12,10 +12,10 @@ from PIL import Image
 from socialfusion.api import SocialFusion
 from socialfusion.config import load_config
 from socialfusion.models.vlm import VLMBaseline
+from socialfusion.runtime import resolve_precision
 from socialfusion.serve.http import create_app
 from socialfusion.serve.predict_cli import main as predict_main
 from socialfusion.train.loop import train
-from socialfusion.runtime import resolve_precision
 from tests.conftest import PRECISIONS, as_served, in_precision, synth_overrides
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

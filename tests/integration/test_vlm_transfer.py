@@ -5,8 +5,7 @@ import json
 
 import torch
 
-from socialfusion.config import apply_overrides, select_tasks
-from socialfusion.config import load_config
+from socialfusion.config import apply_overrides, load_config, select_tasks
 from tests.conftest import synth_overrides
 
 VLM_BASELINE = [

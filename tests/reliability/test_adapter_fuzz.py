@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from socialfusion.data.adapters import read_dataset
 from socialfusion.data.schema import DataError, Sample
@@ -490,7 +489,7 @@ def _hagrid_required_paths(records: dict) -> list[tuple]:
     out = []
     for cls, recs in records.items():
         for key, rec in recs.items():
-            for i, box in enumerate(rec["bboxes"]):
+            for i in range(len(rec["bboxes"])):
                 out += [(cls, key, "bboxes", i, j) for j in range(4)]
                 out.append((cls, key, "bboxes", i))
             out += [(cls, key, "labels", i) for i in range(len(rec["labels"]))]
@@ -569,7 +568,7 @@ def _pisc_required_paths(files: dict) -> list[tuple]:
     out = []
     for k, rec in enumerate(files["annotation_image_info.json"]):
         out += [("annotation_image_info.json", k, f) for f in ("id", "imgW", "imgH", "bbox")]
-        for b, box in enumerate(rec["bbox"]):
+        for b in range(len(rec["bbox"])):
             out += [("annotation_image_info.json", k, "bbox", b, j) for j in range(4)] + [
                 ("annotation_image_info.json", k, "bbox", b)
             ]

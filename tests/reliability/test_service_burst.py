@@ -77,7 +77,7 @@ def _valid_images() -> list[tuple[str, bytes]]:
     return [
         ("rgb.png", _encode(_noise(64, 48, 1), "PNG")),
         ("rgb.jpg", _encode(_noise(80, 60, 2), "JPEG")),
-        ("grey16.png", _encode(Image.fromarray((np.arange(50 * 40, dtype=np.uint16).reshape(40, 50) * 30)), "PNG")),
+        ("grey16.png", _encode(Image.fromarray(np.arange(50 * 40, dtype=np.uint16).reshape(40, 50) * 30), "PNG")),
         ("cmyk.jpg", _encode(_noise(48, 48, 3).convert("CMYK"), "JPEG")),
         ("palette.png", _encode(palette, "PNG", transparency=0)),
         ("exif.jpg", _exif_rotated(4)),

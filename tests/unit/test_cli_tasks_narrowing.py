@@ -76,9 +76,11 @@ def test_plan_reads_no_data():
 
 
 def test_python_dash_m_socialfusion_and_plain_text_help():
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "socialfusion", *a], capture_output=True, text=True, timeout=120
-    )  # noqa: E731
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "socialfusion", *args], capture_output=True, text=True, timeout=120
+        )
+
     version = run("--version")
     assert version.returncode == 0 and version.stdout.startswith("socialfusion "), version.stderr
     for verb in ("study", "demo"):

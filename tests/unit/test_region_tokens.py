@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from socialfusion.config import apply_overrides as apply_overrides_to_config
-from socialfusion.config import ConfigError
+from socialfusion.config import ConfigError, apply_overrides as apply_overrides_to_config
 from socialfusion.models.box_mask import role_union_boxes
 from socialfusion.models.connector import roi_align
 from tests.conftest import make_batch

@@ -144,11 +144,11 @@ def test_a_few_steps_on_a_fixed_batch_reduce_the_loss_and_only_trainable_parts_l
         losses = [model(b)["loss"] for b in batches]
         sum(losses).backward()
         if step == 0:
-            first = [l.item() for l in losses]
+            first = [loss.item() for loss in losses]
             for name, p in model.named_parameters():
                 assert (p.grad is not None) == p.requires_grad or "lora_A" in name, name
         opt.step()
-        last = [l.item() for l in losses]
+        last = [loss.item() for loss in losses]
     assert all(b < a for a, b in zip(first, last)), (first, last)
     table = {r["component"]: r for r in model.parameter_table()}
     assert set(table) == {"vision", "projector", "llm", "llm.lora", "gaze_head"}
@@ -254,7 +254,7 @@ def test_checkpoint_round_trip_through_the_factory(vlm, tmp_path):
     config = load_config(PRESETS[vlm.family])
     model = copy.deepcopy(vlm)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.01 * torch.randn_like(p))
     save_checkpoint(model, config, tmp_path / "ckpt")

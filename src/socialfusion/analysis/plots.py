@@ -9,9 +9,8 @@ Labels are words, never emoji (the report's browser may lack an emoji font).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-
-from typing import Sequence
 
 from ..eval.intervals import fmt_ci
 from . import fmt

@@ -426,10 +426,10 @@ def run_probe(
     every layer: N x h*w x d float16 each)."""
     from ..data.pipeline import build_task_datasets
     from ..data.skips import SkipReport
-    from ..models.encoder import VisionEncoder
-    from ..tasks import tasks_from_config
-    from ..runtime import resolve_device
     from ..eval.intervals import interval_info
+    from ..models.encoder import VisionEncoder
+    from ..runtime import resolve_device
+    from ..tasks import tasks_from_config
     from .plots import probe_caption, probe_figure, probe_markdown, probe_table
 
     t0 = time.perf_counter()
@@ -593,8 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_intermixed_args(argv)
-    from ..config import ConfigError
-    from ..config import load_config
+    from ..config import ConfigError, load_config
     from ..data.pipeline import narrow_to_tasks
 
     config = load_config(args.config, args.overrides)  # a ConfigError goes to the dispatcher (one line, exit 2)

@@ -213,7 +213,6 @@ def _train_and_evaluate(
     """Train (unless `resume` finds this run finished with the same config) and evaluate its selected checkpoint
     (best under early stopping, else last) on the report split: (metrics with intervals, {task: (sample ids,
     bootstrap statistic)} for the paired comparison, the run's fit record with the checkpoint evaluated)."""
-    from ..config import dump_yaml
     from ..eval.evaluate import evaluate_model
     from ..models.checkpoint import load_model
     from ..runtime import resolve_device
@@ -644,8 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
-    from ..config import ConfigError
-    from ..config import load_config
+    from ..config import ConfigError, load_config
     from ..data.pipeline import check_root
 
     try:  # everything is checked before any training; a ConfigError goes to the dispatcher (one line, exit 2)

@@ -148,7 +148,7 @@ def _load_records(path: Path, report) -> list:
 
 def _tasks(task_options: list[str]):
     """task name -> task object (built once, with --task-option values)."""
-    from ..tasks import TASKS, build_task, load_all
+    from ..tasks import build_task, load_all
 
     per_task: dict[str, dict] = {}
     for key, value in parse_options(task_options).items():

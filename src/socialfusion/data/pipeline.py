@@ -15,8 +15,8 @@ workers; the skips a worker records travel back with its batch and are recorded 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -312,7 +312,7 @@ class BatchLoader:
             iterator._shutdown_workers()
         self.loader._iterator = None
 
-    def __enter__(self) -> "BatchLoader":
+    def __enter__(self) -> BatchLoader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..errors import UserError
 
@@ -82,7 +83,7 @@ class Sample:
         return record
 
     @classmethod
-    def from_dict(cls, record: dict[str, Any], root: str = "") -> "Sample":
+    def from_dict(cls, record: dict[str, Any], root: str = "") -> Sample:
         """Parse a canonical record; `root` is used when the record carries none."""
         try:
             raw_boxes = record.get("boxes", [])

@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .schema import DataError
 
@@ -39,7 +39,7 @@ def _import_av():
     return av
 
 
-def frames_at_rate(path: Path, fps: float = 30.0) -> Iterator[tuple[int, "object"]]:
+def frames_at_rate(path: Path, fps: float = 30.0) -> Iterator[tuple[int, object]]:
     """(image number from 1, decoded frame) for every output slot of ffmpeg's `fps` filter over the video at
     `path`; `frame.to_image()` gives the PIL image (converted only for the images that are written)."""
     av = _import_av()

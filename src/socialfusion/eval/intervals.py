@@ -12,8 +12,9 @@ generator, so memory stays bounded on large splits and the result depends only o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from statistics import NormalDist
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

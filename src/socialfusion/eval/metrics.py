@@ -9,7 +9,8 @@ message naming the problem on empty or mismatched inputs. See docs/DATASETS.md s
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch

@@ -10,7 +10,6 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..config import ModelConfig
 from ..tasks import default_tasks

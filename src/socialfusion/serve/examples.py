@@ -6,7 +6,7 @@ trained on; they show how to use the page, not what the model does on photograph
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -74,7 +74,7 @@ _EXAMPLES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _render(name: str) -> tuple[bytes, tuple]:
     title, draw, seed = _EXAMPLES[name]
     img, boxes = draw(seed)

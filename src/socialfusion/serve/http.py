@@ -162,8 +162,8 @@ def create_app(
     """The FastAPI app serving `predictor` (a `socialfusion.api.SocialFusion`); with `api_key`, every request but
     the public pages needs it (see the module docstring)."""
     from ..api import BOX_KINDS, PredictInputError, load_image_bytes, result_to_json
-    from ..detect import EXTRA_HINT as DETECT_HINT, available as detect_available
     from ..data.images import ImageError
+    from ..detect import EXTRA_HINT as DETECT_HINT, available as detect_available
     from ..runtime import resolve_precision
     from .examples import example_png, list_examples
 

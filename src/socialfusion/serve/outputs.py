@@ -112,8 +112,9 @@ class VideoWriter:
         self.frames = 0
 
     def add(self, image) -> None:
-        import av
         from fractions import Fraction
+
+        import av
 
         if self._container is None:
             self._container = av.open(str(self.path), mode="w")

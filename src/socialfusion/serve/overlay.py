@@ -187,7 +187,7 @@ def draw_frame(image, row: dict, max_lines: int = 6):
     boxes = [(t, b) for t in row["tracks"] for b in t["boxes"]]
     tags = [f"{b['kind']} {t['track']}" for t, b in boxes]
     sizes = [(draw.textlength(tag, font=font) + 6, size + 4) for tag in tags]
-    for (t, b), tag, (lx, ly) in zip(boxes, tags, place_labels([b["xyxy"] for _, b in boxes], sizes, w, h)):
+    for (_, b), tag, (lx, ly) in zip(boxes, tags, place_labels([b["xyxy"] for _, b in boxes], sizes, w, h)):
         color = KIND_COLORS.get(b["kind"], "#ffffff")
         draw.rectangle(b["xyxy"], outline=color, width=max(2, size // 6))
         draw.rectangle((lx, ly, lx + draw.textlength(tag, font=font) + 6, ly + size + 4), fill=color)

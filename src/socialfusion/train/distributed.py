@@ -28,8 +28,10 @@ from torch import nn
 
 from ..config import Config
 from ..models.checkpoint import trained_tensors
-from ..runtime import device_for_rank  # noqa: F401  (re-exported: the process setup lives in runtime)
-from ..runtime import init_distributed as init  # noqa: F401
+from ..runtime import (
+    device_for_rank,  # noqa: F401  (re-exported: the process setup lives in runtime)
+    init_distributed as init,  # noqa: F401
+)
 
 
 class DistributedError(RuntimeError):

@@ -116,7 +116,7 @@ class Selection:
         }
 
     @classmethod
-    def from_tensors(cls, state: dict) -> "Selection":
+    def from_tensors(cls, state: dict) -> Selection:
         # checkpoints written before best_step/plateaued existed resume as "not stopped, best step unknown"
         return cls(
             float(state["best"]),

@@ -10,7 +10,6 @@ import torch
 from ..config import TrainConfig
 from ..models.trainability import component_of
 
-
 # the pretrained vision encoder's components (SocialFusion's encoder, a VLM's vision tower, with or without LoRA)
 ENCODER_COMPONENTS = ("encoder", "encoder.lora", "vision", "vision.lora")
 # A pretrained encoder trained at the connector's rate is wrecked within a few hundred steps (the VLM-style

@@ -12,7 +12,6 @@ from ..images import ImageError, image_size
 from ..schema import DataError
 from ..skips import SkipReport
 
-
 # ---- annotation files: a missing or unparsable file is an error, never a silent empty dataset ----------------
 
 
