@@ -119,7 +119,8 @@ def render(report: dict) -> str:
         f"Machine: {f['cpu']} ({f['cpu_cores']} cores), native bf16: {f['cpu_native_bf16']} {f['cpu_bf16_flags']}, "
         f"precision auto -> {f['cpu_auto_precision']}; torch {torch.__version__}.",
         "",
-        "| preset | precision | grouping | max prob diff | max heatmap cell diff | label changes | tolerance (prob, cell) |",
+        "| preset | precision | grouping | max prob diff | max "
+        "heatmap cell diff | label changes | tolerance (prob, cell) |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
@@ -128,12 +129,14 @@ def render(report: dict) -> str:
             for grouping in ("tasks", "images"):
                 c = row[precision][grouping]
                 lines.append(
-                    f"| {row['preset']} | {precision} | {grouping} | {c['max_probability_diff']:.2e} | {c['max_heatmap_cell_diff']:.2e} | "
-                    f"{c['label_changes']}/{c['labels']} | {tol['probability']:g}, {tol['heatmap']:g} |"
+                    f"| {row['preset']} | {precision} | {grouping} | {c['max_probability_diff']:.2e} | "
+                    f"{c['max_heatmap_cell_diff']:.2e} | {c['label_changes']}/{c['labels']} "
+                    f"| {tol['probability']:g}, {tol['heatmap']:g} |"
                 )
         c = row["precision"]
         lines.append(
-            f"| {row['preset']} | bf16 vs fp32 | | {c['max_probability_diff']:.2e} | {c['max_heatmap_cell_diff']:.2e} | {c['label_changes']}/{c['labels']} | |"
+            f"| {row['preset']} | bf16 vs fp32 | | {c['max_probability_diff']:.2e} | "
+            f"{c['max_heatmap_cell_diff']:.2e} | {c['label_changes']}/{c['labels']} | |"
         )
     return "\n".join(lines)
 

@@ -92,9 +92,9 @@ def render(report: dict) -> str:
     lines = [
         f"### Feature-cache reads (`{report['command']}`)",
         "",
-        f"{m.get('Model name', '?')}, {m.get('CPU(s)', '?')} CPUs, bf16 native: {m.get('mkldnn_bf16_supported')}; page cache warm (entries just written); "
-        f"{report['repeats']} repeats, median [min-max]; {report['started']}; load average "
-        f"{report['load_start'][0]:.1f} at the start, {report['load_end'][0]:.1f} at the end.",
+        f"{m.get('Model name', '?')}, {m.get('CPU(s)', '?')} CPUs, bf16 native: {m.get('mkldnn_bf16_supported')}; page "
+        f"cache warm (entries just written); {report['repeats']} repeats, median [min-max]; {report['started']}; load "
+        f"average {report['load_start'][0]:.1f} at the start, {report['load_end'][0]:.1f} at the end.",
         "",
         "| shape | tokens x dim | dtype | MB/entry | checksum | entries | entries/s | MB/s |",
         "|---|---|---|---|---|---|---|---|",

@@ -12,8 +12,9 @@ scikit-image, matplotlib and scikit-learn ship are loaded from the installed pac
 kept in benchmarks/detect_eval/images/, copied from MIT-licensed packages, see CREDITS.md there; nothing is
 downloaded). Each image is in the `tune` or the `report` split: settings are chosen on tune, figures quoted on
 report. A detection is right when its IoU with a not-yet-matched box of its kind is >= 0.5 (greedy, best score
-first); one that overlaps an `ignore` region of its kind (or of kind `any`) by half its area counts neither way. Heads are scored against hand-drawn head boxes, i.e. they
-measure the face detector and the head-from-face rule together. Time: the whole `detect` call (all four kinds)
+first); one that overlaps an `ignore` region of its kind (or of kind `any`) by half its area counts neither way.
+Heads are scored against hand-drawn head boxes, i.e. they measure the face detector and the head-from-face rule
+together. Time: the whole `detect` call (all four kinds)
 and each kind alone, after one untimed warm-up call per image; median and range over the repeats. The CPU time
 of the whole call (all threads of the process) is recorded too: on a shared machine it moves less than wall time.
 """
@@ -192,7 +193,8 @@ def kind_table(totals: dict) -> list[str]:
     lines = ["| kind | labelled | detected | right | recall | precision |", "|---|---|---|---|---|---|"]
     for kind, t in totals.items():
         lines.append(
-            f"| {kind} | {t['tp'] + t['fn']} | {t['tp'] + t['fp']} | {t['tp']} | {_ratio(t['tp'], t['tp'] + t['fn'])} | {_ratio(t['tp'], t['tp'] + t['fp'])} |"
+            f"| {kind} | {t['tp'] + t['fn']} | {t['tp'] + t['fp']} | {t['tp']} | "
+            f"{_ratio(t['tp'], t['tp'] + t['fn'])} | {_ratio(t['tp'], t['tp'] + t['fp'])} |"
         )
     return lines
 
@@ -200,7 +202,8 @@ def kind_table(totals: dict) -> list[str]:
 def tables(result: dict) -> str:
     timed = result["repeats"] > 0
     lines = [
-        f"IoU >= {result['iou']}; {result['repeats']} timed repeats per image; LiteRT threads: {result['threads']}; CPU: {result['cpu']}",
+        f"IoU >= {result['iou']}; {result['repeats']} timed repeats per image; "
+        f"LiteRT threads: {result['threads']}; CPU: {result['cpu']}",
         f"settings: {json.dumps(result['settings'], sort_keys=True)}",
     ]
     for name, totals in (
@@ -222,13 +225,15 @@ def tables(result: dict) -> str:
     if timed:
         lines += [
             "",
-            "| image | split | size | all kinds: wall ms, median (range) | all kinds: CPU ms | face+head (wall) | hand | person | found (kind: right/detected/labelled) |",
+            "| image | split | size | all kinds: wall ms, median (range) | all kinds: "
+            "CPU ms | face+head (wall) | hand | person | found (kind: right/detected/labelled) |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for row in result["images"]:
             t = row["times_s"]
             lines.append(
-                f"| {row['name']} | {row['split']} | {row['size'][0]}x{row['size'][1]} | {_ms(t['all'])} | {_ms(t['all_cpu'])} | {_ms(t['face'])} | {_ms(t['hand'])} | {_ms(t['person'])} | {found(row)} |"
+                f"| {row['name']} | {row['split']} | {row['size'][0]}x{row['size'][1]} | {_ms(t['all'])} | "
+                f"{_ms(t['all_cpu'])} | {_ms(t['face'])} | {_ms(t['hand'])} | {_ms(t['person'])} | {found(row)} |"
             )
     else:
         lines += ["", "| image | split | size | found (kind: right/detected/labelled) |", "|---|---|---|---|"]

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """`make benchmark-gpu`: the `paper` preset at full size on the accelerator, random weights, no download.
 
-    make benchmark-gpu                       # paper preset, resolved device (the GPU), bf16: results/gpu-paper.{json,md}
+    make benchmark-gpu        # paper preset, resolved device (the GPU), bf16: results/gpu-paper.{json,md}
     .venv/bin/python benchmarks/gpu.py --preset tiny --device cpu --precision fp32 --batch-size 2 \\
-        --predict-batch-size 4 --steps 2 --warmup 1          # the CPU check of tests/integration/test_benchmark_gpu.py
+        --predict-batch-size 4 --steps 2 --warmup 1   # the CPU check of tests/integration/test_benchmark_gpu.py
 
 The model is built from the preset's architecture JSONs (CLIP ViT-L/14-336 and Qwen2.5-7B-Instruct for `paper`)
 with random weights, directly on the device: frozen weights in the compute dtype (bf16 where the device has it,
@@ -83,7 +83,8 @@ def build(preset: str, device: torch.device, precision: str, batch_size: int | N
     for part in (config.model.encoder, config.model.llm):
         if part.arch is None:
             raise SystemExit(
-                f"preset {preset!r}: {part.pretrained!r} has no architecture JSON (`arch`), so it cannot be built without a download"
+                f"preset {preset!r}: {part.pretrained!r} has no architecture "
+                "JSON (`arch`), so it cannot be built without a download"
             )
         part.pretrained = None
     dtype = compute_dtype(device, precision)
@@ -244,8 +245,8 @@ def render(r: dict) -> str:
     lines = [
         f"### `{r['command']}`",
         "",
-        f"{r['device_name']} ({r['device']}), precision {r['precision']}, preset `{r['preset']}`; LoRA r={r['lora_r']}, "
-        f"gradient checkpointing {r['gradient_checkpointing']}; measured {peak['dtype']} matmul peak "
+        f"{r['device_name']} ({r['device']}), precision {r['precision']}, preset `{r['preset']}`; LoRA "
+        f"r={r['lora_r']}, gradient checkpointing {r['gradient_checkpointing']}; measured {peak['dtype']} matmul peak "
         f"{peak['flops_per_s'] / 1e12:.4g} TFLOP/s (n={peak['n']}); {r['started']}.",
         "",
         "| measurement | batch | median s [min-max] | tokens/s | MFU | peak memory GB (plan) |",
@@ -259,11 +260,13 @@ def render(r: dict) -> str:
         )
         tok = f"{t['tokens_per_s']:,.0f}" if t["tokens_per_s"] else "?"
         lines.append(
-            f"| train step from {t['input']} | {t['batch_size']} | {t['median_s']:.3f} [{t['min_s']:.3f}-{t['max_s']:.3f}] | {tok} | {100 * t['mfu']:.1f} % | {mem} |"
+            f"| train step from {t['input']} | {t['batch_size']} | {t['median_s']:.3f} "
+            f"[{t['min_s']:.3f}-{t['max_s']:.3f}] | {tok} | {100 * t['mfu']:.1f} % | {mem} |"
         )
     p = r["predict"]
     lines.append(
-        f"| predict from pixels | {p['batch_size']} | {p['median_s']:.3f} [{p['min_s']:.3f}-{p['max_s']:.3f}] | {p['images_per_s']:.1f} images/s | | |"
+        f"| predict from pixels | {p['batch_size']} | {p['median_s']:.3f} "
+        f"[{p['min_s']:.3f}-{p['max_s']:.3f}] | {p['images_per_s']:.1f} images/s | | |"
     )
     lines.append("")
     for name, t in r["targets"].items():

@@ -46,7 +46,8 @@ def main() -> None:
     p.add_argument("--resamples", type=int, default=1000)
     args = p.parse_args()
     print(
-        f"| task | n | resampler setup s (median [min, max]) | bootstrap {args.resamples} resamples s (median [min, max]) |"
+        "| task | n | resampler setup s (median [min, "
+        f"max]) | bootstrap {args.resamples} resamples s (median [min, max]) |"
     )
     print("|---|---|---|---|")
     for n in (100, 1000):

@@ -2,7 +2,8 @@
 seed, on the synthetic benchmark (docs/DESIGN-CHANGES.md item 24 records what they decided).
 
     python benchmarks/learning_curves.py --data runs/demo/data --out runs/curves --tasks expression,gesture \\
-        --steps 300 --seeds 3 --variant base= --variant l4=model.llm.num_layers=4 --json benchmarks/results/learning-curves.json
+        --steps 300 --seeds 3 --variant base= --variant l4=model.llm.num_layers=4 \\
+        --json benchmarks/results/learning-curves.json
     python benchmarks/learning_curves.py --smoke     # tiny preset, two variants, a few steps: does it still run?
 
 Every run trains with the plateau protocol's evaluations (train.eval_every) but no early stopping, so each curve

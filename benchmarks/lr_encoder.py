@@ -27,7 +27,8 @@ from socialfusion.numerics import precision_facts
 
 
 def select(config, out: Path, tasks: list[str], candidates: list[float], progress: bool = False) -> dict:
-    """Train and evaluate one single-task VLM-style model per (candidate, task); the best candidate by mean val metric."""
+    """Train and evaluate one single-task VLM-style model per (candidate, task); the best candidate by mean val
+    metric."""
     from socialfusion.analysis.transfer import VLM_STYLE
     from socialfusion.config import apply_overrides, select_tasks
     from socialfusion.eval.evaluate import evaluate_model
@@ -78,7 +79,8 @@ def markdown(result: dict) -> str:
     lines = ["| lr_encoder | task | metric | val [95 % interval] | n | seconds |", "|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(
-            f"| {r['lr_encoder']:g} | {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | {r['n']} | {r['seconds']} |"
+            f"| {r['lr_encoder']:g} | {r['task']} | {r['metric']} | "
+            f"{fmt_ci(r['value'], r['ci'])} | {r['n']} | {r['seconds']} |"
         )
     lines.append("")
     lines.append(

@@ -286,22 +286,28 @@ def targets(report: dict) -> list[dict]:
 def render(report: dict) -> str:
     m, st, s = report["machine"], report["setup"], report["summary"]
     L = [
-        f"Run: `{report['command']}` ({report['mode']}), {report['started']} -> {report['finished']}, {report['wall_s'] / 60:.1f} min wall.",
+        f"Run: `{report['command']}` ({report['mode']}), "
+        f"{report['started']} -> {report['finished']}, {report['wall_s'] / 60:.1f} min wall.",
         "",
     ]
     if report["mode"].endswith("smoke"):
         L += [
-            "**Smoke run**: it checks that the pipeline benchmark runs (tiny preset, small images, one round); its numbers are not measurements.",
+            "**Smoke run**: it checks that the pipeline benchmark runs (tiny preset, "
+            "small images, one round); its numbers are not measurements.",
             "",
         ]
     L.append(
-        f"Machine: {m.get('Model name')} ({m.get('CPU(s)')} CPUs), torch {m.get('torch')} ({st['torch_threads']} threads in the training process, 1 per worker); "
-        f"load average start {report['load_start']}, end {report['load_end']}; machine busy {report['machine_busy_during_measurement']:.0%} during the rounds (ours + others)."
+        f"Machine: {m.get('Model name')} ({m.get('CPU(s)')} CPUs), torch {m.get('torch')} ({st['torch_threads']} "
+        f"threads in the training process, 1 per worker); load average start {report['load_start']}, "
+        f"end {report['load_end']}; "
+        f"machine busy {report['machine_busy_during_measurement']:.0%} during the rounds (ours + others)."
     )
     L.append("")
     L.append(
-        f"Preset `{st['preset']}` from pixels ({st['image_size']} px, batch {st['batch_size']}, fp32), {st['images_per_size']} generated JPEGs per size "
-        f"(mean file {', '.join(f'{k} {v:.0f} kB' for k, v in report['mean_file_kb'].items())}); each unit: {st['warmup_steps']} warm-up + {st['timed_steps']} timed steps; "
+        f"Preset `{st['preset']}` from pixels ({st['image_size']} px, batch {st['batch_size']}, fp32), "
+        f"{st['images_per_size']} generated JPEGs per size (mean file "
+        f"{', '.join(f'{k} {v:.0f} kB' for k, v in report['mean_file_kb'].items())}); each unit: "
+        f"{st['warmup_steps']} warm-up + {st['timed_steps']} timed steps; "
         f"{len(next(iter(report['results'].values())))} rounds."
     )
     L += [
@@ -312,12 +318,14 @@ def render(report: dict) -> str:
     for name, row in s.items():
         a, r = row["samples_per_s"], row["ratio_to_memory"]
         L.append(
-            f"| {name} | {a['median']:.2f} [{a['min']:.2f}-{a['max']:.2f}] | {r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}] | {row['main_cpu_per_wall']:.2f} |"
+            f"| {name} | {a['median']:.2f} [{a['min']:.2f}-{a['max']:.2f}] | {r['median']:.2f}x "
+            f"[{r['min']:.2f}-{r['max']:.2f}] | {row['main_cpu_per_wall']:.2f} |"
         )
     L += ["", "| target | measured | needed | met |", "|---|---|---|---|"]
     for t in targets(report):
         L.append(
-            f"| {t['config']}: from files with one worker / from memory | {t['ratio']:.2f}x | >= {TARGET}x | {'yes' if t['met'] else '**no**'} |"
+            f"| {t['config']}: from files with one worker / from memory | "
+            f"{t['ratio']:.2f}x | >= {TARGET}x | {'yes' if t['met'] else '**no**'} |"
         )
     d = report["decode_ms"]
     L += [

@@ -4,7 +4,7 @@ policy, on a quiet machine and with other jobs keeping the cores busy.
 
     nice -n 10 .venv/bin/python benchmarks/threads.py --json benchmarks/results/threads-idle.json
     nice -n 10 .venv/bin/python benchmarks/threads.py --load 2 --json benchmarks/results/threads-loaded.json
-    .venv/bin/python benchmarks/threads.py --smoke      # tiny preset, one worker, two rounds: does it still run? (tested)
+    .venv/bin/python benchmarks/threads.py --smoke   # tiny preset, one worker, two rounds: does it still run? (tested)
 
 One worker process per configuration (torch threads 1..cores, each with libgomp's default spin-waiting and with
 OMP_WAIT_POLICY=PASSIVE, which only a fresh process can take); each loads the model once, and the parent asks the

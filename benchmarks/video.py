@@ -191,10 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     result["loadavg_end"] = os.getloadavg()
     thr = result["throughput"]["summary"]
     print(
-        f"{result['cpu']}, {result['cores']} cores; load {result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}"
+        f"{result['cpu']}, {result['cores']} cores; "
+        f"load {result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}"
     )
     print(
-        f"predict --video at 640x480: {thr['frames']} frames, {thr['frames_per_s']} frames/s (threads {thr['threads']}); stages: {result['stages']}"
+        f"predict --video at 640x480: {thr['frames']} frames, "
+        f"{thr['frames_per_s']} frames/s (threads {thr['threads']}); stages: {result['stages']}"
     )
     if "memory" in result:
         print(f"10-minute clip: {result['memory']['summary']['frames']} frames, memory {result['memory']['growth']}")

@@ -541,7 +541,8 @@ class SocialFusion:
                     }
                 ]
                 notes.append(
-                    "no boxes given: the whole image is the box of each single-box task (a crop of a face, hand or head)"
+                    "no boxes given: the whole image is the box of each "
+                    "single-box task (a crop of a face, hand or head)"
                 )
             results.append({"image": None, "width": w, "height": h, "tasks": {}, "boxes": used, "notes": notes})
         # tasks that run on the same rows with the same boxes (lam and expression both read the face) form one

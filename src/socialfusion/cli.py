@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             traceback.print_exc()
             print(
-                "socialfusion: internal error (a bug, not a problem with your input): please report it with the traceback above",
+                "socialfusion: internal error (a bug, not a problem with your input): "
+                "please report it with the traceback above",
                 file=sys.stderr,
             )
             return BUG_STATUS

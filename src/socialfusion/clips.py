@@ -71,7 +71,8 @@ def _check_size(path, w: int, h: int) -> None:
         raise ClipError(f"{path}: frames have an empty size {w}x{h}")
     if w * h > max_pixels():
         raise ClipError(
-            f"{path}: frames of {w}x{h} = {w * h} pixels exceed the limit of {max_pixels()} (SOCIALFUSION_MAX_IMAGE_PIXELS)"
+            f"{path}: frames of {w}x{h} = {w * h} pixels exceed the "
+            f"limit of {max_pixels()} (SOCIALFUSION_MAX_IMAGE_PIXELS)"
         )
 
 
@@ -84,7 +85,8 @@ def probe(path: str | Path, fps: float = DEFAULT_FPS) -> ClipInfo:
         files = _frame_files(path)
         if not files:
             raise ClipError(
-                f"{path}: a folder of frames with no image in it (image files end in {', '.join(sorted(IMAGE_SUFFIXES))})"
+                f"{path}: a folder of frames with no image in it (image "
+                f"files end in {', '.join(sorted(IMAGE_SUFFIXES))})"
             )
         for file in files:  # the first frame that opens gives the size (a broken one is skipped when read)
             try:
@@ -348,7 +350,8 @@ class ClipSummary:
         self.info, self.tasks, self.notes = info, tasks, []
         if unsupported:
             self.notes.append(
-                f"not run on clips (their boxes are neither a face track's, a hand track's nor a pair of persons): {', '.join(unsupported)}"
+                "not run on clips (their boxes are neither a face track's, "
+                f"a hand track's nor a pair of persons): {', '.join(unsupported)}"
             )
         self.frames = self.frames_with_anyone = 0
         self.tracks: dict[int, dict] = {}
@@ -394,7 +397,8 @@ class ClipSummary:
             return
         if self.last_s + 1 / info.fps < info.duration_s - max(2 / info.fps, 0.5):
             self.stopped(
-                f"the frames end at {self.last_s:.2f} s although the header says {info.duration_s:.2f} s (a truncated file?)"
+                f"the frames end at {self.last_s:.2f} s although the "
+                f"header says {info.duration_s:.2f} s (a truncated file?)"
             )
 
     def stopped(self, why: str) -> None:

@@ -106,7 +106,8 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument(
         "--with-baseline",
         action="store_true",
-        help=f"also the VLM-style family (encoder trained at train.lr_encoder={DEMO_LR_ENCODER:g}, chosen on val) through the same protocol; slow (docs/DEMO.md)",
+        help=f"also the VLM-style family (encoder trained at train.lr_encoder={DEMO_LR_ENCODER:g}, "
+        "chosen on val) through the same protocol; slow (docs/DEMO.md)",
     )
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line")
     add_plan_options(p, demo_plan("full"))  # the study's options (--seeds, --baseline, --variant, ...)

@@ -116,8 +116,8 @@ def format_precision_facts(facts: dict) -> list[str]:
     cuda = facts["cuda"]
     if cuda:
         lines.append(
-            f"cuda: {cuda['name']} (compute {cuda['capability']}); native bf16: {'yes' if cuda['native_bf16'] else 'no'}; "
-            f"precision auto -> {cuda['auto_precision']}"
+            f"cuda: {cuda['name']} (compute {cuda['capability']}); native bf16: "
+            f"{'yes' if cuda['native_bf16'] else 'no'}; precision auto -> {cuda['auto_precision']}"
         )
     else:
         lines.append("cuda: none")

@@ -118,8 +118,8 @@ def feature_cache_plan(config: Config, encoder) -> dict:
 
 def format_feature_cache(fc: dict) -> list[str]:
     lines = [
-        f"feature cache: {fc['tokens_per_entry']} tokens x {fc['dim']} x {fc['dtype']} = {fc['bytes_per_entry'] / 1e6:.3g} MB per image "
-        f"(entries = distinct images per split after the caps)",
+        f"feature cache: {fc['tokens_per_entry']} tokens x {fc['dim']} x {fc['dtype']} = "
+        f"{fc['bytes_per_entry'] / 1e6:.3g} MB per image (entries = distinct images per split after the caps)",
         f"  {'task':<12} {'split':<6} {'entries':>10} {'GB':>10}  how",
     ]
     for r in fc["rows"]:

@@ -84,8 +84,8 @@ def _task_figure_caption(name: str) -> str:
     """Captions of the figures the tasks draw (`Task.figures`), by the figure's name."""
     if name.startswith("confusion_"):
         return (
-            f"Row-normalised confusion matrix of the joint model on the {name.removeprefix('confusion_')} validation split "
-            "(rows: true class, columns: predicted class; darker = larger share of the row)."
+            f"Row-normalised confusion matrix of the joint model on the {name.removeprefix('confusion_')} validation "
+            "split (rows: true class, columns: predicted class; darker = larger share of the row)."
         )
     if name.startswith("gaze"):
         return (
@@ -287,15 +287,19 @@ def _training_words(transfer: dict, seeds: list) -> str:
             for name, r in runs.items()
         )
         how = (
-            f"each model trained until its mean primary metric on the selection split stopped improving (at most {steps.get('single')} "
-            f"steps per single-task model, {steps.get('joint')} for the joint one), scored at its best evaluation; seed {seeds[0] if seeds else '?'}: {fits}"
+            "each model trained until its mean primary metric on the selection split stopped improving (at most "
+            f"{steps.get('single')} steps per single-task model, {steps.get('joint')} for the joint one), "
+            f"scored at its best evaluation; seed {seeds[0] if seeds else '?'}: {fits}"
         )
     else:
-        how = f"{steps.get('single')} steps per single-task model, {steps.get('joint')} for the joint one, scored at the last step"
+        how = (
+            f"{steps.get('single')} steps per single-task model, "
+            f"{steps.get('joint')} for the joint one, scored at the last step"
+        )
     return (
         f"Training: config `{transfer.get('config')}`, budget `{transfer.get('budget')}`: {how}. {len(seeds)} seed(s) "
-        f"({', '.join(map(str, seeds))}); scores on each task's report split, which no choice has seen, with the official protocols; "
-        f"intervals: {transfer.get('interval', '95 %')}."
+        f"({', '.join(map(str, seeds))}); scores on each task's report split, which no choice has seen, with the "
+        f"official protocols; intervals: {transfer.get('interval', '95 %')}."
     )
 
 
@@ -313,8 +317,9 @@ def study_overview(transfer: dict, plan: dict | None = None) -> str:
     )
     splits = transfer.get("splits") or {}
     sizes = "; ".join(
-        f"{t} {c.get('train', '?')} train / {c.get('selection', '?')} selection ({(splits.get(t) or {}).get('selection', '?')}) / "
-        f"{c.get('report', '?')} report ({(splits.get(t) or {}).get('report', '?')})"
+        f"{t} {c.get('train', '?')} train / {c.get('selection', '?')} selection "
+        f"({(splits.get(t) or {}).get('selection', '?')}) / {c.get('report', '?')} "
+        f"report ({(splits.get(t) or {}).get('report', '?')})"
         for t, c in counts.items()
     )
     fams = transfer.get("families", {})
@@ -334,8 +339,9 @@ def study_overview(transfer: dict, plan: dict | None = None) -> str:
         )
     lines += [
         "",
-        "**Answer.** Relative change of each task's primary metric, joint minus single-task, over the single-task value "
-        "[95 % interval]; a transfer is called positive or negative only when the interval of the change excludes zero.",
+        "**Answer.** Relative change of each task's primary metric, joint minus single-task, over the single-task "
+        "value [95 % interval]; a transfer is called positive or "
+        "negative only when the interval of the change excludes zero.",
         "",
     ]
     tasks = transfer.get("tasks") or []
@@ -356,14 +362,14 @@ def study_overview(transfer: dict, plan: dict | None = None) -> str:
     main = fams.get("socialfusion", {})
     n = len(tasks)
     verdict = (
-        f"Against the paper's claim: SocialFusion here shows positive transfer on {main.get('n_positive', 0)} of {n} tasks, "
-        f"negative on {main.get('n_negative', 0)}, and no difference beyond noise on {main.get('n_within_noise', 0)} "
-        f"(the paper: positive on all five)."
+        f"Against the paper's claim: SocialFusion here shows positive transfer on {main.get('n_positive', 0)} of {n} "
+        f"tasks, negative on {main.get('n_negative', 0)}, and no difference beyond noise on "
+        f"{main.get('n_within_noise', 0)} (the paper: positive on all five)."
     )
     if synthetic:
         verdict += (
-            " These are synthetic scenes at a CPU scale, not the paper's datasets and scale: they test that the protocol "
-            "measures transfer, not the paper's numbers."
+            " These are synthetic scenes at a CPU scale, not the paper's datasets and scale: they test that the "
+            "protocol measures transfer, not the paper's numbers."
         )
     lines.append(verdict)
     return "\n".join(lines) + "\n"
@@ -420,9 +426,9 @@ def write_report(
     figures, captions = {}, {}
     figures["metrics"] = metric_bars(rows, figs / "metrics.png", "Joint five-task model on the report split")
     captions["metrics"] = (
-        "Primary metric of the joint five-task model on each task's report split, at its selected step. Error bars: 95 % "
-        "percentile bootstrap intervals over the report samples; dashed line: the chance level (a model that ignores the "
-        "image); dotted line: the best linear probe of the frozen encoder's features on the same split."
+        "Primary metric of the joint five-task model on each task's report split, at its selected step. Error bars: "
+        "95 % percentile bootstrap intervals over the report samples; dashed line: the chance level (a model that "
+        "ignores the image); dotted line: the best linear probe of the frozen encoder's features on the same split."
     )
     family = transfer["runs"]["socialfusion"]
     if any((run.get("fit") or {}).get("curve") for run in family.values()):
@@ -450,9 +456,13 @@ def write_report(
         captions.update(res.get("captions", {}) if isinstance(res, dict) else {})
     captions = {k: captions.get(k) or _task_figure_caption(k) for k in figures}
 
-    metric_md = "| task | primary metric | joint model (report split) [95 % interval] | best linear probe | chance | above chance | n |\n|---|---|---|---|---|---|---|\n"
+    metric_md = (
+        "| task | primary metric | joint model (report split) [95 % interval] | best "
+        "linear probe | chance | above chance | n |\n|---|---|---|---|---|---|---|\n"
+    )
     metric_md += "".join(
-        f"| {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | {fmt_ci(r['probe'], None)} | {r['chance']:.4f} | {_above_words(r)} | {r['n']} |\n"
+        f"| {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | "
+        f"{fmt_ci(r['probe'], None)} | {r['chance']:.4f} | {_above_words(r)} | {r['n']} |\n"
         for r in rows
     )
     metric_md += (
@@ -487,7 +497,11 @@ def write_report(
     (out / "report.md").write_text("\n".join(md))
 
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>SocialFusion study</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}figure{margin:0 0 1.5em}figcaption{font-size:13px;color:#333;margin-top:.3em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}pre{background:#f6f6f6;padding:.5em;overflow:auto}</style></head><body><h1>SocialFusion study report</h1>"
+        "<!doctype html><html><head><meta charset='utf-8'><title>SocialFusion study</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}figure{margin:0 0 1.5em}"
+        "figcaption{font-size:13px;color:#333;margin-top:.3em}table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}pre{background:#f6f6f6;padding:.5em;overflow:auto}"
+        "</style></head><body><h1>SocialFusion study report</h1>"
     ]
     for title, body in sections:
         inner = f"<pre>{html.escape(body.strip('`'))}</pre>" if body.lstrip().startswith("```") else _md_to_html(body)

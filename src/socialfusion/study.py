@@ -253,14 +253,16 @@ def add_plan_options(p: argparse.ArgumentParser, defaults: StudyPlan) -> argpars
         action="append",
         default=[],
         metavar="NAME=OVERRIDE[,OVERRIDE...]",
-        help="another model family through the same protocol (repeat the flag for more), e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off",
+        help="another model family through the same protocol (repeat the flag for more), "
+        "e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off",
     )
     p.add_argument(
         "--variant",
         action="append",
         default=[],
         metavar="NAME=OVERRIDE[,OVERRIDE...]",
-        help="another way to train the joint model, against the same single-task models (repeat the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5",
+        help="another way to train the joint model, against the same single-task models "
+        "(repeat the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5",
     )
     p.add_argument(
         "--gradconf-batches", type=int, help=f"batches of the gradient-conflict analysis (default {d.gradconf_batches})"
@@ -272,7 +274,8 @@ def add_plan_options(p: argparse.ArgumentParser, defaults: StudyPlan) -> argpars
     )
     p.add_argument(
         "--probe-layers",
-        help=f"comma-separated hidden-state indices to probe, e.g. -1,-6 (default {d.probe_layers or 'the probe verb default'})",
+        help="comma-separated hidden-state indices to probe, e.g. "
+        f"-1,-6 (default {d.probe_layers or 'the probe verb default'})",
     )
     p.add_argument(
         "--probe-pools", help=f"comma-separated feature poolings to probe (default {d.probe_pools or 'all'})"

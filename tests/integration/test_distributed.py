@@ -165,11 +165,11 @@ def late_gil(tmp_path_factory) -> str | None:
 
 @pytest.mark.precision  # fp32 and bf16 runs within the test (one pair of processes for all)
 def test_two_processes_match_one_process_on_a_two_task_model(tmp_path, late_gil, monkeypatch):
-    """DDP, FSDP and DDP with PCGrad: gradient accumulation over two tasks (each micro-batch leaves one head unused, one head is
-    never used), clipping, weight decay, and a micro-batch one rank lost to skips: both ranks end with the weights
-    of one process that saw both ranks' rows, without that micro-batch; DDP and FSDP again in bf16 (within the bf16
-    weight tolerance of one bf16 process). The processes run with late gloo threads (`late_gil`) and must still
-    exit cleanly."""
+    """DDP, FSDP and DDP with PCGrad: gradient accumulation over two tasks (each micro-batch leaves one head unused,
+    one head is never used), clipping, weight decay, and a micro-batch one rank lost to skips: both ranks end with
+    the weights of one process that saw both ranks' rows, without that micro-batch; DDP and FSDP again in bf16
+    (within the bf16 weight tolerance of one bf16 process). The processes run with late gloo threads (`late_gil`) and
+    must still exit cleanly."""
     if late_gil:
         # the spawned processes start with it; this process is already running, so it is unaffected
         monkeypatch.setenv("LD_PRELOAD", ":".join(filter(None, [late_gil, os.environ.get("LD_PRELOAD")])))

@@ -33,7 +33,8 @@ def tiny_ckpt(synth_root, tmp_path_factory):
 def test_eval_writes_official_metrics_and_per_sample_predictions(tiny_ckpt, synth_root, tmp_path):
     ckpt, cache = tiny_ckpt
     out = tmp_path / "eval"
-    # the report split (test_split: AffectNet val, GazeFollow test); the selection split of expression is a small holdout
+    # the report split (test_split: AffectNet val, GazeFollow test); the selection split of expression is a small
+    # holdout
     assert (
         main_eval(
             ["--ckpt", str(ckpt), "--out", str(out), "--tasks", "expression,gaze", "--limit", "10", "--split", "test"]

@@ -350,7 +350,8 @@ def test_concurrent_burst_of_valid_and_hostile_requests(served, capsys):
     counts = {s: statuses.count(s) for s in sorted(set(statuses))}
     with capsys.disabled():
         print(
-            f"\nburst: {len(jobs)} requests ({len(statuses)} attempts incl. retries) in {elapsed:.2f}s, statuses {counts}"
+            f"\nburst: {len(jobs)} requests ({len(statuses)} attempts incl. "
+            f"retries) in {elapsed:.2f}s, statuses {counts}"
         )
 
 

@@ -85,7 +85,8 @@ def test_study_runs_every_stage_and_opens_with_the_answer(study):
     assert "synthetic social scenes" in opening
     # from the runs' manifest and metrics: lam and expression select on a holdout of train and report on val
     assert re.search(
-        r"lam \d+ train / \d+ selection \(holdout\) / \d+ report \(val\); expression \d+ train / \d+ selection \(holdout\) / \d+ report \(val\)",
+        r"lam \d+ train / \d+ selection \(holdout\) / \d+ report \(val\); "
+        r"expression \d+ train / \d+ selection \(holdout\) / \d+ report \(val\)",
         opening,
     )
     assert "scored at its best evaluation" in opening

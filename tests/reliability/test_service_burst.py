@@ -4,9 +4,9 @@ image, truncated, declared and JPEG decompression bombs, oversized with and with
 boxes, unknown task, empty file, missing field, not multipart, deeply nested JSON).
 
 Checked: no 5xx but the deliberate 503 (+ Retry-After, then retried), each hostile request gets its documented
-4xx, every valid request gets this image's own answer (the Python API's, bit for bit, in fp32 and in bf16), the server thread is
-alive and its admission gate empty afterwards, and the process's resident memory stays bounded (sampled every
-10 ms during the burst).
+4xx, every valid request gets this image's own answer (the Python API's, bit for bit, in fp32 and in bf16), the
+server thread is alive and its admission gate empty afterwards, and the process's resident memory stays bounded
+(sampled every 10 ms during the burst).
 """
 
 from __future__ import annotations
@@ -284,6 +284,6 @@ def test_burst_of_valid_and_hostile_requests_on_a_real_socket(server, capsys):
     counts = {s: attempts.count(s) for s in sorted(set(attempts))}
     with capsys.disabled():
         print(
-            f"\nservice burst: {len(jobs)} requests from {N_THREADS} threads, {len(attempts)} attempts with 503 retries, "
-            f"statuses {counts}, {elapsed:.1f} s, peak RSS growth {grown_mb:.0f} MB"
+            f"\nservice burst: {len(jobs)} requests from {N_THREADS} threads, {len(attempts)} attempts with 503 "
+            f"retries, statuses {counts}, {elapsed:.1f} s, peak RSS growth {grown_mb:.0f} MB"
         )

@@ -139,7 +139,8 @@ def test_training_writes_the_card_from_the_run(synth_root, tmp_path):
         assert card["steps"] == 2 and card["validation"]["step"] == 2
         for d in card["datasets"]:
             assert d["synthetic"] is True and d["train_samples"] == manifest[f"{d['task']}/train"]["n"] > 0
-            # the selection split, capped at 8 (lam's, expression's and gaze's holdouts of a small train split hold fewer)
+            # the selection split, capped at 8 (lam's, expression's and gaze's holdouts of a small train split hold
+            # fewer)
             assert d["val_samples"] == manifest[f"{d['task']}/val"]["n"] and 0 < d["val_samples"] <= 8
         for task, v in card["validation"]["tasks"].items():
             assert v["value"] is not None and v["chance"] is not None and 0.0 <= v["chance"] <= 1.0, task

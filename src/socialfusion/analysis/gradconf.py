@@ -412,9 +412,10 @@ def markdown(result: dict) -> str:
     lines = [
         "# Gradient conflict between tasks",
         "",
-        f"{result['batches']} fixed multi-task batches of {result['batch_size']} samples per task (seed {result['seed']}); "
-        f"gradients of each task's loss on the shared trainable parameters ({', '.join(f'{c}: {n:,}' for c, n in result['components'].items())}; "
-        f"excluded: {', '.join(result['excluded_components'])}). Brackets: 95 % percentile bootstrap intervals over the batches"
+        f"{result['batches']} fixed multi-task batches of {result['batch_size']} samples per task (seed "
+        f"{result['seed']}); gradients of each task's loss on the shared trainable parameters "
+        f"({', '.join(f'{c}: {n:,}' for c, n in result['components'].items())}; excluded: "
+        f"{', '.join(result['excluded_components'])}). Brackets: 95 % percentile bootstrap intervals over the batches"
         + (f" ({result['intervals']['resamples']} resamples)." if result.get("intervals") else " (none computed)."),
         "",
         "## Overall cosine similarity of the accumulated task gradients",
@@ -443,8 +444,9 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {a} / {tasks[j]} | {scope} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Cosine < 0 means the two tasks pull the shared parameters in conflicting directions; a conflict frequency near 1 "
-        "means they do so on almost every batch. A magnitude similarity far below 1 means one task's gradient dominates.",
+        "Cosine < 0 means the two tasks pull the shared parameters in conflicting directions; a conflict frequency "
+        "near 1 means they do so on almost every batch. "
+        "A magnitude similarity far below 1 means one task's gradient dominates.",
         "",
     ]
     return "\n".join(lines)

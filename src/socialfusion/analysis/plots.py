@@ -130,9 +130,9 @@ def transfer_bars(
 
 def transfer_caption(interval: str) -> str:
     return (
-        "Relative change of each task's primary metric, joint five-task model vs the single-task model, per model family. "
-        f"Error bars: 95 % intervals ({interval}). Green: positive transfer, red: negative transfer (the interval excludes "
-        "zero); grey: within noise (the interval contains zero)."
+        "Relative change of each task's primary metric, joint five-task model vs the single-task model, per model "
+        f"family. Error bars: 95 % intervals ({interval}). Green: positive transfer, red: negative transfer (the "
+        "interval excludes zero); grey: within noise (the interval contains zero)."
     )
 
 
@@ -332,7 +332,8 @@ def probe_markdown(result: dict) -> str:
             if mine:
                 b = max(mine, key=lambda r: r["value"])
                 lines.append(
-                    f"| {enc} | {task} | {b['metric']} | {fmt_ci(b['value'], b.get('ci'))} | {b['layer']} | {b['pool']} |"
+                    f"| {enc} | {task} | {b['metric']} | "
+                    f"{fmt_ci(b['value'], b.get('ci'))} | {b['layer']} | {b['pool']} |"
                 )
     lines.append("")
     return "\n".join(lines)

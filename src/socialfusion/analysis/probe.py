@@ -165,7 +165,8 @@ def fit_gaze_probe(
 
 # ------------------------------------------------------------------------------------------- encoders
 def resolve_encoder(spec: str | None, config):
-    """(label, EncoderConfig) for the config's encoder (None/'config'), a preset or YAML, `vlm:<src>`, an HF id or path."""
+    """(label, EncoderConfig) for the config's encoder (None/'config'), a preset or YAML, `vlm:<src>`, an HF id or
+    path."""
     from ..config import ConfigError, EncoderConfig, load_config, resolve_config_path
 
     if spec in (None, "", "config"):
@@ -251,8 +252,9 @@ def extract(
     report,
     progress: bool = True,
 ) -> dict:
-    """{(task, split): {"feats": {(layer, pool): array}, "samples": [the samples whose image loaded], "sizes": [(W, H)]}}.
-    Each image is encoded once (images shared by several samples, e.g. PISC pairs, are not re-encoded)."""
+    """{(task, split): {"feats": {(layer, pool): array}, "samples": [the samples whose image loaded],
+    "sizes": [(W, H)]}}. Each image is encoded once (images shared by several samples, e.g. PISC pairs, are not
+    re-encoded)."""
     from tqdm.auto import tqdm
 
     from ..data.images import load_image
@@ -570,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--encoders",
         nargs="+",
-        help="presets, YAML configs, HF ids or local paths (vlm:<id-or-path> for a VLM's vision tower); default: the config's",
+        help="presets, YAML configs, HF ids or local paths (vlm:<id-or-path> "
+        "for a VLM's vision tower); default: the config's",
     )
     p.add_argument(
         "--layers",

@@ -110,15 +110,15 @@ def check_protocol(config, budget: str) -> None:
     missing = [td.task for td in config.data.tasks if td.test_split is None]
     if missing:
         raise ConfigError(
-            f"task(s) {', '.join(missing)} have no report split (data.tasks.<task>.test_split): a transfer reports every model on a "
-            "split that nothing was selected on",
+            f"task(s) {', '.join(missing)} have no report split (data.tasks.<task>.test_split): a transfer reports "
+            "every model on a split that nothing was selected on",
             hint="for a dataset without public test labels report on its val and select on a "
             "holdout carved from train: data.tasks.<task>.val_split=holdout data.tasks.<task>.test_split=val",
         )
     if budget == "plateau" and not (config.train.eval_every >= 1 and config.train.early_stop_patience >= 1):
         raise ConfigError(
-            f"budget plateau stops on the selection split: it needs train.eval_every >= 1 and train.early_stop_patience >= 1 "
-            f"(got {config.train.eval_every} and {config.train.early_stop_patience})",
+            "budget plateau stops on the selection split: it needs train.eval_every >= 1 and "
+            f"train.early_stop_patience >= 1 (got {config.train.eval_every} and {config.train.early_stop_patience})",
             hint="or use --budget equal-steps-per-task",
         )
 
@@ -537,7 +537,8 @@ def fit_table(result: dict) -> str:
             fit = run.get("fit") or {}
             lines.append(
                 f"| {name} | {run_name} | {fit.get('steps', run.get('steps'))} / {run.get('cap', '-')} | "
-                f"{fit.get('best_step') if fit.get('best_step') is not None else 'last'} | {fit.get('stop_reason', '-')} |"
+                f"{fit.get('best_step') if fit.get('best_step') is not None else 'last'} "
+                f"| {fit.get('stop_reason', '-')} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -566,10 +567,10 @@ def markdown(result: dict) -> str:
     lines = [
         "# Transfer: joint multi-task vs single-task training",
         "",
-        f"Config `{result['config']}`, budget `{result['budget']}`, metrics on the {result['split']} split (official protocols). "
-        "Δ = multi-task − single-task on each task's primary metric (higher is better); relative Δ = Δ / |single-task|. "
-        f"Brackets: 95 % intervals ({result.get('interval', '')}). A transfer is positive or negative only when the "
-        "interval of Δ excludes zero, otherwise within noise.",
+        f"Config `{result['config']}`, budget `{result['budget']}`, metrics on the {result['split']} split (official "
+        "protocols). Δ = multi-task − single-task on each task's primary metric (higher is better); relative Δ = Δ / "
+        f"|single-task|. Brackets: 95 % intervals ({result.get('interval', '')}). A transfer is positive or negative "
+        "only when the interval of Δ excludes zero, otherwise within noise.",
         "",
         main_table(result).rstrip("\n"),
         "",
@@ -577,7 +578,8 @@ def markdown(result: dict) -> str:
     ]
     lines += [
         "",
-        "| family | seeds | steps (single / joint) | positive | negative | within noise | mean relative Δ | overrides |",
+        "| family | seeds | steps (single / joint) | positive | "
+        "negative | within noise | mean relative Δ | overrides |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, fam in result["families"].items():
@@ -587,8 +589,8 @@ def markdown(result: dict) -> str:
             ov = f"joint run only: {ov}"
         seeds = ", ".join(str(s) for s in fam.get("seeds", [])) or "-"
         lines.append(
-            f"| {name} | {seeds} | {fam['steps']['single']} / {fam['steps']['joint']} | {fam['n_positive']} | {fam['n_negative']} | "
-            f"{fam['n_within_noise']} | {mean} | {ov} |"
+            f"| {name} | {seeds} | {fam['steps']['single']} / {fam['steps']['joint']} | {fam['n_positive']} | "
+            f"{fam['n_negative']} | {fam['n_within_noise']} | {mean} | {ov} |"
         )
     lines += ["", fit_table(result).rstrip("\n"), ""]
     return "\n".join(lines)
@@ -619,14 +621,16 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=OVERRIDE[,OVERRIDE...]",
-        help="another model family through the same protocol (repeat the flag for more), e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off",
+        help="another model family through the same protocol (repeat the flag for more), "
+        "e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off",
     )
     p.add_argument(
         "--variant",
         action="append",
         default=[],
         metavar="NAME=OVERRIDE[,OVERRIDE...]",
-        help="another way to train the joint model, compared with the same single-task models (repeat the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5,train.steps=90",
+        help="another way to train the joint model, compared with the same single-task models (repeat "
+        "the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5,train.steps=90",
     )
     p.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     p.add_argument(

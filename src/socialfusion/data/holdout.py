@@ -32,7 +32,8 @@ def held_out_groups(samples: list[Sample], fraction: float, where: str) -> set[s
     groups = sorted({group_of(s) for s in samples}, key=_rank)
     if len(groups) < 2:
         raise DataError(
-            f"{where}: a holdout split needs at least 2 groups (clips, users or images) in the training split, found {len(groups)}"
+            f"{where}: a holdout split needs at least 2 groups (clips, "
+            f"users or images) in the training split, found {len(groups)}"
         )
     count = min(len(groups) - 1, max(1, round(fraction * len(groups))))
     return set(groups[:count])

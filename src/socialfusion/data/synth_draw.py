@@ -368,7 +368,8 @@ def _heart(hs: float, cx: float, cy: float, n: int = 28) -> np.ndarray:
 
 
 def _group(gesture: str) -> list[tuple[dict, tuple[float, float], float, bool, tuple | None]]:
-    """Hands of a gesture in group units: (pose, centre, rotation, mirrored, extra (polyline, width) owned by that hand)."""
+    """Hands of a gesture in group units: (pose, centre, rotation, mirrored, extra (polyline, width) owned by that
+    hand)."""
     if gesture not in TWO_HANDED:
         return [(HAND_POSES[gesture], (0.0, 0.0), float(HAND_POSES[gesture]["rot"]), False, None)]
     stop = HAND_POSES["stop"]

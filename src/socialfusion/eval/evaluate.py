@@ -89,7 +89,8 @@ def evaluate_model(
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
         note = (
-            f"\nIntervals: 95 % percentile bootstrap over the {split} samples ({resamples} resamples, seed {ci_seed}).\n"
+            f"\nIntervals: 95 % percentile bootstrap over the {split} "
+            f"samples ({resamples} resamples, seed {ci_seed}).\n"
             if resamples > 0
             else ""
         )

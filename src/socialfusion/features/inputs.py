@@ -143,7 +143,10 @@ def cache_decision(
     reuse = reads / n_train
     runs = f" x {t.feature_cache_runs} runs" if t.feature_cache_runs > 1 else ""
     procs = f" x {world} processes" if world > 1 else ""
-    why = f"{reuse:.2f} reads per training image ({t.steps} steps x {t.batch_size} x {t.grad_accum} accum{procs}{runs} / {n_train} images)"
+    why = (
+        f"{reuse:.2f} reads per training image ({t.steps} steps x "
+        f"{t.batch_size} x {t.grad_accum} accum{procs}{runs} / {n_train} images)"
+    )
     n_val = (
         (images["val"] if images is not None else sum(c.entries or 0 for c in split_entries(config, "val")))
         if t.eval_every
@@ -151,7 +154,10 @@ def cache_decision(
     )
     entries = n_train + n_val
     size_gb = entries * per_entry / 1e9
-    size = f"{entries} entries x {per_entry / 1e6:.3g} MB {'bf16' if dtype == torch.bfloat16 else 'fp32'} = {size_gb:.3g} GB"
+    size = (
+        f"{entries} entries x {per_entry / 1e6:.3g} MB "
+        f"{'bf16' if dtype == torch.bfloat16 else 'fp32'} = {size_gb:.3g} GB"
+    )
     if reuse <= 1:
         return CacheDecision(False, f"{why}: each image is read at most once")
     if size_gb > t.feature_cache_max_gb:

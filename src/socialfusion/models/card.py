@@ -33,9 +33,10 @@ INTENDED_USE = (
     "listed here, with boxes of the kind each task was trained on (face, hand, head, two persons)."
 )
 GENERAL_LIMITS = [
-    "Validation figures come from the validation split of the same data source; they say nothing about other kinds of images.",
-    "Expression, relation and gaze labels are coarse categories of appearance, not facts about a person: do not use the "
-    "outputs for decisions about people.",
+    "Validation figures come from the validation split of the same data source; "
+    "they say nothing about other kinds of images.",
+    "Expression, relation and gaze labels are coarse categories of appearance, not facts about a person: do not use "
+    "the outputs for decisions about people.",
     "Each task reads only the box kind it was trained on; a task without its box is skipped, never run on another box.",
 ]
 
@@ -207,7 +208,8 @@ def render_markdown(card: dict) -> str:
     ]
     for d in card.get("datasets") or []:
         lines.append(
-            f"| {d['task']} | {d['dataset'] or '(default)'} | {d['train_samples']} | {d['val_samples']} | {d['synthetic']} |"
+            f"| {d['task']} | {d['dataset'] or '(default)'} | "
+            f"{d['train_samples']} | {d['val_samples']} | {d['synthetic']} |"
         )
     lines += ["", "## Validation", ""]
     val = card.get("validation")

@@ -74,5 +74,6 @@ def estimate_vlm(config, batch_size: int | None = None, text_tokens: int = 48) -
         "forward_gflops_per_sample": round((vision_fwd + llm_fwd) / 1e9, 2),
         "training_gflops_per_sample": round(train_flops / 1e9, 2),
         "training_gflops_per_sample_with_feature_cache": None,
-        "note": "approximate FLOPs and memory; a VLM baseline runs from pixels (no feature cache); patch_grid is the grid the gaze head reads",
+        "note": "approximate FLOPs and memory; a VLM baseline runs from pixels "
+        "(no feature cache); patch_grid is the grid the gaze head reads",
     }

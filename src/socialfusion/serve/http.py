@@ -192,7 +192,10 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
-        csp = "default-src 'self'; img-src 'self' blob: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"
+        csp = (
+            "default-src 'self'; img-src 'self' blob: data:; "
+            "style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"
+        )
         return HTMLResponse(index_html, headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
 
     @app.get("/health")
@@ -295,8 +298,10 @@ def create_app(
                         "boxes": {
                             "type": "string",
                             "description": "JSON list of boxes, each with its kind (face, hand, head, person), e.g. "
-                            '[{"xyxy": [10, 20, 110, 140], "kind": "face"}, {"xyxy": [150, 90, 190, 140], "kind": "hand"}]; '
-                            "each task reads its own kind (relation: two person boxes, or the two with role 0 and 1); pixel "
+                            '[{"xyxy": [10, 20, 110, 140], "kind": "face"}, '
+                            '{"xyxy": [150, 90, 190, 140], "kind": "hand"}]; '
+                            "each task reads its own kind (relation: "
+                            "two person boxes, or the two with role 0 and 1); pixel "
                             'coordinates when any value > 1 unless "normalized" says otherwise; none: the whole image',
                         },
                         "tasks": {
@@ -463,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
 
         raise UserError(
             refusal,
-            hint=f"socialfusion serve --host {args.host} --api-key KEY (clients send it as 'Authorization: Bearer KEY')",
+            hint=f"socialfusion serve --host {args.host} --api-key "
+            "KEY (clients send it as 'Authorization: Bearer KEY')",
         )
 
     import uvicorn

@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--detect",
         action="store_true",
-        help="find face, head, hand and person boxes in images that --boxes does not name (extra: detect); clips always do",
+        help="find face, head, hand and person boxes in images that "
+        "--boxes does not name (extra: detect); clips always do",
     )
     p.add_argument(
         "--fps",
@@ -203,7 +204,8 @@ def _run_images(predictor, args, paths: list[Path], table: dict) -> int:
     outputs = Outputs(Path(args.out), args.visualize)
     run = {"skipped": [], "used_keys": set(), "done": 0, "clipped": 0, "t0": time.perf_counter()}
     given_names = args.images or [str(p) for p in paths]
-    # workers decode the next batch's files during this batch's forward pass (with one batch there is nothing to overlap)
+    # workers decode the next batch's files during this batch's forward pass (with one batch there is nothing to
+    # overlap)
     decoded = decoded_images(paths, resolve_num_workers(args.workers) if len(paths) > args.batch_size else 0)
     try:
         with tqdm(total=len(paths), desc="predict", unit="img", disable=args.no_progress) as bar:
@@ -296,7 +298,8 @@ def _finish_images(predictor, args, paths, table: dict, tasks: list[str], run: d
     if unused:
         print(f"warning: {len(unused)} entries of --boxes name no processed image: {unused[:5]}", file=sys.stderr)
     print(
-        f"predicted {run['done']} of {len(paths)} images, skipped {len(run['skipped'])}; wrote {out / 'predictions.jsonl'}",
+        f"predicted {run['done']} of {len(paths)} images, "
+        f"skipped {len(run['skipped'])}; wrote {out / 'predictions.jsonl'}",
         file=sys.stderr,
     )
     return 0 if run["done"] > 0 else 1

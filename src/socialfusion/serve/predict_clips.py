@@ -68,7 +68,10 @@ def _say(summary: dict) -> str:
     for t in summary["tracks"]:
         kinds[t["kind"]] = kinds.get(t["kind"], 0) + 1
     held = ", ".join(f"{n} {k}" for k, n in kinds.items())
-    return f"{name}: {summary['frames']} frames, {len(summary['tracks'])} tracks ({held}), {summary['frames_per_s']} frames/s"
+    return (
+        f"{name}: {summary['frames']} frames, {len(summary['tracks'])} "
+        f"tracks ({held}), {summary['frames_per_s']} frames/s"
+    )
 
 
 def run_clips(predictor, args, infos) -> int:
@@ -107,7 +110,8 @@ def run_clips(predictor, args, infos) -> int:
     }
     (out / "summary.json").write_text(json.dumps(run, indent=2, allow_nan=False))
     print(
-        f"predicted {frames} frames of {len(summaries)} clip(s); wrote {out / 'predictions.jsonl'} and {out / 'tracks.json'}",
+        f"predicted {frames} frames of {len(summaries)} clip(s); "
+        f"wrote {out / 'predictions.jsonl'} and {out / 'tracks.json'}",
         file=sys.stderr,
     )
     return 0 if frames > 0 else 1

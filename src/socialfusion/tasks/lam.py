@@ -16,7 +16,8 @@ class LookingAtMe(ClassificationTask):
     primary_metric = "map"
     box_kinds = ("face",)
     prompt_templates = {
-        "v1": "<image>\nLook at the face in the marked box. Is this person looking at the camera wearer? Answer yes or no.",
+        "v1": "<image>\nLook at the face in the marked box. "
+        "Is this person looking at the camera wearer? Answer yes or no.",
     }
     classes: list[str] = field(default_factory=lambda: ["not_looking", "looking"])
 

@@ -131,7 +131,8 @@ def _fully_shard(model: nn.Module) -> None:
     blocks = _blocks(model, frozen_encoder)
     if not blocks:
         raise DistributedError(
-            f"train.distributed=fsdp: found no transformer blocks (a 'layers' ModuleList) in {type(model).__name__} to shard"
+            "train.distributed=fsdp: found no transformer blocks (a "
+            f"'layers' ModuleList) in {type(model).__name__} to shard"
         )
     for block in blocks:
         fully_shard(block)  # gathered for its forward and again for its backward, freed in between
