@@ -167,10 +167,6 @@ class ClassificationTask(Task):
         """The answer text of each class, in class-index order."""
         return [c.replace("_", " ") for c in self.classes]
 
-    def target_text(self, sample: Sample) -> str:
-        self.check(sample, require_label=True)
-        return self.verbalizers[sample.label]
-
     def check(self, sample: Sample, require_label: bool = False) -> None:
         super().check(sample, require_label)
         if sample.label is None and not require_label:
