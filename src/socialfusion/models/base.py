@@ -27,9 +27,11 @@ class TaskModel(nn.Module):
         """Training: {"loss", "n_supervised", "loss_<part>"...} of the batch's task (`Task.loss`)."""
         raise NotImplementedError
 
-    def infer_tasks(self, batch: dict, tasks: list[str]) -> dict:
+    def infer_tasks(self, batch: dict, tasks: list[str], method: str = "auto") -> dict:
         """Inference of several tasks on the same rows and boxes: {task: raw readout output} (class log-probs
-        (B, C) for an answer task; {"heatmap", "inout"} for a heatmap task), each what the task alone gives."""
+        (B, C) for an answer task, under decoding constrained to its verbalizers; {"heatmap", "inout"} for a
+        heatmap task), each what the task alone gives. `method`: how the verbalizers are scored
+        (`scoring.plan_scoring`: auto, full, or fast, which refuses verbalizers that share a first token)."""
         raise NotImplementedError
 
     @property
@@ -85,6 +87,21 @@ class TaskModel(nn.Module):
         if task not in cache:
             cache[task] = [answer_ids(self.tokenizer, v) for v in self.tasks[task].verbalizers]
         return cache[task]
+
+    # ------------------------------------------------------------------ one task's readout
+
+    # `infer_tasks` of the batch's own task, undecoded: what tests and benchmarks compare across models, paths and
+    # checkpoints
+
+    @torch.no_grad()
+    def score_classes(self, batch: dict, method: str = "auto") -> torch.Tensor:
+        """Class log-probabilities (B, C) of the batch's answer task (`infer_tasks` with that task alone)."""
+        return self.infer_tasks(batch, [batch["task"]], method)[batch["task"]]
+
+    @torch.no_grad()
+    def predict_heatmap(self, batch: dict) -> dict[str, torch.Tensor]:
+        """{"heatmap", "inout"} of the batch's heatmap task (`infer_tasks` with that task alone)."""
+        return self.infer_tasks(batch, [batch["task"]])[batch["task"]]
 
     def predict(self, batch: dict, tasks: list[str] | None = None) -> dict[str, list[dict]]:
         """Decoded predictions of `tasks` (default: the batch's task) on a batch: {task: one dict per row}."""

@@ -1,7 +1,7 @@
 """SocialFusion: frozen encoder -> connector (+ box embedding mask) -> LLM with LoRA -> class text or gaze heatmap.
 
-Batches are dicts (see `data/schema.py`): every batch holds samples of one task, so they share one prompt and
-the image tokens sit at the same positions for every row.
+Batches are dicts (`data/pipeline.py`, `collate`): every batch holds samples of one task, so they share one
+prompt and the image tokens sit at the same positions for every row.
 """
 
 from __future__ import annotations
@@ -230,17 +230,6 @@ class SocialFusionModel(TaskModel):
     # ------------------------------------------------------------------ inference
 
     @torch.no_grad()
-    def predict_heatmap(self, batch: dict) -> dict[str, torch.Tensor]:
-        return self.infer_tasks(batch, [batch["task"]])[batch["task"]]
-
-    @torch.no_grad()
-    def score_classes(self, batch: dict, method: str = "auto") -> torch.Tensor:
-        """Class log-probabilities (B, C) under decoding constrained to the verbalizers (`scoring.py`): one decoder
-        pass over the prompt followed by the verbalizer trie's branching nodes and their ancestors, packed with
-        tree attention (`packing.py`); just the prompt when the verbalizers start with different tokens."""
-        return self.infer_tasks(batch, [batch["task"]], method)[batch["task"]]
-
-    @torch.no_grad()
     def infer_tasks(self, batch: dict, tasks: list[str], method: str = "auto") -> dict:
         """Several tasks on the same rows and boxes (the batch's "task" is replaced by each task's name):
         {task: class log-probs (B, C) for a classification task, `heatmap_prediction` for gaze}, each what the
@@ -251,9 +240,9 @@ class SocialFusionModel(TaskModel):
         of ours; `prompt_pieces`). Tasks with the same opening and the same visual tokens therefore share the
         whole [text + image] prefix: one decoder call holds it once, then each task's post-image text after it
         (followed by the region tokens when `connector.box_tokens_at` is "answer") and, for a classification
-        task, its verbalizer tree after that. Tree attention (`packing.py`)
-        keeps every task's tokens from seeing another task's, so nothing but float rounding differs from running
-        the tasks one by one.
+        task, its verbalizer trie's branching nodes and their ancestors after that (`scoring.py`; nothing when the
+        verbalizers start with different tokens). Tree attention (`packing.py`) keeps every task's tokens from
+        seeing another task's, so nothing but float rounding differs from running the tasks one by one.
         """
         groups: dict[tuple, list[str]] = {}
         for name in tasks:

@@ -1,5 +1,5 @@
 """VLM baselines: a Hugging Face image-text-to-text model fine-tuned on the same tasks, prompts and verbalizers as
-SocialFusion, behind the same interface (forward / score_classes / predict_heatmap / tasks / tokenizer / encoder).
+SocialFusion, behind the same model interface (`models/base.py`, `TaskModel`).
 
 Families (from the config's `model_type`) and how each is given the boxes (`model.vlm.boxes: text`):
   llava (LLaVA-1.5): "<image>" expanded to one token per patch (CLS dropped: 576 at 336 px). Boxes as
@@ -379,9 +379,7 @@ class VLMBaseline(TaskModel):
         out = {}
         for name in tasks:
             one = {**batch, "task": name}
-            out[name] = (
-                self.predict_heatmap(one) if self.tasks[name].readout == "heatmap" else self.score_classes(one, method)
-            )
+            out[name] = self._heatmap(one) if self.tasks[name].readout == "heatmap" else self._class_scores(one, method)
         return out
 
     def train(self, mode: bool = True):
@@ -503,14 +501,14 @@ class VLMBaseline(TaskModel):
     # ------------------------------------------------------------------ inference
 
     @torch.no_grad()
-    def predict_heatmap(self, batch: dict) -> dict[str, torch.Tensor]:
+    def _heatmap(self, batch: dict) -> dict[str, torch.Tensor]:
         inputs = self.model_inputs(batch)
         out = self.gaze_from_hidden(self._hidden(inputs, use_cache=False).last_hidden_state, inputs["input_ids"])
         return heatmap_prediction(out)
 
     @torch.no_grad()
-    def score_classes(self, batch: dict, method: str = "auto") -> torch.Tensor:
-        """Class log-probabilities (B, C), trie-constrained exactly as SocialFusionModel.score_classes: the
+    def _class_scores(self, batch: dict, method: str = "auto") -> torch.Tensor:
+        """Class log-probabilities (B, C), trie-constrained exactly as SocialFusionModel.infer_tasks: the
         prompt pass (keeping its KV cache only when the verbalizer trie needs a continuation), then the trie's
         branching nodes and their ancestors in one pass on that cache, with tree attention (`packing.py`)."""
         task = batch["task"]
