@@ -239,8 +239,9 @@ class TrainConfig:
     # and the cache fits in feature_cache_max_gb (features/inputs.py, `cache_decision`); "on"/"off" force it
     feature_cache: Literal["auto", "on", "off"] = "auto"
     feature_cache_max_gb: float = 50.0
-    # how many training runs read the same images' features (analysis/transfer.py sets 2: each image is read by
-    # its task's single-task run and by the joint run), so that `auto` counts the reuse across runs
+    # how many training runs read the same images' features, so that `auto` counts the reuse across runs; only a
+    # config sets it (`transfer`'s single-task and joint runs read the same images, but each decides with the
+    # configured value)
     feature_cache_runs: int = 1
     cache_dir: str | None = None
     eval_batch_size: int = 16
