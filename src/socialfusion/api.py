@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.adapters._boxes import BoxError as BoxProblem, clip_to_image
+from .data.adapters._boxes import UnusableBox, clip_to_image
 from .data.images import load_image_bytes
 from .errors import UserError
 from .tasks.base import BOX_KINDS
@@ -188,7 +188,7 @@ def parse_box(box: Any, size: tuple[int, int], where: str = "box") -> dict:
     unit = "normalised" if normalized else f"pixel (image is {w}x{h})"
     try:  # a box slightly past the border is clipped (and says so); one further out, or wholly outside, is refused
         clipped_box, clipped = clip_to_image([x1, y1, x2, y2], *limit)
-    except BoxProblem as err:
+    except UnusableBox as err:
         raise BoxError(f"{where}: box {[x1, y1, x2, y2]} in {unit} coordinates: {err}") from None
     n = list(clipped_box)
     out = {

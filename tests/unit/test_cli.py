@@ -338,14 +338,14 @@ def test_building_a_model_with_checkpointing_warns_nothing(tiny_config):
 
 def test_box_slightly_outside_is_clipped_wholly_outside_is_an_error():
     from socialfusion.api import BoxError, parse_box
-    from socialfusion.data.adapters._boxes import BoxError as BoxProblem, clip_to_image
+    from socialfusion.data.adapters._boxes import UnusableBox, clip_to_image
 
     box, clipped = clip_to_image([0, -1, 65, 24], 64, 48)  # 1 px past two borders
     assert clipped and box == (0.0, 0.0, 1.0, 0.5)
     assert clip_to_image([0, 0, 64, 48], 64, 48) == ((0.0, 0.0, 1.0, 1.0), False)
-    with pytest.raises(BoxProblem, match="wholly outside"):
+    with pytest.raises(UnusableBox, match="wholly outside"):
         clip_to_image([70, 0, 80, 10], 64, 48)
-    with pytest.raises(BoxProblem, match="outside the image"):
+    with pytest.raises(UnusableBox, match="outside the image"):
         clip_to_image([0.1, 0.1, 1.5, 0.4], 1, 1)  # half an image out: a mistake, not a detector's rounding
     parsed = parse_box({"xyxy": [10, 10, 65, 30]}, (64, 48), "img.png, box 0")
     assert parsed["clipped"] and parsed["xyxy"] == pytest.approx([10, 10, 64, 30])

@@ -6,24 +6,24 @@ import math
 from collections.abc import Sequence
 
 
-class BoxError(ValueError):
+class UnusableBox(ValueError):
     """A box that cannot be used; the message is the skip reason (fixed wording: the skip counter's key)."""
 
 
 def coords(values, n: int = 4) -> tuple[float, ...]:
-    """`n` finite floats from a JSON/CSV value, or BoxError."""
+    """`n` finite floats from a JSON/CSV value, or UnusableBox."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != n:
-        raise BoxError(f"box is not a list of {n} numbers")
+        raise UnusableBox(f"box is not a list of {n} numbers")
     out = []
     for v in values:
         if isinstance(v, bool):
-            raise BoxError("box has a non-numeric coordinate")
+            raise UnusableBox("box has a non-numeric coordinate")
         try:
             f = float(v)
         except (TypeError, ValueError):
-            raise BoxError("box has a non-numeric coordinate") from None
+            raise UnusableBox("box has a non-numeric coordinate") from None
         if not math.isfinite(f):
-            raise BoxError("box has a non-finite coordinate")
+            raise UnusableBox("box has a non-finite coordinate")
         out.append(f)
     return tuple(out)
 
@@ -43,16 +43,16 @@ def normalise_box(
     """
     x1, y1, x2, y2 = coords(xyxy)
     if not (math.isfinite(width) and math.isfinite(height)) or width <= 0 or height <= 0:
-        raise BoxError("image size is not positive")
+        raise UnusableBox("image size is not positive")
     if x2 < x1 or y2 < y1:
         if not swap:
-            raise BoxError("box has x2 < x1 or y2 < y1")
+            raise UnusableBox("box has x2 < x1 or y2 < y1")
         x1, x2 = min(x1, x2), max(x1, x2)
         y1, y2 = min(y1, y2), max(y1, y2)
     cx1, cx2 = _clip(x1, 0.0, width), _clip(x2, 0.0, width)
     cy1, cy2 = _clip(y1, 0.0, height), _clip(y2, 0.0, height)
     if not allow_empty and (cx2 <= cx1 or cy2 <= cy1):
-        raise BoxError("box has no area inside the image")
+        raise UnusableBox("box has no area inside the image")
     # division can land a hair outside [0, 1] in floating point; Box refuses that
     return (
         _clip(cx1 / width, 0.0, 1.0),
@@ -73,20 +73,20 @@ def clip_to_image(
 ) -> tuple[tuple[float, float, float, float], bool]:
     """A user's xyxy box (pixels; pass width = height = 1 for normalised coordinates) -> (normalised xyxy clipped
     to the image, whether it was clipped). A box may stick out of the image by `tolerance` of the image's side;
-    BoxError when it sticks out further or lies wholly outside (no area inside). Swapped corners are refused."""
+    UnusableBox when it sticks out further or lies wholly outside (no area inside). Swapped corners are refused."""
     x1, y1, x2, y2 = coords(xyxy)
     if not (math.isfinite(width) and math.isfinite(height)) or width <= 0 or height <= 0:
-        raise BoxError("image size is not positive")
+        raise UnusableBox("image size is not positive")
     if x2 < x1 or y2 < y1:
-        raise BoxError("box has x2 < x1 or y2 < y1")
+        raise UnusableBox("box has x2 < x1 or y2 < y1")
     cx1, cx2 = _clip(x1, 0.0, width), _clip(x2, 0.0, width)
     cy1, cy2 = _clip(y1, 0.0, height), _clip(y2, 0.0, height)
     has_area = x2 > x1 and y2 > y1
     if (has_area and (cx2 <= cx1 or cy2 <= cy1)) or x1 > width or y1 > height or x2 < 0 or y2 < 0:
-        raise BoxError("box lies wholly outside the image")
+        raise UnusableBox("box lies wholly outside the image")
     past = max(-x1 / width, -y1 / height, (x2 - width) / width, (y2 - height) / height)
     if past > tolerance:
-        raise BoxError(
+        raise UnusableBox(
             f"box lies outside the image: it extends {past:.0%} of the image's side past the border "
             f"(up to {tolerance:.0%} is clipped)"
         )

@@ -21,7 +21,7 @@ from ...tasks.expression import AFFECTNET_CLASSES
 from ..schema import Box, DataError, Sample
 from ..skips import SkipReport
 from . import DATASETS
-from ._boxes import WHOLE_IMAGE, BoxError, normalise_box, xywh_to_xyxy
+from ._boxes import WHOLE_IMAGE, UnusableBox, normalise_box, xywh_to_xyxy
 from ._common import (
     DirectoryIndex,
     bool_option,
@@ -190,7 +190,7 @@ def _csv_row(root, image_dir, row, columns, where, report, label_of, keep_landma
         return None
     try:
         box = normalise_box(xywh_to_xyxy(*face), *size)
-    except BoxError as err:
+    except UnusableBox as err:
         report.skip(where, str(err))
         return None
     meta = {

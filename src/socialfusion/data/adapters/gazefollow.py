@@ -23,7 +23,7 @@ from ..images import ImageError, image_size
 from ..schema import Box, DataError, Sample
 from ..skips import SkipReport
 from . import DATASETS
-from ._boxes import BoxError, normalise_box
+from ._boxes import UnusableBox, normalise_box
 from ._common import check_split, csv_error, filtered, float_option, parse_float, parse_int, require_file
 
 COLUMNS = (
@@ -115,7 +115,7 @@ class _Sizes:
         try:
             xyxy = [parse_float(row[k]) for k in ("bbox_x_min", "bbox_y_min", "bbox_x_max", "bbox_y_max")]
             return normalise_box(xyxy, *size, swap=True)
-        except BoxError as err:
+        except UnusableBox as err:
             self.report.skip(where, f"head box: {err}")
         except ValueError:
             self.report.skip(where, "head box is not four finite numbers")

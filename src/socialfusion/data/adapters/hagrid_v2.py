@@ -19,7 +19,7 @@ from ...tasks.gesture import HAGRID_CLASSES
 from ..schema import Box, DataError, Sample
 from ..skips import SkipReport
 from . import DATASETS
-from ._boxes import BoxError, coords, normalise_box, xywh_to_xyxy
+from ._boxes import UnusableBox, coords, normalise_box, xywh_to_xyxy
 from ._common import DirectoryIndex, check_split, filtered, load_json
 
 NO_GESTURE = "no_gesture"
@@ -165,9 +165,9 @@ def _unit_box(xywh) -> tuple:
     try:
         x, y, w, h = coords(xywh)
         if w <= 0 or h <= 0:
-            raise BoxError("hand box has a non-positive width or height")
+            raise UnusableBox("hand box has a non-positive width or height")
         return normalise_box(xywh_to_xyxy(x, y, w, h), 1.0, 1.0)  # clip; the file may stray slightly outside
-    except BoxError as err:
+    except UnusableBox as err:
         raise _Bad(str(err)) from None
 
 

@@ -18,7 +18,7 @@ from ...tasks.relation import PISC_COARSE, PISC_FINE
 from ..schema import Box, DataError, Sample
 from ..skips import SkipReport
 from . import DATASETS
-from ._boxes import BoxError, normalise_box
+from ._boxes import UnusableBox, normalise_box
 from ._common import DirectoryIndex, check_split, choice_option, first_existing, load_json, parse_int
 
 LEVELS = {
@@ -119,7 +119,7 @@ def _pair(root, image_id, image, info, key, value, classes, level, where, report
     try:
         first = normalise_box(boxes[i - 1], width, height)
         second = normalise_box(boxes[j - 1], width, height)
-    except BoxError as err:
+    except UnusableBox as err:
         report.skip(where, str(err))
         return None
     return Sample(
