@@ -19,14 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-DIRS = {
-    "lam": "ego4d_lam",
-    "expression": "affectnet",
-    "gesture": "hagrid",
-    "relation": "pisc",
-    "gaze": "gazefollow_extended",
-}
-
 
 def curve(run_dir: Path) -> list[dict]:
     """[{step, value, seconds}] of every evaluation in a run's log.jsonl."""
@@ -40,13 +32,14 @@ def curve(run_dir: Path) -> list[dict]:
 
 def run_one(preset: str, data: Path, task: str, overrides: list[str], seed: int, run_dir: Path) -> list[dict]:
     from socialfusion.config import load_config, select_tasks
+    from socialfusion.data.synth import task_dirs
     from socialfusion.train.loop import train
 
     if (run_dir / "fit.json").exists() and json.loads((run_dir / "fit.json").read_text())["stop_reason"].startswith(
         "cap"
     ):
         return curve(run_dir)
-    roots = [f"data.tasks.{t}.root={data / d}" for t, d in DIRS.items()]
+    roots = [f"data.tasks.{t}.root={data / d}" for t, d in task_dirs().items()]
     config = load_config(
         preset,
         roots

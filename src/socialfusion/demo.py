@@ -17,13 +17,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .study import StudyPlan
 
-DATASET_DIRS = {
-    "lam": "ego4d_lam",
-    "expression": "affectnet",
-    "gesture": "hagrid",
-    "relation": "pisc",
-    "gaze": "gazefollow_extended",
-}
 SCALES = {
     # n: synthetic training samples per task (a 15 % holdout of lam's clips, expression's and gaze's images selects,
     # docs/DATASETS.md "Splits"); steps: the cap of each single-task model (the joint model's is steps x 5, the sum
@@ -64,16 +57,18 @@ def demo_plan(scale: str) -> StudyPlan:
 def demo_config(preset: str, data_dir: Path, scale: dict, overrides: list[str]):
     """The preset on the synthetic benchmark at `scale` (its step cap and plateau rule), then the user's overrides."""
     from .config import load_config
+    from .data.synth import task_dirs
 
-    roots = [f"data.tasks.{i}.root={data_dir / DATASET_DIRS[t]}" for i, t in enumerate(DATASET_DIRS)]
+    dirs = task_dirs()
+    roots = [f"data.tasks.{i}.root={data_dir / d}" for i, d in enumerate(dirs.values())]
     protocol = [
         f"train.steps={scale['steps']}",
         f"train.eval_every={scale['eval_every']}",
         f"train.early_stop_patience={scale['patience']}",
     ]
     config = load_config(preset, roots + protocol + list(overrides))
-    if [td.task for td in config.data.tasks] != list(DATASET_DIRS):
-        raise ValueError(f"the demo expects the five tasks in the order {list(DATASET_DIRS)}")
+    if [td.task for td in config.data.tasks] != list(dirs):
+        raise ValueError(f"the demo expects the five tasks in the order {list(dirs)}")
     return config
 
 

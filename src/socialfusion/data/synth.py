@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..tasks import TASK_NAMES, TASKS, load_all
 from ..tasks.gesture import HAGRID_CLASSES as _GESTURE_CLASSES
 from . import synth_draw as sd
 
@@ -40,6 +41,15 @@ DATASET_DIRS = {
     "pisc": "pisc",
     "gazefollow": "gazefollow_extended",
 }
+
+
+def task_dirs() -> dict[str, str]:
+    """The folder of each built-in task's data in the synthetic benchmark, by task, in the tasks' order (the
+    presets' and the demo's): the DATASET_DIRS folder of the dataset the task reads by default."""
+    load_all()
+    return {name: DATASET_DIRS[TASKS.get(name).default_dataset] for name in TASK_NAMES}
+
+
 _SEED_KEY = {"ego4d_lam": 11, "affectnet": 12, "hagrid_v2": 13, "pisc": 14, "gazefollow": 15}
 MARKER = "SocialFusion synthetic data"
 JPEG_QUALITY = 90
