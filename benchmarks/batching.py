@@ -33,6 +33,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from socialfusion.api import SocialFusion  # noqa: E402
+from socialfusion.config import split_list  # noqa: E402
 from socialfusion.numerics import TOLERANCES, precision_facts  # noqa: E402
 
 
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the report here (and the table next to it as .md)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    presets, n = (["tiny"], 2) if args.smoke else (args.presets.split(","), args.images)
+    presets, n = (["tiny"], 2) if args.smoke else (split_list(args.presets) or [], args.images)
     report = {
         "command": " ".join(["benchmarks/batching.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": precision_facts(),

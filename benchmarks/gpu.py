@@ -301,6 +301,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the JSON here and the markdown block next to it (.md)")
     args = ap.parse_args(argv)
 
+    from socialfusion.config import split_list
     from socialfusion.numerics import precision_facts
     from socialfusion.plan import estimate
     from socialfusion.runtime import compute_dtype, resolve_device, resolve_precision
@@ -317,7 +318,7 @@ def main(argv=None) -> int:
         bench_train(
             config, model, device, precision, kind == "features", args.warmup, args.steps, plan, peak["flops_per_s"]
         )
-        for kind in args.inputs.split(",")
+        for kind in split_list(args.inputs) or []
     ]
     predict = bench_predict(model, device, precision, args.predict_batch_size, args.warmup, args.steps)
     on_gpu = device.type == "cuda"

@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         from socialfusion.analysis.transfer import normalise_baselines
 
         data, out, preset, steps, every = Path(args.data), Path(args.out), args.config, args.steps, args.eval_every
-        tasks = [t for t in args.tasks.split(",") if t]
+        from socialfusion.config import split_list
+
+        tasks = split_list(args.tasks)
         variants = normalise_baselines(args.variant or ["base=train.warmup_steps=10"], "--variant")
     from socialfusion.numerics import precision_facts
 

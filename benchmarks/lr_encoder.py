@@ -115,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.data or not args.out:
             p.error("--data and --out are required (or --smoke)")
         data, out, preset, steps = Path(args.data), Path(args.out), args.config, args.steps
-        candidates = [float(x) for x in args.candidates.split(",")]
-        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        from socialfusion.config import split_list
+
+        candidates = split_list(args.candidates, float)
+        tasks = split_list(args.tasks)
     from socialfusion.config import select_tasks
 
     fixed = {"steps": steps, "eval_every": 0, "patience": 0}  # each candidate trains a fixed number of steps

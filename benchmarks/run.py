@@ -1590,7 +1590,9 @@ def main(argv=None) -> int:
     OMP_WAIT_POLICY = None if args.omp_wait_policy == "default" else args.omp_wait_policy.upper()
     THREADS = args.threads
     mode = "smoke" if args.smoke else "quick" if args.quick else ("extended" if args.extended else "full")
-    only = set(args.only.split(",")) if args.only else None
+    from socialfusion.config import split_list
+
+    only = set(split_list(args.only) or []) or None
     if only:
         mode += "-" + "+".join(sorted(only))
     if args.out:

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import split_list
 from .data.adapters._boxes import UnusableBox, clip_to_image
 from .data.images import load_image_bytes
 from .errors import UserError
@@ -383,7 +384,7 @@ class SocialFusion:
         if tasks is None or (isinstance(tasks, str) and tasks.strip().lower() == "all"):
             return self.task_names
         if isinstance(tasks, str):
-            tasks = [t for t in (p.strip() for p in tasks.split(",")) if t]
+            tasks = split_list(tasks) or []
         names = []
         for t in tasks:
             if not isinstance(t, str):

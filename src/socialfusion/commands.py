@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from .analysis import split_list
+from .config import split_list
 from .errors import add_console_options
 
 OVERRIDES_HELP = (

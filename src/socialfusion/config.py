@@ -481,6 +481,12 @@ def absolute_paths(config: Config, base: str | Path | None = None) -> Config:
     return config
 
 
+def split_list(text: str | None, cast=str) -> list | None:
+    """A comma-separated option ("lam,gaze", "-1,-6", "box, pair") -> [cast(item)] (items stripped, empty ones
+    dropped); None when empty or not given. Every comma-separated option and argument is read with it."""
+    return [cast(x.strip()) for x in text.split(",") if x.strip()] if text else None
+
+
 def select_tasks(config: Config, names: list[str] | tuple[str, ...]) -> Config:
     """A copy of `config` keeping only the named tasks of `data.tasks` (in the config's order), validated."""
     known = [td.task for td in config.data.tasks]

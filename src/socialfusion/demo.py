@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .analysis import split_list
+    from .config import split_list
     from .study import check_plan, run_study
 
     args, plan = parse_args(argv)

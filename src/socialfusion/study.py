@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .analysis import split_list
+from .config import split_list
 
 STAGES = ("transfer", "gradconf", "probe", "report")
 # the timing labels of the stages (the demo prints them; tests look for them)

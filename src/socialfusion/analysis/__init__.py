@@ -21,11 +21,6 @@ def write_json(data: Any, path: str | Path) -> Path:
     return path
 
 
-def split_list(text: str | None, cast=str) -> list | None:
-    """A comma-separated option ("-1,-6", "box,pair") -> [cast(item)]; None when empty or not given."""
-    return [cast(x.strip()) for x in text.split(",") if x.strip()] if text else None
-
-
 def fmt(value: Any, digits: int = 4) -> str:
     """A metric value for a markdown table ('-' when missing or NaN)."""
     if value is None:

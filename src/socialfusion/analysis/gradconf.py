@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import split_list
 from ..eval.intervals import RESAMPLES, SEED, fmt_ci, interval_info, percentile_interval
-from . import fmt, split_list, write_json
+from . import fmt, write_json
 
 DEFAULT_BATCHES = 16
 SKETCH_DIM = 65536

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import split_list, write_json
+from ..config import split_list
+from . import write_json
 
 POOLS = ("cls", "mean", "box", "pair")
 DEFAULT_LAYERS = (-1, -2, -4, -8, -12, -16, -24)

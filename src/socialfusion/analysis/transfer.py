@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import absolute_paths, apply_overrides, select_tasks
+from ..config import absolute_paths, apply_overrides, select_tasks, split_list
 from ..eval.intervals import (
     RESAMPLES,
     SEED,
@@ -653,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything is checked before any training; a ConfigError goes to the dispatcher (one line, exit 2)
         config = load_config(args.config, args.overrides)
         if args.tasks:
-            config = select_tasks(config, args.tasks.split(","))
+            config = select_tasks(config, split_list(args.tasks))
         baselines = normalise_baselines(args.baseline)
         variants = normalise_baselines(args.variant, "--variant")
         seed_list(config, args.seeds)

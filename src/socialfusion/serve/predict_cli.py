@@ -90,10 +90,10 @@ class _UsageError(UserError):
 def _check_tasks(ckpt: str, tasks: str) -> None:
     """Unknown task names, found from the checkpoint's (or preset's) config before the model is built."""
     from ..api import TaskError
-    from ..config import load_config
+    from ..config import load_config, split_list
     from ..models.checkpoint import read_checkpoint_config
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    names = split_list(tasks) or []
     if not names or "all" in (n.lower() for n in names):
         return
     config = read_checkpoint_config(ckpt)[0] if Path(ckpt).is_dir() else load_config(ckpt)
