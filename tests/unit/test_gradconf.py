@@ -11,11 +11,11 @@ from socialfusion.analysis.gradconf import (
     conflict_frequency,
     cosine_matrix,
     fixed_batches,
-    flat_grad,
     magnitude_similarity,
     magnitude_similarity_matrix,
     shared_parameters,
 )
+from socialfusion.train.surgery import flat_grad
 
 
 def test_cosine_identical_opposite_orthogonal():
@@ -103,7 +103,7 @@ def test_shared_parameters_exclude_the_gaze_head_and_flatten_in_order(tiny_model
     assert max(e for _, e in segments.values()) == total
     tiny_model.zero_grad(set_to_none=True)
     tiny_model(make_batch("lam"))["loss"].backward()
-    flat = flat_grad(params)
+    flat = flat_grad([p for _, p in params])
     assert flat.shape == (total,) and flat.dtype == torch.float32 and torch.isfinite(flat).all()
     a, b = segments["connector"]
     assert flat[a:b].abs().sum() > 0

@@ -263,14 +263,6 @@ def shared_parameters(model) -> tuple[list[tuple[str, torch.nn.Parameter]], dict
     return params, segments
 
 
-def flat_grad(params) -> torch.Tensor:
-    """The current .grad of `params` flattened into one float32 CPU vector (zeros where a parameter got none)."""
-    parts = [
-        (p.grad.detach().float().flatten().cpu() if p.grad is not None else torch.zeros(p.numel())) for _, p in params
-    ]
-    return torch.cat(parts)
-
-
 def fixed_batches(n: int, batch_size: int, k: int, seed: int, salt: int) -> list[list[int]]:
     """K batches of indices from one seeded permutation (disjoint while K * batch_size <= n, then wrapping)."""
     if n == 0:
@@ -290,6 +282,7 @@ def run_gradconf(
     from ..data.skips import SkipReport
     from ..features.inputs import sample_inputs
     from ..train.step import NonFiniteLoss, task_backward
+    from ..train.surgery import flat_grad
     from .plots import gradconf_caption, matrix_heatmaps
 
     if batches < 1:
@@ -299,6 +292,7 @@ def run_gradconf(
     t0 = time.perf_counter()
     device = model.device
     params, segments = shared_parameters(model)
+    tensors = [p for _, p in params]
     report = SkipReport(config.data.on_bad_sample)
     cache, input_fn = sample_inputs(model, config)
     datasets = build_task_datasets(config, model.tasks, "train", input_fn, report)
@@ -332,7 +326,7 @@ def run_gradconf(
                 out = task_backward(model, batch, weights.get(t, 1.0), device, config.train.precision)
             except NonFiniteLoss as err:
                 raise ValueError(f"batch {k}: {err}") from None
-            grads[t] = flat_grad(params)
+            grads[t] = flat_grad(tensors).cpu()  # the statistics are kept on the CPU
             losses[t].append(float(out["loss"].detach()))
             bar.update(1)
         stats.update(grads)

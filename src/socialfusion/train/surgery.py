@@ -34,7 +34,8 @@ def pcgrad(grads: list[torch.Tensor], generator: torch.Generator | None = None) 
 
 
 def flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """The parameters' gradients as one fp32 vector (zeros where a parameter got none)."""
+    """The parameters' gradients as one fp32 vector on their device (zeros where a parameter got none): what
+    gradient surgery projects, and what the gradient-conflict analysis (`analysis/gradconf.py`) compares."""
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params])
 
 
