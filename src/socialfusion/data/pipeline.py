@@ -307,6 +307,9 @@ class BatchLoader:
 
     def close(self) -> None:
         """Stop the workers now rather than when the loader is garbage-collected."""
+        # torch has no public call for this (2.13): persistent workers stop in the iterator's __del__, which any
+        # reference left to it (a `batches` generator not run to its end) postpones; `_shutdown_workers` is what
+        # that __del__ calls, guarded in case a torch release renames it
         iterator = getattr(self.loader, "_iterator", None)
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()

@@ -140,7 +140,10 @@ def _fully_shard(model: nn.Module) -> None:
     ignored = set(frozen_encoder.parameters()) if frozen_encoder is not None else None
     fully_shard(model, ignored_params=ignored, reshard_after_forward=False)
     # FSDP decides which unit is the root on the first forward it sees; evaluation and the statistics call the
-    # blocks without going through the model's forward, so settle it now (otherwise FSDP refuses a later root)
+    # blocks without going through the model's forward, so settle it now (otherwise FSDP refuses a later root).
+    # No public call does only this (torch 2.13): `register_fsdp_forward_method` would settle the root too, but
+    # it also runs FSDP's pre- and post-forward hooks (the root's all-gather, input handling) around each
+    # registered method, which changes what evaluation and the statistics do
     model._get_fsdp_state()._lazy_init()
 
 
