@@ -147,7 +147,10 @@ def table(result: dict) -> str:
         "| torch threads | OMP_WAIT_POLICY | predict ms, median (min-max) | detect ms, median (min-max) |",
         "|---|---|---|---|",
     ]
-    ms = lambda v: f"{statistics.median(v) * 1000:.0f} ({min(v) * 1000:.0f}-{max(v) * 1000:.0f})" if v else "-"  # noqa: E731
+
+    def ms(v):
+        return f"{statistics.median(v) * 1000:.0f} ({min(v) * 1000:.0f}-{max(v) * 1000:.0f})" if v else "-"
+
     for row in result["rows"]:
         lines.append(
             f"| {row['threads']} | {row['omp_wait_policy']} | {ms(row['predict_s'])} | {ms(row['detect_s'])} |"

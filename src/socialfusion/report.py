@@ -510,7 +510,8 @@ def write_report(
     parts.append(
         "<h2>Figures</h2>"
         + "".join(
-            f"<h3>{html.escape(k)}</h3><figure>{_img_tag(v)}<figcaption>{html.escape(captions[k])}</figcaption></figure>"
+            f"<h3>{html.escape(k)}</h3><figure>{_img_tag(v)}"
+            f"<figcaption>{html.escape(captions[k])}</figcaption></figure>"
             for k, v in figures.items()
         )
     )
