@@ -39,9 +39,10 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
@@ -149,6 +150,288 @@ def _read_index_html() -> str:
     return resources.files("socialfusion.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class Service:
+    """What the routes share: the model, the limits, admission control and whether detection is installed. One per
+    app, held in `app.state.service` and handed to each route by FastAPI's dependency injection (`_service`)."""
+
+    predictor: Any
+    max_upload_bytes: int
+    max_boxes: int
+    max_image_pixels: int | None
+    retry_after_s: int
+    can_detect: bool
+    gate: _Gate  # requests inside (reading, waiting or running): at most max_concurrency + max_queue
+    running: threading.BoundedSemaphore  # at most max_concurrency decoded images and inferences at a time
+    index_html: str
+
+    @property
+    def body_limit(self) -> int:
+        return self.max_upload_bytes + FORM_SLACK
+
+
+async def _service(request: Request) -> Service:  # async: resolved on the event loop, not in the thread pool
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(_service)]
+
+
+def _fail(status: int, detail: str, headers: dict | None = None):
+    raise HTTPException(status_code=status, detail=detail, headers=headers)
+
+
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def index(service: ServiceDep) -> HTMLResponse:
+    csp = (
+        "default-src 'self'; img-src 'self' blob: data:; "
+        "style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"
+    )
+    return HTMLResponse(
+        service.index_html, headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"}
+    )
+
+
+@router.get("/health")
+def health(service: ServiceDep) -> dict:
+    from ..runtime import resolve_precision
+
+    predictor = service.predictor
+    return {
+        "status": "ok",
+        "model": predictor.name,
+        "model_card": predictor.card_summary,
+        "warning": predictor.warning,
+        "device": str(predictor.device),
+        "precision": resolve_precision(predictor.device, predictor.precision),  # which batching bound applies
+        "tasks": predictor.task_names,
+        "inside": service.gate.inside,
+        "capacity": service.gate.limit,
+    }
+
+
+@router.get("/model_card")
+def model_card(service: ServiceDep) -> dict:
+    predictor = service.predictor
+    return {"summary": predictor.card_summary, "warning": predictor.warning, "card": predictor.card}
+
+
+@router.get("/tasks")
+def tasks(service: ServiceDep) -> dict:
+    from ..api import BOX_KINDS
+
+    return {
+        "tasks": service.predictor.describe_tasks(),
+        "max_upload_bytes": service.max_upload_bytes,
+        "max_boxes": service.max_boxes,
+        "box_kinds": list(BOX_KINDS),
+        "detect": service.can_detect,  # whether POST /predict accepts detect=true here
+        "roles": {
+            "0": "the box of a single-box task, or the first person of a pair",
+            "1": "the second person (relation)",
+        },
+    }
+
+
+@router.get("/examples")
+def examples() -> dict:
+    from .examples import list_examples
+
+    return {"examples": list_examples()}
+
+
+@router.get("/examples/{name}.png", response_class=Response, responses={200: {"content": {"image/png": {}}}, 404: {}})
+def example_image(name: str) -> Response:
+    from .examples import example_png
+
+    data = example_png(name)
+    if data is None:
+        _fail(404, f"no example named {name!r}")
+    return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
+async def _read_body(request: Request, service: Service) -> bytes:
+    limit, max_upload_bytes = service.body_limit, service.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            n = int(declared)
+        except ValueError:
+            _fail(400, f"invalid Content-Length header {declared!r}")
+        if n > limit:
+            _fail(413, f"upload too large: {n} bytes; the limit is {max_upload_bytes} bytes for the image")
+    body = bytearray()
+    async for chunk in request.stream():  # counted while reading: never more than the limit in memory
+        body += chunk
+        if len(body) > limit:
+            _fail(413, f"upload too large: more than {max_upload_bytes} bytes for the image")
+    return bytes(body)
+
+
+async def _parse_form(request: Request, body: bytes):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        return await Request(request.scope, receive=replay).form(max_files=2, max_fields=8, max_part_size=FORM_SLACK)
+    except StarletteHTTPException as err:  # Starlette's multipart errors: 400 with a terse message
+        _fail(err.status_code, f"malformed form body: {err.detail}")
+
+
+def _parse_boxes_field(raw: Any):
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        _fail(422, "'boxes' must be a text field holding JSON")
+    if not raw.strip():
+        return None
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as err:
+        _fail(400, f"'boxes' is not valid JSON: {err}")
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        _fail(422, f"'boxes' must be a JSON list of box objects, got {type(value).__name__}")
+    return value
+
+
+def _detect_field(raw: Any, service: Service) -> bool:
+    from ..detect import EXTRA_HINT as DETECT_HINT
+
+    raw = raw or "false"
+    if not isinstance(raw, str) or raw.strip().lower() not in ("true", "false", "1", "0", "on"):
+        _fail(422, "'detect' must be true or false")
+    detect = raw.strip().lower() in ("true", "1", "on")
+    if detect and not service.can_detect:
+        _fail(501, f"box detection is not installed on this server ({DETECT_HINT})")
+    return detect
+
+
+async def _form_inputs(form, service: Service) -> tuple[bytes, str, Any, list[str], bool]:
+    """The checked fields of the form: (image bytes, file name, boxes, task names, detect)."""
+    upload = form.get("image")
+    if upload is None:
+        _fail(422, "missing the 'image' file field (send multipart/form-data with the image as a file)")
+    if isinstance(upload, str):
+        _fail(422, "'image' must be a file upload, not a text field")
+    data = await upload.read()
+    filename = upload.filename or "upload"
+    if len(data) > service.max_upload_bytes:
+        _fail(413, f"image too large: {len(data)} bytes; the limit is {service.max_upload_bytes}")
+    if not data:
+        _fail(422, f"{filename}: the image file is empty (0 bytes)")
+    boxes = _parse_boxes_field(form.get("boxes"))
+    if boxes is not None and len(boxes) > service.max_boxes:
+        _fail(422, f"{len(boxes)} boxes; at most {service.max_boxes} per image")
+    tasks_field = form.get("tasks")
+    if tasks_field is not None and not isinstance(tasks_field, str):
+        _fail(422, "'tasks' must be a text field")
+    task_names = service.predictor.resolve_tasks("all" if tasks_field is None else tasks_field)
+    return data, filename, boxes, task_names, _detect_field(form.get("detect"), service)
+
+
+def _run(service: Service, data: bytes, filename: str, boxes: Any, task_names: list[str], detect: bool) -> dict:
+    from ..api import load_image_bytes, result_to_json
+
+    with service.running:  # bounded: at most max_concurrency decoded images and inferences at a time
+        t0 = time.perf_counter()
+        image = load_image_bytes(data, filename, max_pixels=service.max_image_pixels)
+        [result] = service.predictor.predict(image, boxes=boxes, tasks=task_names, detect=detect)
+        out = result_to_json(result, heatmap="list", decimals=4)
+        out["image"] = filename
+        out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        return out
+
+
+_PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {"type": "string", "format": "binary", "description": "the image file"},
+                    "boxes": {
+                        "type": "string",
+                        "description": "JSON list of boxes, each with its kind (face, hand, head, person), e.g. "
+                        '[{"xyxy": [10, 20, 110, 140], "kind": "face"}, '
+                        '{"xyxy": [150, 90, 190, 140], "kind": "hand"}]; '
+                        "each task reads its own kind (relation: "
+                        "two person boxes, or the two with role 0 and 1); pixel "
+                        'coordinates when any value > 1 unless "normalized" says otherwise; none: the whole image',
+                    },
+                    "tasks": {
+                        "type": "string",
+                        "default": "all",
+                        "description": '"all" or a comma list, e.g. "lam,gaze"',
+                    },
+                    "detect": {
+                        "type": "string",
+                        "enum": ["true", "false"],
+                        "default": "false",
+                        "description": "true: when no boxes are sent, find them (face, head, hand, person); "
+                        'the result\'s boxes carry kind, score and source "detected"',
+                    },
+                },
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/predict",
+    openapi_extra={"requestBody": _PREDICT_BODY},
+    responses={400: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+)
+async def predict(request: Request, service: ServiceDep) -> JSONResponse:
+    from ..api import PredictInputError
+    from ..data.images import ImageError
+
+    gate = service.gate
+    if not gate.enter():
+        _fail(
+            503,
+            f"busy: {gate.limit} requests are already being served; retry shortly",
+            {"Retry-After": str(service.retry_after_s)},
+        )
+    try:
+        ctype = request.headers.get("content-type", "")
+        if not ctype.lower().startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            _fail(415, "send multipart/form-data with an 'image' file field (and optional 'boxes' and 'tasks' fields)")
+        body = await _read_body(request, service)
+        form = await _parse_form(request, body)
+        try:
+            inputs = await _form_inputs(form, service)
+        finally:
+            await form.close()
+        return JSONResponse(await run_in_threadpool(_run, service, *inputs))
+    except ImageError as err:
+        _fail(_STATUS_BY_REASON.get(err.reason, 422), str(err))
+    except PredictInputError as err:
+        _fail(422, str(err))
+    finally:
+        gate.leave()
+
+
+async def _unexpected(request: Request, err: Exception):  # a bug, never bad input: log it, answer briefly
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": f"internal error: {type(err).__name__}"}, status_code=500)
+
+
 def create_app(
     predictor: Any,
     max_upload_bytes: int = 10 * MB,
@@ -161,252 +444,35 @@ def create_app(
 ):
     """The FastAPI app serving `predictor` (a `socialfusion.api.SocialFusion`); with `api_key`, every request but
     the public pages needs it (see the module docstring)."""
-    from ..api import BOX_KINDS, PredictInputError, load_image_bytes, result_to_json
-    from ..data.images import ImageError
-    from ..detect import EXTRA_HINT as DETECT_HINT, available as detect_available
-    from ..runtime import resolve_precision
-    from .examples import example_png, list_examples
+    from ..detect import available as detect_available
 
-    can_detect = detect_available()  # checked once: it looks the packages up on disk
     if max_concurrency < 1 or max_queue < 0 or max_upload_bytes < 1:
         raise ValueError("max_concurrency >= 1, max_queue >= 0 and max_upload_bytes >= 1 are required")
-    gate = _Gate(max_concurrency + max_queue)
-    running = threading.BoundedSemaphore(max_concurrency)
-    index_html = _read_index_html()
-    body_limit = max_upload_bytes + FORM_SLACK
-
+    service = Service(
+        predictor=predictor,
+        max_upload_bytes=max_upload_bytes,
+        max_boxes=max_boxes,
+        max_image_pixels=max_image_pixels,
+        retry_after_s=retry_after_s,
+        can_detect=detect_available(),  # checked once: it looks the packages up on disk
+        gate=_Gate(max_concurrency + max_queue),
+        running=threading.BoundedSemaphore(max_concurrency),
+        index_html=_read_index_html(),
+    )
     app = FastAPIOffline(
         title="SocialFusion",
         description="Social perception from an image and boxes: looking-at-me, expression, gesture, relation, gaze.",
         version="1",
         static_url=DOCS_STATIC,
     )
+    app.state.service = service
     app.state.predictor = predictor
-    app.state.gate = gate
+    app.state.gate = service.gate
     if api_key:
         app.add_middleware(_RequireKey, api_key=api_key)
         _declare_key_in_openapi(app)
-
-    def fail(status: int, detail: str, headers: dict | None = None):
-        raise HTTPException(status_code=status, detail=detail, headers=headers)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> HTMLResponse:
-        csp = (
-            "default-src 'self'; img-src 'self' blob: data:; "
-            "style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"
-        )
-        return HTMLResponse(index_html, headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
-
-    @app.get("/health")
-    def health() -> dict:
-        return {
-            "status": "ok",
-            "model": predictor.name,
-            "model_card": predictor.card_summary,
-            "warning": predictor.warning,
-            "device": str(predictor.device),
-            "precision": resolve_precision(
-                predictor.device, predictor.precision
-            ),  # which batching bound applies (docs/USAGE.md)
-            "tasks": predictor.task_names,
-            "inside": gate.inside,
-            "capacity": gate.limit,
-        }
-
-    @app.get("/model_card")
-    def model_card() -> dict:
-        return {"summary": predictor.card_summary, "warning": predictor.warning, "card": predictor.card}
-
-    @app.get("/tasks")
-    def tasks() -> dict:
-        return {
-            "tasks": predictor.describe_tasks(),
-            "max_upload_bytes": max_upload_bytes,
-            "max_boxes": max_boxes,
-            "box_kinds": list(BOX_KINDS),
-            "detect": can_detect,  # whether POST /predict accepts detect=true here
-            "roles": {
-                "0": "the box of a single-box task, or the first person of a pair",
-                "1": "the second person (relation)",
-            },
-        }
-
-    @app.get("/examples")
-    def examples() -> dict:
-        return {"examples": list_examples()}
-
-    @app.get("/examples/{name}.png", response_class=Response, responses={200: {"content": {"image/png": {}}}, 404: {}})
-    def example_image(name: str) -> Response:
-        data = example_png(name)
-        if data is None:
-            fail(404, f"no example named {name!r}")
-        return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
-
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                n = int(declared)
-            except ValueError:
-                fail(400, f"invalid Content-Length header {declared!r}")
-            if n > body_limit:
-                fail(413, f"upload too large: {n} bytes; the limit is {max_upload_bytes} bytes for the image")
-        body = bytearray()
-        async for chunk in request.stream():  # counted while reading: never more than the limit in memory
-            body += chunk
-            if len(body) > body_limit:
-                fail(413, f"upload too large: more than {max_upload_bytes} bytes for the image")
-        return bytes(body)
-
-    async def parse_form(request: Request, body: bytes):
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            return await Request(request.scope, receive=replay).form(
-                max_files=2, max_fields=8, max_part_size=FORM_SLACK
-            )
-        except StarletteHTTPException as err:  # Starlette's multipart errors: 400 with a terse message
-            fail(err.status_code, f"malformed form body: {err.detail}")
-
-    def run(data: bytes, filename: str, boxes: Any, task_names: list[str], detect: bool = False) -> dict:
-        with running:  # bounded: at most max_concurrency decoded images and inferences at a time
-            t0 = time.perf_counter()
-            image = load_image_bytes(data, filename, max_pixels=max_image_pixels)
-            [result] = predictor.predict(image, boxes=boxes, tasks=task_names, detect=detect)
-            out = result_to_json(result, heatmap="list", decimals=4)
-            out["image"] = filename
-            out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-            return out
-
-    predict_body = {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {
-                        "image": {"type": "string", "format": "binary", "description": "the image file"},
-                        "boxes": {
-                            "type": "string",
-                            "description": "JSON list of boxes, each with its kind (face, hand, head, person), e.g. "
-                            '[{"xyxy": [10, 20, 110, 140], "kind": "face"}, '
-                            '{"xyxy": [150, 90, 190, 140], "kind": "hand"}]; '
-                            "each task reads its own kind (relation: "
-                            "two person boxes, or the two with role 0 and 1); pixel "
-                            'coordinates when any value > 1 unless "normalized" says otherwise; none: the whole image',
-                        },
-                        "tasks": {
-                            "type": "string",
-                            "default": "all",
-                            "description": '"all" or a comma list, e.g. "lam,gaze"',
-                        },
-                        "detect": {
-                            "type": "string",
-                            "enum": ["true", "false"],
-                            "default": "false",
-                            "description": "true: when no boxes are sent, find them (face, head, hand, person); "
-                            'the result\'s boxes carry kind, score and source "detected"',
-                        },
-                    },
-                }
-            }
-        },
-    }
-
-    @app.post(
-        "/predict",
-        openapi_extra={"requestBody": predict_body},
-        responses={400: {}, 413: {}, 415: {}, 422: {}, 503: {}},
-    )
-    async def predict(request: Request) -> JSONResponse:
-        if not gate.enter():
-            fail(
-                503,
-                f"busy: {gate.limit} requests are already being served; retry shortly",
-                {"Retry-After": str(retry_after_s)},
-            )
-        try:
-            ctype = request.headers.get("content-type", "")
-            if not ctype.lower().startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-                fail(
-                    415, "send multipart/form-data with an 'image' file field (and optional 'boxes' and 'tasks' fields)"
-                )
-            body = await read_body(request)
-            form = await parse_form(request, body)
-            try:
-                upload = form.get("image")
-                if upload is None:
-                    fail(422, "missing the 'image' file field (send multipart/form-data with the image as a file)")
-                if isinstance(upload, str):
-                    fail(422, "'image' must be a file upload, not a text field")
-                data = await upload.read()
-                filename = upload.filename or "upload"
-                if len(data) > max_upload_bytes:
-                    fail(413, f"image too large: {len(data)} bytes; the limit is {max_upload_bytes}")
-                if not data:
-                    fail(422, f"{filename}: the image file is empty (0 bytes)")
-                boxes = parse_boxes_field(form.get("boxes"))
-                if boxes is not None and len(boxes) > max_boxes:
-                    fail(422, f"{len(boxes)} boxes; at most {max_boxes} per image")
-                tasks_field = form.get("tasks")
-                if tasks_field is not None and not isinstance(tasks_field, str):
-                    fail(422, "'tasks' must be a text field")
-                task_names = predictor.resolve_tasks("all" if tasks_field is None else tasks_field)
-                detect_field = form.get("detect") or "false"
-                if not isinstance(detect_field, str) or detect_field.strip().lower() not in (
-                    "true",
-                    "false",
-                    "1",
-                    "0",
-                    "on",
-                ):
-                    fail(422, "'detect' must be true or false")
-                detect = detect_field.strip().lower() in ("true", "1", "on")
-                if detect and not can_detect:
-                    fail(501, f"box detection is not installed on this server ({DETECT_HINT})")
-            finally:
-                await form.close()
-            return JSONResponse(await run_in_threadpool(run, data, filename, boxes, task_names, detect))
-        except ImageError as err:
-            fail(_STATUS_BY_REASON.get(err.reason, 422), str(err))
-        except PredictInputError as err:
-            fail(422, str(err))
-        finally:
-            gate.leave()
-
-    def parse_boxes_field(raw: Any):
-        if raw is None:
-            return None
-        if not isinstance(raw, str):
-            fail(422, "'boxes' must be a text field holding JSON")
-        if not raw.strip():
-            return None
-        try:
-            value = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError) as err:
-            fail(400, f"'boxes' is not valid JSON: {err}")
-        if value is None:
-            return None
-        if isinstance(value, dict):
-            value = [value]
-        if not isinstance(value, list):
-            fail(422, f"'boxes' must be a JSON list of box objects, got {type(value).__name__}")
-        return value
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, err: Exception):  # a bug, never bad input: log it, answer briefly
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error: {type(err).__name__}"}, status_code=500)
-
+    app.include_router(router)
+    app.add_exception_handler(Exception, _unexpected)
     return app
 
 
@@ -428,7 +494,7 @@ def _declare_key_in_openapi(app) -> None:
     app.openapi = openapi
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     from ..errors import add_console_options
     from ..runtime import THREADS_HELP, parse_threads
 
@@ -460,7 +526,11 @@ def main(argv: list[str] | None = None) -> int:
         "clients send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
     )
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     refusal = bind_refusal(args.host, api_key, args.insecure)
     if refusal:  # before loading the model: a refused start costs nothing
