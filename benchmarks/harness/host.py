@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .common import HERE, ROOT
+from .stats import summarize
 
 # libgomp's default spin-waiting makes 2-thread torch up to 10x slower while another process keeps one of the
 # two cores busy (measured: score_classes 3.45 s with 2 threads vs 0.35 s with 1; 0.43 s with PASSIVE); every
@@ -112,13 +113,6 @@ def cpu_jiffies() -> tuple[int, int]:
     parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = parts[3] + parts[4]
     return sum(parts) - idle, sum(parts)
-
-
-def summarize(ts: list[float]) -> dict:
-    s = sorted(ts)
-    n = len(s)
-    q = statistics.quantiles(s, n=4, method="inclusive") if n >= 2 else [s[0], s[0], s[0]]
-    return {"n": n, "median": statistics.median(s), "min": s[0], "max": s[-1], "q1": q[0], "q3": q[2], "all": ts}
 
 
 def run_group(
