@@ -30,11 +30,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from socialfusion.api import SocialFusion  # noqa: E402
-from socialfusion.config import split_list  # noqa: E402
-from socialfusion.numerics import TOLERANCES, precision_facts  # noqa: E402
+from socialfusion.api import SocialFusion
+from socialfusion.config import split_list
+from socialfusion.numerics import TOLERANCES, precision_facts
 
 
 def _scene(seed: int) -> tuple[Image.Image, list[dict]]:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from harness.stats import spread
 
 SHAPES = {"default": (144, 384, 256), "paper": (576, 1024, 64)}  # tokens, width, entries
 SMOKE_SHAPES = {"tiny": (16, 32, 8)}
@@ -83,8 +83,7 @@ def measure(root: Path, shape: str, tokens: int, dim: int, entries: int, repeats
 
 
 def _spread(values: list[float]) -> str:
-    f = (lambda v: f"{v:,.0f}") if min(values) >= 100 else (lambda v: f"{v:.3g}")  # noqa: E731
-    return f"{f(statistics.median(values))} [{f(min(values))}-{f(max(values))}]"
+    return spread(values, ",.0f" if min(values) >= 100 else ".3g")
 
 
 def render(report: dict) -> str:

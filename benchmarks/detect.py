@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from harness.stats import cpu_model, spread
 from PIL import Image
 
-from socialfusion.numerics import cpu_name, precision_facts
+from socialfusion.numerics import precision_facts
 
 HERE = Path(__file__).resolve().parent
 BOXES = HERE / "detect_eval" / "boxes.json"
@@ -176,13 +176,8 @@ def evaluate(images: list[dict], repeats: int, threads: int | None, settings: di
     return result
 
 
-def cpu_model() -> str:
-    return cpu_name()
-
-
 def _ms(values) -> str:
-    ms = [v * 1000 for v in values]
-    return f"{statistics.median(ms):.0f} ({min(ms):.0f}-{max(ms):.0f})"
+    return spread(values, ".0f", scale=1000, brackets="()")
 
 
 def _ratio(num: int, den: int) -> str:

@@ -9,10 +9,10 @@ separately; prints the median and range over the repeats.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
+from harness.stats import row, spread
 
 from socialfusion.data.schema import Sample
 from socialfusion.eval.intervals import bootstrap_intervals
@@ -62,8 +62,7 @@ def main() -> None:
                 t2 = time.perf_counter()
                 setup.append(t1 - t0)
                 boot.append(t2 - t1)
-            cell = lambda v: f"{statistics.median(v):.3f} [{min(v):.3f}, {max(v):.3f}]"  # noqa: E731
-            print(f"| {name} | {n} | {cell(setup)} | {cell(boot)} |", flush=True)
+            print(row(name, n, spread(setup, sep=", "), spread(boot, sep=", ")), flush=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from detect import cpu_model  # benchmarks/detect.py: the CPU's name
+from harness.stats import cpu_model
 
 from socialfusion.numerics import precision_facts
 

@@ -28,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.host import loadavg
+from harness.stats import median_min_max
+
 SIZES = {"hd": (1920, 1080), "vga": (640, 480)}
 CONFIGS = ["memory", "hd-w1", "vga-w1", "hd-w1-full", "hd-w0"]
 TARGET = 0.9  # samples/s from files with one worker >= 0.9 x from memory
@@ -195,10 +198,6 @@ def decode_times(roots: dict[str, Path], names: dict[str, list[str]], side: int,
     return out
 
 
-def _loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
 def _busy() -> tuple[int, int]:
     parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return sum(parts) - parts[3] - parts[4], sum(parts)
@@ -213,7 +212,7 @@ def run(command: str, smoke: bool, out_dir: Path, machine: dict, repeats: int = 
         "mode": "pipeline-smoke" if smoke else "pipeline",
         "machine": machine,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "load_start": _loadavg(),
+        "load_start": loadavg(),
         "image_sizes": sizes,
     }
     t_start = time.perf_counter()
@@ -248,7 +247,7 @@ def run(command: str, smoke: bool, out_dir: Path, machine: dict, repeats: int = 
     report["finished"], report["wall_s"], report["load_end"] = (
         time.strftime("%Y-%m-%d %H:%M:%S"),
         time.perf_counter() - t_start,
-        _loadavg(),
+        loadavg(),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{report['mode']}.json").write_text(json.dumps(report, indent=1, default=str))
@@ -263,13 +262,8 @@ def summarize(results: dict[str, list[dict]]) -> dict:
         sps = [u["samples_per_s"] for u in units]
         ratios = [a / b for a, b in zip(sps, memory)]
         out[name] = {
-            "samples_per_s": {"median": statistics.median(sps), "min": min(sps), "max": max(sps), "all": sps},
-            "ratio_to_memory": {
-                "median": statistics.median(ratios),
-                "min": min(ratios),
-                "max": max(ratios),
-                "all": ratios,
-            },
+            "samples_per_s": median_min_max(sps),
+            "ratio_to_memory": median_min_max(ratios),
             "main_cpu_per_wall": statistics.median(u["main_cpu_per_wall"] for u in units),
         }
     return out

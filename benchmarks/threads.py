@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness.stats import cpu_model, spread
+
 HERE = Path(__file__).resolve().parent
 BOXES = [
     {"xyxy": [100, 50, 200, 170], "kind": "face"},
@@ -121,9 +123,6 @@ def measure(ckpt: str, thread_counts: list[int], rounds: int, load: int, policie
                 "detect_median_s": statistics.median(det) if det else None,
             }
         )
-    sys.path.insert(0, str(HERE))
-    from detect import cpu_model
-
     from socialfusion.numerics import precision_facts
 
     return {
@@ -149,7 +148,7 @@ def table(result: dict) -> str:
     ]
 
     def ms(v):
-        return f"{statistics.median(v) * 1000:.0f} ({min(v) * 1000:.0f}-{max(v) * 1000:.0f})" if v else "-"
+        return spread(v, ".0f", scale=1000, brackets="()") if v else "-"
 
     for row in result["rows"]:
         lines.append(

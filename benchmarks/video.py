@@ -31,6 +31,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from harness.stats import cpu_model
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,9 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="a 2 s clip with the tiny preset, no long clip")
     p.add_argument("--skip-long", action="store_true", help="no 10-minute clip")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from detect import cpu_model
-
     result = {"cpu": cpu_model(), "cores": os.cpu_count(), "loadavg_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

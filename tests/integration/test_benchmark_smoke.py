@@ -166,11 +166,9 @@ def test_learning_curves_smoke(tmp_path):
 def test_batching_benchmark_smoke_measures_both_precisions_and_records_the_cpu(tmp_path, one_torch_thread):
     """benchmarks/batching.py --smoke (the measurements behind the batching promise): every grouping in both
     precisions stays within `numerics.TOLERANCES` here, and the result records the CPU's bf16 facts."""
-    import importlib.util
+    from tests.conftest import benchmark_script
 
-    spec = importlib.util.spec_from_file_location("batching_benchmark", ROOT / "benchmarks" / "batching.py")
-    batching = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(batching)
+    batching = benchmark_script("batching")
     threads = torch.get_num_threads()
     try:
         assert batching.main(["--smoke", "--json", str(tmp_path / "batching.json")]) == 0

@@ -5,7 +5,6 @@ before the model loads."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from socialfusion import cli, detect as D
+from tests.conftest import benchmark_script
 
 av = pytest.importorskip("av")
 needs_models = pytest.mark.skipif(not D.available(), reason=f"detection packages not installed: {D.EXTRA_HINT}")
@@ -21,10 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_video", ROOT / "benchmarks" / "video.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("video")
 
 
 @pytest.fixture(scope="module")

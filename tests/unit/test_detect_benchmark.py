@@ -3,7 +3,6 @@ labelled set (benchmarks/detect_eval) is well formed."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,16 +12,14 @@ from pathlib import Path
 import pytest
 
 from socialfusion import detect as D
+from tests.conftest import benchmark_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "detect.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_detect", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("detect")
 
 
 def test_matching_counts_hits_misses_and_ignored():
