@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from harness.stats import table_head
 from PIL import Image
 
 from socialfusion.api import SocialFusion
@@ -118,9 +119,15 @@ def render(report: dict) -> str:
         f"Machine: {f['cpu']} ({f['cpu_cores']} cores), native bf16: {f['cpu_native_bf16']} {f['cpu_bf16_flags']}, "
         f"precision auto -> {f['cpu_auto_precision']}; torch {torch.__version__}.",
         "",
-        "| preset | precision | grouping | max prob diff | max "
-        "heatmap cell diff | label changes | tolerance (prob, cell) |",
-        "|---|---|---|---|---|---|---|",
+        *table_head(
+            "preset",
+            "precision",
+            "grouping",
+            "max prob diff",
+            "max heatmap cell diff",
+            "label changes",
+            "tolerance (prob, cell)",
+        ),
     ]
     for row in report["rows"]:
         for precision in ("fp32", "bf16"):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from harness.stats import spread
+from harness.stats import spread, table_head
 
 SHAPES = {"default": (144, 384, 256), "paper": (576, 1024, 64)}  # tokens, width, entries
 SMOKE_SHAPES = {"tiny": (16, 32, 8)}
@@ -95,8 +95,7 @@ def render(report: dict) -> str:
         f"cache warm (entries just written); {report['repeats']} repeats, median [min-max]; {report['started']}; load "
         f"average {report['load_start'][0]:.1f} at the start, {report['load_end'][0]:.1f} at the end.",
         "",
-        "| shape | tokens x dim | dtype | MB/entry | checksum | entries | entries/s | MB/s |",
-        "|---|---|---|---|---|---|---|---|",
+        *table_head("shape", "tokens x dim", "dtype", "MB/entry", "checksum", "entries", "entries/s", "MB/s"),
     ]
     for r in report["rows"]:
         lines.append(

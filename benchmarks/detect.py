@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness.stats import cpu_model, spread
+from harness.stats import cpu_model, spread, table_head
 from PIL import Image
 
 from socialfusion.numerics import precision_facts
@@ -185,7 +185,7 @@ def _ratio(num: int, den: int) -> str:
 
 
 def kind_table(totals: dict) -> list[str]:
-    lines = ["| kind | labelled | detected | right | recall | precision |", "|---|---|---|---|---|---|"]
+    lines = table_head("kind", "labelled", "detected", "right", "recall", "precision")
     for kind, t in totals.items():
         lines.append(
             f"| {kind} | {t['tp'] + t['fn']} | {t['tp'] + t['fp']} | {t['tp']} | "
@@ -220,9 +220,17 @@ def tables(result: dict) -> str:
     if timed:
         lines += [
             "",
-            "| image | split | size | all kinds: wall ms, median (range) | all kinds: "
-            "CPU ms | face+head (wall) | hand | person | found (kind: right/detected/labelled) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            *table_head(
+                "image",
+                "split",
+                "size",
+                "all kinds: wall ms, median (range)",
+                "all kinds: CPU ms",
+                "face+head (wall)",
+                "hand",
+                "person",
+                "found (kind: right/detected/labelled)",
+            ),
         ]
         for row in result["images"]:
             t = row["times_s"]
@@ -231,7 +239,7 @@ def tables(result: dict) -> str:
                 f"{_ms(t['all_cpu'])} | {_ms(t['face'])} | {_ms(t['hand'])} | {_ms(t['person'])} | {found(row)} |"
             )
     else:
-        lines += ["", "| image | split | size | found (kind: right/detected/labelled) |", "|---|---|---|---|"]
+        lines += ["", *table_head("image", "split", "size", "found (kind: right/detected/labelled)")]
         lines += [
             f"| {row['name']} | {row['split']} | {row['size'][0]}x{row['size'][1]} | {found(row)} |"
             for row in result["images"]

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import torch
+from harness.stats import table_head
 
 HERE = Path(__file__).resolve().parent
 TASK = "expression"
@@ -249,8 +250,7 @@ def render(r: dict) -> str:
         f"r={r['lora_r']}, gradient checkpointing {r['gradient_checkpointing']}; measured {peak['dtype']} matmul peak "
         f"{peak['flops_per_s'] / 1e12:.4g} TFLOP/s (n={peak['n']}); {r['started']}.",
         "",
-        "| measurement | batch | median s [min-max] | tokens/s | MFU | peak memory GB (plan) |",
-        "|---|---|---|---|---|---|",
+        *table_head("measurement", "batch", "median s [min-max]", "tokens/s", "MFU", "peak memory GB (plan)"),
     ]
     for t in r["train"]:
         mem = (

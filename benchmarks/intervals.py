@@ -12,7 +12,7 @@ import argparse
 import time
 
 import numpy as np
-from harness.stats import row, spread
+from harness.stats import row, spread, table_head
 
 from socialfusion.data.schema import Sample
 from socialfusion.eval.intervals import bootstrap_intervals
@@ -45,11 +45,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--resamples", type=int, default=1000)
     args = p.parse_args()
-    print(
-        "| task | n | resampler setup s (median [min, "
-        f"max]) | bootstrap {args.resamples} resamples s (median [min, max]) |"
+    head = table_head(
+        "task",
+        "n",
+        "resampler setup s (median [min, max])",
+        f"bootstrap {args.resamples} resamples s (median [min, max])",
     )
-    print("|---|---|---|---|")
+    print("\n".join(head))
     for n in (100, 1000):
         for name in ("lam", "expression", "gesture", "relation", "gaze"):
             setup, boot = [], []

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.stats import table_head
+
 
 def curve(run_dir: Path) -> list[dict]:
     """[{step, value, seconds}] of every evaluation in a run's log.jsonl."""
@@ -57,7 +59,7 @@ def run_one(preset: str, data: Path, task: str, overrides: list[str], seed: int,
 
 def summarise(records: list[dict]) -> str:
     """Per task and variant: the mean over seeds of the selection metric at each evaluated step."""
-    lines = ["| task | variant | seeds | " + "metric at step (mean over seeds) |", "|---|---|---|---|"]
+    lines = table_head("task", "variant", "seeds", "metric at step (mean over seeds)")
     groups: dict[tuple, list] = {}
     for r in records:
         groups.setdefault((r["task"], r["variant"]), []).append(r["curve"])

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.stats import cpu_model
+from harness.stats import cpu_model, table_head
 
 from socialfusion.numerics import precision_facts
 
@@ -76,7 +76,7 @@ def select(config, out: Path, tasks: list[str], candidates: list[float], progres
 def markdown(result: dict) -> str:
     from socialfusion.eval.intervals import fmt_ci
 
-    lines = ["| lr_encoder | task | metric | val [95 % interval] | n | seconds |", "|---|---|---|---|---|---|"]
+    lines = table_head("lr_encoder", "task", "metric", "val [95 % interval]", "n", "seconds")
     for r in result["rows"]:
         lines.append(
             f"| {r['lr_encoder']:g} | {r['task']} | {r['metric']} | "

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from harness.host import loadavg
-from harness.stats import median_min_max
+from harness.stats import median_min_max, table_head
 
 SIZES = {"hd": (1920, 1080), "vga": (640, 480)}
 CONFIGS = ["memory", "hd-w1", "vga-w1", "hd-w1-full", "hd-w0"]
@@ -306,8 +306,9 @@ def render(report: dict) -> str:
     )
     L += [
         "",
-        "| configuration | samples/s, median [min-max] | vs memory, median [min-max] | main-process cpu/wall |",
-        "|---|---|---|---|",
+        *table_head(
+            "configuration", "samples/s, median [min-max]", "vs memory, median [min-max]", "main-process cpu/wall"
+        ),
     ]
     for name, row in s.items():
         a, r = row["samples_per_s"], row["ratio_to_memory"]
@@ -315,7 +316,7 @@ def render(report: dict) -> str:
             f"| {name} | {a['median']:.2f} [{a['min']:.2f}-{a['max']:.2f}] | {r['median']:.2f}x "
             f"[{r['min']:.2f}-{r['max']:.2f}] | {row['main_cpu_per_wall']:.2f} |"
         )
-    L += ["", "| target | measured | needed | met |", "|---|---|---|---|"]
+    L += ["", *table_head("target", "measured", "needed", "met")]
     for t in targets(report):
         L.append(
             f"| {t['config']}: from files with one worker / from memory | "

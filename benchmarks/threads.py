@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.stats import cpu_model, spread
+from harness.stats import cpu_model, spread, table_head
 
 HERE = Path(__file__).resolve().parent
 BOXES = [
@@ -143,8 +143,7 @@ def table(result: dict) -> str:
         f"{result['cpu']}, {result['cores']} cores; {result['busy_processes']} busy processes started; load average "
         f"{result['loadavg_start'][0]:.2f} -> {result['loadavg_end'][0]:.2f}; {result['rounds']} rounds",
         "",
-        "| torch threads | OMP_WAIT_POLICY | predict ms, median (min-max) | detect ms, median (min-max) |",
-        "|---|---|---|---|",
+        *table_head("torch threads", "OMP_WAIT_POLICY", "predict ms, median (min-max)", "detect ms, median (min-max)"),
     ]
 
     def ms(v):
