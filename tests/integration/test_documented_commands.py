@@ -4,7 +4,6 @@ text is read from the files, so editing an example is editing what is tested). T
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import re
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from socialfusion import cli, detect as D
+from tests.conftest import benchmark_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,9 +44,7 @@ def fixed_detector(monkeypatch):
 def test_the_readme_clip_command(tmp_path, monkeypatch, capsys, fixed_detector):
     pytest.importorskip("av")
     [argv] = [c for c in _commands(ROOT / "README.md", "socialfusion predict") if "--video" in c]
-    spec = importlib.util.spec_from_file_location("bench_video", ROOT / "benchmarks" / "video.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_script("video")
     monkeypatch.chdir(tmp_path)
     bench.write_clip(tmp_path / argv[argv.index("--video") + 1], 1, fps=4, size=(160, 120), people=0)
     rc = cli.main([("tiny" if a == "CKPT" else a) for a in argv[1:]] + ["--no-progress"])

@@ -5,7 +5,6 @@ by a fixed one (two faces, a hand, two persons), so the run needs neither the de
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from PIL import Image
 
 from socialfusion import cli, detect as D
+from tests.conftest import benchmark_script
 
 ROOT = Path(__file__).resolve().parents[2]
 LEAVES = {"probs", "labels", "targets"}  # objects keyed by class or target: their keys are values, not fields
@@ -104,9 +104,7 @@ def test_an_image_row_is_what_the_docs_say(tmp_path, capsys, fixed_detector):
 
 def test_a_clip_row_and_its_summary_are_what_the_docs_say(tmp_path, capsys, fixed_detector):
     pytest.importorskip("av")
-    spec = importlib.util.spec_from_file_location("bench_video", ROOT / "benchmarks" / "video.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_script("video")
     clip = bench.write_clip(tmp_path / "clip.mp4", 1, fps=4, size=(160, 120), people=0)
     out = tmp_path / "out"
     _run(capsys, "--video", clip, "--fps", "2", "--out", out, "--visualize")

@@ -4,7 +4,6 @@ error when the optional packages are missing."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 from socialfusion import detect as D
+from tests.conftest import benchmark_script
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = {e["name"]: e for e in json.loads((ROOT / "benchmarks" / "detect_eval" / "boxes.json").read_text())["images"]}
@@ -23,14 +23,7 @@ LABELS = {e["name"]: e for e in json.loads((ROOT / "benchmarks" / "detect_eval" 
 needs_models = pytest.mark.skipif(not D.available(), reason=f"detection packages not installed: {D.EXTRA_HINT}")
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_detect", ROOT / "benchmarks" / "detect.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCH = _bench()
+BENCH = benchmark_script("detect")
 
 
 def photo(name: str) -> Image.Image:
