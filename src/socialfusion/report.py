@@ -303,13 +303,8 @@ def _training_words(transfer: dict, seeds: list) -> str:
     )
 
 
-def study_overview(transfer: dict, plan: dict | None = None) -> str:
-    """The report's opening: the question, what was run, the answer per task with its interval, and how it compares
-    with the paper's claim (markdown)."""
-    counts = _run_counts(transfer)
-    synthetic = bool(counts) and all(c.get("synthetic") for c in counts.values())
-    seeds = transfer.get("families", {}).get("socialfusion", {}).get("seeds") or []
-    lines = [f"**Question.** {QUESTION} {PAPER_CLAIM}", ""]
+def _what_was_run(transfer: dict, counts: dict, synthetic: bool, seeds: list, plan: dict | None) -> list[str]:
+    """The overview's "What was run" lines: the data and its splits, the training, other families, the analyses."""
     data = (
         "synthetic social scenes in the five official layouts (labels decidable from the pixels)"
         if synthetic
@@ -323,7 +318,7 @@ def study_overview(transfer: dict, plan: dict | None = None) -> str:
         for t, c in counts.items()
     )
     fams = transfer.get("families", {})
-    lines.append(f"**What was run.** Data: {data}" + (f" ({sizes})." if sizes else "."))
+    lines = [f"**What was run.** Data: {data}" + (f" ({sizes})." if sizes else ".")]
     lines.append(_training_words(transfer, seeds))
     others = [
         f"`{name}` ({'joint run only: ' if f.get('joint_variant_of') else ''}{', '.join(f['overrides'])})"
@@ -337,17 +332,15 @@ def study_overview(transfer: dict, plan: dict | None = None) -> str:
             f"Analyses: gradient conflict over {plan.get('gradconf_batches')} batches; linear probes of "
             f"{', '.join(plan.get('encoders') or ['the config encoder'])}."
         )
-    lines += [
-        "",
-        "**Answer.** Relative change of each task's primary metric, joint minus single-task, over the single-task "
-        "value [95 % interval]; a transfer is called positive or "
-        "negative only when the interval of the change excludes zero.",
-        "",
-    ]
+    return lines
+
+
+def _answer_table(transfer: dict) -> list[str]:
+    """The overview's table: per family, each task's relative change [interval] and its call, and the counts."""
     tasks = transfer.get("tasks") or []
-    lines.append("| family | " + " | ".join(tasks) + " | positive / negative / within noise |")
+    lines = ["| family | " + " | ".join(tasks) + " | positive / negative / within noise |"]
     lines.append("|---|" + "---|" * (len(tasks) + 1))
-    for name, fam in fams.items():
+    for name, fam in transfer.get("families", {}).items():
         cells = []
         for t in tasks:
             r = fam["tasks"].get(t) or {}
@@ -358,9 +351,13 @@ def study_overview(transfer: dict, plan: dict | None = None) -> str:
             + " | ".join(cells)
             + f" | {fam.get('n_positive', 0)} / {fam.get('n_negative', 0)} / {fam.get('n_within_noise', 0)} |"
         )
-    lines.append("")
-    main = fams.get("socialfusion", {})
-    n = len(tasks)
+    return lines
+
+
+def _verdict(transfer: dict, synthetic: bool) -> str:
+    """The overview's last line: SocialFusion's counts against the paper's claim."""
+    main = transfer.get("families", {}).get("socialfusion", {})
+    n = len(transfer.get("tasks") or [])
     verdict = (
         f"Against the paper's claim: SocialFusion here shows positive transfer on {main.get('n_positive', 0)} of {n} "
         f"tasks, negative on {main.get('n_negative', 0)}, and no difference beyond noise on "
@@ -371,8 +368,188 @@ def study_overview(transfer: dict, plan: dict | None = None) -> str:
             " These are synthetic scenes at a CPU scale, not the paper's datasets and scale: they test that the "
             "protocol measures transfer, not the paper's numbers."
         )
-    lines.append(verdict)
+    return verdict
+
+
+def study_overview(transfer: dict, plan: dict | None = None) -> str:
+    """The report's opening: the question, what was run, the answer per task with its interval, and how it compares
+    with the paper's claim (markdown)."""
+    counts = _run_counts(transfer)
+    synthetic = bool(counts) and all(c.get("synthetic") for c in counts.values())
+    seeds = transfer.get("families", {}).get("socialfusion", {}).get("seeds") or []
+    lines = [f"**Question.** {QUESTION} {PAPER_CLAIM}", ""]
+    lines += _what_was_run(transfer, counts, synthetic, seeds, plan)
+    lines += [
+        "",
+        "**Answer.** Relative change of each task's primary metric, joint minus single-task, over the single-task "
+        "value [95 % interval]; a transfer is called positive or "
+        "negative only when the interval of the change excludes zero.",
+        "",
+    ]
+    lines += _answer_table(transfer)
+    lines.append("")
+    lines.append(_verdict(transfer, synthetic))
     return "\n".join(lines) + "\n"
+
+
+def _metric_rows(chance: dict, joint: dict, floor: dict) -> tuple[list[dict], bool]:
+    """One row per evaluated task: the joint model's primary metric and interval against chance and the probe floor;
+    and whether every task is above chance."""
+    rows, ok = [], True
+    for name, ch in chance.items():
+        m = joint.get(name) or {}
+        value = m.get(ch["metric"], float("nan"))
+        ci = (m.get("ci") or {}).get(ch["metric"])
+        above = bool(value > ch["chance"])
+        ok &= above
+        rows.append(
+            {
+                "task": name,
+                "metric": ch["metric"],
+                "value": value,
+                "ci": ci,
+                "chance": ch["chance"],
+                "above_chance": above,
+                # "clearly": the whole 95 % interval lies above chance, not just the point estimate
+                "clearly_above_chance": bool(ci and ci[0] > ch["chance"]),
+                "n": m.get("n"),
+                "probe": floor.get(name),
+            }
+        )
+    return rows, ok
+
+
+METRICS_CAPTION = (
+    "Primary metric of the joint five-task model on each task's report split, at its selected step. Error bars: "
+    "95 % percentile bootstrap intervals over the report samples; dashed line: the chance level (a model that "
+    "ignores the image); dotted line: the best linear probe of the frozen encoder's features on the same split."
+)
+
+
+def _curve_figures(config, transfer: dict, val_sets: dict, floor: dict, figs: Path) -> tuple[dict, dict]:
+    """The learning curves (where a run recorded its fit) and the loss curves (where every log exists)."""
+    figures, captions = {}, {}
+    family = transfer["runs"]["socialfusion"]
+    if any((run.get("fit") or {}).get("curve") for run in family.values()):
+        primary = {name: ds.task.primary_metric for name, ds in val_sets.items()}
+        figures["learning_curves"] = selection_curves(
+            family, list(val_sets), primary, floor, figs / "learning_curves.png"
+        )
+        captions["learning_curves"] = SELECTION_CAPTION
+    single_logs = {t: Path(family[f"single-{t}"]["dir"]) / "log.jsonl" for t in val_sets if f"single-{t}" in family}
+    if (
+        single_logs
+        and all(p.exists() for p in single_logs.values())
+        and (Path(family["joint"]["dir"]) / "log.jsonl").exists()
+    ):
+        figures["loss_curves"] = loss_curves(
+            single_logs, Path(family["joint"]["dir"]) / "log.jsonl", figs / "loss_curves.png"
+        )
+        captions["loss_curves"] = loss_curves_caption(config.train.log_every)
+    return figures, captions
+
+
+def _report_figures(config, model, results: tuple, val_sets: dict, rows: list, floor: dict, figs: Path):
+    """Every figure of the report and its caption: the metric bars, the curves, the tasks' own figures from the
+    joint model's predictions, and the analyses' figures (`results`: transfer, probe, gradconf)."""
+    transfer = results[0]
+    joint = transfer["runs"]["socialfusion"]["joint"]["metrics"]
+    figures, captions = {}, {}
+    figures["metrics"] = metric_bars(rows, figs / "metrics.png", "Joint five-task model on the report split")
+    captions["metrics"] = METRICS_CAPTION
+    curves, curve_captions = _curve_figures(config, transfer, val_sets, floor, figs)
+    figures.update(curves)
+    captions.update(curve_captions)
+    for name, ds in val_sets.items():
+        samples, predictions = example_predictions(model, ds)
+        figures.update(ds.task.figures(joint.get(name), samples, predictions, figs))
+    for res in results:
+        for f in res.get("figures", []) if isinstance(res, dict) else []:
+            figures[Path(f).stem] = Path(f)
+        captions.update(res.get("captions", {}) if isinstance(res, dict) else {})
+    return figures, {k: captions.get(k) or _task_figure_caption(k) for k in figures}
+
+
+def _metric_table(rows: list[dict]) -> str:
+    """The per-task metrics section (markdown): the table and what its intervals and words mean."""
+    metric_md = (
+        "| task | primary metric | joint model (report split) [95 % interval] | best "
+        "linear probe | chance | above chance | n |\n|---|---|---|---|---|---|---|\n"
+    )
+    metric_md += "".join(
+        f"| {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | "
+        f"{fmt_ci(r['probe'], None)} | {r['chance']:.4f} | {_above_words(r)} | {r['n']} |\n"
+        for r in rows
+    )
+    metric_md += (
+        '\nIntervals: 95 % percentile bootstrap over the report split\'s samples. "yes": the whole interval lies above '
+        'chance; "within noise": the value is above chance but the interval reaches it; "no": at or below chance.\n'
+    )
+    return metric_md
+
+
+def _report_sections(
+    transfer: dict, probe: dict, gradconf: dict, data_summary, timings: dict, plan, metric_md: str, skips: str
+) -> list[tuple[str, str]]:
+    """(title, markdown body) of each text section, in the report's order."""
+    return [
+        ("The question and the answer", study_overview(transfer, plan)),
+        ("Per-task metrics of the joint five-task model (official metrics, report split)", metric_md),
+        ("Transfer: single-task vs joint training", transfer.get("markdown", "")),
+        ("Linear probes of the frozen encoder (decodability)", probe.get("markdown", "")),
+        ("Gradient conflict between tasks (compatibility)", gradconf.get("markdown", "")),
+        *(
+            [("Synthetic benchmark", "```\n" + json.dumps(data_summary, indent=1, default=str) + "\n```\n")]
+            if data_summary
+            else []
+        ),
+        ("Timings (seconds)", "| stage | s |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in timings.items())),
+        ("Skipped records", skips + "\n"),
+    ]
+
+
+def _report_markdown(out: Path, sections: list, figures: dict, captions: dict, config_yaml: str) -> str:
+    """report.md: the sections, the figures (linked relative to OUT where they lie under it) and the config."""
+    md = ["# SocialFusion study report\n"]
+    for title, body in sections:
+        md.append(f"## {title}\n\n{body}\n")
+    md.append(
+        "## Figures\n\n"
+        + "".join(
+            f"![{k}]({Path(v).relative_to(out) if Path(v).is_relative_to(out) else v})\n\n*Figure: {captions[k]}*\n\n"
+            for k, v in figures.items()
+        )
+    )
+    md.append("## Config\n\n```yaml\n" + config_yaml + "```\n")
+    return "\n".join(md)
+
+
+HTML_HEAD = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>SocialFusion study</title><style>"
+    "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}figure{margin:0 0 1.5em}"
+    "figcaption{font-size:13px;color:#333;margin-top:.3em}table{border-collapse:collapse;margin:.5em 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}pre{background:#f6f6f6;padding:.5em;overflow:auto}"
+    "</style></head><body><h1>SocialFusion study report</h1>"
+)
+
+
+def _report_html(sections: list, figures: dict, captions: dict, config_yaml: str) -> str:
+    """report.html: the same sections, figures embedded, and the config, in one self-contained page."""
+    parts = [HTML_HEAD]
+    for title, body in sections:
+        inner = f"<pre>{html.escape(body.strip('`'))}</pre>" if body.lstrip().startswith("```") else _md_to_html(body)
+        anchor_id = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
+        parts.append(f"<h2 id='{anchor_id}'>{html.escape(title)}</h2>{inner}")
+    parts.append(
+        "<h2>Figures</h2>"
+        + "".join(
+            f"<h3>{html.escape(k)}</h3><figure>{_img_tag(v)}"
+            f"<figcaption>{html.escape(captions[k])}</figcaption></figure>"
+            for k, v in figures.items()
+        )
+    )
+    parts.append(f"<h2>Config</h2><pre>{html.escape(config_yaml)}</pre></body></html>")
+    return "".join(parts)
 
 
 def write_report(
@@ -399,124 +576,14 @@ def write_report(
     val_sets = build_task_datasets(
         config, model.tasks, "test", input_fn, report
     )  # the report split (transfer.REPORT_ROLE)
-    chance = chance_levels(val_sets)
     floor = probe_floor(probe)
-    joint = transfer["runs"]["socialfusion"]["joint"]["metrics"]
-    rows, ok = [], True
-    for name, ch in chance.items():
-        m = joint.get(name) or {}
-        value = m.get(ch["metric"], float("nan"))
-        ci = (m.get("ci") or {}).get(ch["metric"])
-        above = bool(value > ch["chance"])
-        ok &= above
-        rows.append(
-            {
-                "task": name,
-                "metric": ch["metric"],
-                "value": value,
-                "ci": ci,
-                "chance": ch["chance"],
-                "above_chance": above,
-                # "clearly": the whole 95 % interval lies above chance, not just the point estimate
-                "clearly_above_chance": bool(ci and ci[0] > ch["chance"]),
-                "n": m.get("n"),
-                "probe": floor.get(name),
-            }
-        )
-    figures, captions = {}, {}
-    figures["metrics"] = metric_bars(rows, figs / "metrics.png", "Joint five-task model on the report split")
-    captions["metrics"] = (
-        "Primary metric of the joint five-task model on each task's report split, at its selected step. Error bars: "
-        "95 % percentile bootstrap intervals over the report samples; dashed line: the chance level (a model that "
-        "ignores the image); dotted line: the best linear probe of the frozen encoder's features on the same split."
+    rows, ok = _metric_rows(chance_levels(val_sets), transfer["runs"]["socialfusion"]["joint"]["metrics"], floor)
+    figures, captions = _report_figures(config, model, (transfer, probe, gradconf), val_sets, rows, floor, figs)
+    sections = _report_sections(
+        transfer, probe, gradconf, data_summary, timings, plan, _metric_table(rows), report.summary()
     )
-    family = transfer["runs"]["socialfusion"]
-    if any((run.get("fit") or {}).get("curve") for run in family.values()):
-        primary = {name: ds.task.primary_metric for name, ds in val_sets.items()}
-        figures["learning_curves"] = selection_curves(
-            family, list(val_sets), primary, floor, figs / "learning_curves.png"
-        )
-        captions["learning_curves"] = SELECTION_CAPTION
-    single_logs = {t: Path(family[f"single-{t}"]["dir"]) / "log.jsonl" for t in val_sets if f"single-{t}" in family}
-    if (
-        single_logs
-        and all(p.exists() for p in single_logs.values())
-        and (Path(family["joint"]["dir"]) / "log.jsonl").exists()
-    ):
-        figures["loss_curves"] = loss_curves(
-            single_logs, Path(family["joint"]["dir"]) / "log.jsonl", figs / "loss_curves.png"
-        )
-        captions["loss_curves"] = loss_curves_caption(config.train.log_every)
-    for name, ds in val_sets.items():
-        samples, predictions = example_predictions(model, ds)
-        figures.update(ds.task.figures(joint.get(name), samples, predictions, figs))
-    for res in (transfer, probe, gradconf):
-        for f in res.get("figures", []) if isinstance(res, dict) else []:
-            figures[Path(f).stem] = Path(f)
-        captions.update(res.get("captions", {}) if isinstance(res, dict) else {})
-    captions = {k: captions.get(k) or _task_figure_caption(k) for k in figures}
-
-    metric_md = (
-        "| task | primary metric | joint model (report split) [95 % interval] | best "
-        "linear probe | chance | above chance | n |\n|---|---|---|---|---|---|---|\n"
-    )
-    metric_md += "".join(
-        f"| {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | "
-        f"{fmt_ci(r['probe'], None)} | {r['chance']:.4f} | {_above_words(r)} | {r['n']} |\n"
-        for r in rows
-    )
-    metric_md += (
-        '\nIntervals: 95 % percentile bootstrap over the report split\'s samples. "yes": the whole interval lies above '
-        'chance; "within noise": the value is above chance but the interval reaches it; "no": at or below chance.\n'
-    )
-    sections = [
-        ("The question and the answer", study_overview(transfer, plan)),
-        ("Per-task metrics of the joint five-task model (official metrics, report split)", metric_md),
-        ("Transfer: single-task vs joint training", transfer.get("markdown", "")),
-        ("Linear probes of the frozen encoder (decodability)", probe.get("markdown", "")),
-        ("Gradient conflict between tasks (compatibility)", gradconf.get("markdown", "")),
-        *(
-            [("Synthetic benchmark", "```\n" + json.dumps(data_summary, indent=1, default=str) + "\n```\n")]
-            if data_summary
-            else []
-        ),
-        ("Timings (seconds)", "| stage | s |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in timings.items())),
-        ("Skipped records", report.summary() + "\n"),
-    ]
-    md = ["# SocialFusion study report\n"]
-    for title, body in sections:
-        md.append(f"## {title}\n\n{body}\n")
-    md.append(
-        "## Figures\n\n"
-        + "".join(
-            f"![{k}]({Path(v).relative_to(out) if Path(v).is_relative_to(out) else v})\n\n*Figure: {captions[k]}*\n\n"
-            for k, v in figures.items()
-        )
-    )
-    md.append("## Config\n\n```yaml\n" + dump_yaml(config) + "```\n")
-    (out / "report.md").write_text("\n".join(md))
-
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>SocialFusion study</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}figure{margin:0 0 1.5em}"
-        "figcaption{font-size:13px;color:#333;margin-top:.3em}table{border-collapse:collapse;margin:.5em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}pre{background:#f6f6f6;padding:.5em;overflow:auto}"
-        "</style></head><body><h1>SocialFusion study report</h1>"
-    ]
-    for title, body in sections:
-        inner = f"<pre>{html.escape(body.strip('`'))}</pre>" if body.lstrip().startswith("```") else _md_to_html(body)
-        anchor_id = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
-        parts.append(f"<h2 id='{anchor_id}'>{html.escape(title)}</h2>{inner}")
-    parts.append(
-        "<h2>Figures</h2>"
-        + "".join(
-            f"<h3>{html.escape(k)}</h3><figure>{_img_tag(v)}"
-            f"<figcaption>{html.escape(captions[k])}</figcaption></figure>"
-            for k, v in figures.items()
-        )
-    )
-    parts.append(f"<h2>Config</h2><pre>{html.escape(dump_yaml(config))}</pre></body></html>")
-    (out / "report.html").write_text("".join(parts))
+    (out / "report.md").write_text(_report_markdown(out, sections, figures, captions, dump_yaml(config)))
+    (out / "report.html").write_text(_report_html(sections, figures, captions, dump_yaml(config)))
     summary = {"metrics": rows, "all_above_chance": ok, "timings": timings}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     text = "\n".join(
