@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -136,6 +136,56 @@ def _training_state(step, optimizer_state: dict, scheduler, selection: Selection
     }
 
 
+@dataclass
+class _Data:
+    """The run's datasets, the loaders that build their batches (DataLoader workers that persist for the run;
+    cached features load in this process), the feature cache, the skipped samples, the loss weights and the task
+    sampler."""
+
+    train_sets: dict
+    val_sets: dict
+    train_loader: BatchLoader
+    val_loader: BatchLoader | None
+    cache: object | None
+    report: SkipReport
+    weights: dict
+    sampler: MultiTaskSampler
+
+
+@dataclass
+class _Run:
+    """What the steps of one `train` call share (setup builds it; fit, evaluate and save move it on): the process
+    and device, the plain model and the module the step trains through, the optimizer, the data, where training
+    stands (step, early-stopping state, selection curve, the latest evaluation) and what it writes."""
+
+    config: Config
+    out_dir: Path
+    rank: int
+    world: int
+    dev: torch.device
+    last: Path  # checkpoints/last
+    resuming: bool
+    tasks: list
+    model: torch.nn.Module
+    train_module: torch.nn.Module  # DDP or FSDP across processes; `model` stays plain
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    data: _Data
+    step: int
+    selection: Selection
+    run_manifest: dict
+    chance: dict  # the model card's reference for each task: the primary metric of a model that ignores the image
+    log: RunLog | None  # rank 0 only
+    summary: dict = field(default_factory=dict)
+    curve: list = field(default_factory=list)
+    seen: int = 0
+    t0: float = 0.0
+
+    def write(self, record: dict) -> None:
+        if self.log:
+            self.log.write(record)
+
+
 def train(
     config: Config,
     out_dir: str | Path,
@@ -147,9 +197,23 @@ def train(
 ) -> dict:
     """Train; returns a summary (with the trained model under "model" when `return_model`).
 
-    `stop_after` ends this call after that many steps, as if the process had been stopped there.
+    `stop_after` ends this call after that many steps, as if the process had been stopped there. The steps:
+    `_setup` (model, data, optimizer, resumed state, run files), `_fit` (the training steps, each evaluation by
+    `_evaluate`, the checkpoints by `_save`), `_finish` (fit.json and the summary).
     """
-    out_dir = Path(out_dir)
+    run = _setup(config, Path(out_dir), resume, device, progress)
+    cfg = run.config.train
+    if run.selection.plateaued:
+        end = run.step  # a run stopped on a plateau stays stopped
+    else:
+        end = cfg.steps if stop_after is None else min(cfg.steps, run.step + stop_after)
+    _fit(run, end, progress)
+    return _finish(run, stop_after, return_model)
+
+
+def _setup(config: Config, out_dir: Path, resume: bool, device: str, progress: bool) -> _Run:
+    """The processes and device, the model, the data, the optimizer and schedule, then the state: restored from
+    checkpoints/last when resuming, else fresh (input statistics measured, seeded); the run files and the log."""
     config = absolute_paths(config)  # the saved config (run folder, checkpoints) must work from any directory
     rank, world = dist_utils.init()
     dev = resolve_device(device) if world == 1 else dist_utils.device_for_rank(device)
@@ -165,6 +229,50 @@ def train(
     model = build_model(config.model, tasks=tasks).to(dev)
     if rank == 0:
         print(format_parameter_table(model.parameter_table()))
+    data = _load_data(config, tasks, model, dev, rank, world, progress)
+    if config.train.gradient_surgery != "none" and world > 1 and dist_utils.strategy(config) == "fsdp":
+        raise ConfigError("train.gradient_surgery needs whole gradients: use train.distributed=ddp (FSDP keeps shards)")
+    train_module, model = dist_utils.wrap(model, config, dev)  # DDP or FSDP across processes; `model` stays plain
+    optimizer = build_optimizer(model, config.train)
+    scheduler = build_scheduler(optimizer, config.train)
+    step, selection = 0, Selection()
+    if resuming:
+        step, selection = _restore(model, optimizer, scheduler, last)
+        if rank == 0:
+            print(f"resumed from {last} at step {step}")
+    else:
+        measured = fit_input_norm(model, data.train_loader, config, dev)
+        if measured and rank == 0:
+            print(f"connector input statistics measured on {measured} feature tokens")
+        torch.manual_seed(config.train.seed)
+    run_manifest = _write_run_files(out_dir, config, data.train_sets, data.val_sets) if rank == 0 else {}
+    chance = {name: ds.task.chance(ds.samples) for name, ds in data.val_sets.items()}
+    log = RunLog(out_dir, config.train.report_to) if rank == 0 else None
+    return _Run(
+        config=config,
+        out_dir=out_dir,
+        rank=rank,
+        world=world,
+        dev=dev,
+        last=last,
+        resuming=resuming,
+        tasks=tasks,
+        model=model,
+        train_module=train_module,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        data=data,
+        step=step,
+        selection=selection,
+        run_manifest=run_manifest,
+        chance=chance,
+        log=log,
+    )
+
+
+def _load_data(config: Config, tasks, model, dev, rank: int, world: int, progress: bool) -> _Data:
+    """The train (and, when the run evaluates, val) datasets with the model's input function, the feature cache
+    warmed (by rank 0), their loaders, the loss weights and the task sampler."""
     report = SkipReport(policy=config.data.on_bad_sample)
     # the samples first (their input function is set below): the cache decision counts their images instead of
     # reading every annotation file a second time
@@ -191,149 +299,167 @@ def train(
         config.data.temperature,
         config.train.seed,
     )
-    if config.train.gradient_surgery != "none" and world > 1 and dist_utils.strategy(config) == "fsdp":
-        raise ConfigError("train.gradient_surgery needs whole gradients: use train.distributed=ddp (FSDP keeps shards)")
-    train_module, model = dist_utils.wrap(model, config, dev)  # DDP or FSDP across processes; `model` stays plain
-    optimizer = build_optimizer(model, config.train)
-    scheduler = build_scheduler(optimizer, config.train)
-    step, selection = 0, Selection()
-    if resuming:
-        step, selection = _restore(model, optimizer, scheduler, last)
-        if rank == 0:
-            print(f"resumed from {last} at step {step}")
-    else:
-        measured = fit_input_norm(model, train_loader, config, dev)
-        if measured and rank == 0:
-            print(f"connector input statistics measured on {measured} feature tokens")
-        torch.manual_seed(config.train.seed)
-    run_manifest = _write_run_files(out_dir, config, train_sets, val_sets) if rank == 0 else {}
-    # the model card's reference for each task: the primary metric of a model that ignores the image
-    chance = {name: ds.task.chance(ds.samples) for name, ds in val_sets.items()}
-    log = RunLog(out_dir, config.train.report_to) if rank == 0 else None
+    return _Data(train_sets, val_sets, train_loader, val_loader, cache, report, weights, sampler)
 
-    def save(path_name: str, extra: dict | None = None):
-        tensors, optimizer_state = (
-            dist_utils.trained_state(model),
-            dist_utils.optimizer_state(model, optimizer),
-        )  # FSDP: every rank gathers
-        if rank == 0:
-            card = {
-                "manifest": run_manifest,
-                "step": step,
-                "validation": summary.get("last_eval"),
-                "validation_step": summary.get("last_eval_step"),
-                "chance": chance,
-            }
-            save_checkpoint(
-                model,
-                config,
-                out_dir / "checkpoints" / path_name,
-                extra=extra,
-                training_state=_training_state(step, optimizer_state, scheduler, selection),
-                card=card,
-                tensors=tensors,
-            )
-        dist_utils.barrier()
 
-    def write(record: dict):
-        if log:
-            log.write(record)
-
-    cfg = config.train
-    end = step if selection.plateaued else cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not progress or rank != 0, dynamic_ncols=True)
-    t0, seen, summary = time.perf_counter(), 0, {}
-    curve = _selection_curve(out_dir / "log.jsonl", upto=step) if resuming else []
-    model.train()
+def _fit(run: _Run, end: int, progress: bool) -> None:
+    """The training steps from `run.step` to `end`: log records, evaluations (which may stop the run on a
+    plateau) and checkpoints/last every `save_every` steps and at `end`. The loaders and the log are closed
+    however it ends (an interruption, an error)."""
+    cfg = run.config.train
+    bar = tqdm(
+        total=cfg.steps, initial=run.step, desc="train", disable=not progress or run.rank != 0, dynamic_ncols=True
+    )
+    run.t0 = time.perf_counter()
+    run.curve = _selection_curve(run.out_dir / "log.jsonl", upto=run.step) if run.resuming else []
+    run.model.train()
     # the micro-batches of steps step .. end - 1 as the sampler draws them (a resumed run starts at its step)
-    batches = train_loader.batches(sampler.micro_batches(step, end, cfg.grad_accum, rank, world))
+    plan = run.data.sampler.micro_batches(run.step, end, cfg.grad_accum, run.rank, run.world)
+    batches = run.data.train_loader.batches(plan)
     try:
-        while step < end:
-            micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
-            try:
-                # the surgery's projection order depends only on (seed, step), so a resumed run repeats it
-                order = (
-                    torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-                    if cfg.gradient_surgery != "none"
-                    else None
-                )
-                result = train_step(
-                    train_module,
-                    micro_batches,
-                    optimizer,
-                    scheduler,
-                    weights,
-                    dev,
-                    cfg.precision,
-                    cfg.grad_clip,
-                    cfg.grad_accum,
-                    cfg.gradient_surgery,
-                    order,
-                )
-            except NonFiniteLoss as err:
-                raise TrainingError(f"step {step}: {err}; stopped. The last good checkpoint is {last}") from None
-            step += 1
-            seen += result.samples * world
-            rate = seen / max(1e-9, time.perf_counter() - t0)
+        while run.step < end:
+            result = _step(run, [next(batches) for _ in range(cfg.grad_accum)])
+            run.seen += result.samples * run.world
+            rate = run.seen / max(1e-9, time.perf_counter() - run.t0)
             bar.set_postfix(loss=f"{result.loss:.4f}", task=",".join(result.tasks), sps=f"{rate:.1f}")
             bar.update(1)
-            if step % cfg.log_every == 0 or step == end:
-                write(
+            if run.step % cfg.log_every == 0 or run.step == end:
+                run.write(
                     {
-                        "step": step,
+                        "step": run.step,
                         "loss": result.loss,
                         "tasks": result.tasks,
                         "n_supervised": result.n_supervised,
-                        "lr": scheduler.get_last_lr()[0],
+                        "lr": run.scheduler.get_last_lr()[0],
                         "samples_per_s": rate,
                     }
                 )
-            if cfg.eval_every and val_sets and (step % cfg.eval_every == 0 or step == cfg.steps):
-                with dist_utils.unsharded(model):  # FSDP: gathered, so ranks may run different batch counts
-                    metrics = evaluate_all(model, val_sets, config, dev, rank, world, progress=False, loader=val_loader)
-                value = mean_primary(metrics, tasks)
-                model.train()
-                # seconds since this call started (a resumed run restarts the clock): learning curves against time
-                write({"step": step, "eval": metrics, "mean_primary": value, "seconds": time.perf_counter() - t0})
-                curve.append([step, value])
-                summary["last_eval"], summary["last_eval_step"] = metrics, step
-                if selection.update(step, value, cfg.early_stop_patience):
-                    save("best", extra={"step": step, "val_metrics": metrics, "mean_primary": value})
-                if selection.plateaued:
-                    if rank == 0:
-                        print(
-                            f"early stop at step {step}: no improvement in {selection.bad_evals} evaluations "
-                            f"(best {selection.best:.4f} at step {selection.best_step})"
-                        )
-                    save("last")
+            if cfg.eval_every and run.data.val_sets and (run.step % cfg.eval_every == 0 or run.step == cfg.steps):
+                if _evaluate(run):
                     break
-            if (cfg.save_every and step % cfg.save_every == 0) or step == end:
-                save("last")
+            if (cfg.save_every and run.step % cfg.save_every == 0) or run.step == end:
+                _save(run, "last")
     finally:
-        bar.close()
-        batches.close()
-        for loader in (train_loader, val_loader):
-            if loader is not None:
-                loader.close()
-        if log:
-            log.write({"skips": report.to_dict(), **({"cache": cache.stats} if cache else {})})
-            log.close()
-    if rank == 0 and report.total:
+        _close(run, bar, batches)
+
+
+def _close(run: _Run, bar, batches) -> None:
+    """The end of `_fit` however it came (the end, a plateau, an interruption, an error): the progress bar, the
+    batches, the loaders and the log, whose last record counts the skipped samples (and the cache's use)."""
+    bar.close()
+    batches.close()
+    for loader in (run.data.train_loader, run.data.val_loader):
+        if loader is not None:
+            loader.close()
+    if run.log:
+        cache = run.data.cache
+        run.log.write({"skips": run.data.report.to_dict(), **({"cache": cache.stats} if cache else {})})
+        run.log.close()
+
+
+def _step(run: _Run, micro_batches: list):
+    """One training step (`step.train_step`) on `micro_batches`; advances `run.step`. A non-finite loss stops the
+    run with a TrainingError naming the last good checkpoint."""
+    cfg = run.config.train
+    try:
+        # the surgery's projection order depends only on (seed, step), so a resumed run repeats it
+        order = (
+            torch.Generator().manual_seed(cfg.seed * 1_000_003 + run.step) if cfg.gradient_surgery != "none" else None
+        )
+        result = train_step(
+            run.train_module,
+            micro_batches,
+            run.optimizer,
+            run.scheduler,
+            run.data.weights,
+            run.dev,
+            cfg.precision,
+            cfg.grad_clip,
+            cfg.grad_accum,
+            cfg.gradient_surgery,
+            order,
+        )
+    except NonFiniteLoss as err:
+        raise TrainingError(f"step {run.step}: {err}; stopped. The last good checkpoint is {run.last}") from None
+    run.step += 1
+    return result
+
+
+def _evaluate(run: _Run) -> bool:
+    """Evaluate on the selection split, log it, update the early-stopping state and save checkpoints/best when it
+    improved; on a plateau also checkpoints/last. True when the run stops here."""
+    d = run.data
+    with dist_utils.unsharded(run.model):  # FSDP: gathered, so ranks may run different batch counts
+        metrics = evaluate_all(
+            run.model, d.val_sets, run.config, run.dev, run.rank, run.world, progress=False, loader=d.val_loader
+        )
+    value = mean_primary(metrics, run.tasks)
+    run.model.train()
+    # seconds since this call started (a resumed run restarts the clock): learning curves against time
+    run.write({"step": run.step, "eval": metrics, "mean_primary": value, "seconds": time.perf_counter() - run.t0})
+    run.curve.append([run.step, value])
+    run.summary["last_eval"], run.summary["last_eval_step"] = metrics, run.step
+    selection = run.selection
+    if selection.update(run.step, value, run.config.train.early_stop_patience):
+        _save(run, "best", extra={"step": run.step, "val_metrics": metrics, "mean_primary": value})
+    if not selection.plateaued:
+        return False
+    if run.rank == 0:
+        print(
+            f"early stop at step {run.step}: no improvement in {selection.bad_evals} evaluations "
+            f"(best {selection.best:.4f} at step {selection.best_step})"
+        )
+    _save(run, "last")
+    return True
+
+
+def _save(run: _Run, path_name: str, extra: dict | None = None) -> None:
+    """checkpoints/`path_name` (last or best): weights, training state and model card, written by rank 0; every
+    rank gathers (FSDP) and meets at the barrier."""
+    model = run.model
+    tensors, optimizer_state = (
+        dist_utils.trained_state(model),
+        dist_utils.optimizer_state(model, run.optimizer),
+    )  # FSDP: every rank gathers
+    if run.rank == 0:
+        card = {
+            "manifest": run.run_manifest,
+            "step": run.step,
+            "validation": run.summary.get("last_eval"),
+            "validation_step": run.summary.get("last_eval_step"),
+            "chance": run.chance,
+        }
+        save_checkpoint(
+            model,
+            run.config,
+            run.out_dir / "checkpoints" / path_name,
+            extra=extra,
+            training_state=_training_state(run.step, optimizer_state, run.scheduler, run.selection),
+            card=card,
+            tensors=tensors,
+        )
+    dist_utils.barrier()
+
+
+def _finish(run: _Run, stop_after: int | None, return_model: bool) -> dict:
+    """fit.json (rank 0) and the summary `train` returns."""
+    report = run.data.report
+    if run.rank == 0 and report.total:
         print(report.summary())
     if return_model:
-        summary["model"] = model
-    fit = _fit_record(config, step, selection, curve, stop_after)
-    if rank == 0:
-        (out_dir / "fit.json").write_text(json.dumps(fit, indent=2))
-    summary.update(
-        step=step,
+        run.summary["model"] = run.model
+    fit = _fit_record(run.config, run.step, run.selection, run.curve, stop_after)
+    if run.rank == 0:
+        (run.out_dir / "fit.json").write_text(json.dumps(fit, indent=2))
+    run.summary.update(
+        step=run.step,
         best=fit["best_value"],
         fit=fit,
         skips=report.to_dict(),
-        out_dir=str(out_dir),
-        samples_per_s=seen / max(1e-9, time.perf_counter() - t0),
+        out_dir=str(run.out_dir),
+        samples_per_s=run.seen / max(1e-9, time.perf_counter() - run.t0),
     )
-    return summary
+    return run.summary
 
 
 def _fit_record(config: Config, step: int, selection: Selection, curve: list, stop_after: int | None) -> dict:
