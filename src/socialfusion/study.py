@@ -235,7 +235,7 @@ def run_study(
 def add_plan_options(p: argparse.ArgumentParser, defaults: StudyPlan) -> argparse.ArgumentParser:
     """The options that fill a StudyPlan (shared by `study` and `demo`); an option left out takes `defaults`' value
     (`plan_from_args`), so the demo can default to its own scale."""
-    from .analysis.transfer import BUDGETS
+    from .analysis.transfer import BUDGETS, add_family_options
 
     d = defaults
     p.add_argument(
@@ -248,22 +248,7 @@ def add_plan_options(p: argparse.ArgumentParser, defaults: StudyPlan) -> argpars
         choices=BUDGETS,
         help=f"the joint model's steps against the single-task models' (default {d.budget})",
     )
-    p.add_argument(
-        "--baseline",
-        action="append",
-        default=[],
-        metavar="NAME=OVERRIDE[,OVERRIDE...]",
-        help="another model family through the same protocol (repeat the flag for more), "
-        "e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off",
-    )
-    p.add_argument(
-        "--variant",
-        action="append",
-        default=[],
-        metavar="NAME=OVERRIDE[,OVERRIDE...]",
-        help="another way to train the joint model, against the same single-task models "
-        "(repeat the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5",
-    )
+    add_family_options(p)
     p.add_argument(
         "--gradconf-batches", type=int, help=f"batches of the gradient-conflict analysis (default {d.gradconf_batches})"
     )

@@ -96,6 +96,31 @@ def normalise_baselines(baselines, flag: str = "--baseline") -> dict[str, list[s
     return out
 
 
+def add_family_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--baseline` and `--variant` (repeatable NAME=OVERRIDE[,OVERRIDE...]), read by `normalise_baselines`; shared
+    by `transfer`, `study` and `demo`."""
+    for flag, what in (
+        (
+            "--baseline",
+            "another model family through the same protocol, "
+            "e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off",
+        ),
+        (
+            "--variant",
+            "another way to train the joint model, compared with the same single-task models, "
+            "e.g. mixed=data.sampler=round_robin,train.grad_accum=5",
+        ),
+    ):
+        p.add_argument(
+            flag,
+            action="append",
+            default=[],
+            metavar="NAME=OVERRIDE[,OVERRIDE...]",
+            help=f"{what} (repeat the flag for more)",
+        )
+    return p
+
+
 def budget_steps(steps: int, n_tasks: int, budget: str) -> dict[str, int]:
     """The step count (under `plateau`: the cap) of a single-task run and of the joint run."""
     if budget not in BUDGETS:
@@ -616,22 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         help="plateau: every model trains until its selection metric stops improving (default); "
         "equal-steps-per-task / equal-total-steps: fixed step counts",
     )
-    p.add_argument(
-        "--baseline",
-        action="append",
-        default=[],
-        metavar="NAME=OVERRIDE[,OVERRIDE...]",
-        help="another model family through the same protocol (repeat the flag for more), "
-        "e.g. vlm_style=model.trainable.encoder=full,train.feature_cache=off",
-    )
-    p.add_argument(
-        "--variant",
-        action="append",
-        default=[],
-        metavar="NAME=OVERRIDE[,OVERRIDE...]",
-        help="another way to train the joint model, compared with the same single-task models (repeat "
-        "the flag for more), e.g. mixed=data.sampler=round_robin,train.grad_accum=5,train.steps=90",
-    )
+    add_family_options(p)
     p.add_argument("--tasks", help="comma-separated subset of the config's tasks")
     p.add_argument(
         "--resume",
