@@ -109,8 +109,8 @@ def build(preset: str, device: torch.device, precision: str, batch_size: int | N
 def make_batch(model, b: int, seed: int = 0) -> dict:
     """`b` samples of the task (labels cycling over the classes, one role-0 box each, random pixels) collated by
     the library's `collate`."""
+    from socialfusion.core.schema import Box, Sample
     from socialfusion.data.pipeline import collate
-    from socialfusion.data.schema import Box, Sample
 
     task = model.tasks[TASK]
     g = torch.Generator().manual_seed(seed)

@@ -14,8 +14,8 @@ import time
 import numpy as np
 from harness.stats import row, spread, table_head
 
-from socialfusion.data.schema import Sample
-from socialfusion.eval.intervals import bootstrap_intervals
+from socialfusion.core.intervals import bootstrap_intervals
+from socialfusion.core.schema import Sample
 from socialfusion.tasks import build_task
 
 

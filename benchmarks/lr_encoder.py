@@ -74,7 +74,7 @@ def select(config, out: Path, tasks: list[str], candidates: list[float], progres
 
 
 def markdown(result: dict) -> str:
-    from socialfusion.eval.intervals import fmt_ci
+    from socialfusion.core.intervals import fmt_ci
 
     lines = table_head("lr_encoder", "task", "metric", "val [95 % interval]", "n", "seconds")
     for r in result["rows"]:

@@ -182,7 +182,7 @@ def decode_times(roots: dict[str, Path], names: dict[str, list[str]], side: int,
     median, min, max over `passes` x `n` decodes. CPU time, so that other processes' load does not count."""
     from PIL import Image
 
-    from socialfusion.data.images import load_image, load_image_reduced
+    from socialfusion.core.images import load_image, load_image_reduced
 
     out = {}
     for size, root in roots.items():

@@ -80,8 +80,8 @@ def make_batch(task, image_size: int, seed: int = 0) -> dict:
     pixels) built by the library's own `collate`, i.e. the batch the trainer feeds to `train_step`."""
     import torch
 
+    from socialfusion.core.schema import Box, Sample
     from socialfusion.data.pipeline import collate
-    from socialfusion.data.schema import Box, Sample
 
     g = torch.Generator().manual_seed(seed)
     items = []

@@ -71,7 +71,7 @@ from .boxes import (
     task_groups,
 )
 from .config import split_list
-from .data.images import load_image_bytes
+from .core.images import load_image_bytes
 from .tasks.base import BOX_KINDS as BOX_KINDS
 
 
@@ -120,7 +120,7 @@ def to_pil(image: Any, name: str = "image"):
     """Any supported image input -> 8-bit RGB PIL image (see the module docstring)."""
     from PIL import Image
 
-    from .data.images import _to_rgb, load_image
+    from .core.images import _to_rgb, load_image
 
     if isinstance(image, (str, Path)):
         return load_image(image)
@@ -349,8 +349,8 @@ class SocialFusion:
         )
 
     def _predict_batch(self, pils: list, boxes: list[list[dict]], names: list[str]) -> list[dict]:
+        from .core.schema import Box, Sample
         from .data.pipeline import collate
-        from .data.schema import Box, Sample
         from .runtime import autocast
 
         results = []

@@ -13,7 +13,7 @@ reads. A frame with nobody in it has no tracks; nothing falls back to the whole 
 stays flat over a clip of any length when `on_frame` takes the frames (the CLI writes them out as they come).
 
 Bad input is a `ClipError` (a `DataError`: one line for the CLI) found by `probe` before any model work: not a
-video, no video stream, no frame, frames larger than `data.images.max_pixels()`. A file that stops decoding
+video, no video stream, no frame, frames larger than `core.images.max_pixels()`. A file that stops decoding
 part-way (truncated) keeps the frames decoded until then, and its summary says where it stopped.
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data.images import IMAGE_SUFFIXES, ImageError, image_size, load_image, max_pixels
-from .data.schema import DataError
+from .core.images import IMAGE_SUFFIXES, ImageError, image_size, load_image, max_pixels
+from .core.schema import DataError
 from .data.video import VideoError
 
 DEFAULT_FPS = 2.0

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data.images import load_image
+from .core.images import load_image
 from .errors import UserError
 
 KINDS = ("face", "head", "hand", "person")
@@ -445,7 +445,7 @@ def detect(
 ) -> list[Detection]:
     """Detections of the requested kinds, best first within each kind; a kind with nothing found has none.
 
-    `image`: a PIL image, or anything `data.images.load_image` reads (path, bytes). `min_score` overrides
+    `image`: a PIL image, or anything `core.images.load_image` reads (path, bytes). `min_score` overrides
     MIN_SCORE per kind (heads follow faces). `threads`: LiteRT's CPU threads (None: its default). `settings`
     overrides SETTINGS (tiles, palm model, presence thresholds, NMS overlap)."""
     unknown = [k for k in kinds if k not in KINDS]

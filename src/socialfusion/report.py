@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .eval.intervals import fmt_ci
+from .core.intervals import fmt_ci
 
 
 def chance_levels(val_sets: dict) -> dict[str, dict]:

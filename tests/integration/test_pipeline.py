@@ -14,9 +14,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from socialfusion.config import ConfigError, load_config, resolve_num_workers
-from socialfusion.data.images import ImageError, load_image, load_image_reduced
+from socialfusion.core.images import ImageError, load_image, load_image_reduced
+from socialfusion.core.schema import Box, DataError, Sample
 from socialfusion.data.pipeline import BatchLoader, SampleDataset
-from socialfusion.data.schema import Box, DataError, Sample
 from socialfusion.data.skips import SkipReport
 from socialfusion.tasks import build_task
 from tests.conftest import synth_overrides

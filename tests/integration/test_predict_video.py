@@ -159,7 +159,7 @@ def no_model_load(monkeypatch):
 
 
 def test_bad_clips_are_one_line_before_the_model_loads(clips, tmp_path, capsys, monkeypatch, no_model_load):
-    from socialfusion.data import images
+    from socialfusion.core import images
 
     text = tmp_path / "notes.avi"
     text.write_text("hello, I am not a video\n")

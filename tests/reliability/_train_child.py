@@ -18,7 +18,7 @@ for _name in (
     "socialfusion.commands",
     "socialfusion.train.loop",
     "socialfusion.features.cache",
-    "socialfusion.eval.metrics",
+    "socialfusion.core.metrics",
     "socialfusion.models.tiny_tokenizer",
     "transformers.models.auto.modeling_auto",
     "transformers.models.clip.modeling_clip",

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from socialfusion.core.schema import DataError, Sample
 from socialfusion.data.adapters import read_dataset
-from socialfusion.data.schema import DataError, Sample
 from socialfusion.data.skips import SkipReport
 from socialfusion.tasks import build_task
 from tests import official_fixtures as fx
@@ -814,7 +814,7 @@ def test_jsonl_on_malformed_records(roots, data):
         out = run("jsonl", root, "train")
         if field == "label":
             # an unlabelled record is valid input for prediction; training refuses it as a counted skip
-            from socialfusion.data.schema import DataError
+            from socialfusion.core.schema import DataError
             from socialfusion.tasks import build_task
 
             [unlabelled] = [s for s in out.samples if s.id == str(clean[i]["id"])]

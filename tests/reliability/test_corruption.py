@@ -117,7 +117,7 @@ def test_pristine_checkpoint_still_loads(model_and_ckpt):
 def cache_and_image(model_and_ckpt, tmp_path):
     from PIL import Image
 
-    from socialfusion.data.schema import Sample
+    from socialfusion.core.schema import Sample
     from socialfusion.features.cache import FeatureCache
 
     model, _, _ = model_and_ckpt

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from socialfusion.data.images import ImageError, image_size, load_image
+from socialfusion.core.images import ImageError, image_size, load_image
 
 IMAGE_FUZZ_EXAMPLES = int(os.environ.get("SOCIALFUSION_FUZZ_EXAMPLES", "50"))
 

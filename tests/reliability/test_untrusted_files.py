@@ -229,9 +229,9 @@ def escaping_dataset(tmp_path):
 
 
 def test_escaping_paths_never_reach_an_image_loader(escaping_dataset):
+    from socialfusion.core.schema import DataError
     from socialfusion.data.adapters import read_dataset
     from socialfusion.data.pipeline import SampleDataset
-    from socialfusion.data.schema import DataError
     from socialfusion.data.skips import SkipReport
     from socialfusion.tasks import build_task
 

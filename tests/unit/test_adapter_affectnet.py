@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from socialfusion.core.schema import DataError
 from socialfusion.data.adapters import read_dataset
 from socialfusion.data.adapters.affectnet import parse_landmarks
-from socialfusion.data.schema import DataError
 from socialfusion.data.skips import SkipReport
 from tests.official_fixtures import (
     AFFECTNET_HEADER,

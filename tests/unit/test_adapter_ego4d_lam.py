@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from socialfusion.core.schema import DataError
 from socialfusion.data.adapters import read_dataset
-from socialfusion.data.schema import DataError
 from socialfusion.data.skips import SkipReport
 from tests.official_fixtures import lam_box, lam_clip, lam_person, lam_persons, lam_segment, write_lam
 

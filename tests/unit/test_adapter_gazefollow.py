@@ -1,8 +1,8 @@
 import pytest
 
+from socialfusion.core.schema import DataError
 from socialfusion.data.adapters import read_dataset
 from socialfusion.data.adapters.gazefollow import in_val
-from socialfusion.data.schema import DataError
 from socialfusion.data.skips import SkipReport
 from tests.official_fixtures import GAZEFOLLOW_TRAIN, write_gazefollow, write_jpeg
 

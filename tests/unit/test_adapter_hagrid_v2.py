@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from socialfusion.core.schema import DataError
 from socialfusion.data.adapters import read_dataset
-from socialfusion.data.schema import DataError
 from socialfusion.data.skips import SkipReport
 from socialfusion.tasks.gesture import HAGRID_CLASSES
 from tests.official_fixtures import HAGRID_KEYS, HAGRID_SIZE, write_hagrid, write_jpeg

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from socialfusion.core.schema import Box, DataError, Sample, write_jsonl
 from socialfusion.data.adapters import read_dataset
 from socialfusion.data.adapters.jsonl import read_lines
-from socialfusion.data.schema import Box, DataError, Sample, write_jsonl
 from socialfusion.data.skips import SkipReport
 from tests.official_fixtures import write_jpeg
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from socialfusion.core.schema import DataError
 from socialfusion.data.adapters import read_dataset
-from socialfusion.data.schema import DataError
 from socialfusion.data.skips import SkipReport
 from socialfusion.tasks.relation import PISC_COARSE, PISC_FINE
 from tests.official_fixtures import write_pisc

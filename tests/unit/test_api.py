@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from socialfusion.api import BoxError, PredictInputError, SocialFusion, TaskError, load_image_bytes, result_to_json
-from socialfusion.data.images import ImageError
+from socialfusion.core.images import ImageError
 from socialfusion.numerics import tolerance
 from socialfusion.tasks.gesture import HAGRID_CLASSES as HAGRID
 from tests.conftest import in_precision

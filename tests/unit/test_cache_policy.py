@@ -161,8 +161,8 @@ def test_the_content_hash_is_checked_once_per_entry_per_run(expression_config, m
 
 
 def test_warm_through_worker_processes_gives_the_pixel_paths_features(expression_config, model, tmp_path):
+    from socialfusion.core.schema import Sample
     from socialfusion.data.pipeline import pixel_input
-    from socialfusion.data.schema import Sample
     from socialfusion.data.skips import SkipReport
     from socialfusion.features.cache import FeatureCache
 

@@ -5,8 +5,8 @@ import types
 import pytest
 
 from socialfusion import cli
+from socialfusion.core.schema import read_jsonl
 from socialfusion.data.commands import main, parse_options
-from socialfusion.data.schema import read_jsonl
 from tests.official_fixtures import write_gazefollow, write_pisc
 
 

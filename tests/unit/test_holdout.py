@@ -3,8 +3,8 @@
 import pytest
 
 from socialfusion.config import ConfigError, load_config
+from socialfusion.core.schema import DataError, Sample
 from socialfusion.data.holdout import HOLDOUT, carve, group_of, held_out_groups
-from socialfusion.data.schema import DataError, Sample
 
 
 def _samples(groups: dict[str, int]) -> list[Sample]:

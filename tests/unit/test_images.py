@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from socialfusion.data import images
-from socialfusion.data.images import ImageError, image_size, load_image
-from socialfusion.data.schema import DataError
+from socialfusion.core import images
+from socialfusion.core.images import ImageError, image_size, load_image
+from socialfusion.core.schema import DataError
 
 
 def _save(image: Image.Image, path, fmt: str, **kwargs):

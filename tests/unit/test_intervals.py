@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from socialfusion.analysis.transfer import seeds_row, transfer_row
-from socialfusion.data.schema import Sample
-from socialfusion.eval.intervals import (
+from socialfusion.core.intervals import (
     bootstrap,
     bootstrap_intervals,
     excludes_zero,
@@ -20,12 +19,13 @@ from socialfusion.eval.intervals import (
     t_interval,
     t_quantile,
 )
-from socialfusion.eval.metrics import (
+from socialfusion.core.metrics import (
     classification_metrics,
     classification_resampled,
     gazefollow_metrics,
     gazefollow_per_person,
 )
+from socialfusion.core.schema import Sample
 from socialfusion.tasks import build_task
 
 

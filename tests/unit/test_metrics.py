@@ -1,4 +1,4 @@
-"""Unit tests for socialfusion.eval.metrics: the worked checks of docs/DATASETS.md, properties, validation."""
+"""Unit tests for socialfusion.core.metrics: the worked checks of docs/DATASETS.md, properties, validation."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
-from socialfusion.eval.metrics import (
+from socialfusion.core.metrics import (
     batch_averaged_micro_f1,
     classification_metrics,
     gazefollow_auc,

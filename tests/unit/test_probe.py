@@ -98,7 +98,7 @@ def _marker_patches(n: int, grid=(4, 4), d: int = 8, seed: int = 0):
 
 
 def test_gaze_probe_finds_the_marked_patch():
-    from socialfusion.eval.metrics import gazefollow_metrics
+    from socialfusion.core.metrics import gazefollow_metrics
 
     Ftr, Ttr, _ = _marker_patches(120, seed=0)
     Fev, _, pts = _marker_patches(40, seed=1)

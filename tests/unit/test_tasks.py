@@ -70,7 +70,7 @@ def test_gaze_scores_in_frame_persons_and_counts_the_rest():
     defined on in-frame targets, so those are scored and the rest counted (it was None: no selection metric)."""
     import numpy as np
 
-    from socialfusion.data.schema import Box, Sample
+    from socialfusion.core.schema import Box, Sample
     from socialfusion.tasks.gaze import gaze_target
 
     task = build_task("gaze")

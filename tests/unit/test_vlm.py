@@ -108,7 +108,7 @@ def test_box_text_per_family_and_role_order(vlm):
 
 
 def test_draw_mode_paints_the_boxes_and_drops_the_box_text():
-    from socialfusion.data.schema import Box
+    from socialfusion.core.schema import Box
     from socialfusion.models.factory import build_model
 
     cfg = load_config("vlm-tiny-llava", ["model.vlm.boxes=draw"])

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..config import split_list
-from ..eval.intervals import RESAMPLES, SEED, fmt_ci, interval_info, percentile_interval
+from ..core.intervals import RESAMPLES, SEED, fmt_ci, interval_info, percentile_interval
 from . import fmt, write_json
 
 DEFAULT_BATCHES = 16

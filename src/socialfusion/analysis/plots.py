@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..eval.intervals import fmt_ci
+from ..core.intervals import fmt_ci
 from . import fmt
 
 POSITIVE = "#2e9e44"  # green: positive transfer

@@ -258,8 +258,8 @@ def extract(
     re-encoded)."""
     from tqdm.auto import tqdm
 
-    from ..data.images import load_image
-    from ..data.schema import DataError
+    from ..core.images import load_image
+    from ..core.schema import DataError
     from ..runtime import autocast
 
     refs: dict = {}
@@ -326,7 +326,7 @@ def _scalars(metrics: dict | None) -> dict:
 def _with_ci(task, out: dict, samples: list, predictions: list, metrics: dict | None, resamples: int) -> dict:
     """The probe's result with its scalar metrics and their bootstrap intervals (`ci`: {metric: [lo, hi]}), and the
     primary metric's interval as `ci` of the row."""
-    from ..eval.intervals import bootstrap_intervals
+    from ..core.intervals import bootstrap_intervals
 
     scalars = _scalars(metrics)
     ci = {}
@@ -427,9 +427,9 @@ def run_probe(
 
     `max_samples` caps every task's splits; `gaze_max_train` the gaze training set (its patch features are kept for
     every layer: N x h*w x d float16 each)."""
+    from ..core.intervals import interval_info
     from ..data.pipeline import build_task_datasets
     from ..data.skips import SkipReport
-    from ..eval.intervals import interval_info
     from ..models.encoder import VisionEncoder
     from ..runtime import resolve_device
     from ..tasks import tasks_from_config

@@ -8,7 +8,7 @@ metric joint vs single with its 95 % interval; one bar per family).
 
 Noise: the validation sets are small (~100 samples in the demo), so every difference comes with a 95 % interval.
 With one seed it is a *paired* percentile bootstrap over the validation samples (each resample scores both models
-on the same samples, `eval/intervals.py`); with `seeds` K >= 2 every run is repeated with K seeds (model and
+on the same samples, `core/intervals.py`); with `seeds` K >= 2 every run is repeated with K seeds (model and
 training seed + 0..K-1) and the interval is a Student-t interval of the per-seed differences, which also covers
 the training noise the bootstrap cannot see. A transfer is called "positive" or "negative" only when its interval
 excludes zero, otherwise "within noise".
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import absolute_paths, apply_overrides, select_tasks, split_list
-from ..eval.intervals import (
+from ..core.intervals import (
     RESAMPLES,
     SEED,
     excludes_zero,

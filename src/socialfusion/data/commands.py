@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def parse_options(pairs: list[str]) -> dict:
     """KEY=VALUE strings; a value that parses as JSON (13, 0.05, true) is typed, anything else stays a string."""
-    from .schema import DataError
+    from ..core.schema import DataError
 
     options = {}
     for pair in pairs:
@@ -104,8 +104,8 @@ def parse_options(pairs: list[str]) -> dict:
 def _prepare(args) -> int:
     import inspect
 
+    from ..core.schema import write_jsonl
     from .adapters import load_all, read_dataset
-    from .schema import write_jsonl
     from .skips import SkipReport
 
     root = Path(args.root).resolve()
@@ -140,7 +140,7 @@ def _load_records(path: Path, report) -> list:
     from .adapters.jsonl import read_lines
 
     if not path.is_file():
-        from .schema import DataError
+        from ..core.schema import DataError
 
         raise DataError(f"JSONL records not found: expected {path}")
     return read_lines(path, report)
@@ -159,8 +159,8 @@ def _tasks(task_options: list[str]):
 
 def check_sample(sample, task) -> str | None:
     """The reason a record cannot be used by its task (`Task.check`), or None."""
-    from .images import ImageError, load_image
-    from .schema import DataError
+    from ..core.images import ImageError, load_image
+    from ..core.schema import DataError
 
     if task is None:
         return f"unknown task {sample.task!r}"
@@ -206,8 +206,8 @@ def _validate(args) -> int:
 
 
 def collect_stats(samples, max_images: int = 5000) -> dict:
+    from ..core.images import image_size
     from ..tasks import TASKS, build_task, load_all
-    from .images import image_size
 
     load_all()
     out: dict = {}
@@ -284,7 +284,7 @@ def _extract_frames(args) -> int:
 
     root, videos = Path(args.root), Path(args.videos)
     if not videos.is_dir():
-        from .schema import DataError
+        from ..core.schema import DataError
 
         raise DataError(f"videos folder not found: {videos} (expected <clip_uid>.mp4 files)")
     report = SkipReport()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 
-from .schema import DataError, Sample
+from ..core.schema import DataError, Sample
 
 HOLDOUT = "holdout"
 

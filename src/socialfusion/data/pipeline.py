@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from ..config import TaskDataConfig, TrainConfig, resolve_num_workers
+from ..core.schema import DataError, Sample
 from ..tasks.base import Task
 from .holdout import HOLDOUT, carve
-from .schema import DataError, Sample
 from .skips import SkipReport
 
 
@@ -169,7 +169,7 @@ class PixelInput:
         self.reduced = reduced  # False: decode every image in full (what the benchmark compares against)
 
     def __call__(self, sample: Sample) -> dict:
-        from .images import load_image, load_image_reduced
+        from ..core.images import load_image, load_image_reduced
 
         side = getattr(self.encoder, "image_size", None)
         if side and self.reduced:
@@ -332,7 +332,7 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from .images import ImageError, load_image
+        from ..core.images import ImageError, load_image
 
         try:
             return load_image(self.paths[index])

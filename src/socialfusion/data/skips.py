@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .schema import DataError
+from ..core.schema import DataError
 
 POLICIES = ("skip", "error")
 

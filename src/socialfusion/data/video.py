@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
-from .schema import DataError
+from ..core.schema import DataError
 
 FRAME_PATTERN = "img_{:05d}.jpg"
 

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 from ..config import apply_overrides
+from ..core.intervals import RESAMPLES, SEED, add_intervals, interval_info
 from ..data.pipeline import batch_loader, build_task_datasets, manifest
 from ..data.skips import SkipReport
 from ..features.inputs import sample_inputs
 from ..models.checkpoint import load_model
 from ..runtime import device_for_rank, init_distributed, resolve_device, versions
-from .intervals import RESAMPLES, SEED, add_intervals, interval_info
 from .runner import gather_predictions, markdown_table, predict, score, write_predictions
 
 

@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..data.schema import Sample
+from ..core.schema import Sample
 from ..hashing import file_sha256
 from ..runtime import autocast
 
@@ -83,7 +83,7 @@ class _HashAndDecode(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
-        from ..data.schema import DataError
+        from ..core.schema import DataError
 
         sample = self.samples[i]
         path = sample.image_path()
@@ -201,7 +201,7 @@ class FeatureCache:
         counted when a sample asks for them)."""
         from tqdm.auto import tqdm
 
-        from ..data.schema import DataError
+        from ..core.schema import DataError
 
         unique, seen = [], set()
         for s in samples:
@@ -243,7 +243,7 @@ class FeatureCache:
             try:
                 hit = self.get(path)
             except OSError as err:
-                from ..data.schema import DataError
+                from ..core.schema import DataError
 
                 raise DataError(f"{path}: {err.strerror}") from err
             feats, size = hit if hit is not None else self.compute([sample])[0]

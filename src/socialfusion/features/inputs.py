@@ -61,8 +61,8 @@ def split_entries(config: Config, which: str, tasks: dict | None = None) -> list
     """Distinct images per configured task in one split after the caps (`max_train_samples`, ...): counted
     through the adapter where the data root exists (annotations only, no image is opened), else the cap as an
     upper bound, else unknown."""
+    from ..core.schema import DataError
     from ..data.pipeline import build_task_datasets
-    from ..data.schema import DataError
     from ..data.skips import SkipReport
     from ..tasks import tasks_from_config
 

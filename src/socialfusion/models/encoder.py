@@ -84,7 +84,7 @@ class VisionEncoder(nn.Module):
             "image_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),
-            # v3: JPEGs decoded at the smallest DCT scale >= the side first (data/images.load_image_reduced); v2 kept
+            # v3: JPEGs decoded at the smallest DCT scale >= the side first (core/images.load_image_reduced); v2 kept
             # >= 2x the side. Other pixels, other cache
             "resize": "bicubic-square-v3-jpeg-draft",
         }

@@ -399,7 +399,7 @@ _PREDICT_BODY = {
 )
 async def predict(request: Request, service: ServiceDep) -> JSONResponse:
     from ..api import PredictInputError
-    from ..data.images import ImageError
+    from ..core.images import ImageError
 
     gate = service.gate
     if not gate.enter():

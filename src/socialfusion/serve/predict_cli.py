@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 from ..clips import DEFAULT_FPS, VIDEO_SUFFIXES
-from ..data.images import IMAGE_SUFFIXES
+from ..core.images import IMAGE_SUFFIXES
 from ..errors import UserError, add_console_options
 from ..runtime import THREADS_HELP, parse_threads
 
@@ -234,7 +234,7 @@ def _checked_chunk(predictor, chunk, decoded, table: dict, tasks: list[str], run
     from tqdm.auto import tqdm
 
     from ..api import PredictInputError, parse_boxes
-    from ..data.images import ImageError
+    from ..core.images import ImageError
 
     good = []
     for path, given in chunk:

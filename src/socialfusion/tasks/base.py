@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..data.schema import DataError, Sample
+from ..core.schema import DataError, Sample
 
 IMAGE_PLACEHOLDER = "<image>"
 BOX_KINDS = ("face", "hand", "head", "person")  # what a box can mark; `Task.box_kinds` names them per role
@@ -104,9 +104,9 @@ class Task:
 
     def resampler(self, samples: list[Sample], predictions: list[dict]):
         """The metrics of `evaluate` recomputed on bootstrap resamples: a function of indices (B, n) -> {metric: (B,)}
-        (`eval/intervals.py`). This default re-runs `evaluate` per resample; a task overrides it with an equivalent
+        (`core/intervals.py`). This default re-runs `evaluate` per resample; a task overrides it with an equivalent
         that is fast enough for a thousand resamples."""
-        from ..eval.intervals import loop_statistic
+        from ..core.intervals import loop_statistic
 
         return loop_statistic(lambda i: self.evaluate([samples[j] for j in i], [predictions[j] for j in i]))
 
@@ -196,7 +196,7 @@ class ClassificationTask(Task):
     def metrics(self, labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         """The official metrics from labels (N,) and class probabilities (N, C); accuracy and per-class figures
         unless the benchmark says otherwise."""
-        from ..eval.metrics import classification_metrics
+        from ..core.metrics import classification_metrics
 
         return classification_metrics(labels, probs.argmax(1), self.num_classes)
 
@@ -209,8 +209,8 @@ class ClassificationTask(Task):
         return self.metrics(labels, np.stack([p["probs"] for p in predictions]))
 
     def resampler(self, samples, predictions):
-        from ..eval.intervals import loop_statistic
-        from ..eval.metrics import classification_resampled
+        from ..core.intervals import loop_statistic
+        from ..core.metrics import classification_resampled
 
         labels = np.asarray([s.label for s in samples], dtype=np.int64)
         probs = np.stack([p["probs"] for p in predictions])

@@ -38,7 +38,7 @@ def confusion_png(matrix, classes, path: Path, title: str) -> Path:
 
 def gaze_examples_png(samples, predictions, path: Path) -> Path:
     """Predicted heatmaps over validation images, with the head box, the annotated (+) and predicted (x) points."""
-    from ..data.images import load_image
+    from ..core.images import load_image
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(samples), figsize=(3.2 * len(samples), 3.4))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.schema import DataError
+from ..core.schema import DataError
 from . import TASKS
 from .base import Task
 
@@ -120,7 +120,7 @@ class Gaze(Task):
         return rows
 
     def evaluate(self, samples, predictions):
-        from ..eval.metrics import gazefollow_metrics
+        from ..core.metrics import gazefollow_metrics
 
         if not samples:
             return {"n": 0}
@@ -137,8 +137,8 @@ class Gaze(Task):
         return {**metrics, "n_out_of_frame": len(samples) - len(scored)} if len(scored) < len(samples) else metrics
 
     def resampler(self, samples, predictions):
-        from ..eval.intervals import mean_statistic
-        from ..eval.metrics import gazefollow_per_person
+        from ..core.intervals import mean_statistic
+        from ..core.metrics import gazefollow_per_person
 
         # the metrics are means over persons: each person's AUC and L2 once, then means per resample
         # an out-of-frame person is NaN (left out of every resample's mean, as `evaluate` leaves it out)

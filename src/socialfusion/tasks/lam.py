@@ -26,7 +26,7 @@ class LookingAtMe(ClassificationTask):
         return ["no", "yes"]
 
     def metrics(self, labels, probs):
-        from ..eval.metrics import lam_accuracy, lam_map
+        from ..core.metrics import lam_accuracy, lam_map
 
         score = probs[:, 1]
         return {"map": lam_map(labels, score), "accuracy": lam_accuracy(labels, score), "n": int(len(labels))}

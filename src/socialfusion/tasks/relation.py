@@ -37,6 +37,6 @@ class Relation(ClassificationTask):
         return {"level": self.level} if dataset == "pisc" else {}
 
     def metrics(self, labels, probs):
-        from ..eval.metrics import pisc_metrics
+        from ..core.metrics import pisc_metrics
 
         return pisc_metrics(labels, probs)

@@ -20,9 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config, ConfigError, absolute_paths, dump_yaml
+from ..core.metrics import mean_primary
 from ..data.pipeline import BatchLoader, batch_loader, build_task_datasets, manifest
 from ..data.skips import SkipReport
-from ..eval.metrics import mean_primary
 from ..eval.runner import gather_predictions, predict, score
 from ..features.inputs import distinct_images, sample_inputs
 from ..models.checkpoint import load_trainable, read_checkpoint_config, save_checkpoint

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..images import ImageError, image_size
-from ..schema import DataError
+from ...core.images import ImageError, image_size
+from ...core.schema import DataError
 from ..skips import SkipReport
 
 # ---- annotation files: a missing or unparsable file is an error, never a silent empty dataset ----------------

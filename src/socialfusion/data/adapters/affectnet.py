@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...core.schema import Box, DataError, Sample
 from ...tasks.expression import AFFECTNET_CLASSES
-from ..schema import Box, DataError, Sample
 from ..skips import SkipReport
 from . import DATASETS
 from ._boxes import WHOLE_IMAGE, UnusableBox, normalise_box, xywh_to_xyxy

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..schema import Box, DataError, Sample
+from ...core.schema import Box, DataError, Sample
 from ..skips import SkipReport
 from . import DATASETS
 from ._boxes import WHOLE_IMAGE, normalise_box

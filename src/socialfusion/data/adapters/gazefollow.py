@@ -19,8 +19,8 @@ import csv
 import hashlib
 from pathlib import Path
 
-from ..images import ImageError, image_size
-from ..schema import Box, DataError, Sample
+from ...core.images import ImageError, image_size
+from ...core.schema import Box, DataError, Sample
 from ..skips import SkipReport
 from . import DATASETS
 from ._boxes import UnusableBox, normalise_box

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...core.schema import Box, DataError, Sample
 from ...tasks.gesture import HAGRID_CLASSES
-from ..schema import Box, DataError, Sample
 from ..skips import SkipReport
 from . import DATASETS
 from ._boxes import UnusableBox, coords, normalise_box, xywh_to_xyxy

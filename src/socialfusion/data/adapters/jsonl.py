@@ -12,8 +12,8 @@ import math
 import os
 from pathlib import Path
 
+from ...core.schema import DataError, Sample, read_jsonl
 from ...tasks import TASKS, load_all
-from ..schema import DataError, Sample, read_jsonl
 from ..skips import SkipReport
 from . import DATASETS
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...core.schema import Box, DataError, Sample
 from ...tasks.relation import PISC_COARSE, PISC_FINE
-from ..schema import Box, DataError, Sample
 from ..skips import SkipReport
 from . import DATASETS
 from ._boxes import UnusableBox, normalise_box

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
-
-if TYPE_CHECKING:
-    from ..tasks.base import Task
 
 __all__ = [
     "lam_ap",
@@ -407,7 +404,13 @@ def gazefollow_per_person(heatmaps: Any, points: Sequence, image_sizes: Sequence
 
 
 # ----------------------------------------------------------------------------- model selection
-def mean_primary(metrics: dict[str, dict | None], tasks: dict[str, Task]) -> float:
+class HasPrimaryMetric(Protocol):
+    """What `mean_primary` reads of a task (`tasks.base.Task` has it), so this layer needs no task import."""
+
+    primary_metric: str
+
+
+def mean_primary(metrics: dict[str, dict | None], tasks: dict[str, HasPrimaryMetric]) -> float:
     """Mean over the evaluated tasks of each task's primary metric (`Task.primary_metric`), for checkpoint
     selection and the training log.
 
