@@ -42,6 +42,11 @@ class EncoderConfig:
     # the adapters of `model.trainable.encoder: lora`
     lora: EncoderLoraConfig = field(default_factory=lambda: EncoderLoraConfig())
 
+    def check(self) -> None:
+        if self.pretrained is None and self.arch is None:
+            raise ConfigError("model.encoder: set `pretrained` or `arch`")
+        self.lora.check("model.encoder.lora")
+
 
 @dataclass
 class ConnectorConfig:
@@ -64,6 +69,14 @@ class ConnectorConfig:
     # LM head: a short path from a box's features to the class logits)
     box_tokens_at: Literal["image", "answer"] = "image"
 
+    def check(self, box: BoxConfig) -> None:
+        if self.pool < 1:
+            raise ConfigError(f"model.connector.pool must be >= 1, got {self.pool}")
+        if self.box_tokens < 0:
+            raise ConfigError(f"model.connector.box_tokens must be >= 0, got {self.box_tokens}")
+        if self.box_tokens and not box.enabled:
+            raise ConfigError("model.connector.box_tokens needs the boxes, but model.box.enabled is false")
+
 
 @dataclass
 class BoxConfig:
@@ -72,6 +85,10 @@ class BoxConfig:
     enabled: bool = True
     # number of learned role embeddings; 1 reproduces the paper's single embedding, 2 tells a pair apart
     roles: int = 2
+
+    def check(self) -> None:
+        if self.roles < 1:
+            raise ConfigError(f"model.box.roles must be >= 1, got {self.roles}")
 
 
 @dataclass
@@ -82,6 +99,10 @@ class LoraConfig:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
+
+    def check(self, where: str) -> None:
+        if self.r < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0 or not self.target_modules:
+            raise ConfigError(f"{where}: needs r >= 1, alpha > 0, 0 <= dropout < 1 and target_modules, got {self}")
 
 
 @dataclass
@@ -110,6 +131,14 @@ class LLMConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
 
+    def check(self) -> None:
+        if self.pretrained is None and self.arch is None:
+            raise ConfigError("model.llm: set `pretrained` or `arch`")
+        if self.num_layers is not None and self.num_layers < 1:
+            raise ConfigError(f"model.llm.num_layers must be >= 1, got {self.num_layers}")
+        if self.layers is not None and (self.num_layers is not None or not self.layers):
+            raise ConfigError("model.llm.layers: give a non-empty list, and not together with model.llm.num_layers")
+
 
 @dataclass
 class GazeHeadConfig:
@@ -120,6 +149,13 @@ class GazeHeadConfig:
     # hidden state against keys of the standardised patch features), for a connector that pools the grid; 0: off,
     # else the width of the query and the keys (models/heads.py, DESIGN-CHANGES 25)
     patch_keys: int = 0
+
+    def check(self, family: str) -> None:
+        if self.patch_keys < 0 or (family == "vlm" and self.patch_keys):
+            raise ConfigError(
+                "model.gaze.patch_keys: a width >= 0, and 0 for a VLM baseline (its head reads the image positions "
+                "only)"
+            )
 
 
 @dataclass
@@ -158,6 +194,14 @@ class VLMConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
 
+    def check(self, train: TrainConfig) -> None:
+        if self.pretrained is None and self.arch is None:
+            raise ConfigError("model.vlm: set `pretrained` or `arch`")
+        if self.pretrained is None and self.processor is None:
+            raise ConfigError("model.vlm: a random-init model (no `pretrained`) needs processor: tiny")
+        if self.trainable.vision != "frozen" and train.feature_cache != "off":
+            raise ConfigError("train.feature_cache must be 'off' when model.vlm.trainable.vision is not 'frozen'")
+
 
 @dataclass
 class ModelConfig:
@@ -174,6 +218,32 @@ class ModelConfig:
     seed: int = 0
     type: Literal["socialfusion", "vlm"] = "socialfusion"
     vlm: VLMConfig = field(default_factory=VLMConfig)
+
+    def check(self, train: TrainConfig) -> None:
+        self.gaze.check(self.type)
+        if self.type == "vlm":
+            self._check_vlm(train)
+            return
+        self.encoder.check()
+        self.llm.check()
+        self.connector.check(self.box)
+        self.box.check()
+        if self.trainable.encoder != "frozen" and train.feature_cache != "off":
+            # a trainable encoder changes its features every step: a cache would serve stale features
+            raise ConfigError("train.feature_cache must be 'off' when model.trainable.encoder is not 'frozen'")
+
+    def _check_vlm(self, train: TrainConfig) -> None:
+        """SocialFusion's own options would silently do nothing on a VLM baseline: refused instead."""
+        self.vlm.check(train)
+        if self.answer_loss != "lm":
+            raise ConfigError(
+                "model.answer_loss: the VLM baselines train with 'lm' only (the verbalizer loss is SocialFusion's)"
+            )
+        if not self.box.enabled:
+            raise ConfigError(
+                "model.box.enabled: false is SocialFusion's ablation (no box embedding mask); a VLM baseline "
+                "gets its boxes through model.vlm.boxes"
+            )
 
 
 @dataclass
@@ -198,6 +268,21 @@ class TaskDataConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
 
+    def check(self, where: str) -> None:
+        """The roles stay apart: nothing selected on a split is reported on it, and a holdout never trains."""
+        if self.loss_weight < 0:
+            raise ConfigError(f"{where}.loss_weight must be >= 0")
+        if self.train_split == "holdout":
+            raise ConfigError(f"{where}.train_split: 'holdout' is carved from the training split; it cannot be one")
+        if self.test_split is not None and self.test_split == self.val_split:
+            raise ConfigError(
+                f"{where}: val_split (selection) and test_split (report) are both {self.val_split!r}; a reported "
+                "score must come from a split no choice has seen (set val_split: holdout to carve a selection split "
+                "from train)"
+            )
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError(f"{where}.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+
 
 @dataclass
 class DataConfig:
@@ -207,6 +292,14 @@ class DataConfig:
     sampler: Literal["proportional", "uniform", "temperature", "round_robin"] = "proportional"
     temperature: float = 2.0
     on_bad_sample: Literal["skip", "error"] = "skip"
+
+    def check(self) -> None:
+        seen = set()
+        for i, td in enumerate(self.tasks):
+            if td.task in seen:
+                raise ConfigError(f"data.tasks[{i}]: task {td.task!r} is listed twice")
+            seen.add(td.task)
+            td.check(f"data.tasks[{i}]")
 
 
 @dataclass
@@ -254,6 +347,22 @@ class TrainConfig:
     log_every: int = 10
     # besides log.jsonl (always): TensorBoard event files in <run>/tensorboard (train/tracking.py), or none
     report_to: Literal["tensorboard", "none"] = "tensorboard"
+
+    def check(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1")
+        if self.gradient_surgery != "none" and self.grad_accum < 2:
+            raise ConfigError(
+                f"train.gradient_surgery={self.gradient_surgery} needs several tasks in a step: set train.grad_accum "
+                ">= 2 (data.sampler: round_robin with grad_accum = the number of tasks puts every task in every step)"
+            )
+        if self.num_workers != "auto" and self.num_workers < 0:
+            raise ConfigError(f"train.num_workers must be >= 0 or 'auto', got {self.num_workers}")
+        if self.prefetch_factor < 1:
+            raise ConfigError(f"train.prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if self.feature_cache_max_gb < 0 or self.feature_cache_runs < 1:
+            raise ConfigError("train.feature_cache_max_gb must be >= 0 and train.feature_cache_runs >= 1")
 
 
 def resolve_num_workers(value: int | str, cpus: int | None = None) -> int:
@@ -500,94 +609,12 @@ def select_tasks(config: Config, names: list[str] | tuple[str, ...]) -> Config:
 
 
 def validate(config: Config) -> None:
-    from .tasks import adapter_options, build_task
-
-    m, t = config.model, config.train
-    if m.type == "vlm":
-        if m.vlm.pretrained is None and m.vlm.arch is None:
-            raise ConfigError("model.vlm: set `pretrained` or `arch`")
-        if m.vlm.pretrained is None and m.vlm.processor is None:
-            raise ConfigError("model.vlm: a random-init model (no `pretrained`) needs processor: tiny")
-        if m.vlm.trainable.vision != "frozen" and t.feature_cache != "off":
-            raise ConfigError("train.feature_cache must be 'off' when model.vlm.trainable.vision is not 'frozen'")
-    if m.type == "socialfusion" and m.encoder.pretrained is None and m.encoder.arch is None:
-        raise ConfigError("model.encoder: set `pretrained` or `arch`")
-    if m.type == "socialfusion" and m.llm.pretrained is None and m.llm.arch is None:
-        raise ConfigError("model.llm: set `pretrained` or `arch`")
-    if m.llm.num_layers is not None and m.llm.num_layers < 1:
-        raise ConfigError(f"model.llm.num_layers must be >= 1, got {m.llm.num_layers}")
-    if m.gaze.patch_keys < 0 or (m.type == "vlm" and m.gaze.patch_keys):
-        raise ConfigError(
-            "model.gaze.patch_keys: a width >= 0, and 0 for a VLM baseline (its head reads the image positions only)"
-        )
-    if m.type == "vlm" and m.answer_loss != "lm":
-        raise ConfigError(
-            "model.answer_loss: the VLM baselines train with 'lm' only (the verbalizer loss is SocialFusion's)"
-        )
-    if m.llm.layers is not None and (m.llm.num_layers is not None or not m.llm.layers):
-        raise ConfigError("model.llm.layers: give a non-empty list, and not together with model.llm.num_layers")
-    if m.connector.pool < 1:
-        raise ConfigError(f"model.connector.pool must be >= 1, got {m.connector.pool}")
-    if m.connector.box_tokens < 0:
-        raise ConfigError(f"model.connector.box_tokens must be >= 0, got {m.connector.box_tokens}")
-    if m.connector.box_tokens and not m.box.enabled:
-        raise ConfigError("model.connector.box_tokens needs the boxes, but model.box.enabled is false")
-    if m.type == "vlm" and not m.box.enabled:
-        raise ConfigError(
-            "model.box.enabled: false is SocialFusion's ablation (no box embedding mask); a VLM baseline "
-            "gets its boxes through model.vlm.boxes"
-        )
-    el = m.encoder.lora  # used by model.trainable.encoder: lora
-    if el.r < 1 or el.alpha <= 0 or not 0.0 <= el.dropout < 1.0 or not el.target_modules:
-        raise ConfigError(f"model.encoder.lora: needs r >= 1, alpha > 0, 0 <= dropout < 1 and target_modules, got {el}")
-    if m.box.roles < 1:
-        raise ConfigError(f"model.box.roles must be >= 1, got {m.box.roles}")
-    if m.trainable.encoder != "frozen" and t.feature_cache != "off":
-        # a trainable encoder changes its features every step: a cache would serve stale features
-        raise ConfigError("train.feature_cache must be 'off' when model.trainable.encoder is not 'frozen'")
-    seen = set()
-    for i, td in enumerate(config.data.tasks):
-        where = f"data.tasks[{i}]"
-        if td.task in seen:
-            raise ConfigError(f"{where}: task {td.task!r} is listed twice")
-        seen.add(td.task)
-        try:
-            task = build_task(td.task, **td.task_options)
-            adapter_options(td, task)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ConfigError(f"{where}: {err}") from err
-        if (td.dataset or task.default_dataset) is None:
-            raise ConfigError(f"{where}: task {td.task!r} has no default dataset; set `dataset` (e.g. jsonl)")
-        if td.loss_weight < 0:
-            raise ConfigError(f"{where}.loss_weight must be >= 0")
-        _check_splits(td, where)
-    for name in ("steps", "batch_size", "grad_accum", "eval_batch_size"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"train.{name} must be >= 1")
-    if t.gradient_surgery != "none" and t.grad_accum < 2:
-        raise ConfigError(
-            f"train.gradient_surgery={t.gradient_surgery} needs several tasks in a step: set train.grad_accum >= 2 "
-            "(data.sampler: round_robin with grad_accum = the number of tasks puts every task in every step)"
-        )
-    if t.num_workers != "auto" and t.num_workers < 0:
-        raise ConfigError(f"train.num_workers must be >= 0 or 'auto', got {t.num_workers}")
-    if t.prefetch_factor < 1:
-        raise ConfigError(f"train.prefetch_factor must be >= 1, got {t.prefetch_factor}")
-    if t.feature_cache_max_gb < 0 or t.feature_cache_runs < 1:
-        raise ConfigError("train.feature_cache_max_gb must be >= 0 and train.feature_cache_runs >= 1")
-
-
-def _check_splits(td: TaskDataConfig, where: str) -> None:
-    """The roles stay apart: nothing selected on a split is reported on it, and a holdout never trains."""
-    if td.train_split == "holdout":
-        raise ConfigError(f"{where}.train_split: 'holdout' is carved from the training split; it cannot be one")
-    if td.test_split is not None and td.test_split == td.val_split:
-        raise ConfigError(
-            f"{where}: val_split (selection) and test_split (report) are both {td.val_split!r}; a reported score "
-            "must come from a split no choice has seen (set val_split: holdout to carve a selection split from train)"
-        )
-    if not 0.0 < td.holdout_fraction < 1.0:
-        raise ConfigError(f"{where}.holdout_fraction must be in (0, 1), got {td.holdout_fraction}")
+    """The cross-field checks of every section, each written with the dataclass it checks. A task's own options
+    (`task_options`, the label space, a default dataset) are the task's to check: `tasks.check_tasks`, run when
+    a run builds its tasks, so that this module imports neither the tasks nor torch."""
+    config.model.check(config.train)
+    config.data.check()
+    config.train.check()
 
 
 def dump_yaml(config: Config) -> str:

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from socialfusion.config import PRESET_DIR, ConfigError, load_config
@@ -29,8 +32,6 @@ def test_overrides_are_typed():
         ("model.connector.type=conv", "model.connector.type: 'conv' is not one of"),
         ("model.encoder.lora.r=0", "model.encoder.lora: needs r >= 1"),
         ("model.trainable.encoder=full", "feature_cache must be 'off'"),
-        ("data.tasks.0.task=dancing", r"data.tasks\[0\].*unknown task 'dancing'"),
-        ("data.tasks.1.task_options={n_classes: 5}", "7 or 8"),
         ("model.connector.input_norm=true", "model.connector.input_norm: .* is not one of"),
         ("model.llm.layers=[]", "model.llm.layers: give a non-empty list"),
     ],
@@ -38,6 +39,32 @@ def test_overrides_are_typed():
 def test_bad_configs_fail_with_the_key_path(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("tiny", [override])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.tasks.0.task=dancing", r"data.tasks\[0\].*unknown task 'dancing'"),
+        ("data.tasks.1.task_options={n_classes: 5}", r"data.tasks\[1\]: .*7 or 8"),
+        ("data.tasks.2.task_options={colour: red}", r"data.tasks\[2\]: .*colour"),
+    ],
+)
+def test_a_task_checks_its_own_options_when_the_run_builds_it(override, message):
+    """`load_config` stays torch-free (it never imports the tasks); the tasks check their entries, named by path,
+    as every run builds them, before any data is read."""
+    from socialfusion.tasks import tasks_from_config
+
+    config = load_config("tiny", [override])
+    with pytest.raises(ConfigError, match=message):
+        tasks_from_config(config)
+
+
+def test_loading_a_config_imports_neither_the_tasks_nor_torch():
+    code = (
+        "import sys; from socialfusion.config import load_config; load_config('default'); load_config('paper'); "
+        "load_config('vlm-tiny-llava'); assert 'torch' not in sys.modules and 'socialfusion.tasks' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_the_vlm_baselines_refuse_the_verbalizer_loss_instead_of_ignoring_it():
@@ -60,10 +87,10 @@ def test_the_label_space_is_set_once_by_the_task():
     """PISC's coarse domains loaded into the fine task would be friends/family/couple: refused at config time;
     the task's option alone makes the adapter read the matching labels (and AffectNet's 7-class task drops
     Contempt in the adapter)."""
-    from socialfusion.tasks import adapter_options, build_task
+    from socialfusion.tasks import adapter_options, build_task, tasks_from_config
 
     with pytest.raises(ConfigError, match=r"data.tasks\[3\]: adapter_options.level='coarse' reads another label space"):
-        load_config("tiny", ["data.tasks.3.adapter_options={level: coarse}"])
+        tasks_from_config(load_config("tiny", ["data.tasks.3.adapter_options={level: coarse}"]))
     config = load_config(
         "tiny", ["data.tasks.3.task_options={level: coarse}", "data.tasks.1.task_options={n_classes: 7}"]
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from ..config import ConfigError
 from ..registry import Registry
 
 TASKS: Registry = Registry("task")
@@ -27,11 +28,27 @@ def build_task(name: str, **options):
 
 def tasks_from_config(config) -> dict:
     """The built-in tasks and every configured one, each with its options: what the model config decides for it
-    (`Task.options_from_model`), then the data config's `task_options`."""
-    load_all()
+    (`Task.options_from_model`), then the data config's `task_options` (checked first, `check_tasks`)."""
+    check_tasks(config)
     options = {td.task: td.task_options for td in config.data.tasks}
     names = list(TASK_NAMES) + [name for name in options if name not in TASK_NAMES]
     return {name: _build(name, config.model, options.get(name, {})) for name in names}
+
+
+def check_tasks(config) -> None:
+    """Each configured task exists, takes its `task_options` and the label space of its adapter options, and has a
+    dataset: a ConfigError naming the entry otherwise. `config.validate` leaves these to the tasks (it imports
+    neither them nor torch); every run builds its tasks through `tasks_from_config` before it reads any data."""
+    load_all()
+    for i, td in enumerate(config.data.tasks):
+        where = f"data.tasks[{i}]"
+        try:
+            task = _build(td.task, config.model, td.task_options)
+            adapter_options(td, task)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: {err}") from err
+        if (td.dataset or task.default_dataset) is None:
+            raise ConfigError(f"{where}: task {td.task!r} has no default dataset; set `dataset` (e.g. jsonl)")
 
 
 def default_tasks(model_cfg) -> dict:
