@@ -35,7 +35,7 @@ from ..tasks import default_tasks
 from ..tasks.base import IMAGE_PLACEHOLDER, Task
 from .base import TaskModel
 from .heads import GazeHead, heatmap_prediction
-from .loading import load_arch, resolve_pretrained
+from .loading import load_arch, peft_model, resolve_pretrained
 from .packing import ancestry, attention_mask
 from .scoring import class_scores, plan_scoring
 
@@ -226,112 +226,102 @@ class VLMImageInput:
         return pixels.view(len(images), -1, pixels.shape[-1]) if self.family == "qwen2vl" else pixels
 
 
+def _image_geometry(family: str, vc, image_size: int | None) -> tuple[int, tuple[int, int]]:
+    """(image side, gaze grid); checked here because a mismatched size would only fail deep in the vision tower."""
+    size = image_size or (448 if family == "qwen2vl" else vc.image_size)
+    if family == "qwen2vl":
+        unit = vc.patch_size * vc.spatial_merge_size
+        if size % unit:
+            raise ValueError(f"model.vlm.image_size {size} must be a multiple of {unit} for Qwen2-VL")
+        return size, (size // unit,) * 2
+    if size != vc.image_size:
+        raise ValueError(f"model.vlm.image_size {size} must equal the vision tower's {vc.image_size}")
+    return size, (size // vc.patch_size,) * 2
+
+
+def _adopt_tiny_vocabulary(hf, processor, tok) -> None:
+    """A randomly initialised model must agree with the tiny tokenizer on vocabulary size and special tokens."""
+    tc = hf.text_config
+    tc.vocab_size, tc.pad_token_id, tc.bos_token_id, tc.eos_token_id = (
+        len(tok),
+        tok.pad_token_id,
+        tok.bos_token_id,
+        tok.eos_token_id,
+    )
+    special = {
+        "image_token_id": processor.image_token,
+        "video_token_id": getattr(processor, "video_token", None),
+        "vision_start_token_id": "<|vision_start|>",
+        "vision_end_token_id": "<|vision_end|>",
+    }
+    for key, token in special.items():
+        if hasattr(hf, key) and token:
+            setattr(hf, key, tok.convert_tokens_to_ids(token))
+
+
+def _hf_model(v, hf):
+    from transformers import AutoModelForImageTextToText
+
+    auto = AutoModelForImageTextToText
+    if v.pretrained is None:
+        return auto.from_config(hf)
+    return auto.from_pretrained(resolve_pretrained(v.pretrained), config=hf, dtype=torch.float32)
+
+
+def _with_lora(model, v):
+    """The HF model wrapped with LoRA on the components the config trains with it (unchanged if none)."""
+    targets = []
+    if v.trainable.llm == "lora":
+        targets.append(rf"model\.language_model\..*\.(?:{'|'.join(v.lora.target_modules)})")
+    if v.trainable.vision == "lora":
+        targets.append(rf"model\.(?:vision_tower|visual)\..*(?:layers|blocks)\.\d+\..*\.(?:{VISION_LINEAR})")
+    if not targets:
+        return model
+    from peft import LoraConfig  # peft is imported only when LoRA is asked for
+
+    lora = LoraConfig(
+        r=v.lora.r,
+        lora_alpha=v.lora.alpha,
+        lora_dropout=v.lora.dropout,
+        bias="none",
+        target_modules="|".join(f"(?:{t})" for t in targets),
+    )
+    return peft_model(model, lora)
+
+
 # ---------------------------------------------------------------------------------------------- the model
 
 
 class VLMBaseline(TaskModel):
     def __init__(self, cfg: ModelConfig, tasks: dict[str, Task] | None = None, processor=None):
         super().__init__()
-        from transformers import AutoModelForImageTextToText
-
         self.cfg = cfg
         v = cfg.vlm
         self.tasks = tasks or default_tasks(cfg)
+        # seeded before anything is built, so that a random init (model, gaze head, LoRA) is reproducible
         torch.manual_seed(cfg.seed)
         hf = hf_vlm_config(v)
         self.family = family_of(hf)
-        vc = hf.vision_config
-        self.image_size = v.image_size or (448 if self.family == "qwen2vl" else vc.image_size)
-        if self.family == "qwen2vl":
-            unit = vc.patch_size * vc.spatial_merge_size
-            if self.image_size % unit:
-                raise ValueError(f"model.vlm.image_size {self.image_size} must be a multiple of {unit} for Qwen2-VL")
-            self.grid = (self.image_size // unit,) * 2
-        else:
-            if self.image_size != vc.image_size:
-                raise ValueError(
-                    f"model.vlm.image_size {self.image_size} must equal the vision tower's {vc.image_size}"
-                )
-            self.grid = (self.image_size // vc.patch_size,) * 2
-        # `processor`: an object, or a source overriding the config's ("tiny" builds one; plan uses it, keeping
-        # the architecture's vocabulary, which is replaced by the tiny tokenizer's only when the config says tiny)
-        if processor is None or isinstance(processor, str):
-            source = processor or v.processor or v.pretrained
-            if source == "tiny":
-                processor = tiny_processor(self.family, hf, self.image_size)
-            else:
-                from transformers import AutoProcessor
-
-                processor = AutoProcessor.from_pretrained(resolve_pretrained(source))
-        self.processor = processor
+        self.image_size, self.grid = _image_geometry(self.family, hf.vision_config, v.image_size)
+        self.processor = processor = self._resolve_processor(processor, hf)
         self.tokenizer = processor.tokenizer
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if v.processor == "tiny" and v.pretrained is None:  # random init: the vocabulary is the tiny tokenizer's
-            tok, tc = self.tokenizer, hf.text_config
-            tc.vocab_size, tc.pad_token_id, tc.bos_token_id, tc.eos_token_id = (
-                len(tok),
-                tok.pad_token_id,
-                tok.bos_token_id,
-                tok.eos_token_id,
-            )
-            special = {
-                "image_token_id": processor.image_token,
-                "video_token_id": getattr(processor, "video_token", None),
-                "vision_start_token_id": "<|vision_start|>",
-                "vision_end_token_id": "<|vision_end|>",
-            }
-            for key, token in special.items():
-                if hasattr(hf, key) and token:
-                    setattr(hf, key, tok.convert_tokens_to_ids(token))
-        auto = AutoModelForImageTextToText
-        model = (
-            auto.from_config(hf)
-            if v.pretrained is None
-            else auto.from_pretrained(resolve_pretrained(v.pretrained), config=hf, dtype=torch.float32)
-        )
+            _adopt_tiny_vocabulary(hf, processor, self.tokenizer)
+        model = _hf_model(v, hf)
         self.image_token_id = model.config.image_token_id
         # LLaVA with strategy "full" keeps CLIP's CLS first; the gaze head reads the patch grid after it
         self._grid_offset = int(
             self.family == "llava"
             and hf.vision_feature_select_strategy == "full"
-            and vc.model_type == "clip_vision_model"
+            and hf.vision_config.model_type == "clip_vision_model"
         )
         self.gaze_head = GazeHead(hf.text_config.hidden_size, self.grid, inout=cfg.gaze.inout)
-        targets = []
-        if v.trainable.llm == "lora":
-            targets.append(rf"model\.language_model\..*\.(?:{'|'.join(v.lora.target_modules)})")
-        if v.trainable.vision == "lora":
-            targets.append(rf"model\.(?:vision_tower|visual)\..*(?:layers|blocks)\.\d+\..*\.(?:{VISION_LINEAR})")
-        if targets:
-            from peft import LoraConfig
-
-            from .loading import peft_model
-
-            lora = LoraConfig(
-                r=v.lora.r,
-                lora_alpha=v.lora.alpha,
-                lora_dropout=v.lora.dropout,
-                bias="none",
-                target_modules="|".join(f"(?:{t})" for t in targets),
-            )
-            model = peft_model(model, lora)
-        self.llm = model
-        if v.gradient_checkpointing:  # activation_checkpointing_enable is the transformers >= 5 name
-            enable = (
-                getattr(self.hf_model, "activation_checkpointing_enable", None)
-                or self.hf_model.gradient_checkpointing_enable
-            )
-            enable({"use_reentrant": False})
-        want = {
-            "vision": v.trainable.vision == "full",
-            "projector": v.trainable.projector == "full",
-            "llm": v.trainable.llm == "full",
-            "gaze_head": True,
-        }
-        for name, p in self.named_parameters():
-            component = vlm_component(name)
-            p.requires_grad_(component.endswith(".lora") or want[component])
+        self.llm = _with_lora(model, v)
+        if v.gradient_checkpointing:
+            self._enable_gradient_checkpointing()
+        self._set_trainable(v.trainable)
         identity = {
             "vlm": v.pretrained or v.arch,
             "family": self.family,
@@ -341,6 +331,39 @@ class VLMBaseline(TaskModel):
         self.encoder = VLMImageInput(processor, self.family, self.image_size, v.boxes == "draw", identity)
         self._templates: dict[str, str] = {}
         self._n_image_tokens: int | None = None
+
+    def _resolve_processor(self, processor, hf):
+        # `processor`: an object, or a source overriding the config's ("tiny" builds one; plan uses it, keeping
+        # the architecture's vocabulary, which is replaced by the tiny tokenizer's only when the config says tiny)
+        if processor is not None and not isinstance(processor, str):
+            return processor
+        v = self.cfg.vlm
+        source = processor or v.processor or v.pretrained
+        if source == "tiny":
+            return tiny_processor(self.family, hf, self.image_size)
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(resolve_pretrained(source))
+
+    def _enable_gradient_checkpointing(self) -> None:
+        # activation_checkpointing_enable is the transformers >= 5 name
+        enable = (
+            getattr(self.hf_model, "activation_checkpointing_enable", None)
+            or self.hf_model.gradient_checkpointing_enable
+        )
+        enable({"use_reentrant": False})
+
+    def _set_trainable(self, trainable) -> None:
+        # LoRA adapters were only added where the config asked for them, so every one of them learns
+        want = {
+            "vision": trainable.vision == "full",
+            "projector": trainable.projector == "full",
+            "llm": trainable.llm == "full",
+            "gaze_head": True,
+        }
+        for name, p in self.named_parameters():
+            component = vlm_component(name)
+            p.requires_grad_(component.endswith(".lora") or want[component])
 
     # ------------------------------------------------------------------ small helpers
 
