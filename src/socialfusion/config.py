@@ -175,11 +175,42 @@ class VLMTrainableConfig:
 
 
 @dataclass
-class VLMConfig:
-    """A Hugging Face image-text-to-text model as a baseline (`models/vlm.py`); used when model.type is 'vlm'.
+class SocialFusionConfig:
+    """`model.type: socialfusion` (the default): a frozen encoder, a connector, the box embedding mask, an LLM with
+    LoRA (`models/socialfusion.py`)."""
 
-    The gaze head and its targets use `model.gaze`, shared with SocialFusion."""
+    type: Literal["socialfusion"] = "socialfusion"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+    box: BoxConfig = field(default_factory=BoxConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    gaze: GazeHeadConfig = field(default_factory=GazeHeadConfig)
+    # the classification loss on the answer tokens: "lm" is next-token cross-entropy over the whole vocabulary
+    # (LLaVA's); "verbalizer" restricts each softmax to the tokens that continue some class verbalizer, i.e.
+    # -log P(class) under the scorer (`models/scoring.py`). Inference is the same for both.
+    answer_loss: Literal["lm", "verbalizer"] = "lm"
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    seed: int = 0
 
+    def check(self, train: TrainConfig) -> None:
+        self.gaze.check(self.type)
+        self.encoder.check()
+        self.llm.check()
+        self.connector.check(self.box)
+        self.box.check()
+        if self.trainable.encoder != "frozen" and train.feature_cache != "off":
+            # a trainable encoder changes its features every step: a cache would serve stale features
+            raise ConfigError("train.feature_cache must be 'off' when model.trainable.encoder is not 'frozen'")
+
+
+@dataclass
+class VLMBaselineConfig:
+    """`model.type: vlm`: a Hugging Face image-text-to-text model as a baseline (`models/vlm.py`). It trains with
+    the LM loss only and gets its boxes as text or drawn (`boxes`); SocialFusion's options (encoder, connector, box
+    mask, answer_loss...) are not fields here, so setting one is an unknown-key error instead of a silent no-op.
+    The gaze head and its targets use `gaze`, as SocialFusion's do."""
+
+    type: Literal["vlm"] = "vlm"
     # Hugging Face id or local directory; None builds random-init weights from `arch`
     pretrained: str | None = None
     # architecture JSON (a full VLM config with `model_type`), relative to the presets dir
@@ -194,56 +225,22 @@ class VLMConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
 
-    def check(self, train: TrainConfig) -> None:
-        if self.pretrained is None and self.arch is None:
-            raise ConfigError("model.vlm: set `pretrained` or `arch`")
-        if self.pretrained is None and self.processor is None:
-            raise ConfigError("model.vlm: a random-init model (no `pretrained`) needs processor: tiny")
-        if self.trainable.vision != "frozen" and train.feature_cache != "off":
-            raise ConfigError("train.feature_cache must be 'off' when model.vlm.trainable.vision is not 'frozen'")
-
-
-@dataclass
-class ModelConfig:
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
-    box: BoxConfig = field(default_factory=BoxConfig)
-    llm: LLMConfig = field(default_factory=LLMConfig)
     gaze: GazeHeadConfig = field(default_factory=GazeHeadConfig)
-    # the classification loss on the answer tokens: "lm" is next-token cross-entropy over the whole vocabulary
-    # (LLaVA's); "verbalizer" restricts each softmax to the tokens that continue some class verbalizer, i.e.
-    # -log P(class) under the scorer (`models/scoring.py`). Inference is the same for both.
-    answer_loss: Literal["lm", "verbalizer"] = "lm"
-    trainable: TrainableConfig = field(default_factory=TrainableConfig)
     seed: int = 0
-    type: Literal["socialfusion", "vlm"] = "socialfusion"
-    vlm: VLMConfig = field(default_factory=VLMConfig)
 
     def check(self, train: TrainConfig) -> None:
         self.gaze.check(self.type)
-        if self.type == "vlm":
-            self._check_vlm(train)
-            return
-        self.encoder.check()
-        self.llm.check()
-        self.connector.check(self.box)
-        self.box.check()
-        if self.trainable.encoder != "frozen" and train.feature_cache != "off":
-            # a trainable encoder changes its features every step: a cache would serve stale features
-            raise ConfigError("train.feature_cache must be 'off' when model.trainable.encoder is not 'frozen'")
+        if self.pretrained is None and self.arch is None:
+            raise ConfigError("model: a VLM baseline needs `pretrained` or `arch`")
+        if self.pretrained is None and self.processor is None:
+            raise ConfigError("model: a random-init VLM baseline (no `pretrained`) needs processor: tiny")
+        if self.trainable.vision != "frozen" and train.feature_cache != "off":
+            raise ConfigError("train.feature_cache must be 'off' when model.trainable.vision is not 'frozen'")
+        self.lora.check("model.lora")
 
-    def _check_vlm(self, train: TrainConfig) -> None:
-        """SocialFusion's own options would silently do nothing on a VLM baseline: refused instead."""
-        self.vlm.check(train)
-        if self.answer_loss != "lm":
-            raise ConfigError(
-                "model.answer_loss: the VLM baselines train with 'lm' only (the verbalizer loss is SocialFusion's)"
-            )
-        if not self.box.enabled:
-            raise ConfigError(
-                "model.box.enabled: false is SocialFusion's ablation (no box embedding mask); a VLM baseline "
-                "gets its boxes through model.vlm.boxes"
-            )
+
+# the model families, told apart by `model.type` (`_convert` reads the tag before the fields)
+ModelConfig = SocialFusionConfig | VLMBaselineConfig
 
 
 @dataclass
@@ -380,7 +377,7 @@ def resolve_num_workers(value: int | str, cpus: int | None = None) -> int:
 @dataclass
 class Config:
     name: str = "unnamed"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=SocialFusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -403,6 +400,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        tagged = _tagged_arms(args)
+        if tagged:
+            return _convert_tagged(value, tagged, path)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -449,6 +449,27 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported type {tp}")
 
 
+def _tagged_arms(args: tuple) -> dict[str, type]:
+    """{tag: dataclass} when every arm of a union is a dataclass with a `type: Literal[tag]` field, else {}."""
+    arms = {}
+    for arg in args:
+        hint = typing.get_type_hints(arg).get("type") if dataclasses.is_dataclass(arg) else None
+        if typing.get_origin(hint) is not Literal:
+            return {}
+        arms.update(dict.fromkeys(typing.get_args(hint), arg))
+    return arms
+
+
+def _convert_tagged(value: Any, arms: dict[str, type], path: str) -> Any:
+    """A tagged union: `type` (the first arm's when absent) picks the dataclass, whose fields alone are accepted."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+    tag = value.get("type", next(iter(arms)))
+    if tag not in arms:
+        raise ConfigError(f"{path}.type: {tag!r} is not one of {list(arms)}")
+    return from_dict(arms[tag], value, path)
+
+
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
     if data is None:
         data = {}
@@ -487,6 +508,9 @@ def _list_index(items: list, key: str, dotted: str, where: str) -> int:
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    if dotted == "model.type" and isinstance(value, str):  # a family switch: `model.type=vlm model.arch=...`
+        data["model"] = _in_family(data.get("model") or {}, value)
+        return
     keys = dotted.split(".")
     node = data
     for i, key in enumerate(keys[:-1]):
@@ -538,7 +562,22 @@ def _load_yaml(path: Path) -> dict:
     if base is None:
         return data
     parent = _load_yaml(resolve_config_path(base))
+    family = (data.get("model") or {}).get("type")
+    if family is not None:
+        parent["model"] = _in_family(parent.get("model") or {}, family)
     return _deep_merge(parent, data)
+
+
+# the fields every model family has: they survive a change of family (a preset's `base`, a `model.type=` override)
+SHARED_MODEL_KEYS = ("gaze", "seed")
+
+
+def _in_family(model: dict, family: str) -> dict:
+    """A model section moved to `family`: unchanged if it is that family already, else only its shared fields
+    (the other family's options would be unknown keys there)."""
+    if model.get("type", "socialfusion") == family:
+        return model
+    return {"type": family, **{key: model[key] for key in SHARED_MODEL_KEYS if key in model}}
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -559,9 +598,24 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
 
 
 def config_from_dict(data: dict) -> Config:
-    config = from_dict(Config, data)
+    """A saved config (a checkpoint's, a run's) -> Config, validated; one saved before the model families were a
+    tagged union is read in today's layout first (`_upgrade_model_section`)."""
+    config = from_dict(Config, _upgrade_model_section(data))
     validate(config)
     return config
+
+
+def _upgrade_model_section(data: dict) -> dict:
+    """socialfusion <= 0.2 saved both families' fields under `model`, a VLM baseline's own under `model.vlm`: the
+    family's fields are kept (a VLM's lifted to `model`), the other family's dropped (they did nothing)."""
+    model = data.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("vlm"), dict):
+        return data
+    model = dict(model)
+    vlm = model.pop("vlm")
+    if model.get("type") == "vlm":
+        model = {"type": "vlm", **vlm, **{key: model[key] for key in ("gaze", "seed") if key in model}}
+    return {**data, "model": model}
 
 
 def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -26,7 +26,7 @@ from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from socialfusion.config import Config
+from socialfusion.config import Config, VLMBaselineConfig
 from socialfusion.numerics import tolerance
 from socialfusion.train import distributed
 from socialfusion.train.step import train_step
@@ -211,9 +211,8 @@ def test_the_strategy_follows_the_trained_components():
     assert distributed.strategy(config) == "fsdp"
     config.train.distributed = "ddp"
     assert distributed.strategy(config) == "ddp"
-    vlm = Config()
-    vlm.model.type = "vlm"
-    vlm.model.vlm.trainable.llm = "full"
+    vlm = Config(model=VLMBaselineConfig())
+    vlm.model.trainable.llm = "full"
     assert distributed.strategy(vlm) == "fsdp"
 
 

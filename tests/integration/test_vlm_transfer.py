@@ -10,11 +10,11 @@ from tests.conftest import synth_overrides
 
 VLM_BASELINE = [
     "model.type=vlm",
-    "model.vlm.arch=arch/tiny-llava.json",
-    "model.vlm.processor=tiny",
-    "model.vlm.lora.r=4",
-    "model.vlm.lora.alpha=8",
-    "model.vlm.lora.dropout=0.0",
+    "model.arch=arch/tiny-llava.json",
+    "model.processor=tiny",
+    "model.lora.r=4",
+    "model.lora.alpha=8",
+    "model.lora.dropout=0.0",
     "train.feature_cache=off",
 ]
 

@@ -118,3 +118,36 @@ def test_the_pipeline_reads_the_label_space_the_task_predicts(tmp_path):
     samples = load_split(td, task, "train", SkipReport())
     assert task.classes == ["intimate", "non-intimate", "no_relation"]
     assert samples and all(s.meta["level"] == "coarse" and 0 <= s.label < 3 for s in samples)
+
+
+def test_each_model_family_takes_only_its_own_options():
+    """`model` is a tagged union on `type`: an option of the other family is an unknown key, not a silent no-op."""
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) model.connector"):
+        load_config("vlm-tiny-llava", ["model.connector.pool=2"])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) model.processor"):
+        load_config("tiny", ["model.processor=tiny"])
+    vlm = load_config("vlm-tiny-llava")
+    assert type(vlm.model).__name__ == "VLMBaselineConfig" and vlm.model.arch == "arch/tiny-llava.json"
+    assert not hasattr(vlm.model, "encoder") and vlm.model.lora.r == 4
+
+
+def test_a_type_override_switches_the_family_and_keeps_the_shared_options():
+    config = load_config(
+        "tiny", ["model.seed=7", "model.type=vlm", "model.arch=arch/tiny-llava.json", "model.processor=tiny"]
+    )
+    assert config.model.type == "vlm" and config.model.seed == 7 and config.model.processor == "tiny"
+    assert load_config("vlm-tiny-llava", ["model.type=vlm"]).model.lora.r == 4  # the same family: nothing reset
+
+
+def test_a_config_saved_by_an_older_version_loads_in_todays_layout():
+    """socialfusion <= 0.2 saved both families' fields under `model` and a VLM's own under `model.vlm`: checkpoints
+    written then still load."""
+    from socialfusion.config import config_from_dict
+
+    old_vlm = load_config("tiny").to_dict()
+    old_vlm["model"].update(type="vlm", vlm={"arch": "arch/tiny-llava.json", "processor": "tiny", "boxes": "draw"})
+    config = config_from_dict(old_vlm)
+    assert config.model.type == "vlm" and config.model.boxes == "draw" and config.model.arch == "arch/tiny-llava.json"
+    old_sf = load_config("tiny").to_dict()
+    old_sf["model"]["vlm"] = {"arch": None, "boxes": "text"}
+    assert config_from_dict(old_sf).model == load_config("tiny").model

@@ -111,7 +111,7 @@ def test_draw_mode_paints_the_boxes_and_drops_the_box_text():
     from socialfusion.core.schema import Box
     from socialfusion.models.factory import build_model
 
-    cfg = load_config("vlm-tiny-llava", ["model.vlm.boxes=draw"])
+    cfg = load_config("vlm-tiny-llava", ["model.boxes=draw"])
     model = build_model(cfg.model)
     assert model.encoder.wants_boxes
     assert "Marked" not in model.prompt_texts(make_batch("lam"))[0]
@@ -167,7 +167,7 @@ def test_a_few_steps_on_a_fixed_batch_reduce_the_loss_and_only_trainable_parts_l
 def test_trainability_per_component(vision, llm, expect):
     from socialfusion.models.factory import build_model
 
-    over = [f"model.vlm.trainable.vision={vision}", f"model.vlm.trainable.llm={llm}", "train.feature_cache='off'"]
+    over = [f"model.trainable.vision={vision}", f"model.trainable.llm={llm}", "train.feature_cache='off'"]
     model = build_model(load_config("vlm-tiny-qwen2vl", over).model)
     trainable = {r["component"] for r in model.parameter_table() if r["trainable"]} - {"gaze_head"}
     assert trainable == expect
@@ -177,11 +177,11 @@ def test_trainability_per_component(vision, llm, expect):
 
 def test_config_checks():
     with pytest.raises(ConfigError, match="feature_cache"):
-        load_config("vlm-tiny-llava", ["model.vlm.trainable.vision=full", "train.feature_cache=auto"])
-    with pytest.raises(ConfigError, match="model.vlm: set"):
-        load_config("vlm-tiny-llava", ["model.vlm.arch=null"])
+        load_config("vlm-tiny-llava", ["model.trainable.vision=full", "train.feature_cache=auto"])
+    with pytest.raises(ConfigError, match="a VLM baseline needs `pretrained` or `arch`"):
+        load_config("vlm-tiny-llava", ["model.arch=null"])
     with pytest.raises(ConfigError, match="processor: tiny"):
-        load_config("vlm-tiny-llava", ["model.vlm.processor=null"])
+        load_config("vlm-tiny-llava", ["model.processor=null"])
     with pytest.raises(ConfigError, match="model.type"):
         load_config("vlm-tiny-llava", ["model.type=gpt"])
     assert load_config("tiny").model.type == "socialfusion"

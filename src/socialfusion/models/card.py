@@ -111,6 +111,13 @@ def _at_chance(validation: dict | None) -> list[str]:
     ]
 
 
+def _model_sources(m) -> dict[str, Any]:
+    """Where the weights came from: a hub id or local path, else the architecture file of a random init."""
+    if m.type == "vlm":
+        return {"type": m.type, "vlm": m.pretrained or m.arch}
+    return {"type": m.type, "encoder": m.encoder.pretrained or m.encoder.arch, "llm": m.llm.pretrained or m.llm.arch}
+
+
 def build_card(model, config, facts: dict | None = None) -> dict:
     """The card of `model` trained with `config` (see the module docstring for `facts`)."""
     facts = facts or {}
@@ -120,11 +127,7 @@ def build_card(model, config, facts: dict | None = None) -> dict:
         "format": FORMAT,
         "trained": True,
         "config": config.name,
-        "model": {
-            "type": config.model.type,
-            "encoder": config.model.encoder.pretrained or config.model.encoder.arch,
-            "llm": config.model.llm.pretrained or config.model.llm.arch,
-        },
+        "model": _model_sources(config.model),
         "steps": facts.get("step"),
         "trained_tasks": trained,
         "untrained_tasks": [name for name in tasks if name not in trained],

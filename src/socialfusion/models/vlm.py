@@ -1,7 +1,7 @@
 """VLM baselines: a Hugging Face image-text-to-text model fine-tuned on the same tasks, prompts and verbalizers as
 SocialFusion, behind the same model interface (`models/base.py`, `TaskModel`).
 
-Families (from the config's `model_type`) and how each is given the boxes (`model.vlm.boxes: text`):
+Families (from the config's `model_type`) and how each is given the boxes (`model.boxes: text`):
   llava (LLaVA-1.5): "<image>" expanded to one token per patch (CLS dropped: 576 at 336 px). Boxes as
       normalised [x1, y1, x2, y2] with 2 decimals, e.g. "Marked box: [0.12, 0.30, 0.45, 0.80]" (the
       RefCOCO format LLaVA-1.5 was trained on).
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import VLMBaselineConfig
 from ..tasks import default_tasks
 from ..tasks.base import IMAGE_PLACEHOLDER, Task
 from .base import TaskModel
@@ -214,7 +214,7 @@ class VLMImageInput:
         from PIL import Image
 
         if self.wants_boxes and boxes is None:
-            raise ValueError("model.vlm.boxes is 'draw': preprocess needs each image's boxes")
+            raise ValueError("model.boxes is 'draw': preprocess needs each image's boxes")
         prepared = []
         for i, image in enumerate(images):
             image = image.convert("RGB").resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
@@ -232,10 +232,10 @@ def _image_geometry(family: str, vc, image_size: int | None) -> tuple[int, tuple
     if family == "qwen2vl":
         unit = vc.patch_size * vc.spatial_merge_size
         if size % unit:
-            raise ValueError(f"model.vlm.image_size {size} must be a multiple of {unit} for Qwen2-VL")
+            raise ValueError(f"model.image_size {size} must be a multiple of {unit} for Qwen2-VL")
         return size, (size // unit,) * 2
     if size != vc.image_size:
-        raise ValueError(f"model.vlm.image_size {size} must equal the vision tower's {vc.image_size}")
+        raise ValueError(f"model.image_size {size} must equal the vision tower's {vc.image_size}")
     return size, (size // vc.patch_size,) * 2
 
 
@@ -293,23 +293,22 @@ def _with_lora(model, v):
 
 
 class VLMBaseline(TaskModel):
-    def __init__(self, cfg: ModelConfig, tasks: dict[str, Task] | None = None, processor=None):
+    def __init__(self, cfg: VLMBaselineConfig, tasks: dict[str, Task] | None = None, processor=None):
         super().__init__()
         self.cfg = cfg
-        v = cfg.vlm
         self.tasks = tasks or default_tasks(cfg)
         # seeded before anything is built, so that a random init (model, gaze head, LoRA) is reproducible
         torch.manual_seed(cfg.seed)
-        hf = hf_vlm_config(v)
+        hf = hf_vlm_config(cfg)
         self.family = family_of(hf)
-        self.image_size, self.grid = _image_geometry(self.family, hf.vision_config, v.image_size)
+        self.image_size, self.grid = _image_geometry(self.family, hf.vision_config, cfg.image_size)
         self.processor = processor = self._resolve_processor(processor, hf)
         self.tokenizer = processor.tokenizer
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if v.processor == "tiny" and v.pretrained is None:  # random init: the vocabulary is the tiny tokenizer's
+        if cfg.processor == "tiny" and cfg.pretrained is None:  # random init: the vocabulary is the tiny tokenizer's
             _adopt_tiny_vocabulary(hf, processor, self.tokenizer)
-        model = _hf_model(v, hf)
+        model = _hf_model(cfg, hf)
         self.image_token_id = model.config.image_token_id
         # LLaVA with strategy "full" keeps CLIP's CLS first; the gaze head reads the patch grid after it
         self._grid_offset = int(
@@ -318,17 +317,17 @@ class VLMBaseline(TaskModel):
             and hf.vision_config.model_type == "clip_vision_model"
         )
         self.gaze_head = GazeHead(hf.text_config.hidden_size, self.grid, inout=cfg.gaze.inout)
-        self.llm = _with_lora(model, v)
-        if v.gradient_checkpointing:
+        self.llm = _with_lora(model, cfg)
+        if cfg.gradient_checkpointing:
             self._enable_gradient_checkpointing()
-        self._set_trainable(v.trainable)
+        self._set_trainable(cfg.trainable)
         identity = {
-            "vlm": v.pretrained or v.arch,
+            "vlm": cfg.pretrained or cfg.arch,
             "family": self.family,
             "image_size": self.image_size,
-            "boxes": v.boxes,
+            "boxes": cfg.boxes,
         }
-        self.encoder = VLMImageInput(processor, self.family, self.image_size, v.boxes == "draw", identity)
+        self.encoder = VLMImageInput(processor, self.family, self.image_size, cfg.boxes == "draw", identity)
         self._templates: dict[str, str] = {}
         self._n_image_tokens: int | None = None
 
@@ -337,8 +336,7 @@ class VLMBaseline(TaskModel):
         # the architecture's vocabulary, which is replaced by the tiny tokenizer's only when the config says tiny)
         if processor is not None and not isinstance(processor, str):
             return processor
-        v = self.cfg.vlm
-        source = processor or v.processor or v.pretrained
+        source = processor or self.cfg.processor or self.cfg.pretrained
         if source == "tiny":
             return tiny_processor(self.family, hf, self.image_size)
         from transformers import AutoProcessor
@@ -407,7 +405,7 @@ class VLMBaseline(TaskModel):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.cfg.vlm.trainable.vision == "frozen":  # a frozen tower never runs dropout
+        if self.cfg.trainable.vision == "frozen":  # a frozen tower never runs dropout
             inner = self.hf_model.model
             (getattr(inner, "vision_tower", None) or inner.visual).eval()
         return self
@@ -416,7 +414,7 @@ class VLMBaseline(TaskModel):
         """The rendered user turn of a task, with the model's image mark and BOX_SLOT for the box text."""
         if task not in self._templates:
             instruction = self.tasks[task].instruction()
-            if self.cfg.vlm.boxes == "text":
+            if self.cfg.boxes == "text":
                 instruction = instruction.replace(IMAGE_PLACEHOLDER, f"{IMAGE_PLACEHOLDER}\n{BOX_SLOT}", 1)
             before, after = instruction.split(IMAGE_PLACEHOLDER, 1)
             if getattr(self.processor, "chat_template", None):

@@ -13,11 +13,9 @@ def build_vlm_on_meta(config):
     from .vlm import VLMBaseline
 
     cfg = copy.deepcopy(config.model)
-    if cfg.vlm.arch is None:
-        raise ValueError(
-            f"plan needs an architecture JSON for {cfg.vlm.pretrained!r} (set model.vlm.arch in the preset)"
-        )
-    cfg.vlm.pretrained = None
+    if cfg.arch is None:
+        raise ValueError(f"plan needs an architecture JSON for {cfg.pretrained!r} (set model.arch in the preset)")
+    cfg.pretrained = None
     with torch.device("meta"):
         return VLMBaseline(cfg, processor="tiny")
 
@@ -36,7 +34,7 @@ def estimate_vlm(config, batch_size: int | None = None, text_tokens: int = 48) -
     b = batch_size or config.train.batch_size
     n_vis = model.num_visual_tokens
     # box text ("Marked box: [0.12, 0.30, 0.45, 0.80]") adds about 24 tokens
-    seq = n_vis + text_tokens + (24 if config.model.vlm.boxes == "text" else 0)
+    seq = n_vis + text_tokens + (24 if config.model.boxes == "text" else 0)
     with torch.device("cpu"):
         pixels = model.encoder.preprocess([Image.new("RGB", (model.image_size,) * 2)], boxes=[[]])
     if model.family == "qwen2vl":
@@ -52,12 +50,12 @@ def estimate_vlm(config, batch_size: int | None = None, text_tokens: int = 48) -
     )
     llm_params = numel.get("llm", 0) - vocab * d * (1 if tc.tie_word_embeddings else 2)
     llm_fwd = 2 * llm_params * seq + 4 * layers * seq**2 * d + 2 * vocab * d * 8
-    vision_trainable = config.model.vlm.trainable.vision != "frozen"
+    vision_trainable = config.model.trainable.vision != "frozen"
     train_flops = 3 * llm_fwd + (3 if vision_trainable else 1) * vision_fwd
     trainable = sum(r["trainable"] for r in rows)
     frozen = sum(r["frozen"] for r in rows)
     per_layer = b * seq * (34 * d + 5 * tc.num_attention_heads * seq)
-    act = b * layers * seq * d * 2 + per_layer if config.model.vlm.gradient_checkpointing else layers * per_layer
+    act = b * layers * seq * d * 2 + per_layer if config.model.gradient_checkpointing else layers * per_layer
     memory = 2 * frozen + 4 * trainable + 12 * trainable + act
     return {
         "type": "vlm",

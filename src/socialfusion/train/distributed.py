@@ -85,7 +85,7 @@ def strategy(config: Config) -> str:
     if config.train.distributed != "auto":
         return config.train.distributed
     m = config.model
-    plan = (m.vlm.trainable.llm, m.vlm.trainable.vision) if m.type == "vlm" else (m.trainable.llm, m.trainable.encoder)
+    plan = (m.trainable.llm, m.trainable.vision) if m.type == "vlm" else (m.trainable.llm, m.trainable.encoder)
     return "fsdp" if "full" in plan else "ddp"
 
 
