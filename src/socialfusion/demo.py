@@ -12,10 +12,12 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .study import StudyPlan
+from .analysis.transfer import VLM_STYLE
+from .config import load_config, split_list
+from .data.synth import generate, task_dirs
+from .errors import add_console_options
+from .study import StudyPlan, add_plan_options, check_plan, plan_from_args, run_study
 
 SCALES = {
     # n: synthetic training samples per task (a 15 % holdout of lam's clips, expression's and gaze's images selects,
@@ -49,16 +51,11 @@ DEMO_LR_ENCODER = 2e-5
 
 
 def demo_plan(scale: str) -> StudyPlan:
-    from .study import StudyPlan
-
     return StudyPlan(budget="plateau", probe_pools=["box", "pair"], **SCALES[scale]["plan"])
 
 
 def demo_config(preset: str, data_dir: Path, scale: dict, overrides: list[str]):
     """The preset on the synthetic benchmark at `scale` (its step cap and plateau rule), then the user's overrides."""
-    from .config import load_config
-    from .data.synth import task_dirs
-
     dirs = task_dirs()
     roots = [f"data.tasks.{i}.root={data_dir / d}" for i, d in enumerate(dirs.values())]
     protocol = [
@@ -74,8 +71,6 @@ def demo_config(preset: str, data_dir: Path, scale: dict, overrides: list[str]):
 
 def ensure_data(data_dir: Path, n: int, seed: int) -> dict:
     """Generate the synthetic benchmark once per (n, seed)."""
-    from .data.synth import generate
-
     stamp = data_dir / "demo_stamp.json"
     want = {"n": n, "seed": seed}
     if stamp.exists() and json.loads(stamp.read_text()).get("params") == want:
@@ -87,9 +82,6 @@ def ensure_data(data_dir: Path, n: int, seed: int) -> dict:
 
 def parse_args(argv: list[str] | None = None):
     """The demo's options -> (args, StudyPlan): the study's options at the demo's scale."""
-    from .errors import add_console_options
-    from .study import add_plan_options, plan_from_args
-
     p = add_console_options(argparse.ArgumentParser(prog="socialfusion demo", description=__doc__))
     p.add_argument("--out", default="runs/demo", help="output folder: data, runs, report.html (default runs/demo)")
     p.add_argument("--config", default="default", help="preset or YAML (default: the embedded default)")
@@ -109,16 +101,11 @@ def parse_args(argv: list[str] | None = None):
     args = p.parse_intermixed_args(argv)
     plan = plan_from_args(args, demo_plan("quick" if args.quick else "full"))
     if args.with_baseline:
-        from .analysis.transfer import VLM_STYLE
-
         plan.baselines.setdefault("vlm_style", [*VLM_STYLE, f"train.lr_encoder={DEMO_LR_ENCODER:g}"])
     return args, plan
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import split_list
-    from .study import check_plan, run_study
-
     args, plan = parse_args(argv)
     scale = SCALES["quick" if args.quick else "full"]
     n = args.n or scale["n"]

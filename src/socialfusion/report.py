@@ -12,7 +12,11 @@ from pathlib import Path
 
 import torch
 
+from .config import dump_yaml
 from .core.intervals import fmt_ci
+from .data.pipeline import build_task_datasets, collate
+from .data.skips import SkipReport
+from .features.inputs import sample_inputs
 
 
 def chance_levels(val_sets: dict) -> dict[str, dict]:
@@ -24,8 +28,6 @@ def chance_levels(val_sets: dict) -> dict[str, dict]:
 
 def example_predictions(model, dataset, k: int = 4) -> tuple[list, list]:
     """The model's predictions on the first k samples of a dataset (the figures' examples)."""
-    from .data.pipeline import collate
-
     batch = collate([dataset[i] for i in range(min(k, len(dataset)))], dataset.task)
     if batch is None:
         return [], []
@@ -39,6 +41,8 @@ def metric_bars(rows: list[dict], path: Path, title: str) -> Path:
     """One bar per task: its primary metric with the 95 % interval as an error bar, the chance level as a dashed
     line across the bar and, where a row has one, the best linear probe of the frozen features as a dotted line
     (drawn here: the report sits beside the analyses, not above their plotting module)."""
+    # imported here, not at the top: Agg must be chosen before pyplot's first import, and matplotlib loads only
+    # when a report is drawn (analysis.plots.pyplot does the same; the report may not import the analyses)
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -146,6 +150,7 @@ def training_losses(log: str | Path) -> dict[str, list[tuple[float, float]]]:
 def loss_curves(single: dict[str, str | Path], joint: str | Path, path: str | Path) -> Path:
     """One panel per task: the training loss of its single-task run and the joint run's loss on that task's
     batches, against the fraction of each run done (the runs have different lengths)."""
+    # here, not at the top: as in metric_bars
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -186,6 +191,7 @@ def selection_curves(
     for the joint run, against the batches of that task seen (the joint run's steps / number of tasks, which is
     what a uniform sampler gives each task), a marker at each run's selected step, and the best linear probe of the
     frozen features (on the report split) as a dotted line."""
+    # here, not at the top: as in metric_bars
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -563,11 +569,6 @@ def write_report(
     timings: dict,
     plan: dict | None = None,
 ) -> dict:
-    from .config import dump_yaml
-    from .data.pipeline import build_task_datasets
-    from .data.skips import SkipReport
-    from .features.inputs import sample_inputs
-
     out = Path(out)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)

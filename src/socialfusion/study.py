@@ -30,7 +30,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import split_list
+from .analysis.gradconf import run_gradconf
+from .analysis.probe import run_probe
+from .analysis.transfer import BUDGETS, add_family_options, normalise_baselines, run_transfer
+from .config import ConfigError, apply_overrides, dump_yaml, load_config, select_tasks, split_list
+from .data.pipeline import check_root
+from .errors import UserError, add_console_options
+from .models.checkpoint import load_model
+from .report import write_report
+from .runtime import resolve_device
 
 STAGES = ("transfer", "gradconf", "probe", "report")
 # the timing labels of the stages (the demo prints them; tests look for them)
@@ -119,124 +127,169 @@ def run_study(
     A stage is reused when study.json records it finished with the same config, parameters and `data_key` (what
     identifies the data beyond the roots in the config, e.g. the synthetic benchmark's n and seed). A dataset
     changed in place under the same root is not detected: use a new OUT."""
-    from .analysis.gradconf import run_gradconf
-    from .analysis.probe import run_probe
-    from .analysis.transfer import run_transfer
-    from .config import dump_yaml
-    from .models.checkpoint import load_model
-    from .report import write_report
-    from .runtime import resolve_device
-
-    plan = plan or StudyPlan()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    timings = dict(timings or {})
-    state = StudyState(out, dump_yaml(config) + json.dumps(data_key or {}, sort_keys=True))
-    results: dict = {}
-    model = None
-    files = {
-        "transfer": out / "transfer" / "transfer.json",
-        "gradconf": out / "gradconf" / "gradconf.json",
-        "probe": out / "probe" / "probe.json",
-    }
-    upstream = {"transfer": [], "gradconf": ["transfer"], "probe": [], "report": ["transfer", "gradconf", "probe"]}
-
-    def joint_model():
-        nonlocal model
-        if model is None:
-            model, _ = load_model(Path(results["transfer"]["runs"]["socialfusion"]["joint"]["checkpoint"]))
-            model.to(resolve_device(device))
-        return model
-
+    run = _Study(
+        config=config,
+        out=Path(out),
+        plan=plan or StudyPlan(),
+        progress=progress,
+        device=device,
+        data_summary=data_summary,
+        timings=dict(timings or {}),
+    )
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.state = StudyState(run.out, dump_yaml(config) + json.dumps(data_key or {}, sort_keys=True))
     for stage in STAGES:
-        params = plan.stage_params(stage)
-        label = LABELS[stage]
-        wanted = stage in stages
-        reusable = stage != "report" and files[stage].exists() and state.done(stage, params, upstream[stage])
-        if reusable or (not wanted and stage != "report" and files[stage].exists()):
-            results[stage] = _load_json(files[stage])
-            state.reused[stage] = reusable
-            rec = state.data["stages"].get(stage) or {}
-            timings[label] = rec.get("seconds", 0.0)
-            print(
-                f"== {label}: finished earlier with the same config and parameters, reused ({files[stage]})", flush=True
-            )
+        if _reuse(run, stage, wanted=stage in stages):
             continue
-        if not wanted:
-            results[stage] = {}
+        if stage not in stages:
+            run.results[stage] = {}
             continue
-        if stage in ("gradconf", "report") and not results.get("transfer"):
-            from .errors import UserError
+        _run_stage(run, stage)
+    run.timings["total"] = round(sum(v for k, v in run.timings.items() if k != "total"), 1)
+    run.results["timings"] = run.timings
+    return run.results
 
-            raise UserError(
-                f"the {stage} stage needs the transfer stage's joint model, and {files['transfer']} does not exist",
-                hint="run the transfer stage first (--stages transfer,...)",
-            )
-        print(f"== {label}", flush=True)
-        t0 = time.perf_counter()
-        if stage == "transfer":
-            results[stage] = run_transfer(
-                config,
-                out / "transfer",
-                budget=plan.budget,
-                baselines=plan.baselines,
-                progress=progress,
-                device=device,
-                resume=True,
-                seeds=plan.seeds,
-                resamples=plan.resamples,
-                variants=plan.variants,
-            )
-        elif stage == "gradconf":
-            results[stage] = run_gradconf(
-                joint_model(),
-                config,
-                out / "gradconf",
-                batches=plan.gradconf_batches,
-                progress=progress,
-                resamples=plan.resamples,
-            )
-        elif stage == "probe":
-            results[stage] = run_probe(
-                config,
-                out / "probe",
-                encoders=plan.encoders,
-                layers=plan.probe_layers,
-                pools=plan.probe_pools,
-                progress=progress,
-                device=device,
-                max_samples=plan.probe_samples,
-                gaze_steps=plan.probe_gaze_steps,
-                resamples=plan.resamples,
-            )
-        else:
-            timings = {k: v for k, v in timings.items() if k != "total"}
-            results[stage] = write_report(
-                out,
-                config=config,
-                model=joint_model(),
-                transfer=results["transfer"],
-                probe=results["probe"],
-                gradconf=results["gradconf"],
-                data_summary=data_summary,
-                timings=timings,
-                plan=asdict(plan),
-            )
-        seconds = time.perf_counter() - t0
-        timings[label] = round(seconds, 1)
-        print(f"   {label}: {timings[label]} s", flush=True)
-        state.finish(stage, params, seconds, str(files[stage]) if stage in files else str(out / "report.html"))
-        state.reused[stage] = False
-    timings["total"] = round(sum(v for k, v in timings.items() if k != "total"), 1)
-    results["timings"] = timings
-    return results
+
+# the stages whose results a stage reads: when one of them runs again, so does the stage
+UPSTREAM = {"transfer": [], "gradconf": ["transfer"], "probe": [], "report": ["transfer", "gradconf", "probe"]}
+
+
+@dataclass
+class _Study:
+    """What the stages of one `run_study` call share: the inputs, the stage records, each stage's result and the
+    joint model (loaded once, for gradconf and the report)."""
+
+    config: object
+    out: Path
+    plan: StudyPlan
+    progress: bool
+    device: str
+    data_summary: dict | None
+    timings: dict
+    state: StudyState | None = None
+    results: dict = field(default_factory=dict)
+    model: object = None
+
+    @property
+    def files(self) -> dict[str, Path]:
+        return {
+            "transfer": self.out / "transfer" / "transfer.json",
+            "gradconf": self.out / "gradconf" / "gradconf.json",
+            "probe": self.out / "probe" / "probe.json",
+        }
+
+    def joint_model(self):
+        if self.model is None:
+            self.model, _ = load_model(Path(self.results["transfer"]["runs"]["socialfusion"]["joint"]["checkpoint"]))
+            self.model.to(resolve_device(self.device))
+        return self.model
+
+
+def _reuse(run: _Study, stage: str, wanted: bool) -> bool:
+    """Load the stage's earlier result when it is reusable, or when it is not wanted and a result exists (later
+    stages read it); the report is never reused."""
+    files = run.files
+    reusable = (
+        stage != "report"
+        and files[stage].exists()
+        and run.state.done(stage, run.plan.stage_params(stage), UPSTREAM[stage])
+    )
+    if not (reusable or (not wanted and stage != "report" and files[stage].exists())):
+        return False
+    label = LABELS[stage]
+    run.results[stage] = _load_json(files[stage])
+    run.state.reused[stage] = reusable
+    rec = run.state.data["stages"].get(stage) or {}
+    run.timings[label] = rec.get("seconds", 0.0)
+    print(f"== {label}: finished earlier with the same config and parameters, reused ({files[stage]})", flush=True)
+    return True
+
+
+def _run_stage(run: _Study, stage: str) -> None:
+    """Run one stage, time it and record it in study.json."""
+    params = run.plan.stage_params(stage)
+    label = LABELS[stage]
+    files = run.files
+    if stage in ("gradconf", "report") and not run.results.get("transfer"):
+        raise UserError(
+            f"the {stage} stage needs the transfer stage's joint model, and {files['transfer']} does not exist",
+            hint="run the transfer stage first (--stages transfer,...)",
+        )
+    print(f"== {label}", flush=True)
+    t0 = time.perf_counter()
+    run.results[stage] = _STAGE_RUNS[stage](run)
+    seconds = time.perf_counter() - t0
+    run.timings[label] = round(seconds, 1)
+    print(f"   {label}: {run.timings[label]} s", flush=True)
+    run.state.finish(stage, params, seconds, str(files[stage]) if stage in files else str(run.out / "report.html"))
+    run.state.reused[stage] = False
+
+
+def _transfer_stage(run: _Study) -> dict:
+    plan = run.plan
+    return run_transfer(
+        run.config,
+        run.out / "transfer",
+        budget=plan.budget,
+        baselines=plan.baselines,
+        progress=run.progress,
+        device=run.device,
+        resume=True,
+        seeds=plan.seeds,
+        resamples=plan.resamples,
+        variants=plan.variants,
+    )
+
+
+def _gradconf_stage(run: _Study) -> dict:
+    return run_gradconf(
+        run.joint_model(),
+        run.config,
+        run.out / "gradconf",
+        batches=run.plan.gradconf_batches,
+        progress=run.progress,
+        resamples=run.plan.resamples,
+    )
+
+
+def _probe_stage(run: _Study) -> dict:
+    plan = run.plan
+    return run_probe(
+        run.config,
+        run.out / "probe",
+        encoders=plan.encoders,
+        layers=plan.probe_layers,
+        pools=plan.probe_pools,
+        progress=run.progress,
+        device=run.device,
+        max_samples=plan.probe_samples,
+        gaze_steps=plan.probe_gaze_steps,
+        resamples=plan.resamples,
+    )
+
+
+def _report_stage(run: _Study) -> dict:
+    # the report lists each stage's own time: the total is summed after the report has run
+    run.timings = {k: v for k, v in run.timings.items() if k != "total"}
+    return write_report(
+        run.out,
+        config=run.config,
+        model=run.joint_model(),
+        transfer=run.results["transfer"],
+        probe=run.results["probe"],
+        gradconf=run.results["gradconf"],
+        data_summary=run.data_summary,
+        timings=run.timings,
+        plan=asdict(run.plan),
+    )
+
+
+_STAGE_RUNS = {"transfer": _transfer_stage, "gradconf": _gradconf_stage, "probe": _probe_stage, "report": _report_stage}
 
 
 def add_plan_options(p: argparse.ArgumentParser, defaults: StudyPlan) -> argparse.ArgumentParser:
     """The options that fill a StudyPlan (shared by `study` and `demo`); an option left out takes `defaults`' value
     (`plan_from_args`), so the demo can default to its own scale."""
-    from .analysis.transfer import BUDGETS, add_family_options
-
     d = defaults
     p.add_argument(
         "--seeds",
@@ -281,9 +334,6 @@ def add_plan_options(p: argparse.ArgumentParser, defaults: StudyPlan) -> argpars
 
 
 def plan_from_args(args, defaults: StudyPlan) -> StudyPlan:
-    from .analysis.transfer import normalise_baselines
-    from .config import ConfigError
-
     pick = lambda value, default: default if value is None else value  # noqa: E731
     try:
         plan = StudyPlan(
@@ -311,15 +361,11 @@ def plan_from_args(args, defaults: StudyPlan) -> StudyPlan:
 
 def check_plan(config, plan: StudyPlan):
     """Every override of the baselines and variants applies to the config (before anything trains)."""
-    from .config import apply_overrides
-
     for overrides in [*plan.baselines.values(), *plan.variants.values()]:
         apply_overrides(config, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import add_console_options
-
     p = add_console_options(
         argparse.ArgumentParser(
             prog="socialfusion study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -333,9 +379,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_plan_options(p, StudyPlan())
     args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
-
-    from .config import load_config, select_tasks
-    from .data.pipeline import check_root
 
     config = load_config(args.config, args.overrides)
     if args.tasks:

@@ -29,14 +29,27 @@ import argparse
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from ..config import split_list
+from ..config import apply_overrides, load_config, split_list
 from ..core.intervals import RESAMPLES, SEED, fmt_ci, interval_info, percentile_interval
+from ..data.pipeline import build_task_datasets, collate, narrow_to_tasks
+from ..data.skips import SkipReport
+from ..errors import add_console_options
+from ..features.inputs import sample_inputs
+from ..models import factory as model_factory
+from ..models.checkpoint import load_model, read_checkpoint_config
+from ..runtime import resolve_device
+from ..tasks import tasks_from_config
+from ..train.step import NonFiniteLoss, task_backward
+from ..train.surgery import flat_grad
 from . import fmt, write_json
+from .plots import gradconf_caption, matrix_heatmaps
 
 DEFAULT_BATCHES = 16
 SKETCH_DIM = 65536
@@ -276,23 +289,32 @@ def run_gradconf(
 ) -> dict:
     """Per-task gradients over `batches` fixed multi-task batches -> gradconf.json, gradconf.md, gradconf.png, each
     statistic with a 95 % percentile bootstrap interval over the batches (`resamples` resamples; 0: none)."""
-    from tqdm.auto import tqdm
-
-    from ..data.pipeline import build_task_datasets, collate
-    from ..data.skips import SkipReport
-    from ..features.inputs import sample_inputs
-    from ..train.step import NonFiniteLoss, task_backward
-    from ..train.surgery import flat_grad
-    from .plots import gradconf_caption, matrix_heatmaps
-
     if batches < 1:
         raise ValueError(f"batches must be >= 1, got {batches}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    device = model.device
     params, segments = shared_parameters(model)
-    tensors = [p for _, p in params]
+    data = _gradconf_data(model, config, batches)
+    stats, losses = _measure(model, config, data, [p for _, p in params], segments, batches, progress)
+    result = _gradconf_result(model, config, data, stats.summary(resamples), losses, segments, batches, resamples, t0)
+    _write_gradconf(result, out_dir, batches)
+    return result
+
+
+@dataclass
+class _Batches:
+    """The tasks with training data, their datasets and loss weights, and each task's K fixed batches of indices."""
+
+    datasets: dict
+    tasks: list
+    weights: dict
+    plan: dict  # task -> K lists of sample indices
+    report: SkipReport
+
+
+def _gradconf_data(model, config, batches: int) -> _Batches:
+    """The training sets and their fixed batches; with a feature cache, only the samples in a batch are cached."""
     report = SkipReport(config.data.on_bad_sample)
     cache, input_fn = sample_inputs(model, config)
     datasets = build_task_datasets(config, model.tasks, "train", input_fn, report)
@@ -309,21 +331,28 @@ def run_gradconf(
         needed = {t: [datasets[t].samples[i] for i in sorted({i for b in plan[t] for i in b})] for t in tasks}
         for t in tasks:
             cache.warm(needed[t], report, desc=f"caching features ({t})")
-    stats = ConflictStats(tasks, segments, seed=config.train.seed)
-    losses = {t: [] for t in tasks}
+    return _Batches(datasets, tasks, weights, plan, report)
+
+
+def _measure(model, config, data: _Batches, tensors: list, segments: dict, batches: int, progress: bool):
+    """(ConflictStats over the K batches, each task's loss per batch)."""
+    stats = ConflictStats(data.tasks, segments, seed=config.train.seed)
+    losses = {t: [] for t in data.tasks}
     # eval mode: no dropout, so the gradients are a deterministic function of (weights, batches)
     model.eval()
-    bar = tqdm(total=batches * len(tasks), desc="gradconf", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=batches * len(data.tasks), desc="gradconf", disable=not progress, dynamic_ncols=True)
     for k in range(batches):
         grads = {}
-        for t in tasks:
-            ds = datasets[t]
-            batch = collate([ds[i] for i in plan[t][k]], ds.task)
+        for t in data.tasks:
+            ds = data.datasets[t]
+            batch = collate([ds[i] for i in data.plan[t][k]], ds.task)
             model.zero_grad(set_to_none=True)
             if batch is None:
-                raise ValueError(f"task {t}: batch {k} has no usable sample (see the skip report: {report.summary()})")
+                raise ValueError(
+                    f"task {t}: batch {k} has no usable sample (see the skip report: {data.report.summary()})"
+                )
             try:
-                out = task_backward(model, batch, weights.get(t, 1.0), device, config.train.precision)
+                out = task_backward(model, batch, data.weights.get(t, 1.0), model.device, config.train.precision)
             except NonFiniteLoss as err:
                 raise ValueError(f"batch {k}: {err}") from None
             grads[t] = flat_grad(tensors).cpu()  # the statistics are kept on the CPU
@@ -333,7 +362,14 @@ def run_gradconf(
         del grads
     bar.close()
     model.zero_grad(set_to_none=True)
-    summary = stats.summary(resamples)
+    return stats, losses
+
+
+def _gradconf_result(
+    model, config, data: _Batches, summary: dict, losses: dict, segments: dict, batches: int, resamples: int, t0
+) -> dict:
+    """gradconf.json's content, less the figure and the tables: the statistics overall, per component, per pair."""
+    tasks = data.tasks
     loss_ci = {}
     if resamples > 0:
         w = batch_weights(batches, resamples)
@@ -343,7 +379,7 @@ def run_gradconf(
         "batches": batches,
         "batch_size": config.train.batch_size,
         "seed": config.train.seed,
-        "loss_weights": {t: weights.get(t, 1.0) for t in tasks},
+        "loss_weights": {t: data.weights.get(t, 1.0) for t in tasks},
         "mean_loss": {t: float(np.mean(v)) for t, v in losses.items()},
         "mean_loss_ci": loss_ci,
         "intervals": interval_info(resamples, SEED, over="batches") if resamples > 0 else None,
@@ -354,7 +390,7 @@ def run_gradconf(
         "overall": summary.pop("overall"),
         "per_component": summary,
         "pairs": [],
-        "skips": report.to_dict(),
+        "skips": data.report.to_dict(),
         "seconds": time.perf_counter() - t0,
     }
     ov = result["overall"]
@@ -364,6 +400,12 @@ def run_gradconf(
             if "ci" in ov:
                 pair["ci"] = {m: ov["ci"][m][i][j] for m in STATISTICS}
             result["pairs"].append(pair)
+    return result
+
+
+def _write_gradconf(result: dict, out_dir: Path, batches: int) -> None:
+    """The heatmaps, the captions and tables into `result`, then gradconf.json and gradconf.md."""
+    ov = result["overall"]
     ci = ov.get("ci", {})
     matrix_heatmaps(
         [
@@ -376,7 +418,7 @@ def run_gradconf(
                 ci.get("conflict_frequency"),
             ),
         ],
-        tasks,
+        result["tasks"],
         out_dir / "gradconf.png",
     )
     result["figures"] = [str(out_dir / "gradconf.png")]
@@ -384,7 +426,6 @@ def run_gradconf(
     result["markdown"] = pairs_table(result)
     write_json(result, out_dir / "gradconf.json")
     (out_dir / "gradconf.md").write_text(markdown(result))
-    return result
 
 
 STATISTICS = ("cosine", "mean_batch_cosine", "conflict_frequency", "magnitude_similarity")
@@ -448,8 +489,6 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import add_console_options
-
     p = add_console_options(
         argparse.ArgumentParser(
             prog="socialfusion gradconf",
@@ -479,11 +518,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
-    from ..config import apply_overrides, load_config
-    from ..data.pipeline import narrow_to_tasks
-    from ..models.checkpoint import load_model, read_checkpoint_config
-    from ..runtime import resolve_device
-
     # config, overrides and data roots are checked before a model is built; their errors (UserError) go to the
     # dispatcher, one line, exit 2
     if args.ckpt:
@@ -496,10 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.ckpt:
         model = load_model(args.ckpt)[0]
     else:
-        from ..models.factory import build_model
-        from ..tasks import tasks_from_config
-
-        model = build_model(config.model, tasks=tasks_from_config(config))
+        # through the module: tests replace factory.build_model to check that no model is built before the data check
+        model = model_factory.build_model(config.model, tasks=tasks_from_config(config))
     model.to(resolve_device(args.device))
     result = run_gradconf(
         model, config, args.out, batches=args.batches, progress=not args.no_progress, resamples=args.resamples

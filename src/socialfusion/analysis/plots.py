@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ..core.intervals import fmt_ci
 from . import fmt
 
@@ -23,6 +25,8 @@ HATCHES = ("", "//", "..", "xx", "\\\\", "++")
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (safe on servers and in tests)."""
+    # imported here, not at the top: the backend must be chosen before pyplot's first import, and the commands and
+    # the server that import the analyses without drawing a figure do not pay for loading matplotlib
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -71,38 +75,7 @@ def transfer_bars(
         for i, task in enumerate(tasks):
             row = families[fam].get(task)
             row = row if isinstance(row, dict) else {"relative": row}
-            rel, ci = row.get("relative"), row.get("relative_ci")
-            x = i - 0.4 + width * (j + 0.5)
-            if not _finite(rel):
-                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, color=NEUTRAL, rotation=90)
-                continue
-            pct = 100.0 * rel
-            call = row.get("transfer")
-            color = POSITIVE if call == "positive" else NEGATIVE if call == "negative" else NEUTRAL
-            err = _err(rel, ci, 100.0)
-            ax.bar(
-                x,
-                pct,
-                width * 0.92,
-                color=color,
-                hatch=HATCHES[j % len(HATCHES)],
-                edgecolor="black",
-                linewidth=0.6,
-                yerr=err,
-                capsize=3,
-                error_kw={"elinewidth": 0.8},
-            )
-            top = pct + (err[1][0] if err else 0.0)
-            bottom = pct - (err[0][0] if err else 0.0)
-            extent += [top, bottom]
-            ax.text(
-                x,
-                top if pct >= 0 else bottom,
-                f"{pct:+.1f}",
-                ha="center",
-                va="bottom" if pct >= 0 else "top",
-                fontsize=7,
-            )
+            extent += _transfer_bar(ax, i - 0.4 + width * (j + 0.5), width, HATCHES[j % len(HATCHES)], row)
     ax.axhline(0, color="black", linewidth=0.8)
     lo, hi = min(extent), max(extent)
     pad = 0.15 * ((hi - lo) or 1.0)  # room for the value labels on both sides of zero
@@ -112,6 +85,49 @@ def transfer_bars(
     ax.set_xticklabels(tasks)
     ax.set_ylabel("relative change, joint vs single (%)")
     ax.set_title(title or "Transfer: joint multi-task vs single-task training")
+    ax.legend(handles=_transfer_legend(names), fontsize=7, loc="best")
+    return save(fig, path)
+
+
+def _transfer_bar(ax, x: float, width: float, hatch: str, row: dict) -> list[float]:
+    """One family's bar for one task, coloured by its transfer call, with its value written at the end of the error
+    bar; returns the bar's [top, bottom] for the axis limits ([] when the value is missing: "n/a")."""
+    rel, ci = row.get("relative"), row.get("relative_ci")
+    if not _finite(rel):
+        ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, color=NEUTRAL, rotation=90)
+        return []
+    pct = 100.0 * rel
+    call = row.get("transfer")
+    color = POSITIVE if call == "positive" else NEGATIVE if call == "negative" else NEUTRAL
+    err = _err(rel, ci, 100.0)
+    ax.bar(
+        x,
+        pct,
+        width * 0.92,
+        color=color,
+        hatch=hatch,
+        edgecolor="black",
+        linewidth=0.6,
+        yerr=err,
+        capsize=3,
+        error_kw={"elinewidth": 0.8},
+    )
+    top = pct + (err[1][0] if err else 0.0)
+    bottom = pct - (err[0][0] if err else 0.0)
+    ax.text(
+        x,
+        top if pct >= 0 else bottom,
+        f"{pct:+.1f}",
+        ha="center",
+        va="bottom" if pct >= 0 else "top",
+        fontsize=7,
+    )
+    return [top, bottom]
+
+
+def _transfer_legend(names: list[str]) -> list:
+    """The colours' meanings, and with several families the hatch of each."""
+    # imported here, not at the top: matplotlib loads only when a figure is drawn, after `pyplot()` chose Agg
     from matplotlib.patches import Patch
 
     handles = [
@@ -124,8 +140,7 @@ def transfer_bars(
             Patch(facecolor="white", edgecolor="black", hatch=HATCHES[j % len(HATCHES)], label=fam)
             for j, fam in enumerate(names)
         ]
-    ax.legend(handles=handles, fontsize=7, loc="best")
-    return save(fig, path)
+    return handles
 
 
 def transfer_caption(interval: str) -> str:
@@ -142,8 +157,6 @@ def matrix_heatmaps(panels: list[tuple], labels: Sequence[str], path: str | Path
     `panels` is a list of (title, matrix, (vmin, vmax), colormap name[, intervals]), `intervals` a matrix of
     [lo, hi] (or None) per cell; `labels` names rows and columns.
     """
-    import numpy as np
-
     plt = pyplot()
     k = len(labels)
     size = 1.0 + 0.65 * k

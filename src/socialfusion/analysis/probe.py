@@ -23,14 +23,33 @@ import math
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+from transformers import AutoConfig
 
-from ..config import split_list
+from ..config import ConfigError, EncoderConfig, load_config, resolve_config_path, split_list
+from ..core.images import load_image
+from ..core.intervals import bootstrap_intervals, interval_info
+from ..core.schema import DataError
+from ..data.pipeline import build_task_datasets, narrow_to_tasks
+from ..data.skips import SkipReport
+from ..errors import add_console_options
+from ..models.box_mask import box_cell_mask
+from ..models.encoder import VisionEncoder
+from ..models.loading import resolve_pretrained
+from ..runtime import autocast, resolve_device
+from ..tasks import tasks_from_config
+from ..tasks.gaze import gaze_target
 from . import write_json
+from .plots import probe_caption, probe_figure, probe_markdown, probe_table
 
 POOLS = ("cls", "mean", "box", "pair")
 DEFAULT_LAYERS = (-1, -2, -4, -8, -12, -16, -24)
@@ -64,10 +83,6 @@ def fit_linear_probe(
     {"C", "val" (metrics), "test" (metrics or None), "per_C" ({C: val primary}), "val_probs", "test_probs" (the
     chosen probe's class probabilities, for intervals; None without a test split)}.
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     score_fn = score_fn or (lambda y, p: {"accuracy": float(np.mean(np.asarray(p).argmax(1) == np.asarray(y)))})
     X_train, X_val = np.asarray(X_train, dtype=np.float64), np.asarray(X_val, dtype=np.float64)
     y_train = np.asarray(y_train, dtype=np.int64)
@@ -75,17 +90,7 @@ def fit_linear_probe(
     Xt, Xv = scaler.transform(X_train), scaler.transform(X_val)
     Xs = scaler.transform(np.asarray(X_test, dtype=np.float64)) if X_test is not None else None
     if len(np.unique(y_train)) < 2:  # nothing to separate: predict the one class seen
-        const = lambda X: np.eye(num_classes)[np.full(len(X), int(y_train[0]))]  # noqa: E731
-        test = score_fn(y_test, const(Xs)) if Xs is not None else None
-        return {
-            "C": None,
-            "val": score_fn(y_val, const(Xv)),
-            "test": test,
-            "per_C": {},
-            "degenerate": "one class in the training split",
-            "val_probs": const(Xv),
-            "test_probs": const(Xs) if Xs is not None else None,
-        }
+        return _one_class_probe(int(y_train[0]), num_classes, score_fn, Xv, y_val, Xs, y_test)
     best, per_c = None, {}
     # ascending C with warm starts: each fit starts from the more regularised solution (same optimum, fewer steps)
     clf = LogisticRegression(max_iter=1000, random_state=seed, warm_start=True)
@@ -106,6 +111,21 @@ def fit_linear_probe(
     test_probs = full_probs(clf, Xs, num_classes) if Xs is not None else None
     test = score_fn(y_test, test_probs) if Xs is not None else None
     return {"C": C, "val": val_metrics, "test": test, "per_C": per_c, "val_probs": val_probs, "test_probs": test_probs}
+
+
+def _one_class_probe(label: int, num_classes: int, score_fn, Xv, y_val, Xs, y_test) -> dict:
+    """`fit_linear_probe`'s result when the training split holds one class: LogisticRegression refuses to fit it."""
+    const = lambda X: np.eye(num_classes)[np.full(len(X), label)]  # noqa: E731
+    test = score_fn(y_test, const(Xs)) if Xs is not None else None
+    return {
+        "C": None,
+        "val": score_fn(y_val, const(Xv)),
+        "test": test,
+        "per_C": {},
+        "degenerate": "one class in the training split",
+        "val_probs": const(Xv),
+        "test_probs": const(Xs) if Xs is not None else None,
+    }
 
 
 def patch_targets(T64, grid: tuple[int, int]) -> torch.Tensor:
@@ -168,8 +188,6 @@ def fit_gaze_probe(
 def resolve_encoder(spec: str | None, config):
     """(label, EncoderConfig) for the config's encoder (None/'config'), a preset or YAML, `vlm:<src>`, an HF id or
     path."""
-    from ..config import ConfigError, EncoderConfig, load_config, resolve_config_path
-
     if spec in (None, "", "config"):
         enc = copy.deepcopy(config.model.encoder)
         return (enc.pretrained or f"{config.name}:random-init"), enc
@@ -186,10 +204,6 @@ def resolve_encoder(spec: str | None, config):
 def _looks_like_vlm(source: str) -> bool:
     """A checkpoint whose config nests a vision_config but is not a CLIP/SigLIP dual encoder (e.g. LLaVA)."""
     try:
-        from transformers import AutoConfig
-
-        from ..models.loading import resolve_pretrained
-
         cfg = AutoConfig.from_pretrained(resolve_pretrained(source))
     except Exception:  # noqa: BLE001 - unknown: let the encoder loader report the real problem
         return False
@@ -212,8 +226,6 @@ def valid_layers(layers, num_layers: int) -> tuple[list[int], list[int]]:
 
 def pool_one(hidden: torch.Tensor, num_patches: int, grid, boxes, pools, num_roles: int, gaze: bool) -> dict:
     """Pooled vectors of one sample from its image's (S, d) hidden state; `boxes` are (xyxy, role) pairs."""
-    from ..models.box_mask import box_cell_mask
-
     extra = hidden.shape[0] - num_patches
     patches = hidden[extra:]
     out = {}
@@ -256,32 +268,10 @@ def extract(
     """{(task, split): {"feats": {(layer, pool): array}, "samples": [the samples whose image loaded],
     "sizes": [(W, H)]}}. Each image is encoded once (images shared by several samples, e.g. PISC pairs, are not
     re-encoded)."""
-    from tqdm.auto import tqdm
-
-    from ..core.images import load_image
-    from ..core.schema import DataError
-    from ..runtime import autocast
-
-    refs: dict = {}
-    for key, items in samples.items():
-        for i, s in enumerate(items):
-            try:
-                refs.setdefault(s.image_path(), []).append((key, i))
-            except DataError as err:
-                report.skip(f"{s.image} (sample {s.id})", str(err).split(": ")[-1])
+    refs = _image_refs(samples, report)
     store, paths = {key: {} for key in samples}, list(refs)
     for start in tqdm(range(0, len(paths), batch_size), desc="probe features", disable=not progress, leave=False):
-        images, ok = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                images.append(load_image(path))
-                ok.append(path)
-            except DataError as err:
-                key, i = refs[path][0]
-                report.skip(
-                    f"{samples[key][i].image} (sample {samples[key][i].id})",
-                    f"unusable image: {str(err).split(': ')[-1]}",
-                )
+        images, ok = _load_images(paths[start : start + batch_size], refs, samples, report)
         if not images:
             continue
         with autocast(device, precision):
@@ -289,23 +279,54 @@ def extract(
         chosen = {layer: hs[layer].float().cpu() for layer in layers}
         for b, path in enumerate(ok):
             for key, i in refs[path]:
-                task, boxes = tasks[key[0]], [(list(x.xyxy), x.role) for x in samples[key][i].boxes]
-                store[key][i] = (
-                    {
-                        (layer, pool): v
-                        for layer in layers
-                        for pool, v in pool_one(
-                            chosen[layer][b],
-                            encoder.num_patches,
-                            encoder.grid,
-                            boxes,
-                            pools,
-                            task.num_roles,
-                            task.readout == "heatmap",
-                        ).items()
-                    },
-                    images[b].size,
-                )
+                sample_layers = {layer: chosen[layer][b] for layer in layers}
+                feats = _sample_features(encoder, sample_layers, samples[key][i], tasks[key[0]], pools)
+                store[key][i] = (feats, images[b].size)
+    return _stacked(store, samples)
+
+
+def _image_refs(samples: dict, report) -> dict:
+    """image path -> the (key, index) of every sample on it, so that an image shared by samples is encoded once."""
+    refs: dict = {}
+    for key, items in samples.items():
+        for i, s in enumerate(items):
+            try:
+                refs.setdefault(s.image_path(), []).append((key, i))
+            except DataError as err:
+                report.skip(f"{s.image} (sample {s.id})", str(err).split(": ")[-1])
+    return refs
+
+
+def _load_images(paths: list, refs: dict, samples: dict, report) -> tuple[list, list]:
+    """(images, their paths) of the paths whose image decodes; an unusable one is reported as its first sample."""
+    images, ok = [], []
+    for path in paths:
+        try:
+            images.append(load_image(path))
+            ok.append(path)
+        except DataError as err:
+            key, i = refs[path][0]
+            report.skip(
+                f"{samples[key][i].image} (sample {samples[key][i].id})",
+                f"unusable image: {str(err).split(': ')[-1]}",
+            )
+    return images, ok
+
+
+def _sample_features(encoder, sample_layers: dict, sample, task, pools) -> dict:
+    """{(layer, pool): vector} of one sample from its image's hidden state at each layer."""
+    boxes = [(list(x.xyxy), x.role) for x in sample.boxes]
+    return {
+        (layer, pool): v
+        for layer, hidden in sample_layers.items()
+        for pool, v in pool_one(
+            hidden, encoder.num_patches, encoder.grid, boxes, pools, task.num_roles, task.readout == "heatmap"
+        ).items()
+    }
+
+
+def _stacked(store: dict, samples: dict) -> dict:
+    """`extract`'s result from the per-sample features, in sample order (the samples whose image failed left out)."""
     out = {}
     for key, found in store.items():
         keep = sorted(found)
@@ -326,8 +347,6 @@ def _scalars(metrics: dict | None) -> dict:
 def _with_ci(task, out: dict, samples: list, predictions: list, metrics: dict | None, resamples: int) -> dict:
     """The probe's result with its scalar metrics and their bootstrap intervals (`ci`: {metric: [lo, hi]}), and the
     primary metric's interval as `ci` of the row."""
-    from ..core.intervals import bootstrap_intervals
-
     scalars = _scalars(metrics)
     ci = {}
     if scalars and samples and resamples > 0:
@@ -349,8 +368,6 @@ def _probe_task(
     resamples: int = 1000,
 ) -> dict | None:
     """One probe; `data` maps split name -> extracted entry, `splits` role ('train', 'val', 'test') -> split name."""
-    from ..tasks.gaze import gaze_target
-
     k = (layer, pool)
     tr, va = data[splits["train"]], data[splits["val"]]
     te = data.get(splits["test"]) if splits.get("test") else None
@@ -361,22 +378,35 @@ def _probe_task(
     # a probe per readout: a heatmap task's probe maps each patch to a logit, an answer task's is a linear
     # classifier on a pooled vector; each is scored with the task's own metrics
     if task.readout == "heatmap":
-        use = [j for j, s in enumerate(tr["samples"]) if s.inout == 1 and s.points]
-        if not use:
-            return None
-        targets = np.stack([gaze_target(tr["samples"][j].points, sigma=gaze_sigma).numpy() for j in use])
-        ev = te if te is not None else va
-        heat = fit_gaze_probe(tr["feats"][k][use], targets, grid, ev["feats"][k], steps=gaze_steps, seed=seed)
-        predictions = [{"heatmap": h, "image_size": size} for h, size in zip(heat, ev["sizes"])]
-        metrics = task.evaluate(ev["samples"], predictions)
-        return _with_ci(
-            task,
-            {**out, "n_train": len(use), "n_eval": len(ev["samples"])},
-            ev["samples"],
-            predictions,
-            metrics,
-            resamples,
+        return _gaze_probe_task(
+            task, out, tr, te if te is not None else va, k, grid, gaze_sigma, gaze_steps, seed, resamples
         )
+    return _linear_probe_task(task, out, tr, va, te, k, seed, resamples)
+
+
+def _gaze_probe_task(
+    task, out: dict, tr: dict, ev: dict, k: tuple, grid, gaze_sigma: float, gaze_steps: int, seed: int, resamples: int
+) -> dict | None:
+    """The heatmap probe, trained on the samples whose gaze target is in the frame (the others have no heatmap)."""
+    use = [j for j, s in enumerate(tr["samples"]) if s.inout == 1 and s.points]
+    if not use:
+        return None
+    targets = np.stack([gaze_target(tr["samples"][j].points, sigma=gaze_sigma).numpy() for j in use])
+    heat = fit_gaze_probe(tr["feats"][k][use], targets, grid, ev["feats"][k], steps=gaze_steps, seed=seed)
+    predictions = [{"heatmap": h, "image_size": size} for h, size in zip(heat, ev["sizes"])]
+    metrics = task.evaluate(ev["samples"], predictions)
+    return _with_ci(
+        task,
+        {**out, "n_train": len(use), "n_eval": len(ev["samples"])},
+        ev["samples"],
+        predictions,
+        metrics,
+        resamples,
+    )
+
+
+def _linear_probe_task(task, out: dict, tr: dict, va: dict, te: dict | None, k: tuple, seed: int, resamples: int):
+    """The classifier probe: C selected on the validation split, scored on the test split when there is one."""
     labels = lambda e: np.array([s.label for s in e["samples"]])  # noqa: E731
     res = fit_linear_probe(
         tr["feats"][k],
@@ -427,14 +457,6 @@ def run_probe(
 
     `max_samples` caps every task's splits; `gaze_max_train` the gaze training set (its patch features are kept for
     every layer: N x h*w x d float16 each)."""
-    from ..core.intervals import interval_info
-    from ..data.pipeline import build_task_datasets
-    from ..data.skips import SkipReport
-    from ..models.encoder import VisionEncoder
-    from ..runtime import resolve_device
-    from ..tasks import tasks_from_config
-    from .plots import probe_caption, probe_figure, probe_markdown, probe_table
-
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -442,6 +464,37 @@ def run_probe(
     unknown = sorted(set(pools) - set(POOLS))
     if unknown:
         raise ValueError(f"unknown pooling {unknown}; choose from {list(POOLS)}")
+    data = _probe_data(config, tasks, max_samples, gaze_max_train)
+    dev = resolve_device(device)
+    specs = list(encoders) if encoders else [None]
+    result = {
+        "config": data.config.name,
+        "pools": pools,
+        "encoders": {},
+        "results": [],
+        "n_samples": {f"{t}/{s}": len(v) for (t, s), v in data.samples.items()},
+    }
+    for spec in specs:
+        _probe_encoder(data, spec, result, layers, pools, dev, progress, gaze_steps, resamples)
+    return _write_probe(result, data, out_dir, resamples, t0)
+
+
+@dataclass
+class _ProbeData:
+    """What the probes of every encoder share: the narrowed config, its tasks, the samples of each (task, split)
+    and the skip report that extraction adds to."""
+
+    config: object
+    task_defs: dict
+    report: SkipReport
+    split_names: dict  # task -> {"train", "val", "test"} -> split name
+    samples: dict  # (task, split name) -> samples
+    task_names: list  # the tasks with samples in both their train and val splits
+
+
+def _probe_data(config, tasks, max_samples: int | None, gaze_max_train: int | None) -> _ProbeData:
+    """The config narrowed to `tasks` with the sample caps applied, and every split's samples (no inputs built:
+    extraction encodes the images itself)."""
     config = copy.deepcopy(config)
     if tasks:
         config.data.tasks = [td for td in config.data.tasks if td.task in tasks]
@@ -463,87 +516,100 @@ def run_probe(
         for td in config.data.tasks
         if (td.task, td.train_split) in samples and (td.task, td.val_split) in samples
     ]
-    dev = resolve_device(device)
-    specs = list(encoders) if encoders else [None]
-    result = {
-        "config": config.name,
-        "pools": pools,
-        "encoders": {},
-        "results": [],
-        "n_samples": {f"{t}/{s}": len(v) for (t, s), v in samples.items()},
+    return _ProbeData(config, task_defs, report, split_names, samples, task_names)
+
+
+def _probe_encoder(
+    data: _ProbeData, spec, result: dict, layers, pools, dev, progress: bool, gaze_steps: int, resamples: int
+) -> None:
+    """One encoder into `result`: its features extracted once, then every task probed at each layer and pooling
+    (the encoder and its features are freed on return, before the next encoder loads)."""
+    config = data.config
+    label, enc_cfg = resolve_encoder(spec, config)
+    while label in result["encoders"]:
+        label += "'"
+    torch.manual_seed(config.model.seed)  # a random-init encoder is then the one the model would build
+    encoder = VisionEncoder(enc_cfg).to(dev).eval()
+    enc_layers, dropped = valid_layers(layers if layers else [*DEFAULT_LAYERS, enc_cfg.layer], encoder.num_layers)
+    if not layers:
+        enc_layers = sorted(enc_layers, reverse=True)
+    if progress:
+        print(f"[probe] {label}: layers {enc_layers}, grid {encoder.grid}, d={encoder.hidden_size}", file=sys.stderr)
+    feats = extract(
+        encoder,
+        data.samples,
+        data.task_defs,
+        enc_layers,
+        pools,
+        config.train.eval_batch_size,
+        dev,
+        config.train.precision,
+        data.report,
+        progress,
+    )
+    result["encoders"][label] = {
+        "spec": spec,
+        "identity": encoder.identity(),
+        "num_layers": encoder.num_layers,
+        "grid": list(encoder.grid),
+        "hidden_size": encoder.hidden_size,
+        "layers": enc_layers,
+        "skipped_layers": dropped,
     }
-    for spec in specs:
-        label, enc_cfg = resolve_encoder(spec, config)
-        while label in result["encoders"]:
-            label += "'"
-        torch.manual_seed(config.model.seed)  # a random-init encoder is then the one the model would build
-        encoder = VisionEncoder(enc_cfg).to(dev).eval()
-        enc_layers, dropped = valid_layers(layers if layers else [*DEFAULT_LAYERS, enc_cfg.layer], encoder.num_layers)
-        if not layers:
-            enc_layers = sorted(enc_layers, reverse=True)
-        if progress:
-            print(
-                f"[probe] {label}: layers {enc_layers}, grid {encoder.grid}, d={encoder.hidden_size}", file=sys.stderr
+    for task_name in data.task_names:
+        rows = _probe_rows(data, task_name, feats, label, enc_layers, pools, encoder.grid, gaze_steps, resamples)
+        result["results"].extend(rows)
+
+
+def _probe_rows(
+    data: _ProbeData, task_name: str, feats: dict, label: str, enc_layers, pools, grid, gaze_steps: int, resamples: int
+) -> list[dict]:
+    """The result rows of one task and encoder: a heatmap task is probed on the patches, the others per pooling."""
+    config = data.config
+    task = data.task_defs[task_name]
+    split_feats = {s: feats[(task_name, s)] for (t, s) in data.samples if t == task_name}
+    rows = []
+    for layer in enc_layers:
+        for pool in ["patch"] if task.readout == "heatmap" else pools:
+            res = _probe_task(
+                task,
+                split_feats,
+                data.split_names[task_name],
+                layer,
+                pool,
+                grid,
+                config.model.gaze.sigma,
+                gaze_steps,
+                config.train.seed,
+                resamples,
             )
-        feats = extract(
-            encoder,
-            samples,
-            task_defs,
-            enc_layers,
-            pools,
-            config.train.eval_batch_size,
-            dev,
-            config.train.precision,
-            report,
-            progress,
-        )
-        result["encoders"][label] = {
-            "spec": spec,
-            "identity": encoder.identity(),
-            "num_layers": encoder.num_layers,
-            "grid": list(encoder.grid),
-            "hidden_size": encoder.hidden_size,
-            "layers": enc_layers,
-            "skipped_layers": dropped,
-        }
-        for task_name in task_names:
-            task = task_defs[task_name]
-            data = {s: feats[(task_name, s)] for (t, s) in samples if t == task_name}
-            for layer in enc_layers:
-                for pool in ["patch"] if task.readout == "heatmap" else pools:
-                    res = _probe_task(
-                        task,
-                        data,
-                        split_names[task_name],
-                        layer,
-                        pool,
-                        encoder.grid,
-                        config.model.gaze.sigma,
-                        gaze_steps,
-                        config.train.seed,
-                        resamples,
-                    )
-                    if res is None:
-                        continue
-                    result["results"].append(
-                        {
-                            "encoder": label,
-                            "layer": layer,
-                            "task": task_name,
-                            "pool": pool,
-                            "metric": task.primary_metric,
-                            "value": res["metrics"].get(task.primary_metric),
-                            **res,
-                        }
-                    )
-        del encoder, feats
-    result["skips"] = report.to_dict()
+            if res is None:
+                continue
+            rows.append(
+                {
+                    "encoder": label,
+                    "layer": layer,
+                    "task": task_name,
+                    "pool": pool,
+                    "metric": task.primary_metric,
+                    "value": res["metrics"].get(task.primary_metric),
+                    **res,
+                }
+            )
+    return rows
+
+
+def _write_probe(result: dict, data: _ProbeData, out_dir: Path, resamples: int, t0: float) -> dict:
+    """The run-wide fields (skips, intervals, chance levels, figure, tables), then probe.json and probe.md."""
+    result["skips"] = data.report.to_dict()
     result["intervals"] = interval_info(resamples) if resamples > 0 else None
     eval_split = {r["task"]: r["split"] for r in result["results"]}
     result["chance"] = {
-        t: task_defs[t].chance(samples[(t, split)]) for t, split in eval_split.items() if samples.get((t, split))
+        t: data.task_defs[t].chance(data.samples[(t, split)])
+        for t, split in eval_split.items()
+        if data.samples.get((t, split))
     }
-    probe_figure(result, out_dir / "probe.png", {name: task.probe_pools[0] for name, task in task_defs.items()})
+    probe_figure(result, out_dir / "probe.png", {name: task.probe_pools[0] for name, task in data.task_defs.items()})
     result["figures"] = [str(out_dir / "probe.png")]
     result["captions"] = {"probe": probe_caption(result)}
     result["markdown"] = probe_table(result)
@@ -558,13 +624,40 @@ def main(argv: list[str] | None = None) -> int:
     if "--layers" in argv[:-1]:  # `--layers -1,-4` would read as an unknown option to argparse: glue the value on
         i = argv.index("--layers")
         argv[i : i + 2] = [f"--layers={argv[i + 1]}"]
-    from ..errors import add_console_options
-
-    p = add_console_options(
-        argparse.ArgumentParser(
-            prog="socialfusion probe", description="Linear probes of frozen encoder features, per layer and pooling."
+    p = add_probe_options(
+        add_console_options(
+            argparse.ArgumentParser(
+                prog="socialfusion probe",
+                description="Linear probes of frozen encoder features, per layer and pooling.",
+            )
         )
     )
+    args = p.parse_intermixed_args(argv)
+    config = load_config(args.config, args.overrides)  # a ConfigError goes to the dispatcher (one line, exit 2)
+    try:
+        layers = split_list(args.layers, int)
+    except ValueError as err:
+        raise ConfigError(f"--layers {args.layers!r}: {err}") from err
+    config = narrow_to_tasks(config, split_list(args.tasks))
+    run_probe(
+        config,
+        args.out,
+        encoders=args.encoders,
+        layers=layers,
+        pools=split_list(args.pools),
+        progress=not args.no_progress,
+        device=args.device,
+        max_samples=args.max_samples,
+        tasks=split_list(args.tasks),
+        gaze_steps=args.gaze_steps,
+        gaze_max_train=args.gaze_max_train or None,
+        resamples=args.resamples,
+    )
+    print((Path(args.out) / "probe.md").read_text())
+    return 0
+
+
+def add_probe_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "config", help="preset name (tiny, default, paper) or YAML file (gives the data and the default encoder)"
     )
@@ -596,32 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = p.parse_intermixed_args(argv)
-    from ..config import ConfigError, load_config
-    from ..data.pipeline import narrow_to_tasks
-
-    config = load_config(args.config, args.overrides)  # a ConfigError goes to the dispatcher (one line, exit 2)
-    try:
-        layers = split_list(args.layers, int)
-    except ValueError as err:
-        raise ConfigError(f"--layers {args.layers!r}: {err}") from err
-    config = narrow_to_tasks(config, split_list(args.tasks))
-    run_probe(
-        config,
-        args.out,
-        encoders=args.encoders,
-        layers=layers,
-        pools=split_list(args.pools),
-        progress=not args.no_progress,
-        device=args.device,
-        max_samples=args.max_samples,
-        tasks=split_list(args.tasks),
-        gaze_steps=args.gaze_steps,
-        gaze_max_train=args.gaze_max_train or None,
-        resamples=args.resamples,
-    )
-    print((Path(args.out) / "probe.md").read_text())
-    return 0
+    return p
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,8 +41,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from ..config import absolute_paths, apply_overrides, select_tasks, split_list
+from ..config import (
+    ConfigError,
+    absolute_paths,
+    apply_overrides,
+    config_from_dict,
+    dump_yaml,
+    load_config,
+    select_tasks,
+    split_list,
+)
 from ..core.intervals import (
     RESAMPLES,
     SEED,
@@ -53,7 +63,15 @@ from ..core.intervals import (
     percentile_interval,
     t_interval,
 )
+from ..data.pipeline import check_root
+from ..errors import add_console_options
+from ..eval.evaluate import evaluate_model
+from ..models.checkpoint import load_model
+from ..runtime import resolve_device
+from ..tasks import tasks_from_config
+from ..train.loop import train
 from . import write_json
+from .plots import transfer_bars, transfer_caption
 
 BUDGETS = ("plateau", "equal-steps-per-task", "equal-total-steps")
 REPORT_ROLE = "test"  # the split role every transfer score is reported on (TaskDataConfig.test_split)
@@ -130,8 +148,6 @@ def budget_steps(steps: int, n_tasks: int, budget: str) -> dict[str, int]:
 
 def check_protocol(config, budget: str) -> None:
     """Every task has a report split apart from its selection split, and `plateau` has what it stops on."""
-    from ..config import ConfigError
-
     missing = [td.task for td in config.data.tasks if td.test_split is None]
     if missing:
         raise ConfigError(
@@ -238,11 +254,6 @@ def _train_and_evaluate(
     """Train (unless `resume` finds this run finished with the same config) and evaluate its selected checkpoint
     (best under early stopping, else last) on the report split: (metrics with intervals, {task: (sample ids,
     bootstrap statistic)} for the paired comparison, the run's fit record with the checkpoint evaluated)."""
-    from ..eval.evaluate import evaluate_model
-    from ..models.checkpoint import load_model
-    from ..runtime import resolve_device
-    from ..train.loop import train
-
     results_path = run_dir / "eval" / "results.json"
     cfg_path = run_dir / "config.yaml"
     # a run saves its config with absolute paths (train.loop), so a relative --out must compare the same way
@@ -276,14 +287,10 @@ def _train_and_evaluate(
 def _same_config(saved: Path, config) -> bool:
     """Whether a run's saved config is `config`; read back through the config schema, so that a field added to the
     schema since (with its default) does not make a finished run look different."""
-    from ..config import config_from_dict, dump_yaml
-
     text = saved.read_text()
     if text == dump_yaml(config):
         return True
     try:
-        import yaml
-
         return dump_yaml(config_from_dict(yaml.safe_load(text))) == dump_yaml(config)
     except Exception:  # noqa: BLE001 - an unreadable or outdated config is simply not the same run
         return False
@@ -417,8 +424,6 @@ def run_family(
     """Single-task runs for every configured task and one joint run of one model family, for each seed; plus the
     joint run of each variant (its overrides applied to the joint config only) against the same single-task runs.
     Returns the family's result, with the variants' results under "variants"."""
-    from ..tasks import tasks_from_config
-
     tasks = [td.task for td in config.data.tasks]
     steps = budget_steps(config.train.steps, len(tasks), budget)
     task_defs = tasks_from_config(config)
@@ -470,46 +475,15 @@ def run_transfer(
     ['data.sampler=round_robin', 'train.grad_accum=5', 'train.steps=90']}); each is compared with the same
     single-task runs and reported as the family "socialfusion:NAME".
     """
-    from .plots import transfer_bars, transfer_caption
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    budget_steps(config.train.steps, 1, budget)  # validate early
-    check_protocol(config, budget)
-    seed_list(config, seeds)
-    families = {MAIN_FAMILY: (config, [])}
-    for name, overrides in normalise_baselines(baselines).items():
-        families[name] = (apply_overrides(config, overrides), overrides)
-    variants = normalise_baselines(variants, "--variant")
-    for overrides in variants.values():
-        apply_overrides(config, overrides)  # validate early
-    tasks = [td.task for td in config.data.tasks]
+    families, variants = _families(config, budget, baselines, seeds, variants)
     t0 = time.perf_counter()
-    interval = (
-        "paired percentile bootstrap over the report split's samples"
-        if seeds == 1
-        else f"Student-t across {seeds} seeds"
-    ) + ", 95 %"
-    splits = {
-        td.task: {"train": td.train_split, "selection": td.val_split, "report": td.test_split}
-        for td in config.data.tasks
-    }
-    result = {
-        "config": config.name,
-        "budget": budget,
-        "split": "report",
-        "splits": splits,
-        "tasks": tasks,
-        "seeds": seeds,
-        "interval": interval,
-        "bootstrap": interval_info(resamples, SEED),
-        "families": {},
-        "runs": {},
-    }
+    result = _transfer_header(config, budget, seeds, resamples)
     for name, (cfg, overrides) in families.items():
         if progress:
             print(
-                f"[transfer] family {name}: {len(tasks)} single-task runs + 1 joint run, {seeds} seed(s)",
+                f"[transfer] family {name}: {len(result['tasks'])} single-task runs + 1 joint run, {seeds} seed(s)",
                 file=sys.stderr,
             )
         fam = run_family(
@@ -523,27 +497,74 @@ def run_transfer(
             resamples,
             variants if name == MAIN_FAMILY else None,
         )
-        entries = [(name, overrides, fam)] + [
-            (f"{name}:{v}", variants[v], res) for v, res in fam.pop("variants").items()
-        ]
-        for key, ov, res in entries:
-            result["runs"][key] = res.pop("runs")
-            if "runs_by_seed" in res:
-                result.setdefault("runs_by_seed", {})[key] = res.pop("runs_by_seed")
-            result["families"][key] = {"overrides": ov, **({"joint_variant_of": name} if key != name else {}), **res}
+        _add_family(result, name, overrides, fam, variants)
     result["seconds"] = time.perf_counter() - t0
+    _write_transfer(result, out_dir, budget)
+    return result
+
+
+def _families(config, budget: str, baselines, seeds: int, variants) -> tuple[dict, dict]:
+    """({family: (config, overrides)}, {variant: overrides}), every option checked before anything trains."""
+    budget_steps(config.train.steps, 1, budget)  # validate early
+    check_protocol(config, budget)
+    seed_list(config, seeds)
+    families = {MAIN_FAMILY: (config, [])}
+    for name, overrides in normalise_baselines(baselines).items():
+        families[name] = (apply_overrides(config, overrides), overrides)
+    variants = normalise_baselines(variants, "--variant")
+    for overrides in variants.values():
+        apply_overrides(config, overrides)  # validate early
+    return families, variants
+
+
+def _transfer_header(config, budget: str, seeds: int, resamples: int) -> dict:
+    """transfer.json's protocol fields, with empty families and runs for the families to fill."""
+    interval = (
+        "paired percentile bootstrap over the report split's samples"
+        if seeds == 1
+        else f"Student-t across {seeds} seeds"
+    ) + ", 95 %"
+    splits = {
+        td.task: {"train": td.train_split, "selection": td.val_split, "report": td.test_split}
+        for td in config.data.tasks
+    }
+    return {
+        "config": config.name,
+        "budget": budget,
+        "split": "report",
+        "splits": splits,
+        "tasks": [td.task for td in config.data.tasks],
+        "seeds": seeds,
+        "interval": interval,
+        "bootstrap": interval_info(resamples, SEED),
+        "families": {},
+        "runs": {},
+    }
+
+
+def _add_family(result: dict, name: str, overrides: list, fam: dict, variants: dict) -> None:
+    """A family's result, and each of its joint-run variants as a family of its own, into `result`."""
+    entries = [(name, overrides, fam)] + [(f"{name}:{v}", variants[v], res) for v, res in fam.pop("variants").items()]
+    for key, ov, res in entries:
+        result["runs"][key] = res.pop("runs")
+        if "runs_by_seed" in res:
+            result.setdefault("runs_by_seed", {})[key] = res.pop("runs_by_seed")
+        result["families"][key] = {"overrides": ov, **({"joint_variant_of": name} if key != name else {}), **res}
+
+
+def _write_transfer(result: dict, out_dir: Path, budget: str) -> None:
+    """The figure, caption and tables into `result`, then transfer.json and transfer.md."""
     transfer_bars(
-        tasks,
+        result["tasks"],
         {n: f["tasks"] for n, f in result["families"].items()},
         out_dir / "transfer.png",
         title=f"Transfer (joint vs single-task, {budget}, {result['split']} split)",
     )
     result["figures"] = [str(out_dir / "transfer.png")]
-    result["captions"] = {"transfer": transfer_caption(interval)}
+    result["captions"] = {"transfer": transfer_caption(result["interval"])}
     result["markdown"] = main_table(result) + "\n" + splits_line(result) + "\n\n" + fit_table(result)
     write_json(result, out_dir / "transfer.json")
     (out_dir / "transfer.md").write_text(markdown(result))
-    return result
 
 
 def splits_line(result: dict) -> str:
@@ -622,44 +643,15 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import add_console_options
-
-    p = add_console_options(
-        argparse.ArgumentParser(
-            prog="socialfusion transfer", description="Single-task vs joint training: the transfer table and figure."
+    p = add_transfer_options(
+        add_console_options(
+            argparse.ArgumentParser(
+                prog="socialfusion transfer",
+                description="Single-task vs joint training: the transfer table and figure.",
+            )
         )
     )
-    p.add_argument("config", help="preset name (tiny, default, paper) or YAML file")
-    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line ")
-    p.add_argument(
-        "--out", required=True, help="output folder (one run folder per model, transfer.json, transfer.md, figure)"
-    )
-    p.add_argument(
-        "--budget",
-        default="plateau",
-        choices=BUDGETS,
-        help="plateau: every model trains until its selection metric stops improving (default); "
-        "equal-steps-per-task / equal-total-steps: fixed step counts",
-    )
-    add_family_options(p)
-    p.add_argument("--tasks", help="comma-separated subset of the config's tasks")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="reuse finished runs under --out (same config) and resume interrupted ones",
-    )
-    p.add_argument(
-        "--seeds", type=int, default=1, help="repeat every run with K seeds; K >= 2 gives t-intervals across seeds"
-    )
-    p.add_argument(
-        "--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the val samples (default 1000)"
-    )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
-    from ..config import ConfigError, load_config
-    from ..data.pipeline import check_root
-
     try:  # everything is checked before any training; a ConfigError goes to the dispatcher (one line, exit 2)
         config = load_config(args.config, args.overrides)
         if args.tasks:
@@ -689,6 +681,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     print((Path(args.out) / "transfer.md").read_text())
     return 0
+
+
+def add_transfer_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("config", help="preset name (tiny, default, paper) or YAML file")
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value, anywhere on the line ")
+    p.add_argument(
+        "--out", required=True, help="output folder (one run folder per model, transfer.json, transfer.md, figure)"
+    )
+    p.add_argument(
+        "--budget",
+        default="plateau",
+        choices=BUDGETS,
+        help="plateau: every model trains until its selection metric stops improving (default); "
+        "equal-steps-per-task / equal-total-steps: fixed step counts",
+    )
+    add_family_options(p)
+    p.add_argument("--tasks", help="comma-separated subset of the config's tasks")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse finished runs under --out (same config) and resume interrupted ones",
+    )
+    p.add_argument(
+        "--seeds", type=int, default=1, help="repeat every run with K seeds; K >= 2 gives t-intervals across seeds"
+    )
+    p.add_argument(
+        "--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the val samples (default 1000)"
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (the best available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
 
 
 if __name__ == "__main__":  # pragma: no cover
