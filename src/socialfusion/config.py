@@ -1,20 +1,21 @@
-"""Typed configuration: dataclasses are the schema, YAML files are instances, `a.b=value` overrides.
+"""Typed configuration: pydantic models are the schema, YAML files are instances, `a.b=value` overrides.
 
-Unknown keys and wrong types are errors naming the key's dotted path; cross-field checks run at load time.
+Parsing is pydantic's, strict (no string-to-number coercion) and closed (an unknown key is an error); its errors
+become one ConfigError naming the key's dotted path (`_error_message`). `model` is a tagged union of the two model
+families on `model.type`. Each section's cross-field checks are its `check` method, run by `validate` at load time.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from .errors import UserError
 
@@ -25,8 +26,56 @@ class ConfigError(UserError, ValueError):
     pass
 
 
-@dataclass
-class EncoderConfig:
+_YAML11_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
+def _bool_word(value: Any) -> Any:
+    """An override keeps yes/no/on/off as words (`parse_override`): a true/false field reads them as booleans."""
+    if isinstance(value, str) and value.lower() in _YAML11_BOOL_WORDS:
+        return value.lower() in ("yes", "on", "y")
+    return value
+
+
+def _on_off_word(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted on/off as a boolean: an on/off option reads it back as the word."""
+    return ("on" if value else "off") if isinstance(value, bool) else value
+
+
+Flag = Annotated[bool, BeforeValidator(_bool_word)]
+
+
+class Section(BaseModel):
+    """A config section: strict types, no unknown keys; attributes stay assignable (tests and analyses edit a
+    loaded config, then `validate` it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LoraConfig(Section):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+    def check(self, where: str) -> None:
+        if self.r < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0 or not self.target_modules:
+            raise ConfigError(f"{where}: needs r >= 1, alpha > 0, 0 <= dropout < 1 and target_modules, got {self}")
+
+
+class EncoderLoraConfig(LoraConfig):
+    """A LoraConfig with the vision encoder's defaults: rank 8 on every linear layer (["all-linear"] is PEFT's
+    shorthand), no dropout. A separate class so that a partial override (`model.encoder.lora.r=4`) keeps these
+    defaults for the other fields rather than the LLM's."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"])
+
+
+class EncoderConfig(Section):
     # Hugging Face id, local directory or "bundled:<name>"; None builds random-init weights from `arch`.
     pretrained: str | None = None
     # architecture JSON (a vision config with `model_type`), relative to the presets dir; used for random init
@@ -38,9 +87,9 @@ class EncoderConfig:
     mean: list[float] | None = None
     std: list[float] | None = None
     # read the vision tower out of a VLM checkpoint (e.g. LLaVA, Qwen2-VL) instead of a vision model
-    from_vlm: bool = False
+    from_vlm: Flag = False
     # the adapters of `model.trainable.encoder: lora`
-    lora: EncoderLoraConfig = field(default_factory=lambda: EncoderLoraConfig())
+    lora: EncoderLoraConfig = Field(default_factory=EncoderLoraConfig)
 
     def check(self) -> None:
         if self.pretrained is None and self.arch is None:
@@ -48,8 +97,7 @@ class EncoderConfig:
         self.lora.check("model.encoder.lora")
 
 
-@dataclass
-class ConnectorConfig:
+class ConnectorConfig(Section):
     type: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
     # k x k average pooling of the patch grid before the connector (fewer visual tokens)
     pool: int = 1
@@ -78,11 +126,10 @@ class ConnectorConfig:
             raise ConfigError("model.connector.box_tokens needs the boxes, but model.box.enabled is false")
 
 
-@dataclass
-class BoxConfig:
+class BoxConfig(Section):
     # false: the ablation without the box embedding mask (the visual tokens are the connector's output, whatever
     # the boxes; no region tokens either)
-    enabled: bool = True
+    enabled: Flag = True
     # number of learned role embeddings; 1 reproduces the paper's single embedding, 2 tells a pair apart
     roles: int = 2
 
@@ -91,45 +138,18 @@ class BoxConfig:
             raise ConfigError(f"model.box.roles must be >= 1, got {self.roles}")
 
 
-@dataclass
-class LoraConfig:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-
-    def check(self, where: str) -> None:
-        if self.r < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0 or not self.target_modules:
-            raise ConfigError(f"{where}: needs r >= 1, alpha > 0, 0 <= dropout < 1 and target_modules, got {self}")
-
-
-@dataclass
-class EncoderLoraConfig(LoraConfig):
-    """A LoraConfig with the vision encoder's defaults: rank 8 on every linear layer (["all-linear"] is PEFT's
-    shorthand), no dropout. A separate class so that a partial override (`model.encoder.lora.r=4`) keeps these
-    defaults for the other fields rather than the LLM's."""
-
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
-
-
-@dataclass
-class LLMConfig:
+class LLMConfig(Section):
     pretrained: str | None = None
     arch: str | None = None
     # "tiny" builds a small BPE tokenizer in-process; None uses the tokenizer next to `pretrained`
     tokenizer: str | None = None
-    use_chat_template: bool = True
+    use_chat_template: Flag = True
     # keep only the first N decoder layers (a CPU-sized LLM); None keeps them all
     num_layers: int | None = None
     # or keep these decoder layers, in this order (negative: from the end), e.g. [0, 1, 2, 3, 4, 5, -2, -1]
     layers: list[int] | None = None
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    gradient_checkpointing: bool = False
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    gradient_checkpointing: Flag = False
 
     def check(self) -> None:
         if self.pretrained is None and self.arch is None:
@@ -140,11 +160,10 @@ class LLMConfig:
             raise ConfigError("model.llm.layers: give a non-empty list, and not together with model.llm.num_layers")
 
 
-@dataclass
-class GazeHeadConfig:
+class GazeHeadConfig(Section):
     loss: Literal["kl", "bce"] = "kl"
     sigma: float = 3.0
-    inout: bool = True
+    inout: Flag = True
     # SocialFusion only: add to the heatmap a term on the encoder's full patch grid (a query from the prompt's last
     # hidden state against keys of the standardised patch features), for a connector that pools the grid; 0: off,
     # else the width of the query and the keys (models/heads.py, DESIGN-CHANGES 25)
@@ -158,8 +177,7 @@ class GazeHeadConfig:
             )
 
 
-@dataclass
-class TrainableConfig:
+class TrainableConfig(Section):
     encoder: Literal["frozen", "lora", "full"] = "frozen"
     connector: Literal["frozen", "full"] = "full"
     llm: Literal["frozen", "lora", "full"] = "lora"
@@ -167,29 +185,27 @@ class TrainableConfig:
     heads: Literal["frozen", "full"] = "full"
 
 
-@dataclass
-class VLMTrainableConfig:
+class VLMTrainableConfig(Section):
     vision: Literal["frozen", "lora", "full"] = "frozen"
     projector: Literal["frozen", "full"] = "full"
     llm: Literal["lora", "full", "frozen"] = "lora"
 
 
-@dataclass
-class SocialFusionConfig:
+class SocialFusionConfig(Section):
     """`model.type: socialfusion` (the default): a frozen encoder, a connector, the box embedding mask, an LLM with
     LoRA (`models/socialfusion.py`)."""
 
     type: Literal["socialfusion"] = "socialfusion"
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
-    box: BoxConfig = field(default_factory=BoxConfig)
-    llm: LLMConfig = field(default_factory=LLMConfig)
-    gaze: GazeHeadConfig = field(default_factory=GazeHeadConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    connector: ConnectorConfig = Field(default_factory=ConnectorConfig)
+    box: BoxConfig = Field(default_factory=BoxConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    gaze: GazeHeadConfig = Field(default_factory=GazeHeadConfig)
     # the classification loss on the answer tokens: "lm" is next-token cross-entropy over the whole vocabulary
     # (LLaVA's); "verbalizer" restricts each softmax to the tokens that continue some class verbalizer, i.e.
     # -log P(class) under the scorer (`models/scoring.py`). Inference is the same for both.
     answer_loss: Literal["lm", "verbalizer"] = "lm"
-    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    trainable: TrainableConfig = Field(default_factory=TrainableConfig)
     seed: int = 0
 
     def check(self, train: TrainConfig) -> None:
@@ -203,8 +219,7 @@ class SocialFusionConfig:
             raise ConfigError("train.feature_cache must be 'off' when model.trainable.encoder is not 'frozen'")
 
 
-@dataclass
-class VLMBaselineConfig:
+class VLMBaselineConfig(Section):
     """`model.type: vlm`: a Hugging Face image-text-to-text model as a baseline (`models/vlm.py`). It trains with
     the LM loss only and gets its boxes as text or drawn (`boxes`); SocialFusion's options (encoder, connector, box
     mask, answer_loss...) are not fields here, so setting one is an unknown-key error instead of a silent no-op.
@@ -221,11 +236,11 @@ class VLMBaselineConfig:
     boxes: Literal["text", "draw"] = "text"
     # side of the square every image is resized to (None: the vision tower's size; Qwen2-VL: 448)
     image_size: int | None = None
-    trainable: VLMTrainableConfig = field(default_factory=VLMTrainableConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    gradient_checkpointing: bool = False
+    trainable: VLMTrainableConfig = Field(default_factory=VLMTrainableConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    gradient_checkpointing: Flag = False
 
-    gaze: GazeHeadConfig = field(default_factory=GazeHeadConfig)
+    gaze: GazeHeadConfig = Field(default_factory=GazeHeadConfig)
     seed: int = 0
 
     def check(self, train: TrainConfig) -> None:
@@ -239,12 +254,19 @@ class VLMBaselineConfig:
         self.lora.check("model.lora")
 
 
-# the model families, told apart by `model.type` (`_convert` reads the tag before the fields)
-ModelConfig = SocialFusionConfig | VLMBaselineConfig
+def _family(value: Any) -> str:
+    """The tag of a model section: its `type`, "socialfusion" when a mapping gives none."""
+    return value.get("type", "socialfusion") if isinstance(value, dict) else getattr(value, "type", "socialfusion")
 
 
-@dataclass
-class TaskDataConfig:
+# the model families, told apart by `model.type`; only the chosen family's fields are read
+ModelConfig = Annotated[
+    Annotated[SocialFusionConfig, Tag("socialfusion")] | Annotated[VLMBaselineConfig, Tag("vlm")],
+    Discriminator(_family),
+]
+
+
+class TaskDataConfig(Section):
     task: str
     # adapter name (registry); None = the task's default dataset
     dataset: str | None = None
@@ -258,8 +280,8 @@ class TaskDataConfig:
     test_split: str | None = None
     # share of train_split's groups (a clip, a HaGRID user, else an image) held out when a split is "holdout"
     holdout_fraction: float = 0.15
-    adapter_options: dict[str, Any] = field(default_factory=dict)
-    task_options: dict[str, Any] = field(default_factory=dict)
+    adapter_options: dict[str, Any] = Field(default_factory=dict)
+    task_options: dict[str, Any] = Field(default_factory=dict)
     loss_weight: float = 1.0
     # cap on training samples drawn from this task (HaGRIDv2 has a million images)
     max_train_samples: int | None = None
@@ -281,9 +303,8 @@ class TaskDataConfig:
             raise ConfigError(f"{where}.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
 
 
-@dataclass
-class DataConfig:
-    tasks: list[TaskDataConfig] = field(default_factory=list)
+class DataConfig(Section):
+    tasks: list[TaskDataConfig] = Field(default_factory=list)
     # the task of each batch (train/sampler.py); round_robin with train.grad_accum = number of tasks puts every
     # task in every optimizer step
     sampler: Literal["proportional", "uniform", "temperature", "round_robin"] = "proportional"
@@ -299,8 +320,7 @@ class DataConfig:
             td.check(f"data.tasks[{i}]")
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     steps: int = 100
     batch_size: int = 8
     grad_accum: int = 1
@@ -327,7 +347,7 @@ class TrainConfig:
     distributed: Literal["auto", "ddp", "fsdp"] = "auto"
     # "auto": the frozen encoder's features are cached when the run reads each training image more than once
     # and the cache fits in feature_cache_max_gb (features/inputs.py, `cache_decision`); "on"/"off" force it
-    feature_cache: Literal["auto", "on", "off"] = "auto"
+    feature_cache: Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off_word)] = "auto"
     feature_cache_max_gb: float = 50.0
     # how many training runs read the same images' features, so that `auto` counts the reuse across runs; only a
     # config sets it (`transfer`'s single-task and joint runs read the same images, but each decides with the
@@ -374,118 +394,103 @@ def resolve_num_workers(value: int | str, cpus: int | None = None) -> int:
     return max(0, min(4, cpus - 1))
 
 
-@dataclass
-class Config:
+class Config(Section):
     name: str = "unnamed"
-    model: ModelConfig = field(default_factory=SocialFusionConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = Field(default_factory=SocialFusionConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-# ---------------------------------------------------------------- strict conversion from plain data
+# ---------------------------------------------------------------- pydantic's errors as dotted key paths
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        tagged = _tagged_arms(args)
-        if tagged:
-            return _convert_tagged(value, tagged, path)
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, path)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {_type_name(tp)}")
-    if origin is Literal:
-        if isinstance(value, bool) and {"on", "off"} <= set(args):
-            value = "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
-        if value not in args:
-            raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
-        return [_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
-        return {str(k): _convert(v, args[1], f"{path}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, path)
-    if tp is bool:
-        if isinstance(value, str) and value.lower() in _YAML11_BOOL_WORDS:
-            return value.lower() in ("yes", "on", "y")  # an override kept as a word: the field decides
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{path}: unsupported type {tp}")
-
-
-def _tagged_arms(args: tuple) -> dict[str, type]:
-    """{tag: dataclass} when every arm of a union is a dataclass with a `type: Literal[tag]` field, else {}."""
-    arms = {}
-    for arg in args:
-        hint = typing.get_type_hints(arg).get("type") if dataclasses.is_dataclass(arg) else None
-        if typing.get_origin(hint) is not Literal:
-            return {}
-        arms.update(dict.fromkeys(typing.get_args(hint), arg))
-    return arms
-
-
-def _convert_tagged(value: Any, arms: dict[str, type], path: str) -> Any:
-    """A tagged union: `type` (the first arm's when absent) picks the dataclass, whose fields alone are accepted."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
-    tag = value.get("type", next(iter(arms)))
-    if tag not in arms:
-        raise ConfigError(f"{path}.type: {tag!r} is not one of {list(arms)}")
-    return from_dict(arms[tag], value, path)
-
-
-def from_dict(cls: type, data: Any, path: str = "") -> Any:
+def from_dict(cls: type[Section], data: Any, path: str = "") -> Any:
+    """`data` (plain YAML/JSON values) as a `cls`, or a ConfigError naming the first wrong key's dotted path."""
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or '<root>'}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{path}." if path else ""
-        raise ConfigError(f"unknown key(s) {', '.join(where + k for k in unknown)}; known: {', '.join(sorted(names))}")
-    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
     try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"{path or '<root>'}: {err}") from err
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_error_message(err, cls, path)) from None
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true/false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
+
+
+def _error_message(err: ValidationError, cls: type[Section], prefix: str) -> str:
+    errors = err.errors()
+    first = errors[0]
+    path, parent = _key_path(first["loc"], cls, prefix)
+    kind, value = first["type"], first.get("input")
+    if kind == "extra_forbidden":
+        where = path.rsplit(".", 1)[0] + "." if "." in path else ""
+        unknown = sorted({_key_path(e["loc"], cls, prefix)[0] for e in errors if e["type"] == "extra_forbidden"})
+        unknown = [u for u in unknown if u.startswith(where) and "." not in u[len(where) :]]
+        return f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(parent.model_fields))}"
+    if kind == "union_tag_invalid":
+        return f"{path}.type: {first['ctx']['tag']!r} is not one of [{first['ctx']['expected_tags']}]"
+    if kind == "literal_error":
+        return f"{path}: {value!r} is not one of [{first['ctx']['expected'].replace(' or ', ', ')}]"
+    same_key = [e for e in errors if _key_path(e["loc"], cls, prefix)[0] == path]
+    if len(same_key) > 1:  # every arm of a union refused the value
+        return f"{path or '<root>'}: {value!r} matches none of the accepted types"
+    if kind in _EXPECTED:
+        return f"{path or '<root>'}: expected {_EXPECTED[kind]}, got {value!r}"
+    return f"{path or '<root>'}: {first['msg']}"
+
+
+def _key_path(loc: tuple, cls: type, prefix: str) -> tuple[str, type]:
+    """A pydantic error location -> (dotted key path, the section holding the key). Union arms add a member's name
+    to the location (`int`, `literal['auto']`, a model family's tag); they are not keys and are dropped."""
+    parts, tp, holder = [prefix] if prefix else [], cls, cls
+    for item in loc:
+        tp = _strip_annotated(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            holder = tp
+            parts.append(str(item))
+            field_info = tp.model_fields.get(item)
+            tp = field_info.annotation if field_info else Any
+        elif typing.get_origin(tp) in (typing.Union, types.UnionType):
+            tp = _union_arm(tp, item)
+        elif typing.get_origin(tp) is list:
+            parts[-1] += f"[{item}]"
+            tp = typing.get_args(tp)[0]
+        elif typing.get_origin(tp) is dict:
+            parts.append(str(item))
+            tp = typing.get_args(tp)[1]
+        else:
+            parts.append(str(item))
+    return ".".join(parts), holder
+
+
+def _strip_annotated(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _union_arm(tp: Any, name: Any) -> Any:
+    """The arm of a union that pydantic names `name` in an error location: a model family's tag, else the arm's
+    type as pydantic writes it (`int`, `literal['auto']`, `list[int]`)."""
+    for arm in typing.get_args(tp):
+        tags = [m.tag for m in getattr(arm, "__metadata__", ()) if isinstance(m, Tag)]
+        bare = _strip_annotated(arm)
+        origin = typing.get_origin(bare)
+        written = getattr(origin or bare, "__name__", None)
+        if name in tags or name == written or (written and str(name).startswith(f"{written.lower()}[")):
+            return bare
+    return Any
 
 
 # ---------------------------------------------------------------- loading, overrides, validation
@@ -528,7 +533,6 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-_YAML11_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n"}
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -663,7 +667,7 @@ def select_tasks(config: Config, names: list[str] | tuple[str, ...]) -> Config:
 
 
 def validate(config: Config) -> None:
-    """The cross-field checks of every section, each written with the dataclass it checks. A task's own options
+    """The cross-field checks of every section, each written with the section it checks. A task's own options
     (`task_options`, the label space, a default dataset) are the task's to check: `tasks.check_tasks`, run when
     a run builds its tasks, so that this module imports neither the tasks nor torch."""
     config.model.check(config.train)
