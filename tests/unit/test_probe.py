@@ -11,6 +11,7 @@ from socialfusion.analysis.probe import (
     resolve_encoder,
     valid_layers,
 )
+from socialfusion.config import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -142,3 +143,7 @@ def test_valid_layers_and_encoder_specs(tiny_config):
     assert enc.pretrained == "bundled:dinov2-small"
     _, enc = resolve_encoder("openai/clip-vit-base-patch16", tiny_config)
     assert enc.pretrained == "openai/clip-vit-base-patch16" and not enc.from_vlm  # offline: cannot look, not a VLM
+    _, enc = resolve_encoder("vlm-llava-1.5-7b", tiny_config)  # a VLM preset: its vision tower, from its checkpoint
+    assert enc.from_vlm and enc.pretrained == "llava-hf/llava-1.5-7b-hf"
+    with pytest.raises(ConfigError, match="random-init VLM baseline has no vision tower"):
+        resolve_encoder("vlm-tiny-llava", tiny_config)

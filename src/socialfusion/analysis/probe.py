@@ -189,16 +189,24 @@ def resolve_encoder(spec: str | None, config):
     """(label, EncoderConfig) for the config's encoder (None/'config'), a preset or YAML, `vlm:<src>`, an HF id or
     path."""
     if spec in (None, "", "config"):
-        enc = copy.deepcopy(config.model.encoder)
+        enc = _encoder_of(config)
         return (enc.pretrained or f"{config.name}:random-init"), enc
     if spec.startswith("vlm:"):
         return spec, EncoderConfig(pretrained=spec[4:], from_vlm=True)
     try:
         resolve_config_path(spec)
-        return spec, copy.deepcopy(load_config(spec).model.encoder)
-    except ConfigError:
-        pass
-    return spec, EncoderConfig(pretrained=spec, from_vlm=_looks_like_vlm(spec))
+    except ConfigError:  # not a preset or a YAML file: a hub id or a local model directory
+        return spec, EncoderConfig(pretrained=spec, from_vlm=_looks_like_vlm(spec))
+    return spec, _encoder_of(load_config(spec))
+
+
+def _encoder_of(config) -> EncoderConfig:
+    """A config's image encoder: SocialFusion's, or a VLM baseline's vision tower read out of its checkpoint."""
+    if config.model.type != "vlm":
+        return copy.deepcopy(config.model.encoder)
+    if config.model.pretrained is None:
+        raise ConfigError(f"{config.name}: a random-init VLM baseline has no vision tower to probe (set `pretrained`)")
+    return EncoderConfig(pretrained=config.model.pretrained, from_vlm=True)
 
 
 def _looks_like_vlm(source: str) -> bool:
