@@ -1,11 +1,10 @@
 import json
-import sys
-import types
 
 import pytest
 
 from socialfusion import cli
 from socialfusion.core.schema import read_jsonl
+from socialfusion.data import commands as data_commands
 from socialfusion.data.commands import main, parse_options
 from tests.official_fixtures import write_gazefollow, write_pisc
 
@@ -103,9 +102,12 @@ def test_stats_names_classes(pisc_jsonl, capsys):
 
 def test_synth_calls_the_generator(monkeypatch, tmp_path, capsys):
     calls = []
-    fake = types.ModuleType("socialfusion.data.synth")
-    fake.generate = lambda out_dir, n, seed: calls.append((out_dir, n, seed)) or {"out": str(out_dir), "n": n}
-    monkeypatch.setitem(sys.modules, "socialfusion.data.synth", fake)
+
+    def fake(out_dir, n, seed):
+        calls.append((out_dir, n, seed))
+        return {"out": str(out_dir), "n": n}
+
+    monkeypatch.setattr(data_commands, "generate", fake)
     assert main(["synth", "--out", str(tmp_path), "--n", "3", "--seed", "7"]) == 0
     assert calls == [(tmp_path, 3, 7)]
     assert json.loads(capsys.readouterr().out) == {"out": str(tmp_path), "n": 3}

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections import Counter
 from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..core.images import ImageError, image_size, load_image
+from ..core.schema import DataError, write_jsonl
+from ..errors import add_console_options
+from ..tasks import TASKS, build_task, load_all as load_tasks
+from .adapters import load_all as load_adapters, read_dataset
+from .adapters.ego4d_lam import frames_needed
+from .adapters.jsonl import read_lines
+from .skips import SkipReport
+from .synth import generate
+from .video import VideoError, extract_frames
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,13 +33,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..errors import add_console_options
-
     p = add_console_options(
         argparse.ArgumentParser(prog="socialfusion data", description="Prepare and check datasets.")
     )
     sub = p.add_subparsers(dest="command", metavar="{prepare,validate,stats,synth,extract-frames}")
+    _add_record_commands(sub)
+    _add_layout_commands(sub)
+    for sub_parser in sub.choices.values():  # in each sub-command's --help too
+        add_console_options(sub_parser)
+    return p
 
+
+def _add_record_commands(sub) -> None:
+    """The sub-commands that turn an official layout into JSONL records and check them, added in the order
+    `--help` lists them (before synth and extract-frames)."""
     prep = sub.add_parser("prepare", help="read an official layout and write canonical JSONL records")
     prep.add_argument("dataset", help="ego4d_lam | affectnet | hagrid_v2 | pisc | gazefollow | jsonl")
     prep.add_argument("--root", required=True, help="the dataset root (the folder of the official layout)")
@@ -55,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print JSON instead of text")
     st.set_defaults(run=_stats)
 
+
+def _add_layout_commands(sub) -> None:
+    """The sub-commands that write an official layout on disk (synthetic scenes, or frames decoded from videos),
+    kept apart from the record commands, which only read one."""
     syn = sub.add_parser("synth", help="generate the synthetic benchmark in the official layouts")
     syn.add_argument("--out", required=True, help="output folder (one sub-folder per dataset, e.g. data/synth)")
     syn.add_argument("--n", type=int, default=64, help="training samples per task (default 64)")
@@ -77,15 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     ext.add_argument("--fps", type=float, default=30.0, help="output frame rate (the baseline's ffmpeg -vf fps=30)")
     ext.add_argument("--no-progress", action="store_true", help="no progress bar")
     ext.set_defaults(run=_extract_frames)
-    for sub_parser in sub.choices.values():  # in each sub-command's --help too
-        add_console_options(sub_parser)
-    return p
 
 
 def parse_options(pairs: list[str]) -> dict:
     """KEY=VALUE strings; a value that parses as JSON (13, 0.05, true) is typed, anything else stays a string."""
-    from ..core.schema import DataError
-
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -102,17 +122,11 @@ def parse_options(pairs: list[str]) -> dict:
 
 
 def _prepare(args) -> int:
-    import inspect
-
-    from ..core.schema import write_jsonl
-    from .adapters import load_all, read_dataset
-    from .skips import SkipReport
-
     root = Path(args.root).resolve()
     report = SkipReport(policy=args.on_bad_sample)
     options = parse_options(args.option)
     try:
-        adapter = load_all().get(args.dataset)
+        adapter = load_adapters().get(args.dataset)
         inspect.signature(adapter).bind(root, args.split, report, **options)
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
@@ -137,31 +151,22 @@ def _prepare(args) -> int:
 
 
 def _load_records(path: Path, report) -> list:
-    from .adapters.jsonl import read_lines
-
     if not path.is_file():
-        from ..core.schema import DataError
-
         raise DataError(f"JSONL records not found: expected {path}")
     return read_lines(path, report)
 
 
 def _tasks(task_options: list[str]):
     """task name -> task object (built once, with --task-option values)."""
-    from ..tasks import build_task, load_all
-
     per_task: dict[str, dict] = {}
     for key, value in parse_options(task_options).items():
         task, _, option = key.partition(".")
         per_task.setdefault(task, {})[option] = value
-    return {name: build_task(name, **per_task.get(name, {})) for name in load_all().names()}
+    return {name: build_task(name, **per_task.get(name, {})) for name in load_tasks().names()}
 
 
 def check_sample(sample, task) -> str | None:
     """The reason a record cannot be used by its task (`Task.check`), or None."""
-    from ..core.images import ImageError, load_image
-    from ..core.schema import DataError
-
     if task is None:
         return f"unknown task {sample.task!r}"
     if not sample.boxes:
@@ -177,8 +182,6 @@ def check_sample(sample, task) -> str | None:
 
 
 def _validate(args) -> int:
-    from .skips import SkipReport
-
     path = Path(args.file)
     report = SkipReport()
     samples = _load_records(path, report)
@@ -206,10 +209,7 @@ def _validate(args) -> int:
 
 
 def collect_stats(samples, max_images: int = 5000) -> dict:
-    from ..core.images import image_size
-    from ..tasks import TASKS, build_task, load_all
-
-    load_all()
+    load_tasks()
     out: dict = {}
     seen_images: set[str] = set()
     for name in sorted({s.task for s in samples}):
@@ -241,8 +241,6 @@ def collect_stats(samples, max_images: int = 5000) -> dict:
 
 
 def _stats(args) -> int:
-    from .skips import SkipReport
-
     report = SkipReport()
     stats = collect_stats(_load_records(Path(args.file), report), args.max_images)
     if args.json:
@@ -263,8 +261,6 @@ def _stats(args) -> int:
 
 
 def _synth(args) -> int:
-    from .synth import generate  # written elsewhere; imported only when asked for
-
     result = generate(Path(args.out), n=args.n, seed=args.seed)
     print(json.dumps(result, indent=2, default=str))
     return 0
@@ -276,16 +272,8 @@ def _synth(args) -> int:
 def _extract_frames(args) -> int:
     """Only the frames the annotations use (or all of each annotated clip with --all); resumable, since frames
     already on disk are kept; a clip without a readable video is a counted skip naming the file."""
-    from tqdm.auto import tqdm
-
-    from .adapters.ego4d_lam import frames_needed
-    from .skips import SkipReport
-    from .video import VideoError, extract_frames
-
     root, videos = Path(args.root), Path(args.videos)
     if not videos.is_dir():
-        from ..core.schema import DataError
-
         raise DataError(f"videos folder not found: {videos} (expected <clip_uid>.mp4 files)")
     report = SkipReport()
     needed: dict[str, set[int]] = {}

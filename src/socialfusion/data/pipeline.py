@@ -14,17 +14,25 @@ workers; the skips a worker records travel back with its batch and are recorded 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ..config import TaskDataConfig, TrainConfig, resolve_num_workers
+from ..config import TaskDataConfig, TrainConfig, resolve_num_workers, select_tasks
+from ..core.images import ImageError, load_image, load_image_reduced
 from ..core.schema import DataError, Sample
+from ..tasks import adapter_options
 from ..tasks.base import Task
+from .adapters import read_dataset
 from .holdout import HOLDOUT, carve
 from .skips import SkipReport
+from .synth import DATASET_DIRS, MARKER
 
 
 def check_root(td: TaskDataConfig) -> None:
@@ -37,8 +45,6 @@ def check_root(td: TaskDataConfig) -> None:
     root = Path(td.root)
     if root.exists():
         return
-    from .synth import DATASET_DIRS
-
     if root.name in DATASET_DIRS.values():
         hint = f"generate the synthetic benchmark there with: socialfusion data synth --out {root.parent}"
     else:
@@ -51,8 +57,6 @@ def narrow_to_tasks(config, tasks: list[str] | None = None, check_roots: bool = 
 
     Every verb with `--tasks` calls this before it builds a model, so that `--tasks expression` with only the
     expression dataset at hand never fails on another task's missing root (one rule for every verb)."""
-    from ..config import select_tasks
-
     if tasks:
         config = select_tasks(config, tasks)
     for td in config.data.tasks if check_roots else ():
@@ -66,9 +70,6 @@ def load_split(
     """Samples of one split through the task's adapter, checked against the task (bad ones counted).
 
     Training needs labels; evaluation accepts unlabelled samples (they get predictions, not metrics)."""
-    from ..tasks import adapter_options
-    from .adapters import read_dataset
-
     check_root(td)
     dataset = td.dataset or task.default_dataset
     carved = HOLDOUT in (td.val_split, td.test_split) and split in (HOLDOUT, td.train_split)
@@ -169,8 +170,6 @@ class PixelInput:
         self.reduced = reduced  # False: decode every image in full (what the benchmark compares against)
 
     def __call__(self, sample: Sample) -> dict:
-        from ..core.images import load_image, load_image_reduced
-
         side = getattr(self.encoder, "image_size", None)
         if side and self.reduced:
             image, size = load_image_reduced(sample.image_path(), int(side))
@@ -246,8 +245,6 @@ def _lower_priority(_worker_id: int) -> None:
     """Worker start-up: a lower scheduling priority, so that decoding fills the cores the training step leaves idle
     (its single-threaded stretches) instead of preempting one of its compute threads, which stalls the whole step
     while the other threads wait for it."""
-    import os
-
     try:
         os.nice(10)
     except (AttributeError, OSError):  # not on this platform, or not allowed: run at normal priority
@@ -332,8 +329,6 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from ..core.images import ImageError, load_image
-
         try:
             return load_image(self.paths[index])
         except ImageError as err:  # the caller decides what a bad file means (predict counts it and goes on)
@@ -371,8 +366,6 @@ def batch_loader(
 def is_synthetic(root: str | Path | None) -> bool:
     """Whether a dataset root was written by `data.synth.generate` (its README marker, in the root or the folder
     holding the five dataset roots); the model card says so."""
-    from .synth import MARKER
-
     if not root:
         return False
     for folder in (Path(root), Path(root).parent):
@@ -387,9 +380,6 @@ def is_synthetic(root: str | Path | None) -> bool:
 
 def manifest(samples_by_split: dict[str, list[Sample]]) -> dict:
     """What data a run saw: counts per split, a hash over the sample ids and labels, and whether it is synthetic."""
-    import hashlib
-    import json
-
     out = {}
     for name, samples in samples_by_split.items():
         h = hashlib.sha256()
@@ -412,8 +402,6 @@ def build_task_datasets(
 
     A cap keeps a deterministic subset (a seeded shuffle), so a capped run is reproducible.
     """
-    import numpy as np
-
     out = {}
     for td in config.data.tasks:
         if task_names is not None and td.task not in task_names:

@@ -20,11 +20,14 @@ The returned summary maps each adapter name (ego4d_lam, affectnet, hagrid_v2, pi
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import shutil
+import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,84 +138,111 @@ def _unit(v) -> np.ndarray:
 def _lam_clip(
     root: Path, rng: np.random.Generator, video_uid: str, W: int, H: int, max_frames: int = 12
 ) -> tuple[dict, int, int]:
+    """One annotated clip: its frames written under `root`, its Ego4D clip record, its number of person-frames and
+    of looking-at-me person-frames. The steps draw from `rng` in a fixed order (clip, persons, frames, source uid),
+    which keeps the output a pure function of the seed."""
     clip_uid = _uuid(rng)
     T = min(max_frames, int(rng.integers(8, 13)))
     n_persons = 1 if rng.random() < 0.4 else 2
     v0 = int(rng.integers(0, 40000))
-    persons = []
-    for p in range(n_persons):
-        r = rng.uniform(0.27, 0.36) * H if n_persons == 1 else rng.uniform(0.2, 0.26) * H
-        if n_persons == 1:
-            x0 = rng.uniform(0.3, 0.7) * W
-        else:
-            x0 = rng.uniform(0.18, 0.34) * W if p == 0 else rng.uniform(0.66, 0.82) * W
-        x0 = float(np.clip(x0, r, W - r))
-        y0 = rng.uniform(max(1.15 * r, 0.34 * H), max(1.15 * r + 1, 0.55 * H))
-        drift = rng.normal(0, 0.02, 2) * (W, H)
-        mode = rng.choice(["all", "none", "segment"], p=[0.15, 0.15, 0.7])
-        if mode == "all":
-            looking = np.ones(T + 1, bool)
-        elif mode == "none":
-            looking = np.zeros(T + 1, bool)
-        else:
-            a = int(rng.integers(1, T - 1))  # a looking run with non-looking frames around it
-            b = int(rng.integers(a + 1, T + 1)) if a > 1 else int(rng.integers(a + 1, T))
-            looking = np.zeros(T + 1, bool)
-            looking[a : b + 1] = True
-        if rng.random() < 0.8:  # turned aside
-            away = (float(rng.choice([-1, 1]) * rng.uniform(0.7, 1.0)), float(rng.uniform(-0.3, 0.45)))
-        else:  # looking down
-            away = (float(rng.uniform(-0.3, 0.3)), float(rng.uniform(0.75, 1.0)))
-        persons.append(
-            dict(
-                pid=str(p + 2),
-                track_id=_uuid(rng),
-                r=r,
-                x0=x0,
-                y0=y0,
-                drift=drift,
-                looking=looking,
-                away=away,
-                skin=sd.pick(rng, sd.SKIN),
-                hair=sd.pick(rng, sd.HAIR),
-                shirt=sd.pick(rng, sd.BRIGHT),
-                expr=int(sd.pick(rng, OPEN_EYED)),
-                track=[],
-            )
-        )
+    persons = [_lam_person(rng, p, n_persons, T, W, H) for p in range(n_persons)]
     bg, _ = sd.canvas(rng, W, H)
     n_pos = 0
     for f in range(1, T + 1):
         img = bg.copy()
         d = sd.ImageDraw.Draw(img)
         for p in persons:
-            k = (f - 1) / max(1, T - 1)
-            cx = float(np.clip(p["x0"] + p["drift"][0] * k, p["r"], W - p["r"]))
-            cy = float(np.clip(p["y0"] + p["drift"][1] * k, 1.1 * p["r"], H - p["r"]))
-            r = p["r"]
-            d.ellipse([cx - 1.7 * r, cy + 0.8 * r, cx + 1.7 * r, cy + 3.6 * r], fill=p["shirt"], outline=sd.OUTLINE)
-            if p["looking"][f]:
-                turn = tuple(rng.uniform(-0.06, 0.06, 2))
-                look = (0.0, 0.0)
-                n_pos += 1
-            else:
-                turn = (p["away"][0] + rng.uniform(-0.05, 0.05), p["away"][1] + rng.uniform(-0.05, 0.05))
-                look = (float(np.clip(turn[0] * 1.1, -1, 1)), float(np.clip(turn[1], -1, 1)))
-            face = sd.draw_face(d, cx, cy, r, p["skin"], p["hair"], turn=turn, look=look, expression=p["expr"])
-            x1, y1, x2, y2 = face["box"]
-            x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(W - 1.0, x2), min(H - 1.0, y2)
-            p["track"].append(
-                {
-                    "x": _r(x1),
-                    "y": _r(y1),
-                    "width": _r(x2 - x1),
-                    "height": _r(y2 - y1),
-                    "frame": f,
-                    "video_frame": v0 + f,
-                    "clip_frame": None,
-                }
-            )
+            n_pos += _lam_draw_person(d, rng, p, f, T, v0, W, H)
         _save(img, root / "video_imgs" / clip_uid / f"img_{f:05d}.jpg")
+    segments = _lam_segments(persons, T, v0)
+    clip = _lam_clip_record(clip_uid, _uuid(rng), video_uid, v0, T, persons, segments)
+    return clip, T * n_persons, n_pos
+
+
+def _lam_looking(rng: np.random.Generator, T: int) -> np.ndarray:
+    """Frames 0..T where a person looks at the camera wearer: always, never, or one run with non-looking frames
+    around it, so that the segment annotations have starts and ends to get right."""
+    mode = rng.choice(["all", "none", "segment"], p=[0.15, 0.15, 0.7])
+    if mode == "all":
+        return np.ones(T + 1, bool)
+    if mode == "none":
+        return np.zeros(T + 1, bool)
+    a = int(rng.integers(1, T - 1))  # a looking run with non-looking frames around it
+    b = int(rng.integers(a + 1, T + 1)) if a > 1 else int(rng.integers(a + 1, T))
+    looking = np.zeros(T + 1, bool)
+    looking[a : b + 1] = True
+    return looking
+
+
+def _lam_person(rng: np.random.Generator, p: int, n_persons: int, T: int, W: int, H: int) -> dict:
+    """Person `p` of a clip, fixed for the whole clip (place, drift, looking frames, the pose when looking away,
+    colours), so that only the head turn changes from frame to frame."""
+    r = rng.uniform(0.27, 0.36) * H if n_persons == 1 else rng.uniform(0.2, 0.26) * H
+    if n_persons == 1:
+        x0 = rng.uniform(0.3, 0.7) * W
+    else:
+        x0 = rng.uniform(0.18, 0.34) * W if p == 0 else rng.uniform(0.66, 0.82) * W
+    x0 = float(np.clip(x0, r, W - r))
+    y0 = rng.uniform(max(1.15 * r, 0.34 * H), max(1.15 * r + 1, 0.55 * H))
+    drift = rng.normal(0, 0.02, 2) * (W, H)
+    looking = _lam_looking(rng, T)
+    if rng.random() < 0.8:  # turned aside
+        away = (float(rng.choice([-1, 1]) * rng.uniform(0.7, 1.0)), float(rng.uniform(-0.3, 0.45)))
+    else:  # looking down
+        away = (float(rng.uniform(-0.3, 0.3)), float(rng.uniform(0.75, 1.0)))
+    return dict(
+        pid=str(p + 2),
+        track_id=_uuid(rng),
+        r=r,
+        x0=x0,
+        y0=y0,
+        drift=drift,
+        looking=looking,
+        away=away,
+        skin=sd.pick(rng, sd.SKIN),
+        hair=sd.pick(rng, sd.HAIR),
+        shirt=sd.pick(rng, sd.BRIGHT),
+        expr=int(sd.pick(rng, OPEN_EYED)),
+        track=[],
+    )
+
+
+def _lam_draw_person(d, rng: np.random.Generator, p: dict, f: int, T: int, v0: int, W: int, H: int) -> int:
+    """Draws person `p` in frame `f` and appends the face box to its track; returns 1 when the person looks at
+    the camera wearer in that frame (a positive to count), else 0."""
+    k = (f - 1) / max(1, T - 1)
+    cx = float(np.clip(p["x0"] + p["drift"][0] * k, p["r"], W - p["r"]))
+    cy = float(np.clip(p["y0"] + p["drift"][1] * k, 1.1 * p["r"], H - p["r"]))
+    r = p["r"]
+    d.ellipse([cx - 1.7 * r, cy + 0.8 * r, cx + 1.7 * r, cy + 3.6 * r], fill=p["shirt"], outline=sd.OUTLINE)
+    if p["looking"][f]:
+        turn = tuple(rng.uniform(-0.06, 0.06, 2))
+        look = (0.0, 0.0)
+        positive = 1
+    else:
+        turn = (p["away"][0] + rng.uniform(-0.05, 0.05), p["away"][1] + rng.uniform(-0.05, 0.05))
+        look = (float(np.clip(turn[0] * 1.1, -1, 1)), float(np.clip(turn[1], -1, 1)))
+        positive = 0
+    face = sd.draw_face(d, cx, cy, r, p["skin"], p["hair"], turn=turn, look=look, expression=p["expr"])
+    x1, y1, x2, y2 = face["box"]
+    x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(W - 1.0, x2), min(H - 1.0, y2)
+    p["track"].append(
+        {
+            "x": _r(x1),
+            "y": _r(y1),
+            "width": _r(x2 - x1),
+            "height": _r(y2 - y1),
+            "frame": f,
+            "video_frame": v0 + f,
+            "clip_frame": None,
+        }
+    )
+    return positive
+
+
+def _lam_segments(persons: list[dict], T: int, v0: int) -> list[dict]:
+    """The looking-at-me segments of the Ego4D layout: one per maximal run of looking frames of each person, in
+    clip and in video time (no randomness)."""
     segments = []
     for p in persons:
         lk = p["looking"]
@@ -240,10 +270,18 @@ def _lam_clip(
                 f = g + 1
             else:
                 f += 1
+    return segments
+
+
+def _lam_clip_record(
+    clip_uid: str, source_clip_uid: str, video_uid: str, v0: int, T: int, persons: list[dict], segments: list[dict]
+) -> dict:
+    """The clip's record in av_<split>.json, with every field the official files carry (the adapter reads only
+    some of them), so the layout matches the real one."""
     wearer = {"person_id": "1", "camera_wearer": True, "voice_segments": []}
-    clip = {
+    return {
         "clip_uid": clip_uid,
-        "source_clip_uid": _uuid(rng),
+        "source_clip_uid": source_clip_uid,
         "video_uid": video_uid,
         "video_start_sec": _r(v0 / 30.0, 4),
         "video_end_sec": _r((v0 + T) / 30.0, 4),
@@ -278,7 +316,6 @@ def _lam_clip(
         "social_segments_talking": [],
         "social_segments_looking": segments,
     }
-    return clip, T * n_persons, n_pos
 
 
 def write_lam(root: Path, rng: np.random.Generator, n: int, S: int) -> dict:
@@ -497,154 +534,221 @@ def _people_style(rng, outfit="casual"):
 
 
 def _pisc_scene(rng, rel: int, W: int, H: int, third: bool):
+    """A PISC image of a pair in relation `rel` (and a background stranger when `third`); returns the image and
+    the (role, box) of each person in drawing order. The stranger is drawn before the pair, which each relation
+    stages in its own function."""
     img, d = sd.canvas(rng, W, H)
     feet = H * rng.uniform(0.9, 0.98)
     hA = H * rng.uniform(0.62, 0.78)
     people = []  # (box, role) in drawing order
-    if third:  # a small stranger in the background, facing away, at the far side
-        side = rng.choice([-1, 1])
-        h3 = H * rng.uniform(0.38, 0.48)
-        x3 = W / 2 + side * W * rng.uniform(0.36, 0.42)
-        st = _people_style(rng)
-        box = sd.draw_person(d, x3, feet - H * 0.12 - h3, h3, back=True, **st)["box"]
+    if third:
+        box, (lo, hi) = _pisc_stranger(rng, d, W, H, feet)
         people.append(("third", box))
-        lo, hi = (0.2, 0.55) if side > 0 else (0.45, 0.8)
     else:
         lo, hi = 0.3, 0.7
-    mid = W * rng.uniform(lo, hi)
-    turn0 = lambda: tuple(rng.uniform(-0.15, 0.15, 2))  # noqa: E731
-
-    def fit(m, g):  # keep the pair inside the image
-        half = g / 2 + 0.23 * hA
-        return float(np.clip(m, half, max(half, W - half)))
-
-    if rel == 1:  # friends: side by side, casual, different bright shirts
-        g = hA * rng.uniform(0.46, 0.56)
-        mid = fit(mid, g)
-        a, b = _people_style(rng), _people_style(rng)
-        while b["shirt"] == a["shirt"]:
-            b = _people_style(rng)
-        h2 = hA * rng.uniform(0.93, 1.05)
-        people.append(("a", sd.draw_person(d, mid - g / 2, feet - hA, hA, turn=turn0(), expression=1, **a)["box"]))
-        people.append(
-            (
-                "b",
-                sd.draw_person(d, mid + g / 2, feet - h2, h2, turn=turn0(), expression=int(rng.choice([0, 1])), **b)[
-                    "box"
-                ],
-            )
-        )
-    elif rel == 2:  # family: adult + child in matching clothes, adult's hand on the child's shoulder
-        hc = hA * rng.uniform(0.5, 0.6)
-        g = hA * rng.uniform(0.22, 0.28)
-        mid = fit(mid, g)
-        st = _people_style(rng)
-        sgn = rng.choice([-1, 1])
-        xa, xc = mid - sgn * g / 2, mid + sgn * g / 2
-        hand = (xc - sgn * 0.05 * hc, feet - hc + 0.3 * hc)
-        hands = (hand, None) if sgn < 0 else (None, hand)
-        people.append(("a", sd.draw_person(d, xa, feet - hA, hA, turn=turn0(), hands=hands, **st)["box"]))
-        people.append(("b", sd.draw_person(d, xc, feet - hc, hc, child=True, turn=turn0(), expression=1, **st)["box"]))
-    elif rel == 3:  # couple: very close, holding hands, faces turned to each other
-        g = hA * rng.uniform(0.19, 0.23)
-        mid = fit(mid, g)
-        h2 = hA * rng.uniform(0.9, 1.0)
-        a, b = _people_style(rng), _people_style(rng)
-        joint = (mid, feet - hA + 0.56 * hA)
-        people.append(
-            (
-                "a",
-                sd.draw_person(
-                    d,
-                    mid - g / 2,
-                    feet - hA,
-                    hA,
-                    turn=(rng.uniform(0.45, 0.65), 0.0),
-                    hands=(None, joint),
-                    expression=1,
-                    **a,
-                )["box"],
-            )
-        )
-        people.append(
-            (
-                "b",
-                sd.draw_person(
-                    d,
-                    mid + g / 2,
-                    feet - h2,
-                    h2,
-                    turn=(-rng.uniform(0.45, 0.65), 0.0),
-                    hands=(joint, None),
-                    expression=1,
-                    **b,
-                )["box"],
-            )
-        )
-    elif rel == 4:  # professional: both in dark suits with ties, one carrying a briefcase
-        g = hA * rng.uniform(0.44, 0.54)
-        mid = fit(mid, g)
-        h2 = hA * rng.uniform(0.93, 1.05)
-        a, b = _people_style(rng, "suit"), _people_style(rng, "suit")
-        ta, tb = (
-            sd.pick(rng, [(180, 30, 40), (40, 60, 170), (120, 30, 120)]),
-            sd.pick(rng, [(180, 30, 40), (40, 60, 170), (200, 160, 40)]),
-        )
-        pa = sd.draw_person(d, mid - g / 2, feet - hA, hA, turn=turn0(), tie=ta, **a)
-        people.append(("a", pa["box"]))
-        pb = sd.draw_person(d, mid + g / 2, feet - h2, h2, turn=turn0(), tie=tb, **b)
-        people.append(("b", pb["box"]))
-        bx = (mid + g / 2 + 0.21 * h2) if rng.random() < 0.5 else (mid - g / 2 - 0.21 * hA)
-        by = feet - hA + 0.57 * hA
-        d.rectangle(
-            [bx - 0.07 * hA, by, bx + 0.07 * hA, by + 0.11 * hA], fill=(70, 45, 25), outline=sd.OUTLINE, width=2
-        )
-    elif rel == 5:  # commercial: clerk in an apron behind a counter, customer at the counter
-        sgn = rng.choice([-1, 1])  # clerk on the left (-1) or right (+1) of the customer
-        cw = hA * rng.uniform(0.55, 0.7)
-        xk = float(np.clip(mid + sgn * hA * 0.25, cw / 2 + 4, W - cw / 2 - 4))
-        xc = xk - sgn * (cw / 2 + hA * 0.16)
-        hk = hA * rng.uniform(0.95, 1.05)
-        top_k = feet - 0.1 * H - hk  # clerk stands a bit further back
-        ctop = feet - hA * 0.45
-        pk = sd.draw_person(
-            d, xk, top_k, hk, turn=(-sgn * rng.uniform(0.4, 0.6), 0.0), expression=1, **_people_style(rng, "apron")
-        )
-        sd.draw_counter(d, xk - cw / 2, ctop, xk + cw / 2, feet, rng)
-        kb = pk["box"]
-        people.append(("a", (kb[0], kb[1], kb[2], ctop)))
-        people.append(
-            (
-                "b",
-                sd.draw_person(d, xc, feet - hA, hA, turn=(sgn * rng.uniform(0.4, 0.6), 0.0), **_people_style(rng))[
-                    "box"
-                ],
-            )
-        )
-    else:  # no relation: far apart, different depth, facing away from each other
-        h2 = hA * rng.uniform(0.55, 0.8)
-        x1, x2 = W * rng.uniform(0.12, 0.2), W * rng.uniform(0.8, 0.88)
-        if rng.random() < 0.5:
-            x1, x2 = x2, x1
-        back_a = rng.random() < 0.6
-        people.append(
-            (
-                "b",
-                sd.draw_person(d, x2, feet - H * rng.uniform(0.05, 0.12) - h2, h2, back=True, **_people_style(rng))[
-                    "box"
-                ],
-            )
-        )
-        away = -1.0 if x1 < x2 else 1.0
-        people.append(
-            (
-                "a",
-                sd.draw_person(
-                    d, x1, feet - hA, hA, back=back_a, turn=(away * rng.uniform(0.6, 0.9), 0.0), **_people_style(rng)
-                )["box"],
-            )
-        )
+    stage = _PiscStage(rng, d, W, H, feet, hA, W * rng.uniform(lo, hi))
+    people.extend(_PISC_PAIRS.get(rel, _pisc_no_relation)(stage))
     return img, people
+
+
+def _pisc_stranger(rng, d, W: int, H: int, feet: float):
+    """A small stranger in the background, facing away, at the far side; returns their box and the range of the
+    pair's centre (as fractions of the width) that keeps the pair clear of them."""
+    side = rng.choice([-1, 1])
+    h3 = H * rng.uniform(0.38, 0.48)
+    x3 = W / 2 + side * W * rng.uniform(0.36, 0.42)
+    st = _people_style(rng)
+    box = sd.draw_person(d, x3, feet - H * 0.12 - h3, h3, back=True, **st)["box"]
+    return box, ((0.2, 0.55) if side > 0 else (0.45, 0.8))
+
+
+@dataclass
+class _PiscStage:
+    """What every relation's staging shares: the drawing, the image size, the ground line, the first person's
+    height and the pair's centre before it is fitted to the image."""
+
+    rng: np.random.Generator
+    d: object
+    W: int
+    H: int
+    feet: float
+    hA: float
+    mid: float
+
+    def turn0(self) -> tuple:
+        """A near-frontal head turn, for people whose facing carries no label."""
+        return tuple(self.rng.uniform(-0.15, 0.15, 2))
+
+    def fit(self, g: float) -> float:
+        """The pair's centre moved so that a pair `g` apart stays inside the image."""
+        half = g / 2 + 0.23 * self.hA
+        return float(np.clip(self.mid, half, max(half, self.W - half)))
+
+
+def _pisc_friends(stage: _PiscStage) -> list:
+    """Friends: side by side, casual, different bright shirts."""
+    rng, d, feet, hA, turn0 = stage.rng, stage.d, stage.feet, stage.hA, stage.turn0
+    people = []
+    g = hA * rng.uniform(0.46, 0.56)
+    mid = stage.fit(g)
+    a, b = _people_style(rng), _people_style(rng)
+    while b["shirt"] == a["shirt"]:
+        b = _people_style(rng)
+    h2 = hA * rng.uniform(0.93, 1.05)
+    people.append(("a", sd.draw_person(d, mid - g / 2, feet - hA, hA, turn=turn0(), expression=1, **a)["box"]))
+    people.append(
+        (
+            "b",
+            sd.draw_person(d, mid + g / 2, feet - h2, h2, turn=turn0(), expression=int(rng.choice([0, 1])), **b)["box"],
+        )
+    )
+    return people
+
+
+def _pisc_family(stage: _PiscStage) -> list:
+    """Family: adult + child in matching clothes, adult's hand on the child's shoulder."""
+    rng, d, feet, hA, turn0 = stage.rng, stage.d, stage.feet, stage.hA, stage.turn0
+    people = []
+    hc = hA * rng.uniform(0.5, 0.6)
+    g = hA * rng.uniform(0.22, 0.28)
+    mid = stage.fit(g)
+    st = _people_style(rng)
+    sgn = rng.choice([-1, 1])
+    xa, xc = mid - sgn * g / 2, mid + sgn * g / 2
+    hand = (xc - sgn * 0.05 * hc, feet - hc + 0.3 * hc)
+    hands = (hand, None) if sgn < 0 else (None, hand)
+    people.append(("a", sd.draw_person(d, xa, feet - hA, hA, turn=turn0(), hands=hands, **st)["box"]))
+    people.append(("b", sd.draw_person(d, xc, feet - hc, hc, child=True, turn=turn0(), expression=1, **st)["box"]))
+    return people
+
+
+def _pisc_couple(stage: _PiscStage) -> list:
+    """Couple: very close, holding hands, faces turned to each other."""
+    rng, d, feet, hA = stage.rng, stage.d, stage.feet, stage.hA
+    people = []
+    g = hA * rng.uniform(0.19, 0.23)
+    mid = stage.fit(g)
+    h2 = hA * rng.uniform(0.9, 1.0)
+    a, b = _people_style(rng), _people_style(rng)
+    joint = (mid, feet - hA + 0.56 * hA)
+    people.append(
+        (
+            "a",
+            sd.draw_person(
+                d,
+                mid - g / 2,
+                feet - hA,
+                hA,
+                turn=(rng.uniform(0.45, 0.65), 0.0),
+                hands=(None, joint),
+                expression=1,
+                **a,
+            )["box"],
+        )
+    )
+    people.append(
+        (
+            "b",
+            sd.draw_person(
+                d,
+                mid + g / 2,
+                feet - h2,
+                h2,
+                turn=(-rng.uniform(0.45, 0.65), 0.0),
+                hands=(joint, None),
+                expression=1,
+                **b,
+            )["box"],
+        )
+    )
+    return people
+
+
+def _pisc_professional(stage: _PiscStage) -> list:
+    """Professional: both in dark suits with ties, one carrying a briefcase."""
+    rng, d, feet, hA, turn0 = stage.rng, stage.d, stage.feet, stage.hA, stage.turn0
+    people = []
+    g = hA * rng.uniform(0.44, 0.54)
+    mid = stage.fit(g)
+    h2 = hA * rng.uniform(0.93, 1.05)
+    a, b = _people_style(rng, "suit"), _people_style(rng, "suit")
+    ta, tb = (
+        sd.pick(rng, [(180, 30, 40), (40, 60, 170), (120, 30, 120)]),
+        sd.pick(rng, [(180, 30, 40), (40, 60, 170), (200, 160, 40)]),
+    )
+    pa = sd.draw_person(d, mid - g / 2, feet - hA, hA, turn=turn0(), tie=ta, **a)
+    people.append(("a", pa["box"]))
+    pb = sd.draw_person(d, mid + g / 2, feet - h2, h2, turn=turn0(), tie=tb, **b)
+    people.append(("b", pb["box"]))
+    bx = (mid + g / 2 + 0.21 * h2) if rng.random() < 0.5 else (mid - g / 2 - 0.21 * hA)
+    by = feet - hA + 0.57 * hA
+    d.rectangle([bx - 0.07 * hA, by, bx + 0.07 * hA, by + 0.11 * hA], fill=(70, 45, 25), outline=sd.OUTLINE, width=2)
+    return people
+
+
+def _pisc_commercial(stage: _PiscStage) -> list:
+    """Commercial: clerk in an apron behind a counter, customer at the counter (placed from the pair's centre as
+    drawn, not fitted: the counter's clamp keeps it inside)."""
+    rng, d, W, H, feet, hA, mid = stage.rng, stage.d, stage.W, stage.H, stage.feet, stage.hA, stage.mid
+    people = []
+    sgn = rng.choice([-1, 1])  # clerk on the left (-1) or right (+1) of the customer
+    cw = hA * rng.uniform(0.55, 0.7)
+    xk = float(np.clip(mid + sgn * hA * 0.25, cw / 2 + 4, W - cw / 2 - 4))
+    xc = xk - sgn * (cw / 2 + hA * 0.16)
+    hk = hA * rng.uniform(0.95, 1.05)
+    top_k = feet - 0.1 * H - hk  # clerk stands a bit further back
+    ctop = feet - hA * 0.45
+    pk = sd.draw_person(
+        d, xk, top_k, hk, turn=(-sgn * rng.uniform(0.4, 0.6), 0.0), expression=1, **_people_style(rng, "apron")
+    )
+    sd.draw_counter(d, xk - cw / 2, ctop, xk + cw / 2, feet, rng)
+    kb = pk["box"]
+    people.append(("a", (kb[0], kb[1], kb[2], ctop)))
+    people.append(
+        (
+            "b",
+            sd.draw_person(d, xc, feet - hA, hA, turn=(sgn * rng.uniform(0.4, 0.6), 0.0), **_people_style(rng))["box"],
+        )
+    )
+    return people
+
+
+def _pisc_no_relation(stage: _PiscStage) -> list:
+    """No relation: far apart, different depth, facing away from each other."""
+    rng, d, W, H, feet, hA = stage.rng, stage.d, stage.W, stage.H, stage.feet, stage.hA
+    people = []
+    h2 = hA * rng.uniform(0.55, 0.8)
+    x1, x2 = W * rng.uniform(0.12, 0.2), W * rng.uniform(0.8, 0.88)
+    if rng.random() < 0.5:
+        x1, x2 = x2, x1
+    back_a = rng.random() < 0.6
+    people.append(
+        (
+            "b",
+            sd.draw_person(d, x2, feet - H * rng.uniform(0.05, 0.12) - h2, h2, back=True, **_people_style(rng))["box"],
+        )
+    )
+    away = -1.0 if x1 < x2 else 1.0
+    people.append(
+        (
+            "a",
+            sd.draw_person(
+                d, x1, feet - hA, hA, back=back_a, turn=(away * rng.uniform(0.6, 0.9), 0.0), **_people_style(rng)
+            )["box"],
+        )
+    )
+    return people
+
+
+# staging of the pair by PISC relation id; any other id stages strangers, as relation 6 does
+_PISC_PAIRS = {
+    1: _pisc_friends,
+    2: _pisc_family,
+    3: _pisc_couple,
+    4: _pisc_professional,
+    5: _pisc_commercial,
+    6: _pisc_no_relation,
+}
 
 
 def write_pisc(root: Path, rng: np.random.Generator, n: int, S: int) -> dict:
@@ -857,9 +961,6 @@ def generate(out_dir, n: int = 200, seed: int = 0, image_size: int = 224, datase
 
 
 def main(argv=None) -> int:
-    import argparse
-    import time
-
     ap = argparse.ArgumentParser(description="Write synthetic social-scene datasets in the official layouts.")
     ap.add_argument("out_dir")
     ap.add_argument("--n", type=int, default=200)

@@ -138,6 +138,29 @@ def draw_face(
     if back:
         return {"box": box, "eyes": (cx, cy), "landmarks": np.tile([[cx, cy]], (68, 1))}
     at = abs(tx)
+    lm = np.zeros((68, 2))
+    _draw_face_plate(d, lm, cx, cy, r, rx, tx, ty, skin, lw)
+    fx, fy = cx + tx * 0.42 * r, cy + 0.12 * r + ty * 0.3 * r
+    openness = _EYE_OPEN.get(expression, 1.0)
+    if ty > 0.5 and openness > 0:  # looking down: lowered lids
+        openness = min(openness, 0.55)
+    eyes = []
+    for k, s in enumerate((-1, 1)):
+        eyes.append(_draw_eye(d, lm, k, s, fx, fy, r, tx, (lx, ly), openness, expression, hair, lw))
+    _draw_nose(d, lm, fx, fy, r, tx, ty, skin, expression)
+    mh = _draw_mouth(d, fx, fy + 0.45 * r, 0.3 * r * (1 - 0.3 * at), r, expression, lw)
+    mx, my = fx, fy + 0.45 * r
+    mw = 0.3 * r * (1 - 0.3 * at)
+    lm[48:60] = _ellipse_pts(mx, my, mw, mh, 12, math.pi, 3 * math.pi)
+    lm[60:68] = _ellipse_pts(mx, my, mw * 0.7, mh * 0.5, 8, math.pi, 3 * math.pi)
+    em = ((eyes[0][0] + eyes[1][0]) / 2, (eyes[0][1] + eyes[1][1]) / 2)
+    return {"box": box, "eyes": em, "landmarks": lm}
+
+
+def _draw_face_plate(d, lm, cx, cy, r, rx, tx, ty, skin, lw) -> None:
+    """The ear on the back side (past a third of a turn) and the skin plate over the hair, shifted toward the
+    turn: drawn before the features, which sit on it. Fills the jaw landmarks (0-16) in `lm`."""
+    at = abs(tx)
     if at > 0.3:  # ear on the back side
         ex_ = cx - math.copysign(rx * 0.62, tx)
         d.ellipse([ex_ - 0.13 * r, cy - 0.05 * r, ex_ + 0.13 * r, cy + 0.28 * r], fill=skin, outline=OUTLINE)
@@ -149,42 +172,45 @@ def draw_face(
         outline=col(np.array(skin) * 0.6),
         width=max(1, lw // 2),
     )
-    fx, fy = cx + tx * 0.42 * r, cy + 0.12 * r + ty * 0.3 * r
-    dark = col(np.array(skin) * 0.55)
-    lm = np.zeros((68, 2))
     t = np.linspace(math.pi, 0, 17)
     lm[0:17] = np.stack([pcx + prx * np.cos(t), pcy + pry * 0.55 + pry * 0.45 * np.sin(t)], 1)
-    openness = _EYE_OPEN.get(expression, 1.0)
-    if ty > 0.5 and openness > 0:  # looking down: lowered lids
-        openness = min(openness, 0.55)
-    eyes = []
-    for k, s in enumerate((-1, 1)):
-        far = s * tx < 0
-        sc = 1.0 - (0.6 * at if far else 0.1 * at)
-        ex = fx + s * 0.33 * r * (1 - 0.3 * at)
-        ey = fy - 0.14 * r
-        ew, eh = 0.17 * r * sc, 0.1 * r * max(openness, 0.25)
-        eyes.append((ex, ey))
-        if openness == 0.0:  # happy: closed, upward-arched eyes
-            pts = _ellipse_pts(ex, ey + 0.05 * r, ew, 0.09 * r, 7, math.pi, 2 * math.pi, endpoint=True)
-            polyline(d, [tuple(p) for p in pts], lw, OUTLINE)
-        else:
-            d.ellipse(
-                [ex - ew, ey - eh, ex + ew, ey + eh], fill=(250, 250, 250), outline=OUTLINE, width=max(1, lw // 2)
-            )
-            pr = min(0.085 * r, eh * 0.95, ew * 0.8)
-            px, py = ex + lx * (ew - pr) * 0.95, ey + ly * (eh - pr) * 0.8
-            d.ellipse([px - pr, py - pr, px + pr, py + pr], fill=(20, 15, 15))
-        lm[36 + 6 * k : 42 + 6 * k] = _ellipse_pts(ex, ey, ew, eh, 6, math.pi, 3 * math.pi)
-        # brow
-        inner, outer = _BROWS.get(expression, ((0, 0), (0, 0)))[k]
-        by = ey - 0.2 * r - (0.04 * r if openness > 1.2 else 0)
-        pin = (ex - s * ew * 0.9, by - inner * r)
-        pout = (ex + s * ew * 1.15, by - outer * r)
-        capsule(d, pin, pout, max(2.0, 0.085 * r), hair if sum(hair) < 300 else OUTLINE)
-        bp = np.linspace(pout if s < 0 else pin, pin if s < 0 else pout, 5)
-        lm[17 + 5 * k : 22 + 5 * k] = bp
-    # nose: leans and sticks out toward the turn
+
+
+def _draw_eye(d, lm, k, s, fx, fy, r, tx, look, openness, expression, hair, lw) -> tuple[float, float]:
+    """Eye `k` (side `s`: -1 left, +1 right) and its brow, the shapes the expression and gaze labels read: the far
+    eye narrows with the turn, the pupil follows `look`. Fills its eye (36-47) and brow (17-26) landmarks in
+    `lm`; returns the eye centre."""
+    lx, ly = look
+    at = abs(tx)
+    far = s * tx < 0
+    sc = 1.0 - (0.6 * at if far else 0.1 * at)
+    ex = fx + s * 0.33 * r * (1 - 0.3 * at)
+    ey = fy - 0.14 * r
+    ew, eh = 0.17 * r * sc, 0.1 * r * max(openness, 0.25)
+    if openness == 0.0:  # happy: closed, upward-arched eyes
+        pts = _ellipse_pts(ex, ey + 0.05 * r, ew, 0.09 * r, 7, math.pi, 2 * math.pi, endpoint=True)
+        polyline(d, [tuple(p) for p in pts], lw, OUTLINE)
+    else:
+        d.ellipse([ex - ew, ey - eh, ex + ew, ey + eh], fill=(250, 250, 250), outline=OUTLINE, width=max(1, lw // 2))
+        pr = min(0.085 * r, eh * 0.95, ew * 0.8)
+        px, py = ex + lx * (ew - pr) * 0.95, ey + ly * (eh - pr) * 0.8
+        d.ellipse([px - pr, py - pr, px + pr, py + pr], fill=(20, 15, 15))
+    lm[36 + 6 * k : 42 + 6 * k] = _ellipse_pts(ex, ey, ew, eh, 6, math.pi, 3 * math.pi)
+    # brow
+    inner, outer = _BROWS.get(expression, ((0, 0), (0, 0)))[k]
+    by = ey - 0.2 * r - (0.04 * r if openness > 1.2 else 0)
+    pin = (ex - s * ew * 0.9, by - inner * r)
+    pout = (ex + s * ew * 1.15, by - outer * r)
+    capsule(d, pin, pout, max(2.0, 0.085 * r), hair if sum(hair) < 300 else OUTLINE)
+    bp = np.linspace(pout if s < 0 else pin, pin if s < 0 else pout, 5)
+    lm[17 + 5 * k : 22 + 5 * k] = bp
+    return ex, ey
+
+
+def _draw_nose(d, lm, fx, fy, r, tx, ty, skin, expression) -> None:
+    """The nose, leaning and sticking out toward the turn (a head-pose cue), with disgust's wrinkles beside it.
+    Fills the nose landmarks (27-35) in `lm`."""
+    dark = col(np.array(skin) * 0.55)
     tip = (fx + tx * 0.34 * r, fy + 0.17 * r + ty * 0.06 * r)
     nose = [(fx, fy - 0.08 * r), (tip[0] + 0.07 * r, tip[1] + 0.02 * r), (tip[0] - 0.07 * r, tip[1] + 0.03 * r)]
     d.polygon(nose, fill=col(np.array(skin) * 0.8), outline=OUTLINE)
@@ -193,13 +219,6 @@ def draw_face(
     if expression == 5:  # disgust: nose wrinkles
         for s in (-1, 1):
             capsule(d, (fx + s * 0.1 * r, fy - 0.02 * r), (fx + s * 0.17 * r, fy + 0.08 * r), max(1.5, 0.04 * r), dark)
-    mh = _draw_mouth(d, fx, fy + 0.45 * r, 0.3 * r * (1 - 0.3 * at), r, expression, lw)
-    mx, my = fx, fy + 0.45 * r
-    mw = 0.3 * r * (1 - 0.3 * at)
-    lm[48:60] = _ellipse_pts(mx, my, mw, mh, 12, math.pi, 3 * math.pi)
-    lm[60:68] = _ellipse_pts(mx, my, mw * 0.7, mh * 0.5, 8, math.pi, 3 * math.pi)
-    em = ((eyes[0][0] + eyes[1][0]) / 2, (eyes[0][1] + eyes[1][1]) / 2)
-    return {"box": box, "eyes": em, "landmarks": lm}
 
 
 def _draw_mouth(d, mx, my, mw, r, expression, lw) -> float:
@@ -419,34 +438,7 @@ def draw_gesture(
     Rg = np.array([[math.cos(ra), -math.sin(ra)], [math.sin(ra), math.cos(ra)]])
     outline_w = max(1.5, 0.07 * s)
     dark = col(np.array(skin) * 0.45)
-    geo = []
-    for pose, centre, hrot, mirror, extra in _group(gesture):
-        parts, lms = _hand_parts(pose)
-        a = math.radians(hrot)
-        R = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-        m = np.array([-1.0, 1.0]) if mirror else np.array([1.0, 1.0])
-        c = np.array([cx, cy]) + s * (Rg @ np.array(centre))
-
-        def T(p, R=R, m=m, c=c):
-            return c + s * (Rg @ (R @ (np.asarray(p) * m)))
-
-        def Tx(p, c=c):  # extras are in group units already
-            return np.array([cx, cy]) + s * (Rg @ np.asarray(p))
-
-        tparts = []
-        for p in parts:
-            if p[0] == "poly":
-                tparts.append(("poly", np.array([T(q) for q in p[1]])))
-            elif p[0] == "cap":
-                tparts.append(("cap", T(p[1]), T(p[2]), p[3] * s))
-            else:
-                tparts.append(("ring", T(p[1]), p[2] * s, p[3] * s))
-        if extra is not None:
-            ex = np.array([Tx(q) for q in extra[0]])
-            for a_, b_ in zip(ex[:-1], ex[1:]):
-                tparts.insert(0, ("cap", a_, b_, extra[1] * s))
-        arm = (T((0.0, 0.6)), T((0.0, 3.2)), 0.62 * s)
-        geo.append((tparts, arm, [T(q) for q in lms]))
+    geo = [_hand_geometry(hand, cx, cy, s, Rg) for hand in _group(gesture)]
     if not dry:
         for _, arm, _ in geo:
             capsule(d, arm[0], arm[1], arm[2] + 2 * outline_w, dark)
@@ -454,23 +446,61 @@ def draw_gesture(
         for tparts, _, _ in geo:
             _draw_parts(d, tparts, skin, dark, outline_w)
     for tparts, _, lms in geo:
-        xs, ys = [], []
-        for p in tparts:
-            if p[0] == "poly":
-                xs += list(p[1][:, 0])
-                ys += list(p[1][:, 1])
-                continue
-            if p[0] == "cap":
-                h = p[3] / 2 + outline_w
-                for q in (p[1], p[2]):
-                    xs += [q[0] - h, q[0] + h]
-                    ys += [q[1] - h, q[1] + h]
-            else:
-                h = p[2] + p[3] / 2 + outline_w
-                xs += [p[1][0] - h, p[1][0] + h]
-                ys += [p[1][1] - h, p[1][1] + h]
-        hands.append({"box": (min(xs), min(ys), max(xs), max(ys)), "landmarks": np.array(lms)})
+        hands.append({"box": _parts_box(tparts, outline_w), "landmarks": np.array(lms)})
     return hands
+
+
+def _hand_geometry(hand, cx: float, cy: float, s: float, Rg: np.ndarray):
+    """One hand of a `_group` entry in image pixels: its parts, its forearm (start, end, width) and its 21
+    landmarks. Computed for every hand before any is drawn, so that all forearms go under all hands."""
+    pose, centre, hrot, mirror, extra = hand
+    parts, lms = _hand_parts(pose)
+    a = math.radians(hrot)
+    R = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    m = np.array([-1.0, 1.0]) if mirror else np.array([1.0, 1.0])
+    c = np.array([cx, cy]) + s * (Rg @ np.array(centre))
+
+    def T(p):
+        return c + s * (Rg @ (R @ (np.asarray(p) * m)))
+
+    def Tx(p):  # extras are in group units already
+        return np.array([cx, cy]) + s * (Rg @ np.asarray(p))
+
+    tparts = []
+    for p in parts:
+        if p[0] == "poly":
+            tparts.append(("poly", np.array([T(q) for q in p[1]])))
+        elif p[0] == "cap":
+            tparts.append(("cap", T(p[1]), T(p[2]), p[3] * s))
+        else:
+            tparts.append(("ring", T(p[1]), p[2] * s, p[3] * s))
+    if extra is not None:
+        ex = np.array([Tx(q) for q in extra[0]])
+        for a_, b_ in zip(ex[:-1], ex[1:]):
+            tparts.insert(0, ("cap", a_, b_, extra[1] * s))
+    arm = (T((0.0, 0.6)), T((0.0, 3.2)), 0.62 * s)
+    return tparts, arm, [T(q) for q in lms]
+
+
+def _parts_box(tparts, outline_w: float) -> tuple[float, float, float, float]:
+    """The xyxy box of a hand's parts including their outline, which is what the hand box label must cover
+    (landmarks alone would cut off fingertips and the palm's edge)."""
+    xs, ys = [], []
+    for p in tparts:
+        if p[0] == "poly":
+            xs += list(p[1][:, 0])
+            ys += list(p[1][:, 1])
+            continue
+        if p[0] == "cap":
+            h = p[3] / 2 + outline_w
+            for q in (p[1], p[2]):
+                xs += [q[0] - h, q[0] + h]
+                ys += [q[1] - h, q[1] + h]
+        else:
+            h = p[2] + p[3] / 2 + outline_w
+            xs += [p[1][0] - h, p[1][0] + h]
+            ys += [p[1][1] - h, p[1][1] + h]
+    return (min(xs), min(ys), max(xs), max(ys))
 
 
 def _draw_parts(d, tparts, skin, dark, ow) -> None:
@@ -534,6 +564,19 @@ def draw_person(
     jacket = shirt
     torso = [(cx - sw, sh_y), (cx + sw, sh_y), (cx + 0.13 * h, hip_y + 0.02 * h), (cx - 0.13 * h, hip_y + 0.02 * h)]
     d.polygon(torso, fill=jacket, outline=OUTLINE, width=max(1, int(ow)))
+    _draw_outfit(d, outfit, back, cx, h, sh_y, hip_y, ow, tie)
+    default = [(cx - 0.21 * h, top + 0.57 * h), (cx + 0.21 * h, top + 0.57 * h)]
+    hands = hands or default
+    for k, s in enumerate((-1, 1)):
+        hp = np.array(hands[k] if hands[k] is not None else default[k], dtype=float)
+        xs += _draw_arm(d, s, hp, cx, h, sw, sh_y, aw, ow, outfit, skin, jacket)
+    face = draw_face(d, cx, hy, hr, skin, hair, turn=turn, back=back, expression=expression)
+    return {"box": (min(xs), top - 0.005 * h, max(xs), top + h), "head": face["box"], "eyes": face["eyes"]}
+
+
+def _draw_outfit(d, outfit: str, back: bool, cx: float, h: float, sh_y: float, hip_y: float, ow: float, tie) -> None:
+    """What tells the PISC outfits apart on the torso: a suit's white shirt, tie and lapels (front only) or an
+    apron and its straps; casual clothes add nothing."""
     if outfit == "suit" and not back:
         d.polygon([(cx - 0.06 * h, sh_y), (cx + 0.06 * h, sh_y), (cx, sh_y + 0.17 * h)], fill=(245, 245, 245))
         d.polygon(
@@ -560,22 +603,21 @@ def draw_person(
                 fill=(240, 240, 235),
                 width=max(1, int(0.02 * h)),
             )
-    default = [(cx - 0.21 * h, top + 0.57 * h), (cx + 0.21 * h, top + 0.57 * h)]
-    hands = hands or default
-    for k, s in enumerate((-1, 1)):
-        sh = np.array([cx + s * (sw - 0.02 * h), sh_y + 0.03 * h])
-        hp = np.array(hands[k] if hands[k] is not None else default[k], dtype=float)
-        capsule(d, sh, hp, aw + 2 * ow, OUTLINE)
-        if outfit == "casual" or outfit == "apron":
-            el = sh + (hp - sh) * 0.4
-            capsule(d, el, hp, aw, skin)
-            capsule(d, sh, el, aw * 1.15, jacket)
-        else:
-            capsule(d, sh, hp, aw, jacket)
-        d.ellipse([hp[0] - aw * 0.7, hp[1] - aw * 0.7, hp[0] + aw * 0.7, hp[1] + aw * 0.7], fill=skin, outline=OUTLINE)
-        xs += [hp[0] - aw, hp[0] + aw, sh[0] - aw, sh[0] + aw]
-    face = draw_face(d, cx, hy, hr, skin, hair, turn=turn, back=back, expression=expression)
-    return {"box": (min(xs), top - 0.005 * h, max(xs), top + h), "head": face["box"], "eyes": face["eyes"]}
+
+
+def _draw_arm(d, s: int, hp, cx, h, sw, sh_y, aw, ow, outfit: str, skin, jacket) -> list[float]:
+    """The arm on side `s` from the shoulder to the hand at `hp` (short sleeves show skin; a suit's sleeve is
+    full length); returns the x extents it adds to the person's box, since hands may reach past the torso."""
+    sh = np.array([cx + s * (sw - 0.02 * h), sh_y + 0.03 * h])
+    capsule(d, sh, hp, aw + 2 * ow, OUTLINE)
+    if outfit == "casual" or outfit == "apron":
+        el = sh + (hp - sh) * 0.4
+        capsule(d, el, hp, aw, skin)
+        capsule(d, sh, el, aw * 1.15, jacket)
+    else:
+        capsule(d, sh, hp, aw, jacket)
+    d.ellipse([hp[0] - aw * 0.7, hp[1] - aw * 0.7, hp[0] + aw * 0.7, hp[1] + aw * 0.7], fill=skin, outline=OUTLINE)
+    return [hp[0] - aw, hp[0] + aw, sh[0] - aw, sh[0] + aw]
 
 
 def draw_counter(d: ImageDraw.ImageDraw, x0: float, y0: float, x1: float, y1: float, rng: np.random.Generator) -> None:

@@ -33,7 +33,7 @@ class VideoError(DataError):
 
 def _import_av():
     try:
-        import av
+        import av  # PyAV, the optional `video` extra (FFmpeg bindings): only extract-frames needs it
     except ImportError as err:
         raise DataError("reading videos needs PyAV: pip install 'socialfusion[video]'") from err
     return av

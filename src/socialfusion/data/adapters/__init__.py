@@ -11,6 +11,7 @@ import importlib
 from pathlib import Path
 
 from ...registry import Registry
+from ..skips import SkipReport
 
 DATASETS: Registry = Registry("dataset")
 
@@ -24,8 +25,6 @@ def load_all() -> Registry:
 
 
 def read_dataset(name: str, root: str | Path, split: str, report=None, **options):
-    from ..skips import SkipReport
-
     load_all()
     report = report if report is not None else SkipReport()
     return DATASETS.get(name)(Path(root), split, report, **options), report
