@@ -70,8 +70,16 @@ from .boxes import (
     roles_needed,
     task_groups,
 )
-from .config import split_list
-from .core.images import load_image_bytes
+from .clips import predict_clip
+from .config import load_config, split_list
+from .core.images import _to_rgb, load_image, load_image_bytes
+from .core.schema import Box, Sample
+from .data.pipeline import collate
+from .models import factory
+from .models.card import NO_CARD, read_card, untrained_card
+from .models.checkpoint import load_model
+from .runtime import autocast, resolve_device, set_threads
+from .tasks import tasks_from_config
 from .tasks.base import BOX_KINDS as BOX_KINDS
 
 
@@ -120,8 +128,6 @@ def to_pil(image: Any, name: str = "image"):
     """Any supported image input -> 8-bit RGB PIL image (see the module docstring)."""
     from PIL import Image
 
-    from .core.images import _to_rgb, load_image
-
     if isinstance(image, (str, Path)):
         return load_image(image)
     if isinstance(image, (bytes, bytearray, memoryview)):
@@ -159,9 +165,6 @@ class SocialFusion:
         card: dict | None = None,
         threads: int | str | None = "auto",
     ):
-        from .models.card import NO_CARD
-        from .runtime import resolve_device, set_threads
-
         # torch's CPU threads are per process: "auto" is half the cores (1 on 2 cores), measured in docs/USAGE.md
         self.threads = set_threads(threads)
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -188,13 +191,6 @@ class SocialFusion:
         detectors') CPU threads for this process: a count, "auto" (half the cores, at least 1) or None (unchanged)."""
         import warnings
 
-        from .config import load_config
-        from .models.card import read_card, untrained_card
-        from .models.checkpoint import load_model
-        from .models.factory import build_model
-        from .runtime import set_threads
-        from .tasks import tasks_from_config
-
         set_threads(threads)  # before loading: the load itself computes
 
         path = Path(path_or_preset)
@@ -205,7 +201,7 @@ class SocialFusion:
                 model, config, device=device, precision=precision, name=str(path), card=read_card(path), threads=threads
             )
         config = load_config(str(path_or_preset))
-        model = build_model(config.model, tasks=tasks_from_config(config))
+        model = factory.build_model(config.model, tasks=tasks_from_config(config))
         card = untrained_card(config)
         warnings.warn(card["summary"], UntrainedModelWarning, stacklevel=2)
         return cls(model, config, device=device, precision=precision, name=config.name, card=card, threads=threads)
@@ -340,8 +336,6 @@ class SocialFusion:
         frame, boxes linked into tracks, every task per track and frame. Returns the clip's summary (per track:
         frames seen, label fractions, the dominant label, gaze targets) with "rows", the per-frame rows, unless
         `on_frame(row, image)` takes each row as it comes (constant memory). See `socialfusion.clips`."""
-        from .clips import predict_clip
-
         if isinstance(clip, (list, tuple)):
             return [self.predict_video(c, tasks, fps, on_frame, progress) for c in clip]
         return predict_clip(
@@ -349,10 +343,6 @@ class SocialFusion:
         )
 
     def _predict_batch(self, pils: list, boxes: list[list[dict]], names: list[str]) -> list[dict]:
-        from .core.schema import Box, Sample
-        from .data.pipeline import collate
-        from .runtime import autocast
-
         results = []
         for pil, bxs in zip(pils, boxes):
             used, notes = image_boxes(pil.size, bxs)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import detect as detection
 from .data.adapters._boxes import UnusableBox, clip_to_image
 from .errors import UserError
 from .tasks.base import BOX_KINDS
@@ -168,8 +169,6 @@ class DetectedBoxes(list):
 
 def detected_boxes(pil, threads: int | None = None) -> tuple[DetectedBoxes, str, list[dict]]:
     """The boxes the tasks read, the note saying what was found, and every detection (`detect.listing`)."""
-    from . import detect as detection  # the optional extra: loaded only when asked for
-
     found = detection.detect(pil, threads=threads)
     boxes, note = detection.boxes_for_tasks(found, pil.size)
     return DetectedBoxes(boxes), note, detection.listing(found, boxes, pil.size)

@@ -18,6 +18,7 @@ import os
 import sys
 import traceback
 
+from . import __version__
 from .errors import DEBUG_ENV, VERBOSE_ENV, UserError, debug_requested, format_user_error
 
 VERBS = {
@@ -56,7 +57,8 @@ def usage() -> str:
 
 
 def verb_entry(verb: str):
-    """The `main(argv)` of a verb (imports its module)."""
+    """The `main(argv)` of a verb. Its module is imported only here, when that verb runs, so that `--help` and the
+    light verbs never import torch."""
     module = importlib.import_module(VERBS[verb][0])
     return getattr(module, "main_" + verb.replace("-", "_"), None) or module.main
 
@@ -103,7 +105,7 @@ def _main(argv: list[str]) -> int:
         print(usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from . import __version__
+        # local: numerics imports torch, which `--help` and the light verbs must not pay for
         from .numerics import format_precision_facts, precision_facts
 
         print(

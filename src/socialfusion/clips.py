@@ -24,9 +24,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import detect as detection
 from .core.images import IMAGE_SUFFIXES, ImageError, image_size, load_image, max_pixels
 from .core.schema import DataError
-from .data.video import VideoError
+from .data.video import VideoError, frames_at_rate
+from .detect import head_from_face, largest
+from .tracks import IouTracker
 
 DEFAULT_FPS = 2.0
 VIDEO_SUFFIXES = {
@@ -156,8 +159,6 @@ def frames(info: ClipInfo, report: Callable[[str], None] | None = None) -> Itera
     """(index from 0, time in seconds or None, PIL image) for each sampled frame. A frame file that does not
     decode is reported (`report`) and left out; a video that stops decoding raises VideoError after the frames
     decoded until then."""
-    from .data.video import frames_at_rate
-
     if info.source == "frames":
         index = 0
         for path in _frame_files(Path(info.path)):
@@ -216,8 +217,6 @@ def predict_frame(predictor, image, dets, ids, groups: dict[str, list[str]]) -> 
     """One frame's row: its tracks (id, kind, score, boxes) each with the answers of the tasks it reads, and the
     frame's pair of persons (the two largest) with relation's answer. All answers of a frame come from one
     `predict` call, so the frame is encoded once whatever the number of tracks."""
-    from .detect import head_from_face, largest
-
     size = image.size
     tracks, entries = [], []
     for d, track in zip(dets, ids):
@@ -260,9 +259,6 @@ def predict_clip(
     """Every sampled frame of `clip` through detection, tracking and the tasks; the clip's summary (module
     docstring), with the frames' rows in "rows" unless `on_frame(row, image)` receives each row as it is made."""
     from tqdm.auto import tqdm
-
-    from . import detect as detection
-    from .tracks import IouTracker
 
     names = predictor.resolve_tasks(tasks)
     detection.require()

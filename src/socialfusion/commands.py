@@ -12,8 +12,21 @@ import json
 import os
 from pathlib import Path
 
-from .config import split_list
+from .config import ConfigError, apply_overrides, load_config, split_list
+from .data.pipeline import build_task_datasets, narrow_to_tasks
+from .data.skips import SkipReport
 from .errors import add_console_options
+from .eval.evaluate import evaluate_checkpoint
+from .features.cache import FeatureCache
+from .features.inputs import default_cache_dir
+from .models.checkpoint import load_model, read_checkpoint_config
+from .models.encoder import VisionEncoder
+from .models.merge import merge_lora
+from .plan import estimate, format_plan
+from .runtime import resolve_device
+from .tasks import tasks_from_config
+from .train.distributed import finish_process
+from .train.loop import train
 
 OVERRIDES_HELP = (
     "config overrides key.sub=value, anywhere on the line (tasks by index or name: data.tasks.expression.root=/data)"
@@ -49,9 +62,6 @@ def _tasks_arg(p: argparse.ArgumentParser, what: str = "the config's tasks") -> 
 def _load(args, data: bool = True):
     """The config of `args.config` with `args.overrides` and `--tasks` applied and, for a verb that reads `data`,
     the kept tasks' data roots checked (ConfigError / DataError on any mistake)."""
-    from .config import ConfigError, load_config
-    from .data.pipeline import narrow_to_tasks
-
     if "=" in args.config and not Path(args.config).exists():
         raise ConfigError(
             f"the first argument is the config (a preset or YAML file), got the override {args.config!r}",
@@ -79,12 +89,8 @@ def main_train(argv: list[str]) -> int:
     if args.report_to:
         args.overrides.append(f"train.report_to={args.report_to}")
     config = _load(args)
-    from .train.loop import train
-
     summary = train(config, args.out, resume=args.resume, progress=not args.no_progress, device=args.device)
     print(train_summary(summary))
-    from .train.distributed import finish_process
-
     return finish_process(0)  # under torchrun: leaves the process group and ends the process cleanly
 
 
@@ -118,16 +124,10 @@ def main_eval(argv: list[str]) -> int:
     _device_arg(p)
     _progress_arg(p)
     args = p.parse_intermixed_args(argv)
-    from .config import apply_overrides
-    from .data.pipeline import narrow_to_tasks
-    from .models.checkpoint import read_checkpoint_config
-
     overrides = [*args.overrides, *args.data]
     config, _ = read_checkpoint_config(args.ckpt)  # the checks below run before the model is built
     tasks = split_list(args.tasks)
     narrow_to_tasks(apply_overrides(config, overrides), tasks)
-    from .eval.evaluate import evaluate_checkpoint
-
     results = evaluate_checkpoint(
         args.ckpt,
         args.out,
@@ -147,8 +147,6 @@ def main_plan(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, help="per-device batch size (default: the config's train.batch_size)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_intermixed_args(argv)
-    from .plan import estimate, format_plan
-
     plan = estimate(_load(args, data=False), batch_size=args.batch_size)
     print(json.dumps(plan, indent=2, allow_nan=False) if args.json else format_plan(plan))
     return 0
@@ -162,14 +160,10 @@ def main_cache_features(argv: list[str]) -> int:
     _progress_arg(p)
     args = p.parse_intermixed_args(argv)
     config = _load(args)
-    from .data.pipeline import build_task_datasets
-    from .data.skips import SkipReport
-    from .features.cache import FeatureCache
-    from .features.inputs import default_cache_dir
-    from .models.encoder import VisionEncoder
-    from .runtime import resolve_device
-    from .tasks import tasks_from_config
-
+    if config.model.type != "socialfusion":
+        raise ConfigError(
+            f"cache-features caches SocialFusion's frozen encoder; {config.name} is a {config.model.type} model"
+        )
     encoder = VisionEncoder(config.model.encoder).to(resolve_device(args.device)).eval()
     cache = FeatureCache(default_cache_dir(config), encoder)
     report = SkipReport(config.data.on_bad_sample)
@@ -188,9 +182,6 @@ def main_merge_lora(argv: list[str]) -> int:
     p.add_argument("--ckpt", required=True, help="checkpoint directory, e.g. RUN/checkpoints/last")
     p.add_argument("--out", required=True, help="output folder for the merged Hugging Face model")
     args = p.parse_args(argv)
-    from .models.checkpoint import load_model
-    from .models.merge import merge_lora
-
     model, _ = load_model(args.ckpt)
     path = merge_lora(model, args.out)
     print(f"merged LLM written to {path}")

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from .core.images import load_image
-from .errors import UserError
+from .errors import UserError, verbose_requested
 
 KINDS = ("face", "head", "hand", "person")
 EXTRA_HINT = "pip install 'socialfusion[detect]' && pip install --no-deps mediapipe==0.10.21"
@@ -103,8 +103,6 @@ def _native_stderr_silenced():
     """LiteRT's C++ runtime prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to file
     descriptor 2 when a model is allocated; loads are quiet unless --verbose, so fd 2 goes to /dev/null meanwhile.
     Process-wide for that moment: a model is allocated once per process (and thread count)."""
-    from .errors import verbose_requested
-
     if verbose_requested():
         yield
         return

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import runtime
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -83,15 +85,14 @@ def precision_facts() -> dict:
     """What this machine computes in: the CPU, whether oneDNN has native bf16 kernels on it, what `precision: auto`
     resolves to on the CPU, and the same for the current CUDA device when there is one. Recorded by the
     benchmarks next to their figures: a bf16 number means little without knowing whether bf16 was native."""
-    from .runtime import available_cores, cpu_has_bf16, cuda_has_bf16, resolve_precision
-
+    # read through the module, not bound here, so that a test's monkeypatch of runtime's probes is seen
     facts = {
         "cpu": cpu_name(),
-        "cpu_cores": available_cores(),
-        "cpu_native_bf16": cpu_has_bf16(),
+        "cpu_cores": runtime.available_cores(),
+        "cpu_native_bf16": runtime.cpu_has_bf16(),
         "cpu_bf16_flags": cpu_bf16_flags(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_auto_precision": resolve_precision("cpu", "auto"),
+        "cpu_auto_precision": runtime.resolve_precision("cpu", "auto"),
         "cuda": None,
     }
     if torch.cuda.is_available():
@@ -99,8 +100,8 @@ def precision_facts() -> dict:
         facts["cuda"] = {
             "name": torch.cuda.get_device_name(),
             "capability": f"{major}.{minor}",
-            "native_bf16": cuda_has_bf16(),
-            "auto_precision": resolve_precision("cuda", "auto"),
+            "native_bf16": runtime.cuda_has_bf16(),
+            "auto_precision": runtime.resolve_precision("cuda", "auto"),
         }
     return facts
 

@@ -9,14 +9,17 @@ import copy
 import torch
 
 from .config import Config
+from .features.inputs import SPLITS, entry_bytes, split_entries
+from .models.socialfusion import SocialFusionModel
+from .models.tiny_tokenizer import build_tiny_tokenizer
+from .models.trainability import format_parameter_table, parameter_table
+from .models.vlm_plan import estimate_vlm
+from .runtime import precision_for
 
 TEXT_TOKENS = 48  # a typical task prompt + answer with a chat template; the estimate is linear in it
 
 
 def build_on_meta(config: Config):
-    from .models.socialfusion import SocialFusionModel
-    from .models.tiny_tokenizer import build_tiny_tokenizer
-
     cfg = copy.deepcopy(config.model)
     for part in (cfg.encoder, cfg.llm):
         if part.arch is None:
@@ -28,11 +31,7 @@ def build_on_meta(config: Config):
 
 
 def estimate(config: Config, batch_size: int | None = None, text_tokens: int = TEXT_TOKENS) -> dict:
-    from .models.trainability import parameter_table
-
     if config.model.type == "vlm":
-        from .models.vlm_plan import estimate_vlm
-
         return estimate_vlm(config, batch_size, text_tokens)
     model = build_on_meta(config)
     rows = parameter_table(model)
@@ -86,9 +85,6 @@ def feature_cache_plan(config: Config, encoder) -> dict:
     """Entries (distinct images per configured split after the caps) and bytes on disk. Like the memory estimate,
     it assumes a GPU with bf16, where `precision: auto` stores bf16 entries; counted where a data root exists,
     else bounded by the caps, else unknown."""
-    from .features.inputs import SPLITS, entry_bytes, split_entries
-    from .runtime import precision_for
-
     dtype_name = precision_for("cuda", config.train.precision, native_bf16=True)
     per = entry_bytes(encoder, torch.bfloat16 if dtype_name == "bf16" else torch.float32)
     rows = [
@@ -136,8 +132,6 @@ def format_feature_cache(fc: dict) -> list[str]:
 
 
 def format_plan(plan: dict) -> str:
-    from .models.trainability import format_parameter_table
-
     lines = [format_parameter_table(plan["parameters"]), ""]
     for key in (
         "visual_tokens_per_image",

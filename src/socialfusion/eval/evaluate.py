@@ -16,6 +16,47 @@ from ..runtime import device_for_rank, init_distributed, resolve_device, version
 from .runner import gather_predictions, markdown_table, predict, score, write_predictions
 
 
+def _limited(config, limit):
+    """A copy, so that the caller's config (often the training run's) keeps its own sample limits."""
+    config = copy.deepcopy(config)
+    if limit:
+        for td in config.data.tasks:
+            td.max_eval_samples = limit
+    return config
+
+
+def _split_predictions(model, ds, train_cfg, device, rank, world, progress, loader) -> dict:
+    """Each rank predicts its shard of the split; gathered so that every rank scores the whole split."""
+    return gather_predictions(
+        predict(model, ds, train_cfg.eval_batch_size, device, train_cfg.precision, rank, world, progress, loader=loader)
+    )
+
+
+def _write_task_files(name: str, task, pred: dict, metrics, out_dir: Path) -> dict[str, str]:
+    """Per-sample JSONL, plus the submission file of a task whose split has no labels to score (metrics None)."""
+    files = {name: str(write_predictions(task, pred, out_dir))}
+    submission = task.submission(pred["samples"], pred["predictions"]) if metrics is None else None
+    if submission is not None:
+        path = out_dir / f"{name}_submission.json"
+        path.write_text(json.dumps(submission))
+        files[f"{name}_submission"] = str(path)
+    return files
+
+
+def _write_results(out_dir: Path, results: dict, report: SkipReport, resamples: int, ci_seed: int) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    note = (
+        f"\nIntervals: 95 % percentile bootstrap over the {results['split']} "
+        f"samples ({resamples} resamples, seed {ci_seed}).\n"
+        if resamples > 0
+        else ""
+    )
+    (out_dir / "results.md").write_text(
+        markdown_table(results["metrics"]) + note + ("\n" + report.summary() + "\n" if report.total else "")
+    )
+
+
 def evaluate_model(
     model,
     config,
@@ -37,29 +78,14 @@ def evaluate_model(
     also holds {"resamplers": {task: (sample ids, statistic)}} for paired comparisons with another model."""
     out_dir = Path(out_dir)
     device = device or model.device
-    config = copy.deepcopy(config)
-    if limit:
-        for td in config.data.tasks:
-            td.max_eval_samples = limit
+    config = _limited(config, limit)
     report = SkipReport(config.data.on_bad_sample)
     cache, input_fn = sample_inputs(model, config)
     datasets = build_task_datasets(config, model.tasks, split, input_fn, report, task_names=tasks)
     metrics, files, resamplers = {}, {}, {}
     loader = batch_loader(datasets, config.train, device, in_process=cache is not None)  # workers decode the pixels
     for name, ds in datasets.items():
-        pred = gather_predictions(
-            predict(
-                model,
-                ds,
-                config.train.eval_batch_size,
-                device,
-                config.train.precision,
-                rank,
-                world,
-                progress,
-                loader=loader,
-            )
-        )
+        pred = _split_predictions(model, ds, config.train, device, rank, world, progress, loader)
         metrics[name] = score(ds.task, pred)
         if rank == 0 and metrics[name] is not None and pred["samples"] and (resamples > 0 or keep_resamplers):
             statistic = ds.task.resampler(pred["samples"], pred["predictions"])
@@ -68,12 +94,7 @@ def evaluate_model(
             if keep_resamplers:
                 resamplers[name] = (list(pred["ids"]), statistic)
         if rank == 0:
-            files[name] = str(write_predictions(ds.task, pred, out_dir))
-            submission = ds.task.submission(pred["samples"], pred["predictions"]) if metrics[name] is None else None
-            if submission is not None:
-                path = out_dir / f"{name}_submission.json"
-                path.write_text(json.dumps(submission))
-                files[f"{name}_submission"] = str(path)
+            files.update(_write_task_files(name, ds.task, pred, metrics[name], out_dir))
     loader.close()
     results = {
         "split": split,
@@ -86,17 +107,7 @@ def evaluate_model(
         "files": files,
     }
     if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
-        note = (
-            f"\nIntervals: 95 % percentile bootstrap over the {split} "
-            f"samples ({resamples} resamples, seed {ci_seed}).\n"
-            if resamples > 0
-            else ""
-        )
-        (out_dir / "results.md").write_text(
-            markdown_table(metrics) + note + ("\n" + report.summary() + "\n" if report.total else "")
-        )
+        _write_results(out_dir, results, report, resamples, ci_seed)
     if keep_resamplers:
         results["resamplers"] = resamplers
     return results

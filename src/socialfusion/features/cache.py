@@ -24,7 +24,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..core.schema import Sample
+from ..core.schema import DataError, Sample
+from ..data.pipeline import pixel_input
 from ..hashing import file_sha256
 from ..runtime import autocast
 
@@ -83,8 +84,6 @@ class _HashAndDecode(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> dict:
-        from ..core.schema import DataError
-
         sample = self.samples[i]
         path = sample.image_path()
         try:
@@ -180,8 +179,6 @@ class FeatureCache:
             return self.encoder(pixels.to(device)).to("cpu", self.dtype)
 
     def compute(self, samples: list[Sample]) -> list[tuple[torch.Tensor, tuple[int, int]]]:
-        from ..data.pipeline import pixel_input
-
         to_pixels = pixel_input(self.encoder)
         items = [to_pixels(s) for s in samples]
         feats = self._encode(torch.stack([it["pixel_values"] for it in items]))
@@ -201,8 +198,6 @@ class FeatureCache:
         counted when a sample asks for them)."""
         from tqdm.auto import tqdm
 
-        from ..core.schema import DataError
-
         unique, seen = [], set()
         for s in samples:
             try:
@@ -214,8 +209,6 @@ class FeatureCache:
                 unique.append(s)
         if not unique:
             return
-        from ..data.pipeline import pixel_input
-
         dataset = _HashAndDecode(unique, self.dir, pixel_input(self.encoder))
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, num_workers=self.num_workers, collate_fn=_as_list
@@ -243,8 +236,6 @@ class FeatureCache:
             try:
                 hit = self.get(path)
             except OSError as err:
-                from ..core.schema import DataError
-
                 raise DataError(f"{path}: {err.strerror}") from err
             feats, size = hit if hit is not None else self.compute([sample])[0]
             return {"features": feats, "image_size": size}

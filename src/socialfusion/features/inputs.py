@@ -16,7 +16,12 @@ from pathlib import Path
 import torch
 
 from ..config import Config, resolve_num_workers
+from ..core.schema import DataError
+from ..data.pipeline import build_task_datasets, pixel_input
+from ..data.skips import SkipReport
 from ..runtime import compute_dtype
+from ..tasks import tasks_from_config
+from .cache import FeatureCache
 
 SPLITS = ("train", "val", "test")
 
@@ -37,8 +42,6 @@ def entry_bytes(encoder, dtype: torch.dtype) -> int:
 
 def open_cache(config: Config, encoder):
     """The feature cache of this frozen encoder, its entries in the run's compute dtype on the encoder's device."""
-    from .cache import FeatureCache
-
     device = next(encoder.parameters()).device
     return FeatureCache(
         default_cache_dir(config),
@@ -61,11 +64,6 @@ def split_entries(config: Config, which: str, tasks: dict | None = None) -> list
     """Distinct images per configured task in one split after the caps (`max_train_samples`, ...): counted
     through the adapter where the data root exists (annotations only, no image is opened), else the cap as an
     upper bound, else unknown."""
-    from ..core.schema import DataError
-    from ..data.pipeline import build_task_datasets
-    from ..data.skips import SkipReport
-    from ..tasks import tasks_from_config
-
     tasks = tasks if tasks is not None else tasks_from_config(config)
     out = []
     for td in config.data.tasks:
@@ -187,7 +185,5 @@ def sample_inputs(
 ):
     """(cache or None, the function that turns a Sample into the model's input item): cached features where
     `input_function` gives a cache, the model's pixel inputs otherwise."""
-    from ..data.pipeline import pixel_input
-
     cache = input_function(model, config, training, announce, images)
     return cache, (cache.input_fn() if cache is not None else pixel_input(model.image_input))

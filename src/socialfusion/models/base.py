@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..tasks.base import Task
+from .llm import answer_ids
 
 
 class TaskModel(nn.Module):
@@ -81,8 +82,6 @@ class TaskModel(nn.Module):
 
     def answers(self, task: str) -> list[list[int]]:
         """Token ids of each class verbalizer of an answer task (each ends with EOS), built once per task."""
-        from .llm import answer_ids
-
         cache = self.__dict__.setdefault("_answer_ids", {})
         if task not in cache:
             cache[task] = [answer_ids(self.tokenizer, v) for v in self.tasks[task].verbalizers]

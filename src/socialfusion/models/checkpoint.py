@@ -24,7 +24,10 @@ from ..config import Config, config_from_dict
 from ..errors import UserError
 from ..hashing import file_sha256
 from ..runtime import versions
+from ..tasks import tasks_from_config
+from . import factory
 from .card import build_card, write_card
+from .connector import FITTED_BUFFERS
 
 MODEL_TYPE = "socialfusion"
 WEIGHTS = "trainable.safetensors"
@@ -40,8 +43,6 @@ class CheckpointError(UserError, RuntimeError):
 
 def fitted_buffers(model) -> dict[str, torch.Tensor]:
     """Buffers that hold statistics measured on the training data (`connector.FITTED_BUFFERS`)."""
-    from .connector import FITTED_BUFFERS
-
     return {n: b for n, b in model.named_buffers() if n.rsplit(".", 1)[-1] in FITTED_BUFFERS}
 
 
@@ -252,10 +253,7 @@ def load_trainable(model, ckpt: str | Path, strict: bool = True) -> dict[str, li
 
 def load_model(ckpt: str | Path):
     """Rebuild the model from a checkpoint's config and load its trainable weights."""
-    from ..tasks import tasks_from_config
-    from .factory import build_model
-
     config, _ = read_checkpoint_config(ckpt)
-    model = build_model(config.model, tasks=tasks_from_config(config))
+    model = factory.build_model(config.model, tasks=tasks_from_config(config))
     load_trainable(model, ckpt)
     return model, config

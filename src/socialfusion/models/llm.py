@@ -10,12 +10,11 @@ from torch import nn
 from ..config import LLMConfig
 from ..tasks.base import IMAGE_PLACEHOLDER
 from .loading import load_arch, peft_model, quiet_loading, resolve_pretrained
+from .tiny_tokenizer import build_tiny_tokenizer
 
 
 def build_tokenizer(cfg: LLMConfig, vocab_size: int | None = None):
     if cfg.tokenizer == "tiny":
-        from .tiny_tokenizer import build_tiny_tokenizer
-
         return build_tiny_tokenizer()
     from transformers import AutoTokenizer
 

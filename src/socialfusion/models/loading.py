@@ -9,13 +9,12 @@ from pathlib import Path
 
 from ..config import PRESET_DIR, ConfigError
 from ..errors import verbose_requested
+from .bundled import resolve_bundled
 
 
 def resolve_pretrained(name: str) -> str:
     """`bundled:<name>` becomes the converted local directory; anything else is passed to from_pretrained."""
     if name.startswith("bundled:"):
-        from .bundled import resolve_bundled
-
         return str(resolve_bundled(name.split(":", 1)[1]))
     return name
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from ..tasks import TASK_NAMES, TASKS, load_all
+
 
 def _corpus() -> list[str]:
     """The built-in tasks' prompts only: a task registered later must not change the tokenizer (and with it the
     tiny model and every stored figure)."""
-    from ..tasks import TASK_NAMES, TASKS, load_all
-
     load_all()
     lines = ["User:", "Assistant:", "yes", "no"]
     for name in sorted(TASK_NAMES):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import LoraConfig, TrainableConfig
+from .loading import peft_model
 
 COMPONENTS = ("encoder", "connector", "box_embed", "gaze_head", "llm")
 
@@ -32,8 +33,6 @@ def apply_trainability(model: nn.Module, plan: TrainableConfig, encoder_lora: Lo
     """Freeze or unfreeze each component as `plan` says. `encoder: lora` wraps the encoder with `encoder_lora`
     (default: the model's `cfg.encoder.lora`)."""
     if plan.encoder == "lora":
-        from .loading import peft_model
-
         lora = encoder_lora if encoder_lora is not None else model.cfg.encoder.lora
         model.encoder.model = peft_model(model.encoder.model, peft_lora_config(lora))
     else:

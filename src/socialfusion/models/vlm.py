@@ -38,6 +38,7 @@ from .heads import GazeHead, heatmap_prediction
 from .loading import load_arch, peft_model, resolve_pretrained
 from .packing import ancestry, attention_mask
 from .scoring import class_scores, plan_scoring
+from .tiny_tokenizer import build_tiny_tokenizer
 
 FAMILIES = {"llava": "llava", "qwen2_vl": "qwen2vl", "qwen2_5_vl": "qwen2vl", "llava_onevision": "onevision"}
 IMAGE_MARK = {"llava": "<image>", "onevision": "<image>", "qwen2vl": "<|vision_start|><|image_pad|><|vision_end|>"}
@@ -111,8 +112,6 @@ def _tiny_tokenizer(extra: list[str]):
     """A copy of the tiny tokenizer (never the cached one SocialFusion uses) with the model's special tokens."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
-
-    from .tiny_tokenizer import build_tiny_tokenizer
 
     base = build_tiny_tokenizer()
     tok = PreTrainedTokenizerFast(

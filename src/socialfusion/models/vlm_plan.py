@@ -8,10 +8,10 @@ import copy
 
 import torch
 
+from .vlm import VLMBaseline
+
 
 def build_vlm_on_meta(config):
-    from .vlm import VLMBaseline
-
     cfg = copy.deepcopy(config.model)
     if cfg.arch is None:
         raise ValueError(f"plan needs an architecture JSON for {cfg.pretrained!r} (set model.arch in the preset)")

@@ -48,6 +48,14 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import detect as detection
+from ..api import BOX_KINDS, PredictInputError, SocialFusion, UntrainedModelWarning, load_image_bytes, result_to_json
+from ..core.images import ImageError
+from ..detect import EXTRA_HINT as DETECT_HINT
+from ..errors import UserError, add_console_options
+from ..runtime import THREADS_HELP, parse_threads, resolve_precision
+from .examples import example_png, list_examples
+
 log = logging.getLogger("socialfusion.serve")
 
 MB = 1024 * 1024
@@ -197,8 +205,6 @@ def index(service: ServiceDep) -> HTMLResponse:
 
 @router.get("/health")
 def health(service: ServiceDep) -> dict:
-    from ..runtime import resolve_precision
-
     predictor = service.predictor
     return {
         "status": "ok",
@@ -221,8 +227,6 @@ def model_card(service: ServiceDep) -> dict:
 
 @router.get("/tasks")
 def tasks(service: ServiceDep) -> dict:
-    from ..api import BOX_KINDS
-
     return {
         "tasks": service.predictor.describe_tasks(),
         "max_upload_bytes": service.max_upload_bytes,
@@ -238,15 +242,11 @@ def tasks(service: ServiceDep) -> dict:
 
 @router.get("/examples")
 def examples() -> dict:
-    from .examples import list_examples
-
     return {"examples": list_examples()}
 
 
 @router.get("/examples/{name}.png", response_class=Response, responses={200: {"content": {"image/png": {}}}, 404: {}})
 def example_image(name: str) -> Response:
-    from .examples import example_png
-
     data = example_png(name)
     if data is None:
         _fail(404, f"no example named {name!r}")
@@ -308,8 +308,6 @@ def _parse_boxes_field(raw: Any):
 
 
 def _detect_field(raw: Any, service: Service) -> bool:
-    from ..detect import EXTRA_HINT as DETECT_HINT
-
     raw = raw or "false"
     if not isinstance(raw, str) or raw.strip().lower() not in ("true", "false", "1", "0", "on"):
         _fail(422, "'detect' must be true or false")
@@ -343,8 +341,6 @@ async def _form_inputs(form, service: Service) -> tuple[bytes, str, Any, list[st
 
 
 def _run(service: Service, data: bytes, filename: str, boxes: Any, task_names: list[str], detect: bool) -> dict:
-    from ..api import load_image_bytes, result_to_json
-
     with service.running:  # bounded: at most max_concurrency decoded images and inferences at a time
         t0 = time.perf_counter()
         image = load_image_bytes(data, filename, max_pixels=service.max_image_pixels)
@@ -398,9 +394,6 @@ _PREDICT_BODY = {
     responses={400: {}, 413: {}, 415: {}, 422: {}, 503: {}},
 )
 async def predict(request: Request, service: ServiceDep) -> JSONResponse:
-    from ..api import PredictInputError
-    from ..core.images import ImageError
-
     gate = service.gate
     if not gate.enter():
         _fail(
@@ -444,8 +437,6 @@ def create_app(
 ):
     """The FastAPI app serving `predictor` (a `socialfusion.api.SocialFusion`); with `api_key`, every request but
     the public pages needs it (see the module docstring)."""
-    from ..detect import available as detect_available
-
     if max_concurrency < 1 or max_queue < 0 or max_upload_bytes < 1:
         raise ValueError("max_concurrency >= 1, max_queue >= 0 and max_upload_bytes >= 1 are required")
     service = Service(
@@ -454,7 +445,7 @@ def create_app(
         max_boxes=max_boxes,
         max_image_pixels=max_image_pixels,
         retry_after_s=retry_after_s,
-        can_detect=detect_available(),  # checked once: it looks the packages up on disk
+        can_detect=detection.available(),  # checked once: it looks the packages up on disk
         gate=_Gate(max_concurrency + max_queue),
         running=threading.BoundedSemaphore(max_concurrency),
         index_html=_read_index_html(),
@@ -495,9 +486,6 @@ def _declare_key_in_openapi(app) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..errors import add_console_options
-    from ..runtime import THREADS_HELP, parse_threads
-
     parser = add_console_options(
         argparse.ArgumentParser(
             prog="socialfusion serve", description="HTTP service and web page for a SocialFusion model"
@@ -534,8 +522,6 @@ def main(argv: list[str] | None = None) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     refusal = bind_refusal(args.host, api_key, args.insecure)
     if refusal:  # before loading the model: a refused start costs nothing
-        from ..errors import UserError
-
         raise UserError(
             refusal,
             hint=f"socialfusion serve --host {args.host} --api-key "
@@ -543,8 +529,6 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     import uvicorn
-
-    from ..api import SocialFusion, UntrainedModelWarning
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with warnings.catch_warnings():  # printed below, once, in the service's words

@@ -78,10 +78,8 @@ def answer_lines(tasks: dict) -> list[str]:
 def save_overlay(image, result: dict, path: Path) -> Path:
     """PNG: the image with its boxes and labels, the gaze heatmap blended in with an arrow head -> point, and the
     answers in a panel below the image."""
-    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
 
     w, h = image.size
     scale = 8.0 / max(w, h)  # the longer side is 8 inches (800 px)
@@ -94,13 +92,43 @@ def save_overlay(image, result: dict, path: Path) -> Path:
     ax.imshow(image, extent=(0, w, h, 0), interpolation="bilinear")
     gaze = next((t for t in result["tasks"].values() if "heatmap" in t), None)  # a heatmap task's result
     if gaze:
-        heat = np.asarray(gaze["heatmap"], dtype=np.float64)
-        span = float(heat.max() - heat.min())
-        heat = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)  # min-max stretch
-        ax.imshow(heat, extent=(0, w, h, 0), cmap="jet", alpha=0.45, interpolation="bilinear", vmin=0, vmax=1)
-    boxes = drawn_boxes(result)
+        _draw_heatmap(ax, gaze["heatmap"], w, h)
+    _draw_labelled_boxes(ax, drawn_boxes(result), w, h, px=1 / (scale * 100))  # px: image pixels per figure pixel
+    if gaze and "point" in gaze:
+        _draw_gaze_arrow(ax, gaze["head_center"], gaze["point"])
+    if lines:
+        fig.text(
+            0.01,
+            (panel_h - 0.06) / (img_h + panel_h),
+            "\n".join(lines),
+            va="top",
+            ha="left",
+            fontsize=9,
+            family="monospace",
+        )
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.axis("off")
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _draw_heatmap(ax, heatmap, w: int, h: int) -> None:
+    # min-max stretched so that a flat-ish heatmap still shows where it peaks
+    import numpy as np
+
+    heat = np.asarray(heatmap, dtype=np.float64)
+    span = float(heat.max() - heat.min())
+    heat = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
+    ax.imshow(heat, extent=(0, w, h, 0), cmap="jet", alpha=0.45, interpolation="bilinear", vmin=0, vmax=1)
+
+
+def _draw_labelled_boxes(ax, boxes: list[dict], w: int, h: int, px: float) -> None:
+    """Label sizes are estimated in figure pixels (`px` image pixels each) so that place_labels keeps them apart
+    at the size they are drawn."""
+    from matplotlib.patches import Rectangle
+
     tags = [box_tag(b) for b in boxes]
-    px = 1 / (scale * 100)  # image pixels per figure pixel
     corners = place_labels([b["xyxy"] for b in boxes], [(len(t) * 6.2 * px + 4 * px, 13 * px) for t in tags], w, h)
     for b, tag, (lx, ly) in zip(boxes, tags, corners):
         x1, y1, x2, y2 = b["xyxy"]
@@ -128,26 +156,14 @@ def save_overlay(image, result: dict, path: Path) -> Path:
             clip_on=True,
             bbox={"facecolor": color, "alpha": 0.85, "pad": 1, "edgecolor": "none"},
         )
-    if gaze and "point" in gaze:
-        (hx, hy), (gx, gy) = gaze["head_center"], gaze["point"]
-        ax.annotate("", xy=(gx, gy), xytext=(hx, hy), arrowprops={"arrowstyle": "-|>", "color": "white", "lw": 2.5})
-        ax.annotate("", xy=(gx, gy), xytext=(hx, hy), arrowprops={"arrowstyle": "-|>", "color": "#2f6fde", "lw": 1.5})
-        ax.plot([gx], [gy], "o", color="white", markeredgecolor="#2f6fde", markersize=7)
-    if lines:
-        fig.text(
-            0.01,
-            (panel_h - 0.06) / (img_h + panel_h),
-            "\n".join(lines),
-            va="top",
-            ha="left",
-            fontsize=9,
-            family="monospace",
-        )
-    ax.set_xlim(0, w)
-    ax.set_ylim(h, 0)
-    ax.axis("off")
-    fig.savefig(path, dpi=100)
-    return path
+
+
+def _draw_gaze_arrow(ax, head, point) -> None:
+    # drawn twice, wide white under narrow blue, so that the arrow reads on dark and light images alike
+    (hx, hy), (gx, gy) = head, point
+    ax.annotate("", xy=(gx, gy), xytext=(hx, hy), arrowprops={"arrowstyle": "-|>", "color": "white", "lw": 2.5})
+    ax.annotate("", xy=(gx, gy), xytext=(hx, hy), arrowprops={"arrowstyle": "-|>", "color": "#2f6fde", "lw": 1.5})
+    ax.plot([gx], [gy], "o", color="white", markeredgecolor="#2f6fde", markersize=7)
 
 
 # ------------------------------------------------------------------------------------------ video frames

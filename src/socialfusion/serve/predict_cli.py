@@ -29,10 +29,18 @@ import time
 import warnings
 from pathlib import Path
 
-from ..clips import DEFAULT_FPS, VIDEO_SUFFIXES
-from ..core.images import IMAGE_SUFFIXES
+from .. import detect as detection
+from ..api import PredictInputError, SocialFusion, TaskError, UntrainedModelWarning, parse_boxes, result_to_json
+from ..clips import DEFAULT_FPS, VIDEO_SUFFIXES, probe
+from ..config import load_config, resolve_num_workers, split_list
+from ..core.images import IMAGE_SUFFIXES, ImageError
+from ..data.pipeline import decoded_images
 from ..errors import UserError, add_console_options
+from ..models.checkpoint import read_checkpoint_config
 from ..runtime import THREADS_HELP, parse_threads
+from .outputs import Outputs
+from .overlay import save_overlay
+from .predict_clips import run_clips
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,10 +97,6 @@ class _UsageError(UserError):
 
 def _check_tasks(ckpt: str, tasks: str) -> None:
     """Unknown task names, found from the checkpoint's (or preset's) config before the model is built."""
-    from ..api import TaskError
-    from ..config import load_config, split_list
-    from ..models.checkpoint import read_checkpoint_config
-
     names = split_list(tasks) or []
     if not names or "all" in (n.lower() for n in names):
         return
@@ -156,8 +160,6 @@ def _check_args(args) -> None:
 
 def _load(args):
     """The predictor, its card's line (and any warning) on stderr."""
-    from ..api import SocialFusion, UntrainedModelWarning
-
     with warnings.catch_warnings():  # the warning is printed below, once, in the CLI's words
         warnings.simplefilter("ignore", UntrainedModelWarning)
         predictor = SocialFusion.from_pretrained(args.ckpt, device=args.device, threads=args.threads)
@@ -173,32 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     _check_args(args)
     _check_tasks(args.ckpt, args.tasks)
     if args.video:
-        from ..clips import probe
-
         infos = [probe(clip, args.fps) for clip in args.video]  # before the model loads: a bad clip costs nothing
-        from ..detect import require
-
-        require()
-        from .predict_clips import run_clips
-
+        detection.require()
         return run_clips(_load(args), args, infos)
     table = _read_boxes_file(args.boxes) if args.boxes else {}
     paths = _list_images(args)
     if not paths:
         raise _UsageError("no images to process", hint=f"image files end in {', '.join(sorted(IMAGE_SUFFIXES))}")
     if args.detect:  # before the model loads: a missing extra is a one-line error with the install hint
-        from ..detect import require
-
-        require()
+        detection.require()
     return _run_images(_load(args), args, paths, table)
 
 
 def _run_images(predictor, args, paths: list[Path], table: dict) -> int:
     from tqdm.auto import tqdm
-
-    from ..config import resolve_num_workers
-    from ..data.pipeline import decoded_images
-    from .outputs import Outputs
 
     tasks = predictor.resolve_tasks(args.tasks)
     outputs = Outputs(Path(args.out), args.visualize)
@@ -233,9 +223,6 @@ def _checked_chunk(predictor, chunk, decoded, table: dict, tasks: list[str], run
     others are counted skips, named on stderr."""
     from tqdm.auto import tqdm
 
-    from ..api import PredictInputError, parse_boxes
-    from ..core.images import ImageError
-
     good = []
     for path, given in chunk:
         try:
@@ -258,9 +245,6 @@ def _checked_chunk(predictor, chunk, decoded, table: dict, tasks: list[str], run
 
 
 def _write_image_result(outputs, given: str, image, res: dict, visualize: bool, run: dict) -> None:
-    from ..api import result_to_json
-    from .overlay import save_overlay
-
     res["image"] = given
     run["clipped"] += sum(bool(b.get("clipped")) for b in res["boxes"])
     row = result_to_json({**res, "tasks": outputs.store_heatmaps(res["tasks"])})

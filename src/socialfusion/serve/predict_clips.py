@@ -9,10 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+from ..api import result_to_json
+from .outputs import Outputs, VideoWriter
+from .overlay import draw_frame
+
 
 def _row_json(row: dict, outputs) -> dict:
     """A frame's row as JSON: boxes and points rounded like an image's (`api.result_to_json`), heatmaps stored."""
-    from ..api import result_to_json
 
     def rounded(boxes: list[dict], tasks: dict) -> tuple[list[dict], dict]:
         j = result_to_json(
@@ -32,9 +35,6 @@ def _row_json(row: dict, outputs) -> dict:
 
 
 def _one_clip(predictor, info, tasks: list[str], outputs, args) -> dict:
-    from .outputs import VideoWriter
-    from .overlay import draw_frame
-
     writer = VideoWriter(outputs.vis_path(info.path, ".mp4"), info.fps or 5.0) if args.visualize else None
     t0 = time.perf_counter()
 
@@ -76,8 +76,6 @@ def _say(summary: dict) -> str:
 
 def run_clips(predictor, args, infos) -> int:
     """Every clip of `infos` (already probed) -> the files of --out; 0 when some frame was predicted, else 1."""
-    from .outputs import Outputs
-
     tasks = predictor.resolve_tasks(args.tasks)
     outputs = Outputs(Path(args.out), args.visualize)
     summaries = []
