@@ -13,6 +13,7 @@ model's readout -> `loss`. Inference: the readout's raw output -> `decode` (one 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +21,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..core.intervals import loop_statistic
+from ..core.metrics import classification_metrics, classification_resampled
 from ..core.schema import DataError, Sample
+from .figures import confusion_png
 
 IMAGE_PLACEHOLDER = "<image>"
 BOX_KINDS = ("face", "hand", "head", "person")  # what a box can mark; `Task.box_kinds` names them per role
@@ -106,8 +110,6 @@ class Task:
         """The metrics of `evaluate` recomputed on bootstrap resamples: a function of indices (B, n) -> {metric: (B,)}
         (`core/intervals.py`). This default re-runs `evaluate` per resample; a task overrides it with an equivalent
         that is fast enough for a thousand resamples."""
-        from ..core.intervals import loop_statistic
-
         return loop_statistic(lambda i: self.evaluate([samples[j] for j in i], [predictions[j] for j in i]))
 
     def chance(self, samples: list[Sample]) -> float:
@@ -196,8 +198,6 @@ class ClassificationTask(Task):
     def metrics(self, labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         """The official metrics from labels (N,) and class probabilities (N, C); accuracy and per-class figures
         unless the benchmark says otherwise."""
-        from ..core.metrics import classification_metrics
-
         return classification_metrics(labels, probs.argmax(1), self.num_classes)
 
     def evaluate(self, samples, predictions):
@@ -209,9 +209,6 @@ class ClassificationTask(Task):
         return self.metrics(labels, np.stack([p["probs"] for p in predictions]))
 
     def resampler(self, samples, predictions):
-        from ..core.intervals import loop_statistic
-        from ..core.metrics import classification_resampled
-
         labels = np.asarray([s.label for s in samples], dtype=np.int64)
         probs = np.stack([p["probs"] for p in predictions])
         if type(self).metrics is ClassificationTask.metrics:  # the default metrics have a vectorised form
@@ -246,8 +243,6 @@ class ClassificationTask(Task):
     def figures(self, metrics, samples, predictions, out_dir):
         if not metrics or "confusion_matrix" not in metrics:
             return {}
-        from .figures import confusion_png
-
         path = Path(out_dir) / f"confusion_{self.name}.png"
         return {
             f"confusion_{self.name}": confusion_png(
@@ -256,8 +251,6 @@ class ClassificationTask(Task):
         }
 
     def data_stats(self, samples):
-        from collections import Counter
-
         labels = Counter(s.label for s in samples if s.label is not None)
         names = {k: self.classes[k] if isinstance(k, int) and 0 <= k < self.num_classes else str(k) for k in labels}
         return {

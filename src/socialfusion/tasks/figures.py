@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.images import load_image
+
 
 def _pyplot():
+    # matplotlib is imported when a figure is drawn, and only after choosing the Agg backend (no display needed)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,8 +41,6 @@ def confusion_png(matrix, classes, path: Path, title: str) -> Path:
 
 def gaze_examples_png(samples, predictions, path: Path) -> Path:
     """Predicted heatmaps over validation images, with the head box, the annotated (+) and predicted (x) points."""
-    from ..core.images import load_image
-
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(samples), figsize=(3.2 * len(samples), 3.4))
     for ax, s, pred in zip(np.atleast_1d(axes), samples, predictions):

@@ -10,9 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.intervals import mean_statistic
+from ..core.metrics import gazefollow_metrics, gazefollow_per_person
 from ..core.schema import DataError
 from . import TASKS
 from .base import Task
+from .figures import gaze_examples_png
 
 HEATMAP_SIZE = 64  # the GazeFollow evaluation grid; the gaze head predicts on it
 
@@ -120,8 +123,6 @@ class Gaze(Task):
         return rows
 
     def evaluate(self, samples, predictions):
-        from ..core.metrics import gazefollow_metrics
-
         if not samples:
             return {"n": 0}
         # AUC and L2 are defined on in-frame targets (the official test split has only those); a split carved from
@@ -137,9 +138,6 @@ class Gaze(Task):
         return {**metrics, "n_out_of_frame": len(samples) - len(scored)} if len(scored) < len(samples) else metrics
 
     def resampler(self, samples, predictions):
-        from ..core.intervals import mean_statistic
-        from ..core.metrics import gazefollow_per_person
-
         # the metrics are means over persons: each person's AUC and L2 once, then means per resample
         # an out-of-frame person is NaN (left out of every resample's mean, as `evaluate` leaves it out)
         scored = [j for j, s in enumerate(samples) if s.points]
@@ -170,8 +168,6 @@ class Gaze(Task):
         }
 
     def figures(self, metrics, samples, predictions, out_dir):
-        from .figures import gaze_examples_png
-
         if not samples:
             return {}
         k = min(4, len(samples))

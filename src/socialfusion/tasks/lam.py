@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..core.metrics import lam_accuracy, lam_map
 from . import TASKS
 from .base import ClassificationTask
 
@@ -26,8 +27,6 @@ class LookingAtMe(ClassificationTask):
         return ["no", "yes"]
 
     def metrics(self, labels, probs):
-        from ..core.metrics import lam_accuracy, lam_map
-
         score = probs[:, 1]
         return {"map": lam_map(labels, score), "accuracy": lam_accuracy(labels, score), "n": int(len(labels))}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..core.metrics import pisc_metrics
 from . import TASKS
 from .base import ClassificationTask
 
@@ -37,6 +38,4 @@ class Relation(ClassificationTask):
         return {"level": self.level} if dataset == "pisc" else {}
 
     def metrics(self, labels, probs):
-        from ..core.metrics import pisc_metrics
-
         return pisc_metrics(labels, probs)
