@@ -325,6 +325,8 @@ class TrainConfig(Section):
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 2e-4
+    # SocialFusion's connector and box embedding, trained from scratch; a VLM baseline's projector is pretrained and
+    # trains at `lr` with its LLM, as in LLaVA's fine-tuning stage (train/optim.py), so these do not reach it
     lr_connector: float | None = None
     lr_box_embed: float | None = None
     lr_heads: float | None = None
