@@ -92,7 +92,7 @@ class Setup:
         from socialfusion.train.sampler import MultiTaskSampler
 
         config = load_config(preset, ["train.feature_cache=off"])
-        config.data.tasks = [TaskDataConfig(task="expression", dataset="jsonl", root=str(roots["hd"]), val_split=None)]
+        config.data.tasks = [TaskDataConfig(task="expression", dataset="jsonl", root=str(roots["hd"]))]
         self.config, self.warmup, self.steps = config, warmup, steps
         self.device = torch.device("cpu")
         self.tasks = tasks_from_config(config)
