@@ -208,6 +208,10 @@ class SocialFusionConfig(Section):
     trainable: TrainableConfig = Field(default_factory=TrainableConfig)
     seed: int = 0
 
+    def fine_tunes_fully(self) -> bool:
+        """Is a pretrained network (the LLM, the image encoder) trained in full? (FSDP's case, train/distributed.py)"""
+        return "full" in (self.trainable.llm, self.trainable.encoder)
+
     def check(self, train: TrainConfig) -> None:
         self.gaze.check(self.type)
         self.encoder.check()
@@ -242,6 +246,10 @@ class VLMBaselineConfig(Section):
 
     gaze: GazeHeadConfig = Field(default_factory=GazeHeadConfig)
     seed: int = 0
+
+    def fine_tunes_fully(self) -> bool:
+        """Is a pretrained network (the LLM, the vision tower) trained in full? (FSDP's case, train/distributed.py)"""
+        return "full" in (self.trainable.llm, self.trainable.vision)
 
     def check(self, train: TrainConfig) -> None:
         self.gaze.check(self.type)

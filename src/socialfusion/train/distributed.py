@@ -84,9 +84,7 @@ def strategy(config: Config) -> str:
     (the baselines whose weights, gradients and Adam moments outgrow one device at 7B), ddp otherwise."""
     if config.train.distributed != "auto":
         return config.train.distributed
-    m = config.model
-    plan = (m.trainable.llm, m.trainable.vision) if m.type == "vlm" else (m.trainable.llm, m.trainable.encoder)
-    return "fsdp" if "full" in plan else "ddp"
+    return "fsdp" if config.model.fine_tunes_fully() else "ddp"
 
 
 def wrap(model: nn.Module, config: Config, device: torch.device) -> tuple[nn.Module, nn.Module]:

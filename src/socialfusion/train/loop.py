@@ -229,9 +229,10 @@ def _setup(config: Config, out_dir: Path, resume: bool, device: str, progress: b
     model = build_model(config.model, tasks=tasks).to(dev)
     if rank == 0:
         print(format_parameter_table(model.parameter_table()))
-    data = _load_data(config, tasks, model, dev, rank, world, progress)
     if config.train.gradient_surgery != "none" and world > 1 and dist_utils.strategy(config) == "fsdp":
+        # a fact of this launch (several processes), so not a config check; raised before any data is read
         raise ConfigError("train.gradient_surgery needs whole gradients: use train.distributed=ddp (FSDP keeps shards)")
+    data = _load_data(config, tasks, model, dev, rank, world, progress)
     train_module, model = dist_utils.wrap(model, config, dev)  # DDP or FSDP across processes; `model` stays plain
     optimizer = build_optimizer(model, config.train)
     scheduler = build_scheduler(optimizer, config.train)
