@@ -6,19 +6,10 @@ Small helpers shared by the three live here (no heavy imports at package import 
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 from ..strict_json import jsonable  # noqa: F401  (re-exported for the analyses)
-
-
-def write_json(data: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False))
-    return path
 
 
 def fmt(value: Any, digits: int = 4) -> str:

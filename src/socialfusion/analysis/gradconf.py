@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ..config import apply_overrides, load_config, split_list
 from ..core.intervals import RESAMPLES, SEED, fmt_ci, interval_info, percentile_interval
+from ..core.results import GradconfResult
 from ..data.pipeline import build_task_datasets, collate, narrow_to_tasks
 from ..data.skips import SkipReport
 from ..errors import add_console_options
@@ -48,7 +49,7 @@ from ..runtime import resolve_device
 from ..tasks import tasks_from_config
 from ..train.step import NonFiniteLoss, task_backward
 from ..train.surgery import flat_grad
-from . import fmt, write_json
+from . import fmt
 from .plots import gradconf_caption, matrix_heatmaps
 
 DEFAULT_BATCHES = 16
@@ -424,7 +425,7 @@ def _write_gradconf(result: dict, out_dir: Path, batches: int) -> None:
     result["figures"] = [str(out_dir / "gradconf.png")]
     result["captions"] = {"gradconf": gradconf_caption(batches)}
     result["markdown"] = pairs_table(result)
-    write_json(result, out_dir / "gradconf.json")
+    GradconfResult.from_dict(result, "gradconf.json").save(out_dir / "gradconf.json")
     (out_dir / "gradconf.md").write_text(markdown(result))
 
 

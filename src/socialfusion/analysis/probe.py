@@ -38,6 +38,7 @@ from transformers import AutoConfig
 from ..config import ConfigError, EncoderConfig, load_config, resolve_config_path, split_list
 from ..core.images import load_image
 from ..core.intervals import bootstrap_intervals, interval_info
+from ..core.results import ProbeResult
 from ..core.schema import DataError
 from ..data.pipeline import build_task_datasets, narrow_to_tasks
 from ..data.skips import SkipReport
@@ -48,7 +49,6 @@ from ..models.loading import resolve_pretrained
 from ..runtime import autocast, resolve_device
 from ..tasks import tasks_from_config
 from ..tasks.gaze import gaze_target
-from . import write_json
 from .plots import probe_caption, probe_figure, probe_markdown, probe_table
 
 POOLS = ("cls", "mean", "box", "pair")
@@ -622,7 +622,7 @@ def _write_probe(result: dict, data: _ProbeData, out_dir: Path, resamples: int, 
     result["captions"] = {"probe": probe_caption(result)}
     result["markdown"] = probe_table(result)
     result["seconds"] = time.perf_counter() - t0
-    write_json(result, out_dir / "probe.json")
+    ProbeResult.from_dict(result, "probe.json").save(out_dir / "probe.json")
     (out_dir / "probe.md").write_text(probe_markdown(result))
     return result
 

@@ -63,6 +63,7 @@ from ..core.intervals import (
     percentile_interval,
     t_interval,
 )
+from ..core.results import TransferResult
 from ..data.pipeline import check_root
 from ..errors import add_console_options
 from ..eval.evaluate import evaluate_model
@@ -70,7 +71,6 @@ from ..models.checkpoint import load_model
 from ..runtime import resolve_device
 from ..tasks import tasks_from_config
 from ..train.loop import train
-from . import write_json
 from .plots import transfer_bars, transfer_caption
 
 BUDGETS = ("plateau", "equal-steps-per-task", "equal-total-steps")
@@ -563,7 +563,7 @@ def _write_transfer(result: dict, out_dir: Path, budget: str) -> None:
     result["figures"] = [str(out_dir / "transfer.png")]
     result["captions"] = {"transfer": transfer_caption(result["interval"])}
     result["markdown"] = main_table(result) + "\n" + splits_line(result) + "\n\n" + fit_table(result)
-    write_json(result, out_dir / "transfer.json")
+    TransferResult.from_dict(result, "transfer.json").save(out_dir / "transfer.json")
     (out_dir / "transfer.md").write_text(markdown(result))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import apply_overrides
 from ..core.intervals import RESAMPLES, SEED, add_intervals, interval_info
+from ..core.results import EvalResults
 from ..data.pipeline import batch_loader, build_task_datasets, manifest
 from ..data.skips import SkipReport
 from ..features.inputs import sample_inputs
@@ -45,7 +46,7 @@ def _write_task_files(name: str, task, pred: dict, metrics, out_dir: Path) -> di
 
 def _write_results(out_dir: Path, results: dict, report: SkipReport, resamples: int, ci_seed: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    EvalResults.from_dict(results, "results.json").save(out_dir / "results.json")
     note = (
         f"\nIntervals: 95 % percentile bootstrap over the {results['split']} "
         f"samples ({resamples} resamples, seed {ci_seed}).\n"
