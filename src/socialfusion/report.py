@@ -9,14 +9,70 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import NamedTuple
 
+import jinja2
 import torch
 
 from .config import dump_yaml
 from .core.intervals import fmt_ci
+from .core.results import Fit, GradconfResult, ProbeResult, Steps, TaskMetrics, TransferResult, TransferRun
 from .data.pipeline import build_task_datasets, collate
 from .data.skips import SkipReport
 from .features.inputs import sample_inputs
+
+# report.md and report.html are rendered from the package's templates (src/socialfusion/templates); the markdown is
+# plain text, so nothing is escaped unless a template asks (`html`: html.escape, as the page always escaped)
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("socialfusion", "templates"),
+    autoescape=False,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined,
+)
+TEMPLATES.filters["html"] = html.escape
+TEMPLATES.globals["fmt_ci"] = fmt_ci
+
+
+def render(template: str, **context) -> str:
+    """A template of src/socialfusion/templates rendered with `context`."""
+    return TEMPLATES.get_template(template).render(**context)
+
+
+class Section(NamedTuple):
+    """One text section of the report: its title and markdown body, and what report.html shows of it."""
+
+    title: str
+    body: str
+
+    @property
+    def anchor(self) -> str:
+        return "".join(c if c.isalnum() else "-" for c in self.title.lower()).strip("-")
+
+    @property
+    def html(self) -> str:
+        # a fenced block (the synthetic benchmark's JSON) stays preformatted text; the rest is tables and paragraphs
+        if self.body.lstrip().startswith("```"):
+            return f"<pre>{html.escape(self.body.strip('`'))}</pre>"
+        return _md_to_html(self.body)
+
+
+class Figure(NamedTuple):
+    """One figure of the report: its name, where the image lies and its caption."""
+
+    name: str
+    path: Path
+    caption: str
+
+    def link(self, out: Path) -> str:
+        """report.md's link: relative to OUT where the image lies under it."""
+        path = Path(self.path)
+        return str(path.relative_to(out) if path.is_relative_to(out) else self.path)
+
+    @property
+    def img(self) -> str:
+        return _img_tag(self.path)
 
 
 def chance_levels(val_sets: dict) -> dict[str, dict]:
@@ -185,7 +241,11 @@ def loss_curves_caption(log_every: int) -> str:
 
 
 def selection_curves(
-    runs: dict, tasks: list[str], primary: dict[str, str], probe_floor: dict[str, float], path: str | Path
+    runs: dict[str, TransferRun],
+    tasks: list[str],
+    primary: dict[str, str],
+    probe_floor: dict[str, float],
+    path: str | Path,
 ) -> Path:
     """One panel per task: its primary metric on the selection split during training, for its single-task run and
     for the joint run, against the batches of that task seen (the joint run's steps / number of tasks, which is
@@ -201,12 +261,12 @@ def selection_curves(
     for ax, task in zip(axes[0], tasks):
         for name, style, scale in ((f"single-{task}", "-", 1), ("joint", "--", len(tasks))):
             run = runs.get(name)
-            points = _eval_points(Path(run["dir"]) / "log.jsonl", task, primary[task]) if run else []
+            points = _eval_points(Path(run.dir) / "log.jsonl", task, primary[task]) if run else []
             if not points:
                 continue
             xs, ys = [p[0] / scale for p in points], [p[1] for p in points]
             (line,) = ax.plot(xs, ys, style, marker=".", label="single-task" if scale == 1 else "joint")
-            best = (run.get("fit") or {}).get("best_step")
+            best = (run.fit or Fit()).best_step
             if best is not None and best in [p[0] for p in points]:
                 ax.plot(best / scale, dict(points)[best], "o", ms=9, mfc="none", color=line.get_color())
         if probe_floor.get(task) is not None:
@@ -243,15 +303,15 @@ SELECTION_CAPTION = (
 )
 
 
-def probe_floor(probe: dict, encoder: str | None = None) -> dict[str, float]:
+def probe_floor(probe: ProbeResult | dict | None, encoder: str | None = None) -> dict[str, float]:
     """{task: the best probe value of the config's encoder over layers and poolings} (the probe's first encoder)."""
-    results = (probe or {}).get("results") or []
-    encoder = encoder or next(iter((probe or {}).get("encoders") or {}), None)
+    probe = ProbeResult.from_json(probe or {})
+    encoder = encoder or next(iter(probe.encoders), None)
     out: dict[str, float] = {}
-    for r in results:
-        v = r.get("value")
-        if r.get("encoder") == encoder and isinstance(v, (int, float)) and math.isfinite(v):
-            out[r["task"]] = max(out.get(r["task"], -math.inf), v)
+    for r in probe.results:
+        v = r.value
+        if r.encoder == encoder and isinstance(v, (int, float)) and math.isfinite(v):
+            out[r.task] = max(out.get(r.task, -math.inf), v)
     return out
 
 
@@ -265,11 +325,11 @@ QUESTION = (
 )
 
 
-def _run_counts(transfer: dict) -> dict[str, dict[str, int]]:
+def _run_counts(transfer: TransferResult) -> dict[str, dict[str, int]]:
     """{task: {"train": n, "selection": n, "report": n, "synthetic": bool}}: training and selection samples from the
     joint run's manifest.json (what it read), reported samples from its metrics."""
-    joint = transfer["runs"]["socialfusion"]["joint"]
-    path = Path(joint["dir"]) / "manifest.json"
+    joint = transfer.run("socialfusion", "joint")
+    path = Path(joint.dir) / "manifest.json"
     out: dict[str, dict] = {}
     for key, rec in (json.loads(path.read_text()) if path.exists() else {}).items():
         task, split = key.split("/", 1)
@@ -277,57 +337,53 @@ def _run_counts(transfer: dict) -> dict[str, dict[str, int]]:
             out.setdefault(task, {}).update(train=rec.get("n"), synthetic=rec.get("synthetic"))
         elif split == "val":
             out.setdefault(task, {})["selection"] = rec.get("n")
-    for task, m in (joint.get("metrics") or {}).items():
-        out.setdefault(task, {})["report"] = (m or {}).get("n")
+    for task, m in joint.metrics.items():
+        out.setdefault(task, {})["report"] = m.n if m else None
     return out
 
 
-def _training_words(transfer: dict, seeds: list) -> str:
+def _training_words(transfer: TransferResult, seeds: list) -> str:
     """How the models were trained and scored: the budget, and per run how long it trained and why it stopped."""
-    steps = transfer.get("families", {}).get("socialfusion", {}).get("steps", {})
-    runs = transfer.get("runs", {}).get("socialfusion", {})
-    if transfer.get("budget") == "plateau":
+    steps = transfer.family("socialfusion").steps or Steps()
+    runs = transfer.runs["socialfusion"] if "socialfusion" in transfer.runs else {}
+    fits = {name: r.fit or Fit() for name, r in runs.items()}
+    if transfer.budget == "plateau":
         fits = "; ".join(
-            f"{name} {(r.get('fit') or {}).get('steps')} steps (selected at {(r.get('fit') or {}).get('best_step')}, "
-            f"{((r.get('fit') or {}).get('stop_reason') or '?').split(':')[0]})"
-            for name, r in runs.items()
+            f"{name} {fit.steps} steps (selected at {fit.best_step}, {(fit.stop_reason or '?').split(':')[0]})"
+            for name, fit in fits.items()
         )
         how = (
             "each model trained until its mean primary metric on the selection split stopped improving (at most "
-            f"{steps.get('single')} steps per single-task model, {steps.get('joint')} for the joint one), "
+            f"{steps.single} steps per single-task model, {steps.joint} for the joint one), "
             f"scored at its best evaluation; seed {seeds[0] if seeds else '?'}: {fits}"
         )
     else:
-        how = (
-            f"{steps.get('single')} steps per single-task model, "
-            f"{steps.get('joint')} for the joint one, scored at the last step"
-        )
+        how = f"{steps.single} steps per single-task model, {steps.joint} for the joint one, scored at the last step"
     return (
-        f"Training: config `{transfer.get('config')}`, budget `{transfer.get('budget')}`: {how}. {len(seeds)} seed(s) "
+        f"Training: config `{transfer.config}`, budget `{transfer.budget}`: {how}. {len(seeds)} seed(s) "
         f"({', '.join(map(str, seeds))}); scores on each task's report split, which no choice has seen, with the "
-        f"official protocols; intervals: {transfer.get('interval', '95 %')}."
+        f"official protocols; intervals: {transfer.interval}."
     )
 
 
-def _what_was_run(transfer: dict, counts: dict, synthetic: bool, seeds: list, plan: dict | None) -> list[str]:
+def _what_was_run(transfer: TransferResult, counts: dict, synthetic: bool, seeds: list, plan: dict | None) -> list[str]:
     """The overview's "What was run" lines: the data and its splits, the training, other families, the analyses."""
     data = (
         "synthetic social scenes in the five official layouts (labels decidable from the pixels)"
         if synthetic
         else "the datasets at the config's roots"
     )
-    splits = transfer.get("splits") or {}
     sizes = "; ".join(
         f"{t} {c.get('train', '?')} train / {c.get('selection', '?')} selection "
-        f"({(splits.get(t) or {}).get('selection', '?')}) / {c.get('report', '?')} "
-        f"report ({(splits.get(t) or {}).get('report', '?')})"
+        f"({transfer.split_roles(t).selection}) / {c.get('report', '?')} "
+        f"report ({transfer.split_roles(t).report})"
         for t, c in counts.items()
     )
-    fams = transfer.get("families", {})
+    fams = transfer.families
     lines = [f"**What was run.** Data: {data}" + (f" ({sizes})." if sizes else ".")]
     lines.append(_training_words(transfer, seeds))
     others = [
-        f"`{name}` ({'joint run only: ' if f.get('joint_variant_of') else ''}{', '.join(f['overrides'])})"
+        f"`{name}` ({'joint run only: ' if f.joint_variant_of else ''}{', '.join(f.overrides)})"
         for name, f in fams.items()
         if name != "socialfusion"
     ]
@@ -341,33 +397,27 @@ def _what_was_run(transfer: dict, counts: dict, synthetic: bool, seeds: list, pl
     return lines
 
 
-def _answer_table(transfer: dict) -> list[str]:
-    """The overview's table: per family, each task's relative change [interval] and its call, and the counts."""
-    tasks = transfer.get("tasks") or []
-    lines = ["| family | " + " | ".join(tasks) + " | positive / negative / within noise |"]
-    lines.append("|---|" + "---|" * (len(tasks) + 1))
-    for name, fam in transfer.get("families", {}).items():
+def _answer_cells(transfer: TransferResult) -> list[dict]:
+    """The overview table's rows: per family, each task's relative change [interval] and its call, and the counts."""
+    rows = []
+    for name, fam in transfer.families.items():
         cells = []
-        for t in tasks:
-            r = fam["tasks"].get(t) or {}
-            rel = fmt_ci(r.get("relative"), r.get("relative_ci"), digits=1, scale=100.0, signed=True)
-            cells.append(f"{rel} % {r.get('transfer') or 'n/a'}" if rel != "-" else "n/a")
-        lines.append(
-            f"| {name} | "
-            + " | ".join(cells)
-            + f" | {fam.get('n_positive', 0)} / {fam.get('n_negative', 0)} / {fam.get('n_within_noise', 0)} |"
-        )
-    return lines
+        for t in transfer.tasks:
+            r = fam.row(t)
+            rel = fmt_ci(r.relative, r.relative_ci, digits=1, scale=100.0, signed=True)
+            cells.append(f"{rel} % {r.transfer or 'n/a'}" if rel != "-" else "n/a")
+        counts = {"n_positive": fam.n_positive, "n_negative": fam.n_negative, "n_within_noise": fam.n_within_noise}
+        rows.append({"name": name, "cells": cells, **counts})
+    return rows
 
 
-def _verdict(transfer: dict, synthetic: bool) -> str:
+def _verdict(transfer: TransferResult, synthetic: bool) -> str:
     """The overview's last line: SocialFusion's counts against the paper's claim."""
-    main = transfer.get("families", {}).get("socialfusion", {})
-    n = len(transfer.get("tasks") or [])
+    main = transfer.family("socialfusion")
     verdict = (
-        f"Against the paper's claim: SocialFusion here shows positive transfer on {main.get('n_positive', 0)} of {n} "
-        f"tasks, negative on {main.get('n_negative', 0)}, and no difference beyond noise on "
-        f"{main.get('n_within_noise', 0)} (the paper: positive on all five)."
+        f"Against the paper's claim: SocialFusion here shows positive transfer on {main.n_positive} of "
+        f"{len(transfer.tasks)} tasks, negative on {main.n_negative}, and no difference beyond noise on "
+        f"{main.n_within_noise} (the paper: positive on all five)."
     )
     if synthetic:
         verdict += (
@@ -377,35 +427,32 @@ def _verdict(transfer: dict, synthetic: bool) -> str:
     return verdict
 
 
-def study_overview(transfer: dict, plan: dict | None = None) -> str:
+def study_overview(transfer: TransferResult | dict, plan: dict | None = None) -> str:
     """The report's opening: the question, what was run, the answer per task with its interval, and how it compares
     with the paper's claim (markdown)."""
+    transfer = TransferResult.from_json(transfer)
     counts = _run_counts(transfer)
     synthetic = bool(counts) and all(c.get("synthetic") for c in counts.values())
-    seeds = transfer.get("families", {}).get("socialfusion", {}).get("seeds") or []
-    lines = [f"**Question.** {QUESTION} {PAPER_CLAIM}", ""]
-    lines += _what_was_run(transfer, counts, synthetic, seeds, plan)
-    lines += [
-        "",
-        "**Answer.** Relative change of each task's primary metric, joint minus single-task, over the single-task "
-        "value [95 % interval]; a transfer is called positive or "
-        "negative only when the interval of the change excludes zero.",
-        "",
-    ]
-    lines += _answer_table(transfer)
-    lines.append("")
-    lines.append(_verdict(transfer, synthetic))
-    return "\n".join(lines) + "\n"
+    seeds = transfer.family("socialfusion").seeds
+    return render(
+        "overview.md.j2",
+        question=QUESTION,
+        claim=PAPER_CLAIM,
+        what_was_run=_what_was_run(transfer, counts, synthetic, seeds, plan),
+        tasks=transfer.tasks,
+        families=_answer_cells(transfer),
+        verdict=_verdict(transfer, synthetic),
+    )
 
 
-def _metric_rows(chance: dict, joint: dict, floor: dict) -> tuple[list[dict], bool]:
+def _metric_rows(chance: dict, joint: dict[str, TaskMetrics | None], floor: dict) -> tuple[list[dict], bool]:
     """One row per evaluated task: the joint model's primary metric and interval against chance and the probe floor;
     and whether every task is above chance."""
     rows, ok = [], True
     for name, ch in chance.items():
-        m = joint.get(name) or {}
-        value = m.get(ch["metric"], float("nan"))
-        ci = (m.get("ci") or {}).get(ch["metric"])
+        m = joint.get(name) or TaskMetrics({})
+        value = m.value(ch["metric"], float("nan"))
+        ci = m.interval(ch["metric"])
         above = bool(value > ch["chance"])
         ok &= above
         rows.append(
@@ -418,7 +465,7 @@ def _metric_rows(chance: dict, joint: dict, floor: dict) -> tuple[list[dict], bo
                 "above_chance": above,
                 # "clearly": the whole 95 % interval lies above chance, not just the point estimate
                 "clearly_above_chance": bool(ci and ci[0] > ch["chance"]),
-                "n": m.get("n"),
+                "n": m.n,
                 "probe": floor.get(name),
             }
         )
@@ -432,25 +479,20 @@ METRICS_CAPTION = (
 )
 
 
-def _curve_figures(config, transfer: dict, val_sets: dict, floor: dict, figs: Path) -> tuple[dict, dict]:
+def _curve_figures(config, transfer: TransferResult, val_sets: dict, floor: dict, figs: Path) -> tuple[dict, dict]:
     """The learning curves (where a run recorded its fit) and the loss curves (where every log exists)."""
     figures, captions = {}, {}
-    family = transfer["runs"]["socialfusion"]
-    if any((run.get("fit") or {}).get("curve") for run in family.values()):
+    family = transfer.runs["socialfusion"]
+    if any((run.fit or Fit()).curve for run in family.values()):
         primary = {name: ds.task.primary_metric for name, ds in val_sets.items()}
         figures["learning_curves"] = selection_curves(
             family, list(val_sets), primary, floor, figs / "learning_curves.png"
         )
         captions["learning_curves"] = SELECTION_CAPTION
-    single_logs = {t: Path(family[f"single-{t}"]["dir"]) / "log.jsonl" for t in val_sets if f"single-{t}" in family}
-    if (
-        single_logs
-        and all(p.exists() for p in single_logs.values())
-        and (Path(family["joint"]["dir"]) / "log.jsonl").exists()
-    ):
-        figures["loss_curves"] = loss_curves(
-            single_logs, Path(family["joint"]["dir"]) / "log.jsonl", figs / "loss_curves.png"
-        )
+    single_logs = {t: Path(family[f"single-{t}"].dir) / "log.jsonl" for t in val_sets if f"single-{t}" in family}
+    joint_log = Path(transfer.run("socialfusion", "joint").dir) / "log.jsonl"
+    if single_logs and all(p.exists() for p in single_logs.values()) and joint_log.exists():
+        figures["loss_curves"] = loss_curves(single_logs, joint_log, figs / "loss_curves.png")
         captions["loss_curves"] = loss_curves_caption(config.train.log_every)
     return figures, captions
 
@@ -459,7 +501,7 @@ def _report_figures(config, model, results: tuple, val_sets: dict, rows: list, f
     """Every figure of the report and its caption: the metric bars, the curves, the tasks' own figures from the
     joint model's predictions, and the analyses' figures (`results`: transfer, probe, gradconf)."""
     transfer = results[0]
-    joint = transfer["runs"]["socialfusion"]["joint"]["metrics"]
+    joint = transfer.run("socialfusion", "joint").metrics
     figures, captions = {}, {}
     figures["metrics"] = metric_bars(rows, figs / "metrics.png", "Joint five-task model on the report split")
     captions["metrics"] = METRICS_CAPTION
@@ -468,108 +510,89 @@ def _report_figures(config, model, results: tuple, val_sets: dict, rows: list, f
     captions.update(curve_captions)
     for name, ds in val_sets.items():
         samples, predictions = example_predictions(model, ds)
-        figures.update(ds.task.figures(joint.get(name), samples, predictions, figs))
+        metrics = joint[name] if name in joint else None
+        figures.update(ds.task.figures(metrics.scores if metrics else None, samples, predictions, figs))
     for res in results:
-        for f in res.get("figures", []) if isinstance(res, dict) else []:
+        for f in res.figures:
             figures[Path(f).stem] = Path(f)
-        captions.update(res.get("captions", {}) if isinstance(res, dict) else {})
+        captions.update(res.captions)
     return figures, {k: captions.get(k) or _task_figure_caption(k) for k in figures}
 
 
 def _metric_table(rows: list[dict]) -> str:
     """The per-task metrics section (markdown): the table and what its intervals and words mean."""
-    metric_md = (
-        "| task | primary metric | joint model (report split) [95 % interval] | best "
-        "linear probe | chance | above chance | n |\n|---|---|---|---|---|---|---|\n"
-    )
-    metric_md += "".join(
-        f"| {r['task']} | {r['metric']} | {fmt_ci(r['value'], r['ci'])} | "
-        f"{fmt_ci(r['probe'], None)} | {r['chance']:.4f} | {_above_words(r)} | {r['n']} |\n"
-        for r in rows
-    )
-    metric_md += (
-        '\nIntervals: 95 % percentile bootstrap over the report split\'s samples. "yes": the whole interval lies above '
-        'chance; "within noise": the value is above chance but the interval reaches it; "no": at or below chance.\n'
-    )
-    return metric_md
+    return render("metric_table.md.j2", rows=rows, above_words=_above_words)
 
 
 def _report_sections(
-    transfer: dict, probe: dict, gradconf: dict, data_summary, timings: dict, plan, metric_md: str, skips: str
+    transfer: TransferResult,
+    probe: ProbeResult,
+    gradconf: GradconfResult,
+    data_summary,
+    timings: dict,
+    plan,
+    metric_md: str,
+    skips: str,
 ) -> list[tuple[str, str]]:
     """(title, markdown body) of each text section, in the report's order."""
     return [
         ("The question and the answer", study_overview(transfer, plan)),
         ("Per-task metrics of the joint five-task model (official metrics, report split)", metric_md),
-        ("Transfer: single-task vs joint training", transfer.get("markdown", "")),
-        ("Linear probes of the frozen encoder (decodability)", probe.get("markdown", "")),
-        ("Gradient conflict between tasks (compatibility)", gradconf.get("markdown", "")),
+        ("Transfer: single-task vs joint training", transfer.markdown),
+        ("Linear probes of the frozen encoder (decodability)", probe.markdown),
+        ("Gradient conflict between tasks (compatibility)", gradconf.markdown),
         *(
-            [("Synthetic benchmark", "```\n" + json.dumps(data_summary, indent=1, default=str) + "\n```\n")]
+            [
+                (
+                    "Synthetic benchmark",
+                    render("benchmark.md.j2", summary_json=json.dumps(data_summary, indent=1, default=str)),
+                )
+            ]
             if data_summary
             else []
         ),
-        ("Timings (seconds)", "| stage | s |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in timings.items())),
+        ("Timings (seconds)", render("timings.md.j2", timings=timings)),
         ("Skipped records", skips + "\n"),
     ]
 
 
 def _report_markdown(out: Path, sections: list, figures: dict, captions: dict, config_yaml: str) -> str:
     """report.md: the sections, the figures (linked relative to OUT where they lie under it) and the config."""
-    md = ["# SocialFusion study report\n"]
-    for title, body in sections:
-        md.append(f"## {title}\n\n{body}\n")
-    md.append(
-        "## Figures\n\n"
-        + "".join(
-            f"![{k}]({Path(v).relative_to(out) if Path(v).is_relative_to(out) else v})\n\n*Figure: {captions[k]}*\n\n"
-            for k, v in figures.items()
-        )
+    return render(
+        "report.md.j2",
+        sections=[Section(*s) for s in sections],
+        figures=[Figure(k, v, captions[k]) for k, v in figures.items()],
+        out=out,
+        config_yaml=config_yaml,
     )
-    md.append("## Config\n\n```yaml\n" + config_yaml + "```\n")
-    return "\n".join(md)
-
-
-HTML_HEAD = (
-    "<!doctype html><html><head><meta charset='utf-8'><title>SocialFusion study</title><style>"
-    "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}figure{margin:0 0 1.5em}"
-    "figcaption{font-size:13px;color:#333;margin-top:.3em}table{border-collapse:collapse;margin:.5em 0}"
-    "td,th{border:1px solid #ccc;padding:3px 8px;font-size:14px}pre{background:#f6f6f6;padding:.5em;overflow:auto}"
-    "</style></head><body><h1>SocialFusion study report</h1>"
-)
 
 
 def _report_html(sections: list, figures: dict, captions: dict, config_yaml: str) -> str:
     """report.html: the same sections, figures embedded, and the config, in one self-contained page."""
-    parts = [HTML_HEAD]
-    for title, body in sections:
-        inner = f"<pre>{html.escape(body.strip('`'))}</pre>" if body.lstrip().startswith("```") else _md_to_html(body)
-        anchor_id = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
-        parts.append(f"<h2 id='{anchor_id}'>{html.escape(title)}</h2>{inner}")
-    parts.append(
-        "<h2>Figures</h2>"
-        + "".join(
-            f"<h3>{html.escape(k)}</h3><figure>{_img_tag(v)}"
-            f"<figcaption>{html.escape(captions[k])}</figcaption></figure>"
-            for k, v in figures.items()
-        )
+    return render(
+        "report.html.j2",
+        sections=[Section(*s) for s in sections],
+        figures=[Figure(k, v, captions[k]) for k, v in figures.items()],
+        config_yaml=config_yaml,
     )
-    parts.append(f"<h2>Config</h2><pre>{html.escape(config_yaml)}</pre></body></html>")
-    return "".join(parts)
 
 
 def write_report(
     out: Path,
     config,
     model,
-    transfer: dict,
-    probe: dict,
-    gradconf: dict,
+    transfer: TransferResult | dict,
+    probe: ProbeResult | dict,
+    gradconf: GradconfResult | dict,
     data_summary: dict | None,
     timings: dict,
     plan: dict | None = None,
 ) -> dict:
+    """report.md, report.html and summary.json into OUT from the analyses' results (the types, or the dicts of
+    their JSON files) and the joint model's predictions on each task's report split."""
     out = Path(out)
+    transfer = TransferResult.from_json(transfer)
+    probe, gradconf = ProbeResult.from_json(probe), GradconfResult.from_json(gradconf)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     report = SkipReport()
@@ -578,7 +601,7 @@ def write_report(
         config, model.tasks, "test", input_fn, report
     )  # the report split (transfer.REPORT_ROLE)
     floor = probe_floor(probe)
-    rows, ok = _metric_rows(chance_levels(val_sets), transfer["runs"]["socialfusion"]["joint"]["metrics"], floor)
+    rows, ok = _metric_rows(chance_levels(val_sets), transfer.run("socialfusion", "joint").metrics, floor)
     figures, captions = _report_figures(config, model, (transfer, probe, gradconf), val_sets, rows, floor, figs)
     sections = _report_sections(
         transfer, probe, gradconf, data_summary, timings, plan, _metric_table(rows), report.summary()
