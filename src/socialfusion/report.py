@@ -511,7 +511,7 @@ def _report_figures(config, model, results: tuple, val_sets: dict, rows: list, f
     for name, ds in val_sets.items():
         samples, predictions = example_predictions(model, ds)
         metrics = joint[name] if name in joint else None
-        figures.update(ds.task.figures(metrics.scores if metrics else None, samples, predictions, figs))
+        figures.update(ds.task.figures(metrics.root if metrics else None, samples, predictions, figs))
     for res in results:
         for f in res.figures:
             figures[Path(f).stem] = Path(f)
