@@ -424,7 +424,12 @@ def from_dict(cls: type[Section], data: Any, path: str = "") -> Any:
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_error_message(err, cls, path)) from None
+        message = _error_message(err, cls, path)
+        raise ConfigError(message, hint=_LAYOUT_HINT if "unknown key(s) model.vlm" in message else None) from None
+
+
+# configs written before the model families were a tagged union kept a VLM baseline's options under model.vlm
+_LAYOUT_HINT = "a VLM baseline's options now sit directly under model: model.vlm.boxes is model.boxes, and so on"
 
 
 _EXPECTED = {
@@ -620,8 +625,9 @@ def config_from_dict(data: dict) -> Config:
 
 
 def _upgrade_model_section(data: dict) -> dict:
-    """socialfusion <= 0.2 saved both families' fields under `model`, a VLM baseline's own under `model.vlm`: the
-    family's fields are kept (a VLM's lifted to `model`), the other family's dropped (they did nothing)."""
+    """Configs saved before the model families were a tagged union (socialfusion 0.2) had both families' fields
+    under `model`, a VLM baseline's own under `model.vlm`: the family's fields are kept (a VLM's lifted to
+    `model`), the other family's dropped (they did nothing)."""
     model = data.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("vlm"), dict):
         return data

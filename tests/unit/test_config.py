@@ -131,6 +131,12 @@ def test_each_model_family_takes_only_its_own_options():
     assert not hasattr(vlm.model, "encoder") and vlm.model.lora.r == 4
 
 
+def test_the_old_vlm_layout_is_refused_with_the_new_name():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) model.vlm") as err:
+        load_config("vlm-tiny-llava", ["model.vlm.boxes=draw"])
+    assert "model.boxes" in err.value.hint
+
+
 def test_a_type_override_switches_the_family_and_keeps_the_shared_options():
     config = load_config(
         "tiny", ["model.seed=7", "model.type=vlm", "model.arch=arch/tiny-llava.json", "model.processor=tiny"]
