@@ -34,6 +34,7 @@ from .analysis.gradconf import run_gradconf
 from .analysis.probe import run_probe
 from .analysis.transfer import BUDGETS, add_family_options, normalise_baselines, run_transfer
 from .config import ConfigError, apply_overrides, dump_yaml, load_config, select_tasks, split_list
+from .core.results import GradconfResult, ProbeResult, TransferResult
 from .data.pipeline import check_root
 from .errors import UserError, add_console_options
 from .models.checkpoint import load_model
@@ -107,8 +108,8 @@ class StudyState:
         self.path.write_text(json.dumps(self.data, indent=2))
 
 
-def _load_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+# each stage's result file, as its type
+RESULT_TYPES = {"transfer": TransferResult, "gradconf": GradconfResult, "probe": ProbeResult}
 
 
 def run_study(
@@ -180,7 +181,7 @@ class _Study:
 
     def joint_model(self):
         if self.model is None:
-            self.model, _ = load_model(Path(self.results["transfer"]["runs"]["socialfusion"]["joint"]["checkpoint"]))
+            self.model, _ = load_model(Path(self.results["transfer"].run("socialfusion", "joint").checkpoint))
             self.model.to(resolve_device(self.device))
         return self.model
 
@@ -197,7 +198,7 @@ def _reuse(run: _Study, stage: str, wanted: bool) -> bool:
     if not (reusable or (not wanted and stage != "report" and files[stage].exists())):
         return False
     label = LABELS[stage]
-    run.results[stage] = _load_json(files[stage])
+    run.results[stage] = RESULT_TYPES[stage].load(files[stage])
     run.state.reused[stage] = reusable
     rec = run.state.data["stages"].get(stage) or {}
     run.timings[label] = rec.get("seconds", 0.0)

@@ -39,14 +39,14 @@ def test_transfer_table_with_socialfusion_and_a_vlm_baseline(synth_root, tmp_pat
         result = run_transfer(config, tmp_path / "out", baselines={"llava_tiny": VLM_BASELINE}, progress=False)
     finally:
         torch.set_num_threads(n)
-    assert set(result["families"]) == {"socialfusion", "llava_tiny"}
-    for name, fam in result["families"].items():
-        assert set(fam["tasks"]) == {"lam", "relation", "gaze"}
-        for task, row in fam["tasks"].items():
-            assert row["single"] is not None and row["joint"] is not None, (name, task)
-            assert row["transfer"] in ("positive", "negative", "within noise")
-            lo, hi = row["delta_ci"]  # a paired interval of joint - single: the call follows it
-            assert lo <= hi and (row["transfer"] == "within noise") == (lo <= 0 <= hi)
+    assert set(result.families) == {"socialfusion", "llava_tiny"}
+    for name, fam in result.families.items():
+        assert set(fam.tasks) == {"lam", "relation", "gaze"}
+        for task, row in fam.tasks.items():
+            assert row.single is not None and row.joint is not None, (name, task)
+            assert row.transfer in ("positive", "negative", "within noise")
+            lo, hi = row.delta_ci  # a paired interval of joint - single: the call follows it
+            assert lo <= hi and (row.transfer == "within noise") == (lo <= 0 <= hi)
     md = (tmp_path / "out" / "transfer.md").read_text()
     for name in ("socialfusion", "llava_tiny"):
         for task, metric in (("lam", "map"), ("relation", "map"), ("gaze", "auc")):

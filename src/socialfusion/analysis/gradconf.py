@@ -287,7 +287,7 @@ def fixed_batches(n: int, batch_size: int, k: int, seed: int, salt: int) -> list
 
 def run_gradconf(
     model, config, out_dir, batches: int = DEFAULT_BATCHES, progress: bool = True, resamples: int = RESAMPLES
-) -> dict:
+) -> GradconfResult:
     """Per-task gradients over `batches` fixed multi-task batches -> gradconf.json, gradconf.md, gradconf.png, each
     statistic with a 95 % percentile bootstrap interval over the batches (`resamples` resamples; 0: none)."""
     if batches < 1:
@@ -299,8 +299,7 @@ def run_gradconf(
     data = _gradconf_data(model, config, batches)
     stats, losses = _measure(model, config, data, [p for _, p in params], segments, batches, progress)
     result = _gradconf_result(model, config, data, stats.summary(resamples), losses, segments, batches, resamples, t0)
-    _write_gradconf(result, out_dir, batches)
-    return result
+    return _write_gradconf(result, out_dir, batches)
 
 
 @dataclass
@@ -404,7 +403,7 @@ def _gradconf_result(
     return result
 
 
-def _write_gradconf(result: dict, out_dir: Path, batches: int) -> None:
+def _write_gradconf(result: dict, out_dir: Path, batches: int) -> GradconfResult:
     """The heatmaps, the captions and tables into `result`, then gradconf.json and gradconf.md."""
     ov = result["overall"]
     ci = ov.get("ci", {})
@@ -425,8 +424,10 @@ def _write_gradconf(result: dict, out_dir: Path, batches: int) -> None:
     result["figures"] = [str(out_dir / "gradconf.png")]
     result["captions"] = {"gradconf": gradconf_caption(batches)}
     result["markdown"] = pairs_table(result)
-    GradconfResult.from_dict(result, "gradconf.json").save(out_dir / "gradconf.json")
+    typed = GradconfResult.from_dict(result, "gradconf.json")
+    typed.save(out_dir / "gradconf.json")
     (out_dir / "gradconf.md").write_text(markdown(result))
+    return typed
 
 
 STATISTICS = ("cosine", "mean_batch_cosine", "conflict_frequency", "magnitude_similarity")

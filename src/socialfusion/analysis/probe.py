@@ -459,7 +459,7 @@ def run_probe(
     gaze_steps: int = 300,
     gaze_max_train: int | None = 2000,
     resamples: int = 1000,
-) -> dict:
+) -> ProbeResult:
     """Probe every (encoder, layer, task, pool); write probe.json, probe.md, probe.png; return the result.
     Each score has a 95 % bootstrap interval over the evaluation samples (`resamples` resamples; 0: none).
 
@@ -607,7 +607,7 @@ def _probe_rows(
     return rows
 
 
-def _write_probe(result: dict, data: _ProbeData, out_dir: Path, resamples: int, t0: float) -> dict:
+def _write_probe(result: dict, data: _ProbeData, out_dir: Path, resamples: int, t0: float) -> ProbeResult:
     """The run-wide fields (skips, intervals, chance levels, figure, tables), then probe.json and probe.md."""
     result["skips"] = data.report.to_dict()
     result["intervals"] = interval_info(resamples) if resamples > 0 else None
@@ -622,9 +622,10 @@ def _write_probe(result: dict, data: _ProbeData, out_dir: Path, resamples: int, 
     result["captions"] = {"probe": probe_caption(result)}
     result["markdown"] = probe_table(result)
     result["seconds"] = time.perf_counter() - t0
-    ProbeResult.from_dict(result, "probe.json").save(out_dir / "probe.json")
+    typed = ProbeResult.from_dict(result, "probe.json")
+    typed.save(out_dir / "probe.json")
     (out_dir / "probe.md").write_text(probe_markdown(result))
-    return result
+    return typed
 
 
 def main(argv: list[str] | None = None) -> int:

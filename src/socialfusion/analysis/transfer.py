@@ -464,7 +464,7 @@ def run_transfer(
     seeds: int = 1,
     resamples: int = RESAMPLES,
     variants=None,
-) -> dict:
+) -> TransferResult:
     """Train and evaluate every family's single-task and joint models; write transfer.json/.md/.png; return the result.
 
     `baselines`: None, {name: [overrides]} or ['NAME=override,override', ...]; each is applied to `config` to make
@@ -499,8 +499,7 @@ def run_transfer(
         )
         _add_family(result, name, overrides, fam, variants)
     result["seconds"] = time.perf_counter() - t0
-    _write_transfer(result, out_dir, budget)
-    return result
+    return _write_transfer(result, out_dir, budget)
 
 
 def _families(config, budget: str, baselines, seeds: int, variants) -> tuple[dict, dict]:
@@ -552,8 +551,8 @@ def _add_family(result: dict, name: str, overrides: list, fam: dict, variants: d
         result["families"][key] = {"overrides": ov, **({"joint_variant_of": name} if key != name else {}), **res}
 
 
-def _write_transfer(result: dict, out_dir: Path, budget: str) -> None:
-    """The figure, caption and tables into `result`, then transfer.json and transfer.md."""
+def _write_transfer(result: dict, out_dir: Path, budget: str) -> TransferResult:
+    """The figure, caption and tables into `result`, then transfer.json and transfer.md; the typed result."""
     transfer_bars(
         result["tasks"],
         {n: f["tasks"] for n, f in result["families"].items()},
@@ -563,8 +562,10 @@ def _write_transfer(result: dict, out_dir: Path, budget: str) -> None:
     result["figures"] = [str(out_dir / "transfer.png")]
     result["captions"] = {"transfer": transfer_caption(result["interval"])}
     result["markdown"] = main_table(result) + "\n" + splits_line(result) + "\n\n" + fit_table(result)
-    TransferResult.from_dict(result, "transfer.json").save(out_dir / "transfer.json")
+    typed = TransferResult.from_dict(result, "transfer.json")
+    typed.save(out_dir / "transfer.json")
     (out_dir / "transfer.md").write_text(markdown(result))
+    return typed
 
 
 def splits_line(result: dict) -> str:
