@@ -417,14 +417,14 @@ class Config(Section):
 # ---------------------------------------------------------------- pydantic's errors as dotted key paths
 
 
-def from_dict(cls: type[Section], data: Any, path: str = "") -> Any:
+def from_dict(cls: type[Section], data: Any) -> Any:
     """`data` (plain YAML/JSON values) as a `cls`, or a ConfigError naming the first wrong key's dotted path."""
     if data is None:
         data = {}
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        message = _error_message(err, cls, path)
+        message = _error_message(err, cls)
         raise ConfigError(message, hint=_LAYOUT_HINT if "unknown key(s) model.vlm" in message else None) from None
 
 
@@ -443,21 +443,21 @@ _EXPECTED = {
 }
 
 
-def _error_message(err: ValidationError, cls: type[Section], prefix: str) -> str:
+def _error_message(err: ValidationError, cls: type[Section]) -> str:
     errors = err.errors()
     first = errors[0]
-    path, parent = _key_path(first["loc"], cls, prefix)
+    path, parent = _key_path(first["loc"], cls)
     kind, value = first["type"], first.get("input")
     if kind == "extra_forbidden":
         where = path.rsplit(".", 1)[0] + "." if "." in path else ""
-        unknown = sorted({_key_path(e["loc"], cls, prefix)[0] for e in errors if e["type"] == "extra_forbidden"})
+        unknown = sorted({_key_path(e["loc"], cls)[0] for e in errors if e["type"] == "extra_forbidden"})
         unknown = [u for u in unknown if u.startswith(where) and "." not in u[len(where) :]]
         return f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(parent.model_fields))}"
     if kind == "union_tag_invalid":
         return f"{path}.type: {first['ctx']['tag']!r} is not one of [{first['ctx']['expected_tags']}]"
     if kind == "literal_error":
         return f"{path}: {value!r} is not one of [{first['ctx']['expected'].replace(' or ', ', ')}]"
-    same_key = [e for e in errors if _key_path(e["loc"], cls, prefix)[0] == path]
+    same_key = [e for e in errors if _key_path(e["loc"], cls)[0] == path]
     if len(same_key) > 1:  # every arm of a union refused the value
         return f"{path or '<root>'}: {value!r} matches none of the accepted types"
     if kind in _EXPECTED:
@@ -465,12 +465,13 @@ def _error_message(err: ValidationError, cls: type[Section], prefix: str) -> str
     return f"{path or '<root>'}: {first['msg']}"
 
 
-def _key_path(loc: tuple, cls: type, prefix: str) -> tuple[str, type]:
+def _key_path(loc: tuple, cls: type) -> tuple[str, type]:
     """A pydantic error location -> (dotted key path, the section holding the key). Union arms add a member's name
     to the location (`int`, `literal['auto']`, a model family's tag); they are not keys and are dropped."""
-    parts, tp, holder = [prefix] if prefix else [], cls, cls
+    parts: list[str] = []
+    tp, holder = cls, cls
     for item in loc:
-        tp = _strip_annotated(tp)
+        tp = _strip_optional(_strip_annotated(tp))
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             holder = tp
             parts.append(str(item))
@@ -492,6 +493,15 @@ def _key_path(loc: tuple, cls: type, prefix: str) -> tuple[str, type]:
 def _strip_annotated(tp: Any) -> Any:
     while typing.get_origin(tp) is Annotated:
         tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _strip_optional(tp: Any) -> Any:
+    """`X | None` -> X: pydantic validates it as a nullable X and names no union arm in the location."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        arms = [arm for arm in typing.get_args(tp) if arm is not type(None)]
+        if len(arms) == 1:
+            return arms[0]
     return tp
 
 

@@ -226,7 +226,7 @@ def _run_stage(run: _Study, stage: str) -> None:
     run.state.reused[stage] = False
 
 
-def _transfer_stage(run: _Study) -> dict:
+def _transfer_stage(run: _Study) -> TransferResult:
     plan = run.plan
     return run_transfer(
         run.config,
@@ -242,7 +242,7 @@ def _transfer_stage(run: _Study) -> dict:
     )
 
 
-def _gradconf_stage(run: _Study) -> dict:
+def _gradconf_stage(run: _Study) -> GradconfResult:
     return run_gradconf(
         run.joint_model(),
         run.config,
@@ -253,7 +253,7 @@ def _gradconf_stage(run: _Study) -> dict:
     )
 
 
-def _probe_stage(run: _Study) -> dict:
+def _probe_stage(run: _Study) -> ProbeResult:
     plan = run.plan
     return run_probe(
         run.config,

@@ -34,6 +34,7 @@ def test_overrides_are_typed():
         ("model.trainable.encoder=full", "feature_cache must be 'off'"),
         ("model.connector.input_norm=true", "model.connector.input_norm: .* is not one of"),
         ("model.llm.layers=[]", "model.llm.layers: give a non-empty list"),
+        ("model.llm.layers=[1, a]", r"model.llm.layers\[1\]: expected an integer"),  # an optional list's item
     ],
 )
 def test_bad_configs_fail_with_the_key_path(override, message):

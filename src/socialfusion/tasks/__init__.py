@@ -28,18 +28,19 @@ def build_task(name: str, **options):
 
 def tasks_from_config(config) -> dict:
     """The built-in tasks and every configured one, each with its options: what the model config decides for it
-    (`Task.options_from_model`), then the data config's `task_options` (checked first, `check_tasks`)."""
-    check_tasks(config)
-    options = {td.task: td.task_options for td in config.data.tasks}
-    names = list(TASK_NAMES) + [name for name in options if name not in TASK_NAMES]
-    return {name: _build(name, config.model, options.get(name, {})) for name in names}
+    (`Task.options_from_model`), then the data config's `task_options` (checked, `check_tasks`)."""
+    configured = check_tasks(config)
+    names = list(TASK_NAMES) + [name for name in configured if name not in TASK_NAMES]
+    return {name: configured.get(name) or _build(name, config.model, {}) for name in names}
 
 
-def check_tasks(config) -> None:
+def check_tasks(config) -> dict:
     """Each configured task exists, takes its `task_options` and the label space of its adapter options, and has a
-    dataset: a ConfigError naming the entry otherwise. `config.validate` leaves these to the tasks (it imports
-    neither them nor torch); every run builds its tasks through `tasks_from_config` before it reads any data."""
+    dataset: a ConfigError naming the entry otherwise; returns the configured tasks, built. `config.validate`
+    leaves these to the tasks (it imports neither them nor torch); every run builds its tasks through
+    `tasks_from_config` before it reads any data."""
     load_all()
+    tasks = {}
     for i, td in enumerate(config.data.tasks):
         where = f"data.tasks[{i}]"
         try:
@@ -49,6 +50,8 @@ def check_tasks(config) -> None:
             raise ConfigError(f"{where}: {err}") from err
         if (td.dataset or task.default_dataset) is None:
             raise ConfigError(f"{where}: task {td.task!r} has no default dataset; set `dataset` (e.g. jsonl)")
+        tasks[td.task] = task
+    return tasks
 
 
 def default_tasks(model_cfg) -> dict:
